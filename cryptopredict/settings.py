@@ -1,0 +1,153 @@
+"""Settings for every component, read from the environment (prefix ``CRYPTOPREDICT_``, ``__`` nests).
+
+Every endpoint is a setting so the same code runs against a local stack or remote clusters, e.g.
+``CRYPTOPREDICT_KAFKA__BOOTSTRAP_SERVERS=broker-1:9092`` or
+``CRYPTOPREDICT_TEMPORAL__ADDRESS=temporal.prod:7233``.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from pydantic import BaseModel, Field, SecretStr
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
+
+
+def is_loopback(host: str) -> bool:
+    return host in LOOPBACK_HOSTS or host.startswith("127.")
+
+
+class KafkaSettings(BaseModel):
+    bootstrap_servers: str = "127.0.0.1:9092"
+    # Controller listener of the local single-node KRaft broker.
+    controller_port: int = 9093
+    partitions: int = 3
+    # Short group timeouts make a Faust worker ready in seconds instead of ~30 s (see ARCHITECTURE).
+    rebalance_timeout_s: float = 10.0
+    session_timeout_s: float = 10.0
+
+    @property
+    def first_host_port(self) -> tuple[str, int]:
+        host, _, port = self.bootstrap_servers.split(",")[0].strip().rpartition(":")
+        return host, int(port)
+
+
+class PostgresSettings(BaseModel):
+    # Feature store. The MLflow backend lives in a second database on the same server.
+    url: str = "postgresql://cryptopredict:cryptopredict@127.0.0.1:5433/features"
+    mlflow_database: str = "mlflow"
+
+    @property
+    def host(self) -> str:
+        return urlsplit(self.url).hostname or "127.0.0.1"
+
+    @property
+    def port(self) -> int:
+        return urlsplit(self.url).port or 5432
+
+    @property
+    def user(self) -> str:
+        return urlsplit(self.url).username or "postgres"
+
+    @property
+    def password(self) -> str:
+        return urlsplit(self.url).password or ""
+
+    @property
+    def database(self) -> str:
+        return urlsplit(self.url).path.lstrip("/") or "postgres"
+
+    def url_for(self, database: str, driver: str = "postgresql") -> str:
+        parts = urlsplit(self.url)
+        return parts._replace(scheme=driver, path=f"/{database}").geturl()
+
+    @property
+    def async_url(self) -> str:
+        """SQLAlchemy URL for the asyncpg driver."""
+        return self.url_for(self.database, "postgresql+asyncpg")
+
+    @property
+    def mlflow_backend_uri(self) -> str:
+        # MLflow 3 needs an explicit driver; psycopg 3 is installed.
+        return self.url_for(self.mlflow_database, "postgresql+psycopg")
+
+
+class TemporalSettings(BaseModel):
+    address: str = "127.0.0.1:7233"
+    namespace: str = "default"
+    ui_port: int = 8233
+    training_task_queue: str = "training"
+
+    @property
+    def host_port(self) -> tuple[str, int]:
+        host, _, port = self.address.rpartition(":")
+        return host, int(port)
+
+
+class MlflowSettings(BaseModel):
+    tracking_uri: str = "http://127.0.0.1:5000"
+    registered_model_prefix: str = "cryptopredict"
+    experiment: str = "cryptopredict-training"
+
+
+class LlmSettings(BaseModel):
+    # OpenAI-compatible endpoint: Ollama's /v1 in production, a local llama.cpp server here.
+    base_url: str = "http://127.0.0.1:8081/v1"
+    model: str = "smollm2-135m-instruct"
+    api_key: SecretStr = SecretStr("local-no-key")
+    context_size: int = 2048
+
+
+class KrakenSettings(BaseModel):
+    ws_url: str = "wss://ws.kraken.com/v2"
+    rest_url: str = "https://api.kraken.com"
+    pairs: list[str] = Field(default_factory=lambda: ["BTC/USD"])
+
+
+class GrpcSettings(BaseModel):
+    host: str = "127.0.0.1"
+    port: int = 50051
+
+
+class FeatureSettings(BaseModel):
+    # Candle interval of the thin path; the streaming-features issue adds 5m and 1h.
+    interval_s: int = 60
+    # Trades up to this late (event time) still land in their window.
+    grace_s: float = 5.0
+    # How often the idle timer looks for windows that should close without a new trade.
+    idle_check_s: float = 1.0
+
+
+class ModelSettings(BaseModel):
+    horizon_candles: int = 1
+    lags: int = 10
+    # Held-out window, as a fraction of the newest rows, used to pick the champion.
+    test_fraction: float = 0.2
+    # How often the prediction agent checks the champion alias for a new version.
+    refresh_s: float = 5.0
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(
+        env_prefix="CRYPTOPREDICT_", env_nested_delimiter="__", env_file=".env", extra="ignore"
+    )
+
+    local_dir: Path = Path(".local")
+    kafka: KafkaSettings = Field(default_factory=KafkaSettings)
+    postgres: PostgresSettings = Field(default_factory=PostgresSettings)
+    temporal: TemporalSettings = Field(default_factory=TemporalSettings)
+    mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
+    llm: LlmSettings = Field(default_factory=LlmSettings)
+    kraken: KrakenSettings = Field(default_factory=KrakenSettings)
+    grpc: GrpcSettings = Field(default_factory=GrpcSettings)
+    features: FeatureSettings = Field(default_factory=FeatureSettings)
+    model: ModelSettings = Field(default_factory=ModelSettings)
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()
