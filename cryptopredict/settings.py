@@ -26,6 +26,8 @@ class KafkaSettings(BaseModel):
     # Controller listener of the local single-node KRaft broker.
     controller_port: int = 9093
     partitions: int = 3
+    # Prefixed to every topic name and the Faust app id, so isolated runs (demo, tests) share a broker.
+    topic_prefix: str = ""
     # Short group timeouts make a Faust worker ready in seconds instead of ~30 s (see ARCHITECTURE).
     rebalance_timeout_s: float = 10.0
     session_timeout_s: float = 10.0
@@ -90,7 +92,6 @@ class TemporalSettings(BaseModel):
 
 class MlflowSettings(BaseModel):
     tracking_uri: str = "http://127.0.0.1:5000"
-    registered_model_prefix: str = "cryptopredict"
     experiment: str = "cryptopredict-training"
 
 

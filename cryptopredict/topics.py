@@ -3,14 +3,21 @@
 TRADES = "trades"
 TRADES_DEAD_LETTER = "trades_dead_letter"
 CANDLES = "candles"
+# Idle-timer ticks, keyed by pair like trades, so idle windows close inside the candle agent.
+CANDLE_TICKS = "candle_ticks"
 TECHNICAL_INDICATORS = "technical_indicators"
 PREDICTIONS = "predictions"
 NEWS = "news"
 NEWS_SENTIMENT = "news_sentiment"
 
-ALL_TOPICS = (TRADES, TRADES_DEAD_LETTER, CANDLES, TECHNICAL_INDICATORS, PREDICTIONS, NEWS, NEWS_SENTIMENT)
+ALL_TOPICS = (TRADES, TRADES_DEAD_LETTER, CANDLE_TICKS, CANDLES, TECHNICAL_INDICATORS, PREDICTIONS, NEWS, NEWS_SENTIMENT)
 
 FAUST_APP_ID = "cryptopredict"
+
+
+def topic_name(name: str, prefix: str) -> str:
+    """The real topic (or Faust app id) for a base name under `KafkaSettings.topic_prefix`."""
+    return f"{prefix}{name}"
 
 TRAINING_WORKFLOW_ID_PREFIX = "training"
 
@@ -19,6 +26,6 @@ def training_workflow_id(pair: str, interval_s: int) -> str:
     return f"{TRAINING_WORKFLOW_ID_PREFIX}-{pair.replace('/', '')}-{interval_s}s"
 
 
-def registered_model_name(prefix: str, pair: str, interval_s: int, horizon_candles: int) -> str:
+def registered_model_name(pair: str, interval_s: int, horizon_candles: int) -> str:
     """One registered model per (pair, interval, horizon); its `champion` alias is what is served."""
-    return f"{prefix}-{pair.replace('/', '').lower()}-{interval_s}s-h{horizon_candles}"
+    return f"cryptopredict-{pair.replace('/', '').lower()}-{interval_s}s-h{horizon_candles}"

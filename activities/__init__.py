@@ -1,0 +1,1 @@
+"""Temporal activities: all I/O, thin wrappers over cryptopredict."""

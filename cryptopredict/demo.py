@@ -1,0 +1,190 @@
+"""The main job end to end: replay exchange -> feed -> Faust candles -> store -> Temporal training ->
+MLflow champion -> Faust predictions -> gRPC stream.
+
+Each run uses its own topic prefix (fresh Faust state and offsets) and replays the same seeded trades,
+so reruns are reproducible and upsert the same candle rows. Services of the run are child processes
+with logs under `.local/logs/demo/`; they are stopped when the run ends.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import sys
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cryptopredict import topics
+from cryptopredict.settings import Settings
+
+logger = logging.getLogger(__name__)
+
+PAIR = "BTC/USD"
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@dataclass
+class ServiceGroup:
+    """Child processes of one run, each logging to its own file, all stopped together."""
+
+    log_dir: Path
+    env: dict[str, str]
+    processes: dict[str, asyncio.subprocess.Process] = field(default_factory=dict)
+
+    async def start(self, name: str, *args: str) -> None:
+        self.log_dir.mkdir(parents=True, exist_ok=True)
+        log = (self.log_dir / f"{name}.log").open("wb")
+        self.processes[name] = await asyncio.create_subprocess_exec(
+            *args, stdout=log, stderr=asyncio.subprocess.STDOUT, env=self.env
+        )
+        log.close()
+
+    def check_alive(self) -> None:
+        for name, process in self.processes.items():
+            if process.returncode is not None:
+                raise RuntimeError(f"{name} exited with {process.returncode}; see {self.log_dir / name}.log")
+
+    async def stop(self) -> None:
+        for process in self.processes.values():
+            if process.returncode is None:
+                process.terminate()
+        for process in self.processes.values():
+            try:
+                await asyncio.wait_for(process.wait(), 15)
+            except TimeoutError:
+                process.kill()
+                await process.wait()
+
+
+async def topic_message_count(settings: Settings, topic: str) -> int:
+    """Messages ever written to a topic: the sum of its partitions' end offsets."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers)
+    await consumer.start()
+    try:
+        partitions = consumer.partitions_for_topic(topic) or set()
+        if not partitions:
+            await consumer.force_metadata_update()  # type: ignore[attr-defined]
+            partitions = consumer.partitions_for_topic(topic) or set()
+        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in partitions])
+        return int(sum(ends.values()))
+    finally:
+        await consumer.stop()
+
+
+async def candle_rows_since(settings: Settings, since: datetime) -> int:
+    from sqlalchemy import func, select
+
+    from cryptopredict.store.candles import async_engine
+    from cryptopredict.store.schema import candles
+
+    engine = async_engine(settings.postgres)
+    try:
+        async with engine.connect() as conn:
+            query = select(func.count()).select_from(candles).where(candles.c.written_at >= since)
+            return int((await conn.execute(query)).scalar_one())
+    except Exception:  # the sink creates the table on its first start
+        return 0
+    finally:
+        await engine.dispose()
+
+
+async def wait_for(what: str, check: Any, timeout_s: float, services: ServiceGroup) -> Any:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        services.check_alive()
+        value = await check()
+        if value:
+            return value
+        await asyncio.sleep(1.0)
+    raise TimeoutError(f"timed out after {timeout_s:.0f}s waiting for {what}")
+
+
+async def run_demo(settings: Settings, min_candles: int, predictions: int, timeout_s: float) -> dict[str, Any]:
+    from rich.console import Console
+
+    from cryptopredict import stack
+    from cryptopredict.models.training import TrainingInput
+    from cryptopredict.orchestration import start_training
+    from grpc_server.client import stream_predictions
+
+    console = Console(stderr=True)
+    started = datetime.now(UTC)
+    with console.status("starting the local stack (first run installs Kafka, tools and models)..."):
+        stack.up(settings)
+
+    prefix = f"demo-{started:%Y%m%d%H%M%S}-"
+    grpc_port, exchange_port = free_port(), free_port()
+    env = dict(os.environ)
+    env |= {"CRYPTOPREDICT_KAFKA__TOPIC_PREFIX": prefix, "CRYPTOPREDICT_GRPC__PORT": str(grpc_port)}
+    run_settings = settings.model_copy(
+        update={
+            "kafka": settings.kafka.model_copy(update={"topic_prefix": prefix}),
+            "grpc": settings.grpc.model_copy(update={"port": grpc_port}),
+        }
+    )
+    cli = [sys.executable, "-m", "cryptopredict.cli"]
+    services = ServiceGroup(settings.local_dir.resolve() / "logs" / "demo", env)
+    try:
+        await services.start("stream", sys.executable, "-m", "streams", "worker", "-l", "warning")
+        await services.start("worker", *cli, "worker")
+        await services.start("grpc", sys.executable, "-m", "grpc_server")
+        # 300x: one 1-minute candle every 0.2 s, long enough to outlast training.
+        await services.start("exchange", *cli, "exchange", "--port", str(exchange_port), "--pair", PAIR,
+                             "--minutes", "3000", "--speed", "300")
+        await services.start("feed", *cli, "feed", "--url", f"ws://127.0.0.1:{exchange_port}/v2")
+
+        with console.status(f"replaying trades until {min_candles} candles are in the feature store..."):
+            await wait_for(
+                f"{min_candles} candles in the store",
+                lambda: _at_least(candle_rows_since(settings, started), min_candles),
+                timeout_s,
+                services,
+            )
+        with console.status("training through Temporal (persistence vs XGBoost, MLflow registry)..."):
+            request = TrainingInput(pair=PAIR, interval_s=settings.features.interval_s,
+                                    horizon_candles=settings.model.horizon_candles, lags=settings.model.lags,
+                                    test_fraction=settings.model.test_fraction)
+            result = await start_training(run_settings, request)
+        assert result is not None
+        console.print(f"[bold]{result.decision}[/bold]")
+        with console.status(f"streaming {predictions} predictions over gRPC..."):
+            streamed = await stream_predictions(
+                f"127.0.0.1:{grpc_port}", [PAIR], settings.features.interval_s, predictions, timeout_s
+            )
+        for p in streamed[-5:]:
+            console.print(
+                f"{p.pair} {p.feature_time:%Y-%m-%d %H:%M} last {p.last_price:.1f} -> "
+                f"{p.predicted_price:.1f} at {p.target_time:%H:%M} ({p.model_name} v{p.model_version})"
+            )
+        trades = await topic_message_count(run_settings, topics.topic_name(topics.TRADES, prefix))
+        candles = await topic_message_count(run_settings, topics.topic_name(topics.CANDLES, prefix))
+    finally:
+        await services.stop()
+
+    host = settings.temporal.host_port[0]
+    workflow_id = topics.training_workflow_id(PAIR, settings.features.interval_s)
+    return {
+        "trades": trades,
+        "candles": candles,
+        "model_version": f"{result.champion.name}/{result.champion.version} ({result.champion.flavor})",
+        "predictions_streamed": len(streamed),
+        "temporal_ui": f"http://{host}:{settings.temporal.ui_port}/namespaces/{settings.temporal.namespace}"
+        f"/workflows/{workflow_id}",
+        "mlflow_ui": settings.mlflow.tracking_uri,
+    }
+
+
+async def _at_least(count: Any, minimum: int) -> bool:
+    return int(await count) >= minimum

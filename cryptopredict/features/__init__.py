@@ -1,0 +1,1 @@
+"""Feature code shared by the live stream and training, so there is no training/serving skew."""

@@ -1,0 +1,167 @@
+"""Event-time tumbling candles for one (pair, interval): trades in, closed candles out.
+
+Windows are aligned on the exchange timestamp, never on Kafka's. A window closes when the event-time
+watermark (newest trade seen) passes its end plus a grace period, or when the idle check estimates
+that it has (a quiet market must still close candles). Windows that saw no trade become gap candles,
+so a missing minute is recorded instead of silently skipped.
+
+`CandleState` is plain JSON-serialisable data so a Faust table (JSON codec) can hold it.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+from pydantic import BaseModel, Field
+
+from cryptopredict.models import Candle, Trade
+
+
+def window_start(ts: datetime, interval_s: int) -> datetime:
+    epoch = int(ts.timestamp())
+    return datetime.fromtimestamp(epoch - epoch % interval_s, tz=UTC)
+
+
+class OpenWindow(BaseModel):
+    """Running aggregate of one window. Open and close are the first and last trade by
+    (timestamp, trade_id), so trades arriving out of order inside the window do not change them."""
+
+    start: datetime
+    open: float
+    open_key: tuple[datetime, int]
+    high: float
+    low: float
+    close: float
+    close_key: tuple[datetime, int]
+    volume: float
+    notional: float
+    trade_count: int
+    first_trade_id: int
+    last_trade_id: int
+
+    @classmethod
+    def first(cls, start: datetime, trade: Trade) -> OpenWindow:
+        key = (trade.timestamp, trade.trade_id)
+        return cls(
+            start=start,
+            open=trade.price,
+            open_key=key,
+            high=trade.price,
+            low=trade.price,
+            close=trade.price,
+            close_key=key,
+            volume=trade.qty,
+            notional=trade.price * trade.qty,
+            trade_count=1,
+            first_trade_id=trade.trade_id,
+            last_trade_id=trade.trade_id,
+        )
+
+    def add(self, trade: Trade) -> None:
+        key = (trade.timestamp, trade.trade_id)
+        if key < self.open_key:
+            self.open, self.open_key, self.first_trade_id = trade.price, key, trade.trade_id
+        if key > self.close_key:
+            self.close, self.close_key, self.last_trade_id = trade.price, key, trade.trade_id
+        self.high = max(self.high, trade.price)
+        self.low = min(self.low, trade.price)
+        self.volume += trade.qty
+        self.notional += trade.price * trade.qty
+        self.trade_count += 1
+
+    def to_candle(self, pair: str, interval_s: int) -> Candle:
+        return Candle(
+            pair=pair,
+            interval_s=interval_s,
+            window_start=self.start,
+            window_end=self.start + timedelta(seconds=interval_s),
+            open=self.open,
+            high=self.high,
+            low=self.low,
+            close=self.close,
+            volume=self.volume,
+            vwap=self.notional / self.volume,
+            trade_count=self.trade_count,
+            first_trade_id=self.first_trade_id,
+            last_trade_id=self.last_trade_id,
+        )
+
+
+def gap_candle(pair: str, interval_s: int, start: datetime, last_close: float) -> Candle:
+    return Candle(
+        pair=pair,
+        interval_s=interval_s,
+        window_start=start,
+        window_end=start + timedelta(seconds=interval_s),
+        open=last_close,
+        high=last_close,
+        low=last_close,
+        close=last_close,
+        volume=0.0,
+        vwap=last_close,
+        trade_count=0,
+        gap=True,
+    )
+
+
+class CandleState(BaseModel):
+    pair: str
+    interval_s: int
+    grace_s: float
+    windows: dict[datetime, OpenWindow] = Field(default_factory=dict)
+    last_closed_start: datetime | None = None
+    last_close: float | None = None
+    # Event-time watermark and the wall-clock time at which it last advanced (for the idle check).
+    watermark: datetime | None = None
+    watermark_wall: datetime | None = None
+
+    @property
+    def interval(self) -> timedelta:
+        return timedelta(seconds=self.interval_s)
+
+    def add_trade(self, trade: Trade) -> tuple[list[Candle], bool]:
+        """Add a trade; return the candles it closes and whether the trade was too late to count."""
+        start = window_start(trade.timestamp, self.interval_s)
+        if self.last_closed_start is not None and start <= self.last_closed_start:
+            return [], True
+        window = self.windows.get(start)
+        if window is None:
+            self.windows[start] = OpenWindow.first(start, trade)
+        else:
+            window.add(trade)
+        if self.watermark is None or trade.timestamp > self.watermark:
+            self.watermark = trade.timestamp
+            self.watermark_wall = trade.ingested_at
+        return self._close_until(self.watermark), False
+
+    def close_idle(self, wall_now: datetime) -> list[Candle]:
+        """Close windows that event time has passed, estimating event time from the wall clock.
+
+        Event time is taken to have advanced by the wall-clock time since the watermark last moved,
+        which equals the wall clock for a live feed and never runs ahead of a fast replay.
+        """
+        if self.watermark is None or self.watermark_wall is None:
+            return []
+        estimated = self.watermark + max(wall_now - self.watermark_wall, timedelta(0))
+        return self._close_until(estimated)
+
+    def _close_until(self, event_time: datetime) -> list[Candle]:
+        closed: list[Candle] = []
+        for start in sorted(self.windows):
+            if start + self.interval + timedelta(seconds=self.grace_s) > event_time:
+                break
+            closed.extend(self._gaps_before(start))
+            candle = self.windows.pop(start).to_candle(self.pair, self.interval_s)
+            closed.append(candle)
+            self.last_closed_start, self.last_close = start, candle.close
+        return closed
+
+    def _gaps_before(self, start: datetime) -> list[Candle]:
+        if self.last_closed_start is None or self.last_close is None:
+            return []
+        gaps = []
+        gap_start = self.last_closed_start + self.interval
+        while gap_start < start:
+            gaps.append(gap_candle(self.pair, self.interval_s, gap_start, self.last_close))
+            gap_start += self.interval
+        return gaps

@@ -1,0 +1,1 @@
+"""Datasets, models and evaluation: pure code that the Temporal activities call."""

@@ -1,0 +1,83 @@
+"""Serving side of the models: the current champion, reloaded when its alias moves, and predictions
+made from the same feature code as training."""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from cryptopredict.features.returns import feature_row
+from cryptopredict.models import Candle, ModelRef, Prediction
+
+logger = logging.getLogger(__name__)
+
+CHAMPION = "champion"
+
+
+class Champion:
+    """The `champion` version of one registered model; `refresh` is blocking I/O (run it off-loop)."""
+
+    def __init__(self, tracking_uri: str, registered_model: str) -> None:
+        self.tracking_uri = tracking_uri
+        self.registered_model = registered_model
+        self.ref: ModelRef | None = None
+        self.model: Any = None
+
+    def refresh(self) -> bool:
+        """Loads the champion if its version changed; a failed load keeps the old model serving."""
+        import mlflow
+        from mlflow.exceptions import MlflowException
+
+        client = mlflow.MlflowClient(self.tracking_uri)
+        try:
+            version = client.get_model_version_by_alias(self.registered_model, CHAMPION)
+        except MlflowException:
+            return False  # no champion yet
+        if self.ref is not None and self.ref.version == str(version.version):
+            return False
+        mlflow.set_tracking_uri(self.tracking_uri)
+        try:
+            model = mlflow.pyfunc.load_model(f"models:/{self.registered_model}@{CHAMPION}")
+        except Exception:
+            logger.exception("loading %s v%s failed; keeping the current model", self.registered_model, version.version)
+            return False
+        self.model = model
+        self.ref = ModelRef(
+            name=self.registered_model, version=str(version.version), alias=CHAMPION, run_id=version.run_id,
+            flavor=(version.tags or {}).get("kind", ""),
+        )
+        logger.info("serving %s v%s (%s)", self.registered_model, self.ref.version, self.ref.flavor)
+        return True
+
+
+def predict_next(
+    model: Any, ref: ModelRef, history: list[Candle], lags: int, horizon_candles: int
+) -> Prediction | None:
+    """A prediction from the newest candle of `history`, or None while the window is incomplete
+    (warm-up, or a gap among the last `lags + 1` candles)."""
+    window = history[-(lags + 1) :]
+    if len(window) < lags + 1 or any(c.gap for c in window):
+        return None
+    step = timedelta(seconds=window[-1].interval_s)
+    if any(b.window_start - a.window_start != step for a, b in zip(window, window[1:], strict=False)):
+        return None
+    row = feature_row([c.close for c in window], lags)
+    log_return = float(np.asarray(model.predict(pd.DataFrame([row])))[0])
+    last = window[-1]
+    horizon = step * horizon_candles
+    return Prediction(
+        pair=last.pair,
+        interval_s=last.interval_s,
+        horizon_s=int(horizon.total_seconds()),
+        made_at=datetime.now(UTC),
+        feature_time=last.window_start,
+        target_time=last.window_end + horizon,
+        last_price=last.close,
+        predicted_price=last.close * float(np.exp(log_return)),
+        model_name=ref.name,
+        model_version=ref.version,
+    )

@@ -1,0 +1,37 @@
+"""Starting workflows from Python (the CLI, the demo, tests): one place that knows ids and queues."""
+
+from __future__ import annotations
+
+from temporalio.client import Client
+from temporalio.common import WorkflowIDConflictPolicy
+from temporalio.contrib.pydantic import pydantic_data_converter
+
+from cryptopredict.models.training import TrainingInput, TrainingResult
+from cryptopredict.settings import Settings
+from cryptopredict.topics import training_workflow_id
+
+
+async def temporal_client(settings: Settings) -> Client:
+    return await Client.connect(
+        settings.temporal.address, namespace=settings.temporal.namespace, data_converter=pydantic_data_converter
+    )
+
+
+async def start_training(
+    settings: Settings,
+    request: TrainingInput,
+    wait: bool = True,
+    client: Client | None = None,
+    task_queue: str | None = None,
+) -> TrainingResult | None:
+    """Starts the pair's TrainingWorkflow; a second start while one runs attaches to the running one."""
+    client = client or await temporal_client(settings)
+    handle = await client.start_workflow(
+        "TrainingWorkflow",
+        request,
+        id=training_workflow_id(request.pair, request.interval_s),
+        task_queue=task_queue or settings.temporal.training_task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        result_type=TrainingResult,
+    )
+    return await handle.result() if wait else None

@@ -1,0 +1,1 @@
+"""Feature store access (PostgreSQL locally, RisingWave in production): table definitions and upserts."""

@@ -1,0 +1,1 @@
+"""Streaming services: the trade feed and the Faust app with its agents."""

@@ -1,0 +1,54 @@
+"""The Faust app: `python -m streams worker -l info` (or `cryptopredict stream`).
+
+Agents live in their own modules; importing this module only builds configuration (no I/O).
+Topic values are raw JSON bytes validated by the pydantic models, never Faust Records or pickle.
+"""
+
+from __future__ import annotations
+
+import faust
+
+from cryptopredict import topics
+from cryptopredict.settings import get_settings
+
+settings = get_settings()
+
+prefix = settings.kafka.topic_prefix
+
+
+def _topic(name: str) -> faust.TopicT:
+    return app.topic(topics.topic_name(name, prefix), key_type=bytes, value_type=bytes)
+
+
+app = faust.App(
+    topics.topic_name(topics.FAUST_APP_ID, prefix),
+    broker=[f"kafka://{server.strip()}" for server in settings.kafka.bootstrap_servers.split(",")],
+    store="memory://",
+    value_serializer="raw",
+    topic_partitions=settings.kafka.partitions,
+    topic_replication_factor=1,
+    table_key_serializer="json",
+    table_value_serializer="json",
+    broker_session_timeout=settings.kafka.session_timeout_s,
+    broker_rebalance_timeout=settings.kafka.rebalance_timeout_s,
+    broker_heartbeat_interval=1.0,
+    consumer_auto_offset_reset="earliest",
+    web_enabled=False,
+    autodiscover=False,
+    producer_acks=-1,
+)
+
+candle_ticks_topic = _topic(topics.CANDLE_TICKS)
+candles_topic = _topic(topics.CANDLES)
+predictions_topic = _topic(topics.PREDICTIONS)
+trades_dead_letter_topic = _topic(topics.TRADES_DEAD_LETTER)
+# One channel for trades and idle ticks: both are keyed by pair and change the same candle state.
+candle_input = app.topic(
+    topics.topic_name(topics.TRADES, prefix), topics.topic_name(topics.CANDLE_TICKS, prefix),
+    key_type=bytes, value_type=bytes,
+)
+
+
+def load_agents() -> None:
+    """Registers every agent with the app (imported lazily to avoid an import cycle)."""
+    from streams import candle_builder, candle_sink, prediction_agent  # noqa: F401

@@ -1,0 +1,55 @@
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from pydantic import ValidationError
+
+from cryptopredict.models import Candle, Prediction, Trade
+from cryptopredict.settings import Settings
+
+pytestmark = pytest.mark.unit
+
+NOW = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def test_trade_json_round_trip():
+    t = Trade(pair="BTC/USD", trade_id=1, price=1.5, qty=2, side="sell", timestamp=NOW, ingested_at=NOW)
+    assert Trade.from_json(t.to_json_bytes()) == t
+
+
+@pytest.mark.parametrize(
+    "change",
+    [{"price": 0}, {"qty": -1}, {"pair": "btcusd"}, {"side": "hold"}, {"timestamp": datetime(2026, 1, 1)}],
+)
+def test_trade_rejects_bad_fields(change):
+    fields = dict(pair="BTC/USD", trade_id=1, price=1.5, qty=2, side="sell", timestamp=NOW, ingested_at=NOW)
+    with pytest.raises(ValidationError):
+        Trade(**(fields | change))
+
+
+def test_candle_requires_consistent_ohlc_and_gap_flag():
+    fields = dict(pair="BTC/USD", interval_s=60, window_start=NOW, window_end=NOW + timedelta(minutes=1),
+                  open=10, high=12, low=9, close=11, volume=1, vwap=10.5, trade_count=3)
+    Candle(**fields)
+    with pytest.raises(ValidationError):
+        Candle(**(fields | {"high": 10.5}))
+    with pytest.raises(ValidationError):
+        Candle(**(fields | {"gap": True}))
+
+
+def test_prediction_rejects_extra_fields():
+    with pytest.raises(ValidationError):
+        Prediction.model_validate({"pair": "BTC/USD", "unexpected": 1})
+
+
+def test_settings_nested_env(monkeypatch):
+    monkeypatch.setenv("CRYPTOPREDICT_KAFKA__BOOTSTRAP_SERVERS", "broker:29092")
+    monkeypatch.setenv("CRYPTOPREDICT_TEMPORAL__ADDRESS", "temporal.example:7233")
+    monkeypatch.setenv("CRYPTOPREDICT_KRAKEN__PAIRS", '["BTC/USD","ETH/USD"]')
+    monkeypatch.setenv("CRYPTOPREDICT_POSTGRES__URL", "postgresql://u:p@db:6543/fs")
+    s = Settings()
+    assert s.kafka.first_host_port == ("broker", 29092)
+    assert s.temporal.host_port == ("temporal.example", 7233)
+    assert s.kraken.pairs == ["BTC/USD", "ETH/USD"]
+    assert s.postgres.port == 6543 and s.postgres.database == "fs"
+    assert s.postgres.async_url == "postgresql+asyncpg://u:p@db:6543/fs"
+    assert s.postgres.mlflow_backend_uri == "postgresql+psycopg://u:p@db:6543/mlflow"
