@@ -1,0 +1,131 @@
+"""In-memory fan-out of predictions to stream subscribers, plus the latest prediction per key.
+
+Predictions flow in through `PredictionHub.publish` (from the Kafka consumer, or a test) and out
+through each `Subscription`'s queue. Pure asyncio, no I/O: one event loop owns it, so no locks.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Collection
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from cryptopredict.models.ml import Prediction
+
+logger = logging.getLogger(__name__)
+
+# Enough for a burst of every pair, interval and horizon; a client further behind is too slow anyway.
+DEFAULT_QUEUE_SIZE = 256
+
+PredictionKey = tuple[str, int, int]  # (pair, interval_s, horizon_s)
+
+
+def prediction_key(prediction: Prediction) -> PredictionKey:
+    return prediction.pair, prediction.interval_s, prediction.horizon_s
+
+
+@dataclass(eq=False)
+class Subscription:
+    """One stream's view of the hub: the predictions it asked for, in a bounded queue.
+
+    When the queue is full the oldest queued prediction is dropped and counted in `dropped`:
+    a slow client only loses its own stale predictions; it never blocks `publish`, slows the
+    other subscribers or makes the server's memory grow.
+    """
+
+    pairs: frozenset[str]  # empty means all pairs
+    interval_s: int | None  # None means all intervals
+    queue: asyncio.Queue[Prediction]
+    dropped: int = field(default=0)
+
+    def wants(self, prediction: Prediction) -> bool:
+        return (not self.pairs or prediction.pair in self.pairs) and (
+            self.interval_s is None or prediction.interval_s == self.interval_s
+        )
+
+    def offer(self, prediction: Prediction) -> bool:
+        """Queue a prediction; returns True when the oldest queued one was dropped to make room."""
+        dropped = self.queue.full()
+        if dropped:
+            self.queue.get_nowait()
+            self.dropped += 1
+        self.queue.put_nowait(prediction)
+        return dropped
+
+    async def get(self) -> Prediction:
+        return await self.queue.get()
+
+
+class PredictionHub:
+    """Keeps the latest prediction per (pair, interval_s, horizon_s) and fans out new ones.
+
+    Each subscriber gets a bounded queue of `queue_size`; see `Subscription` for what happens when
+    a client falls behind (drop the oldest, count it).
+    """
+
+    def __init__(self, queue_size: int = DEFAULT_QUEUE_SIZE) -> None:
+        if queue_size < 1:
+            raise ValueError("queue_size must be at least 1")
+        self.queue_size = queue_size
+        self._latest: dict[PredictionKey, Prediction] = {}
+        self._subscriptions: set[Subscription] = set()
+        # Predictions dropped for slow subscribers since start, over all of them.
+        self.dropped = 0
+
+    @property
+    def subscriber_count(self) -> int:
+        return len(self._subscriptions)
+
+    def publish(self, prediction: Prediction) -> bool:
+        """Record and fan out a prediction; returns False when it is not newer than the latest known.
+
+        Replays (the consumer reads the topic from the beginning) and at-least-once duplicates are
+        therefore neither sent twice nor able to replace a newer prediction.
+        """
+        key = prediction_key(prediction)
+        current = self._latest.get(key)
+        if current is not None and _recency(prediction) <= _recency(current):
+            return False
+        self._latest[key] = prediction
+        for subscription in self._subscriptions:
+            if subscription.wants(prediction) and subscription.offer(prediction):
+                self.dropped += 1
+        return True
+
+    def latest(self, pair: str, interval_s: int, horizon_s: int | None = None) -> Prediction | None:
+        """The latest prediction of a key; with no horizon, the newest of any horizon."""
+        if horizon_s is not None:
+            return self._latest.get((pair, interval_s, horizon_s))
+        candidates = [
+            p
+            for (k_pair, k_interval, _), p in self._latest.items()
+            if (k_pair, k_interval) == (pair, interval_s)
+        ]
+        return max(candidates, key=_recency, default=None)
+
+    def subscribe(self, pairs: Collection[str] = (), interval_s: int | None = None) -> Subscription:
+        """Register a subscriber whose queue already holds the latest prediction of each matching key.
+
+        Snapshot and registration happen in one synchronous step, so no prediction published in
+        between is missed or delivered twice.
+        """
+        subscription = Subscription(frozenset(pairs), interval_s, asyncio.Queue(self.queue_size))
+        for prediction in sorted(self._latest.values(), key=_recency):
+            if subscription.wants(prediction) and subscription.offer(prediction):
+                self.dropped += 1
+        self._subscriptions.add(subscription)
+        logger.debug("subscribed %s (now %d)", sorted(subscription.pairs), self.subscriber_count)
+        return subscription
+
+    def unsubscribe(self, subscription: Subscription) -> None:
+        self._subscriptions.discard(subscription)
+        if subscription.dropped:
+            logger.warning("slow subscriber dropped %d predictions", subscription.dropped)
+        logger.debug("unsubscribed (now %d)", self.subscriber_count)
+
+
+def _recency(prediction: Prediction) -> tuple[datetime, datetime]:
+    # The newest candle wins; for the same candle (e.g. a new champion re-predicting it), the newest forecast.
+    return prediction.feature_time, prediction.made_at

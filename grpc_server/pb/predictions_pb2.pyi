@@ -1,0 +1,64 @@
+import datetime
+
+from google.protobuf import timestamp_pb2 as _timestamp_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class Prediction(_message.Message):
+    __slots__ = ("pair", "interval_s", "horizon_s", "made_at", "feature_time", "target_time", "last_price", "predicted_price", "model_name", "model_version")
+    PAIR_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
+    HORIZON_S_FIELD_NUMBER: _ClassVar[int]
+    MADE_AT_FIELD_NUMBER: _ClassVar[int]
+    FEATURE_TIME_FIELD_NUMBER: _ClassVar[int]
+    TARGET_TIME_FIELD_NUMBER: _ClassVar[int]
+    LAST_PRICE_FIELD_NUMBER: _ClassVar[int]
+    PREDICTED_PRICE_FIELD_NUMBER: _ClassVar[int]
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    pair: str
+    interval_s: int
+    horizon_s: int
+    made_at: _timestamp_pb2.Timestamp
+    feature_time: _timestamp_pb2.Timestamp
+    target_time: _timestamp_pb2.Timestamp
+    last_price: float
+    predicted_price: float
+    model_name: str
+    model_version: str
+    def __init__(self, pair: _Optional[str] = ..., interval_s: _Optional[int] = ..., horizon_s: _Optional[int] = ..., made_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., feature_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., target_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_price: _Optional[float] = ..., predicted_price: _Optional[float] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ...) -> None: ...
+
+class StreamPredictionsRequest(_message.Message):
+    __slots__ = ("pairs", "interval_s")
+    PAIRS_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
+    pairs: _containers.RepeatedScalarFieldContainer[str]
+    interval_s: int
+    def __init__(self, pairs: _Optional[_Iterable[str]] = ..., interval_s: _Optional[int] = ...) -> None: ...
+
+class StreamPredictionsResponse(_message.Message):
+    __slots__ = ("prediction",)
+    PREDICTION_FIELD_NUMBER: _ClassVar[int]
+    prediction: Prediction
+    def __init__(self, prediction: _Optional[_Union[Prediction, _Mapping]] = ...) -> None: ...
+
+class GetLatestPredictionRequest(_message.Message):
+    __slots__ = ("pair", "interval_s", "horizon_s")
+    PAIR_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
+    HORIZON_S_FIELD_NUMBER: _ClassVar[int]
+    pair: str
+    interval_s: int
+    horizon_s: int
+    def __init__(self, pair: _Optional[str] = ..., interval_s: _Optional[int] = ..., horizon_s: _Optional[int] = ...) -> None: ...
+
+class GetLatestPredictionResponse(_message.Message):
+    __slots__ = ("prediction",)
+    PREDICTION_FIELD_NUMBER: _ClassVar[int]
+    prediction: Prediction
+    def __init__(self, prediction: _Optional[_Union[Prediction, _Mapping]] = ...) -> None: ...

@@ -1,0 +1,287 @@
+"""The real gRPC server on 127.0.0.1, over real channels: streaming, lookups, health, reflection, Kafka.
+
+Most tests feed the hub directly (consume=False); one goes through the real broker and topic.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import uuid
+from collections.abc import AsyncIterator, Callable
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import grpc
+import pytest
+from aiokafka import AIOKafkaProducer
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+
+from cryptopredict.models.ml import Prediction
+from cryptopredict.settings import GrpcSettings, Settings, get_settings
+from cryptopredict.topics import PREDICTIONS
+from grpc_server.client import get_latest_prediction, stream_predictions
+from grpc_server.hub import PredictionHub
+from grpc_server.pb import predictions_pb2 as pb
+from grpc_server.pb import predictions_pb2_grpc as pb_grpc
+from grpc_server.server import SERVICE_NAME, RunningServer, start_server
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+REPO = Path(__file__).resolve().parents[2]
+GRPCURL = REPO / ".local" / "bin" / "grpcurl"
+T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
+
+
+def make_prediction(
+    pair: str = "BTC/USD", minute: int = 0, interval_s: int = 60, horizon_s: int = 60
+) -> Prediction:
+    feature_time = T0 + timedelta(minutes=minute)
+    return Prediction(
+        pair=pair,
+        interval_s=interval_s,
+        horizon_s=horizon_s,
+        made_at=feature_time + timedelta(seconds=1),
+        feature_time=feature_time,
+        target_time=feature_time + timedelta(seconds=horizon_s),
+        last_price=100.0 + minute,
+        predicted_price=101.0 + minute,
+        model_name="cryptopredict-test",
+        model_version="1",
+    )
+
+
+def local_settings() -> Settings:
+    # Port 0: the OS picks a free port, which start_server reports.
+    return get_settings().model_copy(update={"grpc": GrpcSettings(host="127.0.0.1", port=0)})
+
+
+async def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:  # noqa: ASYNC109
+    # Polling: the conditions are state of the server under test, which has no events to wait on.
+    async with asyncio.timeout(timeout):
+        while not condition():  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+
+
+@pytest.fixture
+async def running() -> AsyncIterator[RunningServer]:
+    async with start_server(local_settings(), PredictionHub(), consume=False, grace=0.5) as server:
+        yield server
+
+
+@pytest.fixture
+def target(running: RunningServer) -> str:
+    return f"127.0.0.1:{running.port}"
+
+
+async def test_stream_sends_latest_then_live(running: RunningServer, target: str) -> None:
+    hub = running.hub
+    hub.publish(make_prediction("BTC/USD", minute=0))
+    hub.publish(make_prediction("BTC/USD", minute=1))  # replaces minute 0 as the latest
+    hub.publish(make_prediction("ETH/USD", minute=1))  # another pair: not requested
+    hub.publish(make_prediction("BTC/USD", minute=1, interval_s=300))  # another interval
+
+    stream = asyncio.create_task(stream_predictions(target, ["BTC/USD"], interval_s=60, limit=3, timeout=10))
+    await wait_until(lambda: hub.subscriber_count == 1)
+    hub.publish(make_prediction("BTC/USD", minute=2))
+    hub.publish(make_prediction("ETH/USD", minute=2))
+    hub.publish(make_prediction("BTC/USD", minute=3))
+
+    received = await stream
+    assert received == [make_prediction("BTC/USD", minute=m) for m in (1, 2, 3)]
+    await wait_until(lambda: hub.subscriber_count == 0)
+
+
+async def test_empty_pair_list_streams_all_pairs(running: RunningServer, target: str) -> None:
+    running.hub.publish(make_prediction("BTC/USD", minute=1))
+    running.hub.publish(make_prediction("ETH/USD", minute=2))
+    received = await stream_predictions(target, [], interval_s=0, limit=2, timeout=10)
+    assert {p.pair for p in received} == {"BTC/USD", "ETH/USD"}
+
+
+async def test_cancelling_a_stream_unsubscribes(running: RunningServer, target: str) -> None:
+    hub = running.hub
+    hub.publish(make_prediction())
+    async with grpc.aio.insecure_channel(target) as channel:
+        call = pb_grpc.PredictionServiceStub(channel).StreamPredictions(
+            pb.StreamPredictionsRequest(pairs=["BTC/USD"], interval_s=60)
+        )
+        first = await call.read()
+        assert first.prediction.pair == "BTC/USD"
+        assert hub.subscriber_count == 1
+        call.cancel()
+        await wait_until(lambda: hub.subscriber_count == 0)
+        assert call.cancelled()
+
+
+async def test_closing_the_channel_unsubscribes(running: RunningServer, target: str) -> None:
+    hub = running.hub
+    channel = grpc.aio.insecure_channel(target)
+    call = pb_grpc.PredictionServiceStub(channel).StreamPredictions(pb.StreamPredictionsRequest())
+    await wait_until(lambda: hub.subscriber_count == 1)
+    await channel.close()  # a client that vanishes without cancelling
+    await wait_until(lambda: hub.subscriber_count == 0)
+    assert call.done()
+
+
+async def test_slow_subscriber_drops_oldest_and_stays_bounded() -> None:
+    hub = PredictionHub(queue_size=4)
+    async with (
+        start_server(local_settings(), hub, consume=False, grace=0.5) as running,
+        grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel,
+    ):
+        call = pb_grpc.PredictionServiceStub(channel).StreamPredictions(pb.StreamPredictionsRequest())
+        await wait_until(lambda: hub.subscriber_count == 1)
+        # Published in one synchronous burst: the stream cannot drain in between, like a stalled client.
+        for minute in range(100):
+            hub.publish(make_prediction(minute=minute))
+        assert hub.dropped == 100 - 4
+        received = [await call.read() for _ in range(4)]
+        call.cancel()
+        await wait_until(lambda: hub.subscriber_count == 0)
+    # Drop-oldest: what survives is the newest queue_size predictions, in order.
+    minutes = [
+        (r.prediction.feature_time.ToDatetime(tzinfo=UTC) - T0) // timedelta(minutes=1) for r in received
+    ]
+    assert minutes == [96, 97, 98, 99]
+
+
+async def test_stream_rejects_malformed_pair(target: str) -> None:
+    async with grpc.aio.insecure_channel(target) as channel:
+        call = pb_grpc.PredictionServiceStub(channel).StreamPredictions(
+            pb.StreamPredictionsRequest(pairs=["BTCUSD"])
+        )
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            await call.read()
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_get_latest_prediction(running: RunningServer, target: str) -> None:
+    assert await get_latest_prediction(target, "BTC/USD", 60, 60) is None  # NOT_FOUND
+
+    running.hub.publish(make_prediction(minute=1, horizon_s=60))
+    running.hub.publish(make_prediction(minute=2, horizon_s=300))
+    running.hub.publish(make_prediction(minute=0, horizon_s=60))  # older: does not replace minute 1
+    assert await get_latest_prediction(target, "BTC/USD", 60, 60) == make_prediction(minute=1, horizon_s=60)
+    # horizon 0: the newest of any horizon.
+    assert await get_latest_prediction(target, "BTC/USD", 60) == make_prediction(minute=2, horizon_s=300)
+
+
+async def test_get_latest_prediction_not_found_status(target: str) -> None:
+    async with grpc.aio.insecure_channel(target) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            await pb_grpc.PredictionServiceStub(channel).GetLatestPrediction(
+                pb.GetLatestPredictionRequest(pair="BTC/USD", interval_s=60, horizon_s=60)
+            )
+    assert error.value.code() == grpc.StatusCode.NOT_FOUND
+
+
+@pytest.mark.parametrize(
+    ("pair", "interval_s", "horizon_s"),
+    [
+        ("", 60, 60),
+        ("BTCUSD", 60, 60),
+        ("btc/usd", 60, 60),
+        ("BTC/USD", 0, 60),
+        ("BTC/USD", -60, 60),
+        ("BTC/USD", 60, -1),
+    ],
+)
+async def test_get_latest_prediction_invalid_argument(
+    target: str, pair: str, interval_s: int, horizon_s: int
+) -> None:
+    async with grpc.aio.insecure_channel(target) as channel:
+        with pytest.raises(grpc.aio.AioRpcError) as error:
+            await pb_grpc.PredictionServiceStub(channel).GetLatestPrediction(
+                pb.GetLatestPredictionRequest(pair=pair, interval_s=interval_s, horizon_s=horizon_s)
+            )
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_health_is_serving(target: str) -> None:
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        for service in ("", SERVICE_NAME):
+            response = await stub.Check(health_pb2.HealthCheckRequest(service=service))
+            assert response.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def test_reflection_lists_the_service(target: str) -> None:
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = reflection_pb2_grpc.ServerReflectionStub(channel)
+        responses = stub.ServerReflectionInfo(
+            iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+        )
+        names = [
+            service.name
+            async for response in responses
+            for service in response.list_services_response.service
+        ]
+    assert SERVICE_NAME in names
+
+
+async def run_grpcurl(*args: str) -> str:
+    process = await asyncio.create_subprocess_exec(
+        str(GRPCURL), *args, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    stdout, stderr = await asyncio.wait_for(process.communicate(), timeout=30)
+    assert process.returncode == 0, stderr.decode()
+    return stdout.decode()
+
+
+@pytest.mark.skipif(not GRPCURL.exists(), reason=f"grpcurl not installed at {GRPCURL}")
+async def test_grpcurl_lists_and_calls_the_service(running: RunningServer, target: str) -> None:
+    assert SERVICE_NAME in (await run_grpcurl("-plaintext", target, "list")).split()
+    # A call described only by reflection: also proves the timestamp.proto dependency is served.
+    running.hub.publish(make_prediction(minute=5))
+    output = await run_grpcurl(
+        "-plaintext",
+        "-d",
+        '{"pair": "BTC/USD", "interval_s": 60, "horizon_s": 60}',
+        target,
+        f"{SERVICE_NAME}/GetLatestPrediction",
+    )
+    prediction = json.loads(output)["prediction"]
+    assert prediction["predicted_price"] == 106
+    assert prediction["feature_time"] == "2024-05-01T12:05:00Z"
+
+
+def broker_reachable(bootstrap_servers: str) -> bool:
+    host, _, port = bootstrap_servers.split(",")[0].strip().rpartition(":")
+    try:
+        with socket.create_connection((host, int(port)), timeout=1):
+            return True
+    except OSError:
+        return False
+
+
+async def test_predictions_flow_from_kafka_to_the_stream() -> None:
+    settings = local_settings()
+    if not broker_reachable(settings.kafka.bootstrap_servers):
+        pytest.skip(f"no Kafka broker at {settings.kafka.bootstrap_servers}: run `cryptopredict stack up`")
+    # A pair of its own, so earlier runs' messages on the topic do not match.
+    pair = f"T{uuid.uuid4().hex[:8].upper()}/USD"
+    before, live = make_prediction(pair, minute=1), make_prediction(pair, minute=2)
+
+    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers)
+    await producer.start()
+    try:
+        # Made before the server starts: known after the start because it reads from the earliest offset.
+        await producer.send_and_wait(PREDICTIONS, before.to_json_bytes(), key=pair.encode())
+        await producer.send_and_wait(PREDICTIONS, b"{not a prediction", key=pair.encode())
+        async with start_server(settings, PredictionHub(), consume=True, grace=0.5) as running:
+            target = f"127.0.0.1:{running.port}"
+            assert running.consumer is not None
+            await wait_until(lambda: running.hub.latest(pair, 60) is not None, timeout=60)
+            assert running.consumer.invalid >= 1  # logged and counted, the consumer kept going
+
+            stream = asyncio.create_task(
+                stream_predictions(target, [pair], interval_s=60, limit=2, timeout=30)
+            )
+            await wait_until(lambda: running.hub.subscriber_count == 1)
+            await producer.send_and_wait(PREDICTIONS, live.to_json_bytes(), key=pair.encode())
+            assert await stream == [before, live]
+    finally:
+        await producer.stop()
