@@ -1,0 +1,213 @@
+"""Apache Kafka 4.1 in KRaft mode, one combined broker+controller, jars resolved with Maven."""
+
+from __future__ import annotations
+
+import base64
+import logging
+import subprocess
+import uuid
+from pathlib import Path
+from typing import Any
+
+from cryptopredict.settings import KafkaSettings
+from cryptopredict.stack.base import REPO_ROOT, Component, StackError, find_cmd
+
+logger = logging.getLogger(__name__)
+
+KAFKA_JAR = "kafka_2.13-4.1.1.jar"
+POM = REPO_ROOT / "infra" / "kafka" / "pom.xml"
+
+LOG4J2_PROPERTIES = """\
+# Written by cryptopredict.stack.kafka: everything to stdout, which is the component's log file.
+status = warn
+appender.console.type = Console
+appender.console.name = STDOUT
+appender.console.layout.type = PatternLayout
+appender.console.layout.pattern = [%d] %p %m (%c)%n
+rootLogger.level = INFO
+rootLogger.appenderRef.stdout.ref = STDOUT
+logger.kafka.name = kafka
+logger.kafka.level = INFO
+logger.state.name = state.change.logger
+logger.state.level = WARN
+logger.request.name = kafka.request.logger
+logger.request.level = WARN
+"""
+
+
+class Kafka(Component):
+    name = "kafka"
+    startup_timeout_s = 90.0
+
+    @property
+    def kafka(self) -> KafkaSettings:
+        return self.settings.kafka
+
+    @property
+    def host(self) -> str:
+        return self.kafka.first_host_port[0]
+
+    @property
+    def endpoint(self) -> str:
+        return self.kafka.bootstrap_servers
+
+    @property
+    def libs(self) -> Path:
+        return self.data_dir / "libs"
+
+    @property
+    def config(self) -> Path:
+        return self.data_dir / "server.properties"
+
+    @property
+    def log_dir(self) -> Path:
+        return self.data_dir / "data"
+
+    def install(self) -> None:
+        if (self.libs / KAFKA_JAR).exists():
+            return
+        mvn = find_cmd([], "mvn")
+        java = find_cmd([], "java")
+        logger.info("kafka: resolving broker jars with Maven into %s (java: %s)", self.libs, java)
+        self.libs.mkdir(parents=True, exist_ok=True)
+        cmd = [
+            str(mvn),
+            "-q",
+            "-B",
+            "-f",
+            str(POM),
+            "dependency:copy-dependencies",
+            f"-DoutputDirectory={self.libs}",
+            "-DincludeScope=runtime",
+        ]
+        result = subprocess.run(cmd, capture_output=True, text=True)
+        if result.returncode != 0 or not (self.libs / KAFKA_JAR).exists():
+            raise StackError(f"kafka: Maven failed to resolve jars:\n{result.stdout}\n{result.stderr}")
+
+    def prepare(self) -> None:
+        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self.config.write_text(self._server_properties())
+        (self.data_dir / "log4j2.properties").write_text(LOG4J2_PROPERTIES)
+        if not (self.log_dir / "meta.properties").exists():
+            self._format_storage()
+
+    def _server_properties(self) -> str:
+        host, port = self.kafka.first_host_port
+        controller = f"{host}:{self.kafka.controller_port}"
+        props = {
+            "process.roles": "broker,controller",
+            "node.id": "1",
+            "controller.quorum.bootstrap.servers": controller,
+            "listeners": f"PLAINTEXT://{host}:{port},CONTROLLER://{controller}",
+            "advertised.listeners": f"PLAINTEXT://{host}:{port},CONTROLLER://{controller}",
+            "controller.listener.names": "CONTROLLER",
+            "inter.broker.listener.name": "PLAINTEXT",
+            "listener.security.protocol.map": "CONTROLLER:PLAINTEXT,PLAINTEXT:PLAINTEXT",
+            "log.dirs": str(self.log_dir),
+            "num.partitions": str(self.kafka.partitions),
+            "auto.create.topics.enable": "true",
+            "default.replication.factor": "1",
+            "min.insync.replicas": "1",
+            "offsets.topic.replication.factor": "1",
+            "transaction.state.log.replication.factor": "1",
+            "transaction.state.log.min.isr": "1",
+            "share.coordinator.state.topic.replication.factor": "1",
+            "share.coordinator.state.topic.min.isr": "1",
+            # Consumers (Faust) join at once instead of waiting 3 s for more members.
+            "group.initial.rebalance.delay.ms": "0",
+            # After a crash the controller keeps the dead broker registered for this long and
+            # rejects the restarted one (DUPLICATE_BROKER_REGISTRATION); 9 s by default.
+            "broker.heartbeat.interval.ms": "1000",
+            "broker.session.timeout.ms": "3000",
+            # Let short client session timeouts from settings through.
+            "group.min.session.timeout.ms": "1000",
+        }
+        return "".join(f"{key}={value}\n" for key, value in props.items())
+
+    def _java(self, main_class: str, *args: str, heap: tuple[str, ...] = ()) -> list[str]:
+        log4j = self.data_dir / "log4j2.properties"
+        return [
+            str(find_cmd([], "java")),
+            *heap,
+            "-Djava.awt.headless=true",
+            f"-Dlog4j2.configurationFile={log4j}",
+            "-cp",
+            f"{self.libs}/*",
+            main_class,
+            *args,
+        ]
+
+    def _format_storage(self) -> None:
+        cluster_id = self._cluster_id()
+        logger.info("kafka: formatting storage %s (cluster id %s)", self.log_dir, cluster_id)
+        cmd = self._java(
+            "kafka.tools.StorageTool",
+            "format",
+            "--standalone",
+            "-t",
+            cluster_id,
+            "-c",
+            str(self.config),
+        )
+        with self.log_path.open("ab") as log:
+            result = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=self.data_dir)
+        if result.returncode != 0:
+            raise StackError(f"kafka: storage format failed (code {result.returncode}); see {self.log_path}")
+
+    def _cluster_id(self) -> str:
+        id_file = self.data_dir / "cluster.id"
+        if not id_file.exists():
+            # Kafka's Uuid text form: URL-safe base64 of 16 random bytes, unpadded.
+            id_file.write_text(base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode())
+        return id_file.read_text().strip()
+
+    def start_cmd(self) -> list[str]:
+        return self._java("kafka.Kafka", str(self.config), heap=("-Xms256m", "-Xmx512m"))
+
+    def cmdline_marker(self) -> str:
+        return f"kafka.Kafka {self.config}"
+
+    def _admin(self) -> Any:
+        from aiokafka.admin import AIOKafkaAdminClient
+
+        return AIOKafkaAdminClient(bootstrap_servers=self.kafka.bootstrap_servers, request_timeout_ms=4000)
+
+    async def health(self) -> str:
+        admin = self._admin()
+        try:
+            await admin.start()
+            cluster = await admin.describe_cluster()
+        finally:
+            await admin.close()
+        return f"cluster {cluster['cluster_id']}, {len(cluster['brokers'])} broker(s)"
+
+    async def after_healthy(self) -> None:
+        from aiokafka.admin import NewTopic
+
+        from cryptopredict.topics import ALL_TOPICS
+
+        admin = self._admin()
+        try:
+            await admin.start()
+            existing = set(await admin.list_topics())
+            missing = [topic for topic in ALL_TOPICS if topic not in existing]
+            if missing:
+                logger.info("kafka: creating topics %s", ", ".join(missing))
+                new = [
+                    NewTopic(t, num_partitions=self.kafka.partitions, replication_factor=1) for t in missing
+                ]
+                response = await admin.create_topics(new)
+                _raise_topic_errors(response)
+        finally:
+            await admin.close()
+
+
+def _raise_topic_errors(response: Any) -> None:
+    # 36 = TOPIC_ALREADY_EXISTS: another `up` or an auto-create won the race, which is fine.
+    errors = [
+        (topic, code, msg)
+        for topic, code, msg in (tuple(err[:3]) for err in getattr(response, "topic_errors", []))
+        if code not in (0, 36)
+    ]
+    if errors:
+        raise StackError(f"kafka: topic creation failed: {errors}")
