@@ -74,7 +74,9 @@ class TrainingActivities:
     def fit_candidate(self, request: FitInput) -> Candidate:
         summary = request.dataset
         frame = pd.read_parquet(Path(summary.path))
-        train, test = split_train_test(Dataset(frame, summary.features, summary.dropped), request.test_fraction)
+        train, test = split_train_test(
+            Dataset(frame, summary.features, summary.dropped), request.test_fraction
+        )
         model = fit_model(request.kind, train, summary.features, TARGET)
         activity.heartbeat("fitted")
         metrics = price_metrics(test, model.predict(None, test[summary.features]))
@@ -104,7 +106,12 @@ class TrainingActivities:
                 # Explicit requirements: inferring them imports every package and takes minutes.
                 pip_requirements=["cryptopredict", "xgboost", "pandas", "numpy"],
             )
-        logger.info("%s candidate: MAE %.4f (persistence %.4f)", request.kind, metrics["mae"], metrics["persistence_mae"])
+        logger.info(
+            "%s candidate: MAE %.4f (persistence %.4f)",
+            request.kind,
+            metrics["mae"],
+            metrics["persistence_mae"],
+        )
         return Candidate(kind=request.kind, run_id=run.info.run_id, model_uri=info.model_uri, metrics=metrics)
 
     @activity.defn(name="register_and_promote")
@@ -116,10 +123,14 @@ class TrainingActivities:
         for candidate in request.candidates:
             version = mlflow.register_model(candidate.model_uri, request.registered_model)
             for key, value in candidate.metrics.items():
-                client.set_model_version_tag(request.registered_model, version.version, f"test_{key}", str(value))
+                client.set_model_version_tag(
+                    request.registered_model, version.version, f"test_{key}", str(value)
+                )
             client.set_model_version_tag(request.registered_model, version.version, "kind", candidate.kind)
             registered[candidate.kind] = ModelRef(
-                name=request.registered_model, version=str(version.version), run_id=candidate.run_id,
+                name=request.registered_model,
+                version=str(version.version),
+                run_id=candidate.run_id,
                 flavor=candidate.kind,
             )
         best = choose_champion({c.kind: c.metrics["mae"] for c in request.candidates})

@@ -35,7 +35,9 @@ def _logging(level: str) -> None:
 def exchange(
     port: int = 8790,
     host: str = "127.0.0.1",
-    trades_file: Annotated[Path | None, typer.Option(help="CSV of real trades: timestamp,time_ms,side,price,qty")] = None,
+    trades_file: Annotated[
+        Path | None, typer.Option(help="CSV of real trades: timestamp,time_ms,side,price,qty")
+    ] = None,
     pair: str = "BTC/USD",
     minutes: int = 600,
     trades_per_minute: float = 20.0,
@@ -61,7 +63,9 @@ def exchange(
 
 
 @app.command()
-def feed(url: Annotated[str | None, typer.Option(help="WebSocket URL; default: settings.kraken.ws_url")] = None) -> None:
+def feed(
+    url: Annotated[str | None, typer.Option(help="WebSocket URL; default: settings.kraken.ws_url")] = None,
+) -> None:
     """Publish exchange trades to the `trades` topic until interrupted."""
     from streams.trade_feed import run_feed
 
@@ -91,8 +95,13 @@ def train(pair: str = "BTC/USD", interval_s: int = 60, horizon_candles: int = 1,
     from cryptopredict.orchestration import start_training
 
     settings = get_settings()
-    request = TrainingInput(pair=pair, interval_s=interval_s, horizon_candles=horizon_candles,
-                            lags=settings.model.lags, test_fraction=settings.model.test_fraction)
+    request = TrainingInput(
+        pair=pair,
+        interval_s=interval_s,
+        horizon_candles=horizon_candles,
+        lags=settings.model.lags,
+        test_fraction=settings.model.test_fraction,
+    )
     result = asyncio.run(start_training(settings, request, wait=wait))
     typer.echo(result.model_dump_json(indent=2) if result is not None else "started")
 
@@ -113,8 +122,9 @@ def demo(
     from cryptopredict.demo import run_demo
 
     _logging("warning")
-    summary = asyncio.run(run_demo(get_settings(), min_candles=min_candles, predictions=predictions,
-                                   timeout_s=timeout_s))
+    summary = asyncio.run(
+        run_demo(get_settings(), min_candles=min_candles, predictions=predictions, timeout_s=timeout_s)
+    )
     typer.echo(json.dumps(summary))
 
 

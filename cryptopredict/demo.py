@@ -111,7 +111,9 @@ async def wait_for(what: str, check: Any, timeout_s: float, services: ServiceGro
     raise TimeoutError(f"timed out after {timeout_s:.0f}s waiting for {what}")
 
 
-async def run_demo(settings: Settings, min_candles: int, predictions: int, timeout_s: float) -> dict[str, Any]:
+async def run_demo(
+    settings: Settings, min_candles: int, predictions: int, timeout_s: float
+) -> dict[str, Any]:
     from rich.console import Console
 
     from cryptopredict import stack
@@ -141,8 +143,19 @@ async def run_demo(settings: Settings, min_candles: int, predictions: int, timeo
         await services.start("worker", *cli, "worker")
         await services.start("grpc", sys.executable, "-m", "grpc_server")
         # 300x: one 1-minute candle every 0.2 s, long enough to outlast training.
-        await services.start("exchange", *cli, "exchange", "--port", str(exchange_port), "--pair", PAIR,
-                             "--minutes", "3000", "--speed", "300")
+        await services.start(
+            "exchange",
+            *cli,
+            "exchange",
+            "--port",
+            str(exchange_port),
+            "--pair",
+            PAIR,
+            "--minutes",
+            "3000",
+            "--speed",
+            "300",
+        )
         await services.start("feed", *cli, "feed", "--url", f"ws://127.0.0.1:{exchange_port}/v2")
 
         with console.status(f"replaying trades until {min_candles} candles are in the feature store..."):
@@ -153,9 +166,13 @@ async def run_demo(settings: Settings, min_candles: int, predictions: int, timeo
                 services,
             )
         with console.status("training through Temporal (persistence vs XGBoost, MLflow registry)..."):
-            request = TrainingInput(pair=PAIR, interval_s=settings.features.interval_s,
-                                    horizon_candles=settings.model.horizon_candles, lags=settings.model.lags,
-                                    test_fraction=settings.model.test_fraction)
+            request = TrainingInput(
+                pair=PAIR,
+                interval_s=settings.features.interval_s,
+                horizon_candles=settings.model.horizon_candles,
+                lags=settings.model.lags,
+                test_fraction=settings.model.test_fraction,
+            )
             result = await start_training(run_settings, request)
         assert result is not None
         console.print(f"[bold]{result.decision}[/bold]")

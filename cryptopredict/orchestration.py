@@ -13,7 +13,9 @@ from cryptopredict.topics import training_workflow_id
 
 async def temporal_client(settings: Settings) -> Client:
     return await Client.connect(
-        settings.temporal.address, namespace=settings.temporal.namespace, data_converter=pydantic_data_converter
+        settings.temporal.address,
+        namespace=settings.temporal.namespace,
+        data_converter=pydantic_data_converter,
     )
 
 

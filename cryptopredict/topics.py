@@ -10,7 +10,16 @@ PREDICTIONS = "predictions"
 NEWS = "news"
 NEWS_SENTIMENT = "news_sentiment"
 
-ALL_TOPICS = (TRADES, TRADES_DEAD_LETTER, CANDLE_TICKS, CANDLES, TECHNICAL_INDICATORS, PREDICTIONS, NEWS, NEWS_SENTIMENT)
+ALL_TOPICS = (
+    TRADES,
+    TRADES_DEAD_LETTER,
+    CANDLE_TICKS,
+    CANDLES,
+    TECHNICAL_INDICATORS,
+    PREDICTIONS,
+    NEWS,
+    NEWS_SENTIMENT,
+)
 
 FAUST_APP_ID = "cryptopredict"
 
@@ -18,6 +27,7 @@ FAUST_APP_ID = "cryptopredict"
 def topic_name(name: str, prefix: str) -> str:
     """The real topic (or Faust app id) for a base name under `KafkaSettings.topic_prefix`."""
     return f"{prefix}{name}"
+
 
 TRAINING_WORKFLOW_ID_PREFIX = "training"
 

@@ -9,6 +9,7 @@ from aiokafka import AIOKafkaConsumer
 from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
+from cryptopredict.kafka_admin import ensure_topics
 from cryptopredict.models.ml import Prediction
 from cryptopredict.settings import KafkaSettings
 from cryptopredict.topics import PREDICTIONS, topic_name
@@ -53,6 +54,8 @@ class PredictionConsumer:
                 delay = min(delay * 2, RETRY_MAX_S)
 
     async def _consume(self) -> None:
+        # Subscribing to a topic that does not exist yet would leave this consumer idle.
+        await ensure_topics(self.kafka)
         consumer = AIOKafkaConsumer(
             self.topic,
             bootstrap_servers=self.kafka.bootstrap_servers,

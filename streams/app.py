@@ -44,8 +44,10 @@ predictions_topic = _topic(topics.PREDICTIONS)
 trades_dead_letter_topic = _topic(topics.TRADES_DEAD_LETTER)
 # One channel for trades and idle ticks: both are keyed by pair and change the same candle state.
 candle_input = app.topic(
-    topics.topic_name(topics.TRADES, prefix), topics.topic_name(topics.CANDLE_TICKS, prefix),
-    key_type=bytes, value_type=bytes,
+    topics.topic_name(topics.TRADES, prefix),
+    topics.topic_name(topics.CANDLE_TICKS, prefix),
+    key_type=bytes,
+    value_type=bytes,
 )
 
 

@@ -15,7 +15,14 @@ from pydantic import ValidationError
 
 from cryptopredict.features.candles import CandleState
 from cryptopredict.models import Candle, Trade
-from streams.app import app, candle_input, candle_ticks_topic, candles_topic, settings, trades_dead_letter_topic
+from streams.app import (
+    app,
+    candle_input,
+    candle_ticks_topic,
+    candles_topic,
+    settings,
+    trades_dead_letter_topic,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -25,7 +32,9 @@ candle_state = app.Table("candle_state", default=None, partitions=settings.kafka
 def _state_for(pair: str) -> CandleState:
     stored = candle_state.get(pair)
     if stored is None:
-        return CandleState(pair=pair, interval_s=settings.features.interval_s, grace_s=settings.features.grace_s)
+        return CandleState(
+            pair=pair, interval_s=settings.features.interval_s, grace_s=settings.features.grace_s
+        )
     return CandleState.model_validate(stored)
 
 

@@ -29,7 +29,9 @@ def reliable_producer(settings: Settings) -> AIOKafkaProducer:
     )
 
 
-async def run_feed(settings: Settings, url: str | None = None, max_trades: int | None = None) -> dict[str, int]:
+async def run_feed(
+    settings: Settings, url: str | None = None, max_trades: int | None = None
+) -> dict[str, int]:
     client = KrakenTradeClient(url or settings.kraken.ws_url, settings.kraken.pairs)
     producer = reliable_producer(settings)
     await producer.start()

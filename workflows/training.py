@@ -33,8 +33,9 @@ NOT_RETRYABLE = ["ValueError", "KeyError"]
 class TrainingWorkflow:
     @workflow.run
     async def run(self, request: TrainingInput) -> TrainingResult:
-        retry = RetryPolicy(maximum_attempts=3, initial_interval=timedelta(seconds=2),
-                            non_retryable_error_types=NOT_RETRYABLE)
+        retry = RetryPolicy(
+            maximum_attempts=3, initial_interval=timedelta(seconds=2), non_retryable_error_types=NOT_RETRYABLE
+        )
         dataset: DatasetSummary = await workflow.execute_activity(
             "build_training_dataset",
             request,
@@ -75,4 +76,6 @@ class TrainingWorkflow:
             f"{beaten:+.4f} on {int(metrics['xgboost']['n_test'])} held-out rows"
         )
         workflow.logger.info(decision)
-        return TrainingResult(champion=champion, registered=refs, decision=decision, dataset=dataset, metrics=metrics)
+        return TrainingResult(
+            champion=champion, registered=refs, decision=decision, dataset=dataset, metrics=metrics
+        )

@@ -19,18 +19,25 @@ logger = logging.getLogger(__name__)
 
 async def connect(settings: Settings) -> Client:
     return await Client.connect(
-        settings.temporal.address, namespace=settings.temporal.namespace, data_converter=pydantic_data_converter
+        settings.temporal.address,
+        namespace=settings.temporal.namespace,
+        data_converter=pydantic_data_converter,
     )
 
 
-def training_worker(client: Client, settings: Settings, executor: concurrent.futures.Executor,
-                    task_queue: str | None = None) -> Worker:
+def training_worker(
+    client: Client, settings: Settings, executor: concurrent.futures.Executor, task_queue: str | None = None
+) -> Worker:
     activities = TrainingActivities(settings)
     return Worker(
         client,
         task_queue=task_queue or settings.temporal.training_task_queue,
         workflows=[TrainingWorkflow],
-        activities=[activities.build_training_dataset, activities.fit_candidate, activities.register_and_promote],
+        activities=[
+            activities.build_training_dataset,
+            activities.fit_candidate,
+            activities.register_and_promote,
+        ],
         activity_executor=executor,
         max_concurrent_activities=2,
     )

@@ -94,5 +94,7 @@ def parse_trades(message: dict[str, Any], ingested_at: datetime) -> TradeBatch:
         except KeyError as exc:
             raise MalformedMessage(f"trade row misses field {exc.args[0]!r}") from exc
         except ValidationError as exc:
-            raise MalformedMessage(f"invalid trade: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}") from exc
+            raise MalformedMessage(
+                f"invalid trade: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}"
+            ) from exc
     return TradeBatch(kind=kind, trades=trades)

@@ -56,7 +56,9 @@ def synthetic_trades(
         if t >= end:
             return
         drift = 0.9 * drift + 0.1 * rng.gauss(0, volatility_per_minute)
-        price *= math.exp(drift * math.sqrt(step_s / 60) + rng.gauss(0, volatility_per_minute) * math.sqrt(step_s / 60))
+        price *= math.exp(
+            drift * math.sqrt(step_s / 60) + rng.gauss(0, volatility_per_minute) * math.sqrt(step_s / 60)
+        )
         yield Trade(
             pair=pair,
             trade_id=trade_id,
@@ -141,12 +143,29 @@ class ReplayExchange:
             return
         method, req_id = request.get("method"), request.get("req_id")
         if method == "ping":
-            await ws.send(json.dumps({"method": "pong", "req_id": req_id, "time_in": time_in,
-                                      "time_out": format_timestamp(datetime.now(UTC))}))
+            await ws.send(
+                json.dumps(
+                    {
+                        "method": "pong",
+                        "req_id": req_id,
+                        "time_in": time_in,
+                        "time_out": format_timestamp(datetime.now(UTC)),
+                    }
+                )
+            )
             return
         if method != "subscribe" or request.get("params", {}).get("channel") != "trade":
-            await ws.send(json.dumps({"method": method, "error": "Unsupported request", "success": False,
-                                      "req_id": req_id, "time_in": time_in}))
+            await ws.send(
+                json.dumps(
+                    {
+                        "method": method,
+                        "error": "Unsupported request",
+                        "success": False,
+                        "req_id": req_id,
+                        "time_in": time_in,
+                    }
+                )
+            )
             return
         params = request["params"]
         for symbol in params.get("symbol", []):
@@ -154,8 +173,14 @@ class ReplayExchange:
             if symbol not in self.pairs:
                 ack |= {"success": False, "error": f"Currency pair not supported {symbol}", "symbol": symbol}
             else:
-                ack |= {"success": True, "result": {"channel": "trade", "symbol": symbol,
-                                                    "snapshot": params.get("snapshot", True)}}
+                ack |= {
+                    "success": True,
+                    "result": {
+                        "channel": "trade",
+                        "symbol": symbol,
+                        "snapshot": params.get("snapshot", True),
+                    },
+                }
             ack["time_out"] = format_timestamp(datetime.now(UTC))
             await ws.send(json.dumps(ack))
             if not ack["success"]:

@@ -55,7 +55,9 @@ def build_dataset(candles: pd.DataFrame, interval_s: int, lags: int, horizon: in
         row["target_close"] = float(closes[target_t])
         row[TARGET] = log_return(window_closes[-1], float(closes[target_t]))
         rows.append(row)
-    frame = pd.DataFrame(rows, columns=[*feature_names(lags), FEATURE_TIME, LAST_CLOSE, "target_close", TARGET])
+    frame = pd.DataFrame(
+        rows, columns=[*feature_names(lags), FEATURE_TIME, LAST_CLOSE, "target_close", TARGET]
+    )
     return Dataset(frame=frame, features=feature_names(lags), dropped=dropped)
 
 

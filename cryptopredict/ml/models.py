@@ -15,7 +15,9 @@ from cryptopredict.models.training import CandidateKind
 class PersistenceModel(mlflow.pyfunc.PythonModel):
     """'The price stays where it is': a log return of zero."""
 
-    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> np.ndarray:
+    def predict(
+        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> np.ndarray:
         return np.zeros(len(model_input))
 
 
@@ -40,11 +42,15 @@ class XGBoostReturnModel(mlflow.pyfunc.PythonModel):
         self.regressor = XGBRegressor(**self.booster_params).fit(frame[self.features], frame[target])
         return self
 
-    def predict(self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None) -> np.ndarray:
+    def predict(
+        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> np.ndarray:
         return np.asarray(self.regressor.predict(model_input[self.features]), dtype=float)
 
 
-def fit_model(kind: CandidateKind, train: pd.DataFrame, features: list[str], target: str) -> mlflow.pyfunc.PythonModel:
+def fit_model(
+    kind: CandidateKind, train: pd.DataFrame, features: list[str], target: str
+) -> mlflow.pyfunc.PythonModel:
     if kind == "persistence":
         return PersistenceModel()
     return XGBoostReturnModel(features).fit(train, target)

@@ -3,6 +3,7 @@ made from the same feature code as training."""
 
 from __future__ import annotations
 
+import itertools
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -43,11 +44,16 @@ class Champion:
         try:
             model = mlflow.pyfunc.load_model(f"models:/{self.registered_model}@{CHAMPION}")
         except Exception:
-            logger.exception("loading %s v%s failed; keeping the current model", self.registered_model, version.version)
+            logger.exception(
+                "loading %s v%s failed; keeping the current model", self.registered_model, version.version
+            )
             return False
         self.model = model
         self.ref = ModelRef(
-            name=self.registered_model, version=str(version.version), alias=CHAMPION, run_id=version.run_id,
+            name=self.registered_model,
+            version=str(version.version),
+            alias=CHAMPION,
+            run_id=version.run_id,
             flavor=(version.tags or {}).get("kind", ""),
         )
         logger.info("serving %s v%s (%s)", self.registered_model, self.ref.version, self.ref.flavor)
@@ -63,7 +69,7 @@ def predict_next(
     if len(window) < lags + 1 or any(c.gap for c in window):
         return None
     step = timedelta(seconds=window[-1].interval_s)
-    if any(b.window_start - a.window_start != step for a, b in zip(window, window[1:], strict=False)):
+    if any(b.window_start - a.window_start != step for a, b in itertools.pairwise(window)):
         return None
     row = feature_row([c.close for c in window], lags)
     log_return = float(np.asarray(model.predict(pd.DataFrame([row])))[0])

@@ -182,32 +182,6 @@ class Kafka(Component):
         return f"cluster {cluster['cluster_id']}, {len(cluster['brokers'])} broker(s)"
 
     async def after_healthy(self) -> None:
-        from aiokafka.admin import NewTopic
+        from cryptopredict.kafka_admin import ensure_topics
 
-        from cryptopredict.topics import ALL_TOPICS
-
-        admin = self._admin()
-        try:
-            await admin.start()
-            existing = set(await admin.list_topics())
-            missing = [topic for topic in ALL_TOPICS if topic not in existing]
-            if missing:
-                logger.info("kafka: creating topics %s", ", ".join(missing))
-                new = [
-                    NewTopic(t, num_partitions=self.kafka.partitions, replication_factor=1) for t in missing
-                ]
-                response = await admin.create_topics(new)
-                _raise_topic_errors(response)
-        finally:
-            await admin.close()
-
-
-def _raise_topic_errors(response: Any) -> None:
-    # 36 = TOPIC_ALREADY_EXISTS: another `up` or an auto-create won the race, which is fine.
-    errors = [
-        (topic, code, msg)
-        for topic, code, msg in (tuple(err[:3]) for err in getattr(response, "topic_errors", []))
-        if code not in (0, 36)
-    ]
-    if errors:
-        raise StackError(f"kafka: topic creation failed: {errors}")
+        await ensure_topics(self.kafka)

@@ -12,7 +12,9 @@ T0 = datetime(2026, 1, 1, tzinfo=UTC)
 
 def trade(trade_id: int, seconds: float, price: float, qty: float = 1.0) -> Trade:
     ts = T0 + timedelta(seconds=seconds)
-    return Trade(pair="BTC/USD", trade_id=trade_id, price=price, qty=qty, side="buy", timestamp=ts, ingested_at=ts)
+    return Trade(
+        pair="BTC/USD", trade_id=trade_id, price=price, qty=qty, side="buy", timestamp=ts, ingested_at=ts
+    )
 
 
 def state(grace_s: float = 5.0) -> CandleState:

@@ -12,16 +12,38 @@ NOW = datetime(2026, 1, 1, 12, 0, 0, 123456, tzinfo=UTC)
 
 
 def test_trade_message_round_trip():
-    t = Trade(pair="BTC/USD", trade_id=7, price=42000.5, qty=0.01, side="buy", ord_type="market",
-              timestamp=NOW, ingested_at=NOW)
+    t = Trade(
+        pair="BTC/USD",
+        trade_id=7,
+        price=42000.5,
+        qty=0.01,
+        side="buy",
+        ord_type="market",
+        timestamp=NOW,
+        ingested_at=NOW,
+    )
     batch = parse_trades(decode(trade_message("update", [t, t])), ingested_at=NOW)
     assert batch.kind == "update" and batch.trades == [t, t]
 
 
 def test_kraken_sample_message_parses():
-    raw = json.dumps({"channel": "trade", "type": "update", "data": [
-        {"symbol": "BTC/USD", "side": "sell", "price": 64000.1, "qty": 0.5, "ord_type": "limit",
-         "trade_id": 123, "timestamp": "2026-01-01T12:00:00.123456Z"}]})
+    raw = json.dumps(
+        {
+            "channel": "trade",
+            "type": "update",
+            "data": [
+                {
+                    "symbol": "BTC/USD",
+                    "side": "sell",
+                    "price": 64000.1,
+                    "qty": 0.5,
+                    "ord_type": "limit",
+                    "trade_id": 123,
+                    "timestamp": "2026-01-01T12:00:00.123456Z",
+                }
+            ],
+        }
+    )
     (trade,) = parse_trades(decode(raw), ingested_at=NOW).trades
     assert trade.timestamp == NOW and trade.price == 64000.1
 
@@ -32,8 +54,11 @@ def test_kraken_sample_message_parses():
         ("{not json", "invalid JSON"),
         ("[1,2]", "not a JSON object"),
         ('{"channel":"trade","type":"update","data":[{"symbol":"BTC/USD"}]}', "misses field"),
-        ('{"channel":"trade","type":"update","data":[{"symbol":"BTC/USD","side":"buy","price":-1,"qty":1,'
-         '"trade_id":1,"timestamp":"2026-01-01T00:00:00Z"}]}', "invalid trade"),
+        (
+            '{"channel":"trade","type":"update","data":[{"symbol":"BTC/USD","side":"buy","price":-1,"qty":1,'
+            '"trade_id":1,"timestamp":"2026-01-01T00:00:00Z"}]}',
+            "invalid trade",
+        ),
         ('{"channel":"trade","type":"weird","data":[]}', "type snapshot|update"),
     ],
 )

@@ -27,8 +27,19 @@ def test_trade_rejects_bad_fields(change):
 
 
 def test_candle_requires_consistent_ohlc_and_gap_flag():
-    fields = dict(pair="BTC/USD", interval_s=60, window_start=NOW, window_end=NOW + timedelta(minutes=1),
-                  open=10, high=12, low=9, close=11, volume=1, vwap=10.5, trade_count=3)
+    fields = dict(
+        pair="BTC/USD",
+        interval_s=60,
+        window_start=NOW,
+        window_end=NOW + timedelta(minutes=1),
+        open=10,
+        high=12,
+        low=9,
+        close=11,
+        volume=1,
+        vwap=10.5,
+        trade_count=3,
+    )
     Candle(**fields)
     with pytest.raises(ValidationError):
         Candle(**(fields | {"high": 10.5}))

@@ -1,0 +1,102 @@
+"""Trades replayed into the exchange come out as candle rows in PostgreSQL, through the real feed,
+the real Kafka broker and the real Faust worker, with exactly the values of the pure candle code."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+from sqlalchemy import select
+
+from cryptopredict.features.candles import CandleState
+from cryptopredict.kraken.replay import ReplayExchange, synthetic_trades
+from cryptopredict.store.candles import async_engine
+from cryptopredict.store.schema import candles
+from streams.trade_feed import run_feed
+
+pytestmark = pytest.mark.integration
+
+PAIR = "ITP/USD"
+ANCHOR = datetime(2026, 2, 1, tzinfo=UTC)
+
+
+@pytest.fixture
+def run_settings(settings):
+    prefix = f"it-{uuid.uuid4().hex[:8]}-"
+    return settings.model_copy(
+        update={
+            "kafka": settings.kafka.model_copy(update={"topic_prefix": prefix}),
+            "kraken": settings.kraken.model_copy(update={"pairs": [PAIR]}),
+        }
+    )
+
+
+@pytest.fixture
+def faust_worker(run_settings, tmp_path):
+    env = os.environ | {
+        "CRYPTOPREDICT_KAFKA__TOPIC_PREFIX": run_settings.kafka.topic_prefix,
+        "CRYPTOPREDICT_KRAKEN__PAIRS": f'["{PAIR}"]',
+    }
+    log = (tmp_path / "faust.log").open("wb")
+    process = subprocess.Popen(
+        [sys.executable, "-m", "streams", "worker", "-l", "info"],
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    yield tmp_path / "faust.log"
+    process.terminate()
+    process.wait(30)
+
+
+async def test_replayed_trades_become_exact_candle_rows(run_settings, faust_worker):
+    started = datetime.now(UTC)
+    trades = list(synthetic_trades(PAIR, ANCHOR, minutes=40, trades_per_minute=30, seed=11))
+    exchange = ReplayExchange(trades, speed=1200)
+    await exchange.start()
+    try:
+        counts = await asyncio.wait_for(run_feed(run_settings, exchange.url, max_trades=len(trades)), 120)
+    finally:
+        await exchange.stop()
+    assert counts == {"trades": len(trades), "rejected": 0}
+
+    expected_state = CandleState(pair=PAIR, interval_s=60, grace_s=run_settings.features.grace_s)
+    expected = [c for t in trades for c in expected_state.add_trade(t)[0]]
+    assert len(expected) >= 38
+
+    engine = async_engine(run_settings.postgres)
+    query = (
+        select(candles)
+        .where(candles.c.pair == PAIR, candles.c.written_at >= started)
+        .order_by(candles.c.window_start)
+    )
+    deadline = time.monotonic() + 120
+    rows = []
+    while time.monotonic() < deadline and len(rows) < len(expected):
+        await asyncio.sleep(1)
+        async with engine.connect() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+    await engine.dispose()
+    assert len(rows) >= len(expected), faust_worker.read_text()[-3000:]
+    by_start = {r["window_start"]: r for r in rows}
+    for candle in expected:
+        row = by_start[candle.window_start]
+        for field in (
+            "open",
+            "high",
+            "low",
+            "close",
+            "trade_count",
+            "first_trade_id",
+            "last_trade_id",
+            "gap",
+        ):
+            assert row[field] == getattr(candle, field), (candle.window_start, field)
+        assert row["volume"] == pytest.approx(candle.volume, rel=1e-12)
+        assert row["vwap"] == pytest.approx(candle.vwap, rel=1e-12)
