@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptopredict import topics
+from cryptopredict.kafka_admin import topic_message_count
 from cryptopredict.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -64,23 +65,6 @@ class ServiceGroup:
             except TimeoutError:
                 process.kill()
                 await process.wait()
-
-
-async def topic_message_count(settings: Settings, topic: str) -> int:
-    """Messages ever written to a topic: the sum of its partitions' end offsets."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
-    consumer = AIOKafkaConsumer(bootstrap_servers=settings.kafka.bootstrap_servers)
-    await consumer.start()
-    try:
-        partitions = consumer.partitions_for_topic(topic) or set()
-        if not partitions:
-            await consumer.force_metadata_update()  # type: ignore[attr-defined]
-            partitions = consumer.partitions_for_topic(topic) or set()
-        ends = await consumer.end_offsets([TopicPartition(topic, p) for p in partitions])
-        return int(sum(ends.values()))
-    finally:
-        await consumer.stop()
 
 
 async def candle_rows_since(settings: Settings, since: datetime) -> int:
@@ -139,7 +123,7 @@ async def run_demo(
     cli = [sys.executable, "-m", "cryptopredict.cli"]
     services = ServiceGroup(settings.local_dir.resolve() / "logs" / "demo", env)
     try:
-        await services.start("stream", sys.executable, "-m", "streams", "worker", "-l", "warning")
+        await services.start("stream", sys.executable, "-m", "streams", "worker", "-l", "warn")
         await services.start("worker", *cli, "worker")
         await services.start("grpc", sys.executable, "-m", "grpc_server")
         # 300x: one 1-minute candle every 0.2 s, long enough to outlast training.
@@ -185,8 +169,8 @@ async def run_demo(
                 f"{p.pair} {p.feature_time:%Y-%m-%d %H:%M} last {p.last_price:.1f} -> "
                 f"{p.predicted_price:.1f} at {p.target_time:%H:%M} ({p.model_name} v{p.model_version})"
             )
-        trades = await topic_message_count(run_settings, topics.topic_name(topics.TRADES, prefix))
-        candles = await topic_message_count(run_settings, topics.topic_name(topics.CANDLES, prefix))
+        trades = await topic_message_count(run_settings.kafka, topics.topic_name(topics.TRADES, prefix))
+        candles = await topic_message_count(run_settings.kafka, topics.topic_name(topics.CANDLES, prefix))
     finally:
         await services.stop()
 

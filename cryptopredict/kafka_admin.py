@@ -49,3 +49,24 @@ def _raise_topic_errors(response: Any) -> None:
     ]
     if errors:
         raise TopicCreationError(f"topic creation failed: {errors}")
+
+
+async def topic_message_count(kafka: KafkaSettings, topic: str) -> int:
+    """Messages ever written to a topic: the sum of its partitions' end offsets."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers, request_timeout_ms=10_000)
+    await admin.start()
+    try:
+        (description,) = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    partitions = [TopicPartition(topic, p["partition"]) for p in description["partitions"]]
+    # Assigned, not subscribed: a consumer without a group stops cleanly and commits nothing.
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign(partitions)
+        return int(sum((await consumer.end_offsets(partitions)).values()))
+    finally:
+        await consumer.stop()
