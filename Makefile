@@ -26,9 +26,12 @@ lock: | $(BIN)/python
 demo: install
 	$(CP) demo
 
+# The README's test command (CI runs exactly this): install, lint, start the stack, run every test.
 test: install
+	$(BIN)/ruff check .
+	$(BIN)/mypy
 	$(CP) stack up
-	$(BIN)/pytest -m "unit or integration or e2e or realdata" --timeout 900
+	$(BIN)/pytest -m "unit or integration or e2e or realdata" --timeout 900 --durations 10
 
 unit: install
 	$(BIN)/pytest -m unit

@@ -34,7 +34,7 @@ class TrainingActivities:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
-    def _mlflow(self):  # type: ignore[no-untyped-def]
+    def _mlflow(self):
         import mlflow
 
         mlflow.set_tracking_uri(self.settings.mlflow.tracking_uri)
@@ -119,7 +119,7 @@ class TrainingActivities:
         """Registers every candidate and points `champion` at the best; returns the champion first."""
         mlflow = self._mlflow()
         client = mlflow.MlflowClient()
-        registered = {}
+        registered: dict[str, ModelRef] = {}
         for candidate in request.candidates:
             version = mlflow.register_model(candidate.model_uri, request.registered_model)
             for key, value in candidate.metrics.items():

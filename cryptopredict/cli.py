@@ -16,7 +16,11 @@ import typer
 from cryptopredict.cli_stack import stack_app
 from cryptopredict.settings import get_settings
 
-app = typer.Typer(no_args_is_help=True, add_completion=False, help=__doc__)
+app = typer.Typer(
+    no_args_is_help=True,
+    add_completion=False,
+    help="Real-time crypto forecasting: local stack, exchange replay, feed, Faust, training, gRPC.",
+)
 app.add_typer(stack_app, name="stack", help="Local stack of real services: up | status | down | logs | tools")
 
 # The demo's replay starts here, so every demo run replays identical trades (and upserts identical candles).

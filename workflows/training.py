@@ -69,7 +69,7 @@ class TrainingWorkflow:
             retry_policy=retry,
         )
         champion = refs[0]
-        metrics = {c.kind: c.metrics for c in candidates}
+        metrics: dict[str, dict[str, float]] = {c.kind: c.metrics for c in candidates}
         beaten = metrics.get("xgboost", {}).get("skill_vs_persistence", 0.0)
         decision = (
             f"champion is {champion.flavor} v{champion.version}: xgboost skill vs persistence "

@@ -82,7 +82,7 @@ def csv_trades(path: Path, pair: str) -> Iterator[Trade]:
                 trade_id=trade_id,
                 price=float(row["price"]),
                 qty=float(row["qty"]),
-                side=row["side"],
+                side="buy" if row["side"] == "buy" else "sell",
                 timestamp=ts,
                 ingested_at=ts,
             )

@@ -28,7 +28,7 @@ class Dataset:
 
     @property
     def content_hash(self) -> str:
-        digest = hashlib.sha256(pd.util.hash_pandas_object(self.frame, index=False).values.tobytes())
+        digest = hashlib.sha256(pd.util.hash_pandas_object(self.frame, index=False).to_numpy().tobytes())
         return digest.hexdigest()[:16]
 
 
@@ -49,7 +49,7 @@ def build_dataset(candles: pd.DataFrame, interval_s: int, lags: int, horizon: in
             dropped += 1
             continue
         window_closes = [float(closes[ts]) for ts in window]
-        row: dict[str, object] = feature_row(window_closes, lags)
+        row: dict[str, object] = dict(feature_row(window_closes, lags))
         row[FEATURE_TIME] = t
         row[LAST_CLOSE] = window_closes[-1]
         row["target_close"] = float(closes[target_t])

@@ -5,14 +5,14 @@ from __future__ import annotations
 
 from typing import Any
 
-import mlflow.pyfunc
 import numpy as np
 import pandas as pd
+from mlflow.pyfunc import PythonModel
 
 from cryptopredict.models.training import CandidateKind
 
 
-class PersistenceModel(mlflow.pyfunc.PythonModel):
+class PersistenceModel(PythonModel):
     """'The price stays where it is': a log return of zero."""
 
     def predict(
@@ -21,7 +21,7 @@ class PersistenceModel(mlflow.pyfunc.PythonModel):
         return np.zeros(len(model_input))
 
 
-class XGBoostReturnModel(mlflow.pyfunc.PythonModel):
+class XGBoostReturnModel(PythonModel):
     """An XGBoost regressor on lagged returns, carried inside a pyfunc with its feature order."""
 
     def __init__(self, features: list[str], booster_params: dict[str, Any] | None = None) -> None:
@@ -48,9 +48,7 @@ class XGBoostReturnModel(mlflow.pyfunc.PythonModel):
         return np.asarray(self.regressor.predict(model_input[self.features]), dtype=float)
 
 
-def fit_model(
-    kind: CandidateKind, train: pd.DataFrame, features: list[str], target: str
-) -> mlflow.pyfunc.PythonModel:
+def fit_model(kind: CandidateKind, train: pd.DataFrame, features: list[str], target: str) -> PythonModel:
     if kind == "persistence":
         return PersistenceModel()
     return XGBoostReturnModel(features).fit(train, target)

@@ -15,7 +15,7 @@ import pytest
 from sqlalchemy import select
 
 from cryptopredict.features.candles import CandleState
-from cryptopredict.kraken.replay import ReplayExchange, synthetic_trades
+from cryptopredict.kraken.replay import ReplayExchange, csv_trades, synthetic_trades
 from cryptopredict.store.candles import async_engine
 from cryptopredict.store.schema import candles
 from streams.trade_feed import run_feed
@@ -56,9 +56,19 @@ def faust_worker(run_settings, tmp_path):
 
 
 async def test_replayed_trades_become_exact_candle_rows(run_settings, faust_worker):
-    started = datetime.now(UTC)
     trades = list(synthetic_trades(PAIR, ANCHOR, minutes=40, trades_per_minute=30, seed=11))
-    exchange = ReplayExchange(trades, speed=1200)
+    await assert_pipeline_reproduces_candles(run_settings, trades, faust_worker, speed=1200)
+
+
+@pytest.mark.realdata
+async def test_real_kraken_hour_becomes_exact_candle_rows(run_settings, faust_worker, shared_data):
+    trades = list(csv_trades(shared_data / "kraken" / "BTCUSD_trades_2019-07-01T00.csv", PAIR))
+    await assert_pipeline_reproduces_candles(run_settings, trades, faust_worker, speed=600)
+
+
+async def assert_pipeline_reproduces_candles(run_settings, trades, faust_worker, speed):
+    started = datetime.now(UTC)
+    exchange = ReplayExchange(trades, speed=speed)
     await exchange.start()
     try:
         counts = await asyncio.wait_for(run_feed(run_settings, exchange.url, max_trades=len(trades)), 120)
@@ -68,7 +78,7 @@ async def test_replayed_trades_become_exact_candle_rows(run_settings, faust_work
 
     expected_state = CandleState(pair=PAIR, interval_s=60, grace_s=run_settings.features.grace_s)
     expected = [c for t in trades for c in expected_state.add_trade(t)[0]]
-    assert len(expected) >= 38
+    assert len(expected) >= 38  # both sources span 40 minutes or more
 
     engine = async_engine(run_settings.postgres)
     query = (
