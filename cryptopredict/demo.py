@@ -105,7 +105,7 @@ async def run_demo(
     from cryptopredict.orchestration import start_training
     from grpc_server.client import stream_predictions
 
-    console = Console(stderr=True)
+    console = Console(stderr=True, soft_wrap=True)
     started = datetime.now(UTC)
     with console.status("starting the local stack (first run installs Kafka, tools and models)..."):
         stack.up(settings)

@@ -1,7 +1,8 @@
 """Topic names, task queues and workflow ids, in one place."""
 
 TRADES = "trades"
-TRADES_DEAD_LETTER = "trades_dead_letter"
+# Rejected input of every stage, as DeadLetter JSON: the raw payload, its source and the reason.
+DEAD_LETTERS = "dead_letters"
 CANDLES = "candles"
 # Idle-timer ticks, keyed by pair like trades, so idle windows close inside the candle agent.
 CANDLE_TICKS = "candle_ticks"
@@ -12,7 +13,7 @@ NEWS_SENTIMENT = "news_sentiment"
 
 ALL_TOPICS = (
     TRADES,
-    TRADES_DEAD_LETTER,
+    DEAD_LETTERS,
     CANDLE_TICKS,
     CANDLES,
     TECHNICAL_INDICATORS,

@@ -6,10 +6,16 @@ Topic values are raw JSON bytes validated by the pydantic models, never Faust Re
 
 from __future__ import annotations
 
+import logging
+from datetime import UTC, datetime
+
 import faust
 
 from cryptopredict import topics
+from cryptopredict.models import DeadLetter
 from cryptopredict.settings import get_settings
+
+logger = logging.getLogger(__name__)
 
 settings = get_settings()
 
@@ -41,7 +47,7 @@ app = faust.App(
 candle_ticks_topic = _topic(topics.CANDLE_TICKS)
 candles_topic = _topic(topics.CANDLES)
 predictions_topic = _topic(topics.PREDICTIONS)
-trades_dead_letter_topic = _topic(topics.TRADES_DEAD_LETTER)
+dead_letters_topic = _topic(topics.DEAD_LETTERS)
 # One channel for trades and idle ticks: both are keyed by pair and change the same candle state.
 candle_input = app.topic(
     topics.topic_name(topics.TRADES, prefix),
@@ -54,3 +60,12 @@ candle_input = app.topic(
 def load_agents() -> None:
     """Registers every agent with the app (imported lazily to avoid an import cycle)."""
     from streams import candle_builder, candle_sink, prediction_agent  # noqa: F401
+
+
+async def dead_letter(source: str, raw: bytes, reason: str) -> None:
+    """Keeps rejected input on the dead-letter topic and logs it; the stream goes on."""
+    logger.warning("dead letter from %s: %s", source, reason)
+    letter = DeadLetter(
+        source=source, reason=reason, raw=raw.decode("utf-8", "replace"), at=datetime.now(UTC)
+    )
+    await dead_letters_topic.send(value=letter.to_json_bytes())

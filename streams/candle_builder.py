@@ -7,7 +7,6 @@ where table writes are allowed and ordered with the trades of the same partition
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import UTC, datetime
 
@@ -20,8 +19,8 @@ from streams.app import (
     candle_input,
     candle_ticks_topic,
     candles_topic,
+    dead_letter,
     settings,
-    trades_dead_letter_topic,
 )
 
 logger = logging.getLogger(__name__)
@@ -36,11 +35,6 @@ def _state_for(pair: str) -> CandleState:
             pair=pair, interval_s=settings.features.interval_s, grace_s=settings.features.grace_s
         )
     return CandleState.model_validate(stored)
-
-
-async def _dead_letter(raw: bytes, reason: str) -> None:
-    payload = {"raw": raw.decode("utf-8", "replace"), "reason": reason, "at": datetime.now(UTC).isoformat()}
-    await trades_dead_letter_topic.send(value=json.dumps(payload).encode())
 
 
 async def _emit(candles: list[Candle]) -> None:
@@ -61,12 +55,12 @@ async def build_candles(stream):  # type: ignore[no-untyped-def]
             try:
                 trade = Trade.model_validate_json(raw)
             except ValidationError as exc:
-                await _dead_letter(raw, f"invalid trade: {exc.errors()[0]['msg']}")
+                await dead_letter("candle_builder", raw, f"invalid trade: {exc.errors()[0]['msg']}")
                 continue
             state = _state_for(trade.pair)
             closed, late = state.add_trade(trade)
             if late:
-                await _dead_letter(raw, "late: window already closed")
+                await dead_letter("candle_builder", raw, "late trade: its window is already closed")
                 continue
         if closed or not is_tick:
             candle_state[state.pair] = state.model_dump(mode="json")

@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import logging
 
+from pydantic import ValidationError
+
 from cryptopredict.models import Candle
 from cryptopredict.store.candles import async_engine, create_tables, upsert_candles
-from streams.app import app, candles_topic, settings
+from streams.app import app, candles_topic, dead_letter, settings
 
 logger = logging.getLogger(__name__)
 
@@ -16,5 +18,11 @@ async def sink_candles(stream):  # type: ignore[no-untyped-def]
     engine = async_engine(settings.postgres)
     await create_tables(engine)
     async for values in stream.take(200, within=1.0):
-        written = await upsert_candles(engine, [Candle.model_validate_json(v) for v in values])
+        rows = []
+        for raw in values:
+            try:
+                rows.append(Candle.model_validate_json(raw))
+            except ValidationError as exc:
+                await dead_letter("candle_sink", raw, f"invalid candle: {exc.errors()[0]['msg']}")
+        written = await upsert_candles(engine, rows)
         logger.info("upserted %d candles", written)

@@ -9,10 +9,12 @@ from __future__ import annotations
 import asyncio
 import logging
 
+from pydantic import ValidationError
+
 from cryptopredict.ml.serving import Champion, predict_next
 from cryptopredict.models import Candle
 from cryptopredict.topics import registered_model_name
-from streams.app import app, candles_topic, predictions_topic, settings
+from streams.app import app, candles_topic, dead_letter, predictions_topic, settings
 
 logger = logging.getLogger(__name__)
 
@@ -41,7 +43,11 @@ async def refresh_champions() -> None:
 async def predict_on_candles(stream):  # type: ignore[no-untyped-def]
     keep = settings.model.lags + 1
     async for raw in stream:
-        candle = Candle.model_validate_json(raw)
+        try:
+            candle = Candle.model_validate_json(raw)
+        except ValidationError as exc:
+            await dead_letter("prediction_agent", raw, f"invalid candle: {exc.errors()[0]['msg']}")
+            continue
         history = [*recent_candles[candle.pair], candle.model_dump(mode="json")][-keep:]
         recent_candles[candle.pair] = history
         champion = _champion_for(candle.pair)

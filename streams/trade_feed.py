@@ -1,12 +1,11 @@
 """Trade feed: Kraken WebSocket v2 (or the replay exchange) -> topic `trades`, keyed by pair.
 
-Rejected messages go to `trades_dead_letter` with the raw payload and the reason.
+Rejected messages go to `dead_letters` with the raw payload and the reason.
 Run: `cryptopredict feed [--url ws://...]`.
 """
 
 from __future__ import annotations
 
-import json
 import logging
 from datetime import UTC, datetime
 
@@ -14,6 +13,7 @@ from aiokafka import AIOKafkaProducer
 
 from cryptopredict import topics
 from cryptopredict.kraken.client import KrakenTradeClient, Rejected
+from cryptopredict.models import DeadLetter
 from cryptopredict.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -36,15 +36,17 @@ async def run_feed(
     producer = reliable_producer(settings)
     await producer.start()
     trades_topic = topics.topic_name(topics.TRADES, settings.kafka.topic_prefix)
-    dead_letter_topic = topics.topic_name(topics.TRADES_DEAD_LETTER, settings.kafka.topic_prefix)
+    dead_letter_topic = topics.topic_name(topics.DEAD_LETTERS, settings.kafka.topic_prefix)
     counts = {"trades": 0, "rejected": 0}
     try:
         async for event in client.events():
             if isinstance(event, Rejected):
                 counts["rejected"] += 1
                 logger.warning("rejected exchange message: %s", event.reason)
-                dead = {"raw": event.raw, "reason": event.reason, "at": datetime.now(UTC).isoformat()}
-                await producer.send(dead_letter_topic, json.dumps(dead).encode())
+                letter = DeadLetter(
+                    source="trade_feed", reason=event.reason, raw=event.raw, at=datetime.now(UTC)
+                )
+                await producer.send(dead_letter_topic, letter.to_json_bytes())
                 continue
             await producer.send(trades_topic, event.to_json_bytes(), key=event.pair.encode())
             counts["trades"] += 1

@@ -1,7 +1,16 @@
 """Pydantic domain models: the only hand-written schemas. Kafka topics carry their JSON."""
 
-from cryptopredict.models.market import Candle, IndicatorRow, Trade
+from cryptopredict.models.market import Candle, DeadLetter, IndicatorRow, Trade
 from cryptopredict.models.ml import ModelRef, Prediction
 from cryptopredict.models.news import NewsItem, SentimentScore
 
-__all__ = ["Candle", "IndicatorRow", "ModelRef", "NewsItem", "Prediction", "SentimentScore", "Trade"]
+__all__ = [
+    "Candle",
+    "DeadLetter",
+    "IndicatorRow",
+    "ModelRef",
+    "NewsItem",
+    "Prediction",
+    "SentimentScore",
+    "Trade",
+]

@@ -59,3 +59,12 @@ class IndicatorRow(DomainModel):
     window_start: UtcDatetime
     values: dict[str, float | None]
     warm_up: bool
+
+
+class DeadLetter(DomainModel):
+    """Input a stage rejected, kept intact with the reason so a person can inspect it."""
+
+    source: str
+    reason: str
+    raw: str
+    at: UtcDatetime

@@ -12,13 +12,16 @@ import uuid
 from datetime import UTC, datetime
 
 import pytest
+from aiokafka import AIOKafkaConsumer
 from sqlalchemy import select
 
 from cryptopredict.features.candles import CandleState
 from cryptopredict.kraken.replay import ReplayExchange, csv_trades, synthetic_trades
+from cryptopredict.models import DeadLetter
 from cryptopredict.store.candles import async_engine
 from cryptopredict.store.schema import candles
-from streams.trade_feed import run_feed
+from cryptopredict.topics import DEAD_LETTERS, TRADES, topic_name
+from streams.trade_feed import reliable_producer, run_feed
 
 pytestmark = pytest.mark.integration
 
@@ -58,6 +61,35 @@ def faust_worker(run_settings, tmp_path):
 async def test_replayed_trades_become_exact_candle_rows(run_settings, faust_worker):
     trades = list(synthetic_trades(PAIR, ANCHOR, minutes=40, trades_per_minute=30, seed=11))
     await assert_pipeline_reproduces_candles(run_settings, trades, faust_worker, speed=1200)
+    # A malformed record on the trades topic is kept as a dead letter; the stream goes on.
+    producer = reliable_producer(run_settings)
+    await producer.start()
+    await producer.send_and_wait(
+        topic_name(TRADES, run_settings.kafka.topic_prefix), b"{not a trade", key=b"ITP/USD"
+    )
+    await producer.stop()
+    letters = await read_dead_letters(run_settings, expected=1)
+    assert [(d.source, d.raw) for d in letters] == [("candle_builder", "{not a trade")]
+    assert "invalid trade" in letters[0].reason
+
+
+async def read_dead_letters(run_settings, expected: int, timeout_s: float = 60) -> list[DeadLetter]:
+    consumer = AIOKafkaConsumer(
+        topic_name(DEAD_LETTERS, run_settings.kafka.topic_prefix),
+        bootstrap_servers=run_settings.kafka.bootstrap_servers,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    letters: list[DeadLetter] = []
+    try:
+        deadline = time.monotonic() + timeout_s
+        while len(letters) < expected and time.monotonic() < deadline:
+            batches = await consumer.getmany(timeout_ms=1000)
+            letters += [DeadLetter.model_validate_json(r.value) for rs in batches.values() for r in rs]
+    finally:
+        await consumer.stop()
+    return letters
 
 
 @pytest.mark.realdata
