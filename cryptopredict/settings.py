@@ -107,6 +107,15 @@ class KrakenSettings(BaseModel):
     ws_url: str = "wss://ws.kraken.com/v2"
     rest_url: str = "https://api.kraken.com"
     pairs: list[str] = Field(default_factory=lambda: ["BTC/USD"])
+    # No message at all (Kraken sends a heartbeat about every second) for this long: reconnect.
+    heartbeat_timeout_s: float = 10.0
+    # Reconnect delays: base * 2**attempt, capped, times a random factor in [0.5, 1].
+    backoff_base_s: float = 0.5
+    max_backoff_s: float = 30.0
+    # Trades stamped further ahead of our clock than this are rejected as malformed.
+    max_future_s: float = 60.0
+    # Kraken's public REST limit is about one request a second.
+    rest_min_interval_s: float = 1.0
 
 
 class GrpcSettings(BaseModel):

@@ -58,9 +58,12 @@ async def build_candles(stream):  # type: ignore[no-untyped-def]
                 await dead_letter("candle_builder", raw, f"invalid trade: {exc.errors()[0]['msg']}")
                 continue
             state = _state_for(trade.pair)
-            closed, late = state.add_trade(trade)
-            if late:
+            closed, outcome = state.add_trade(trade)
+            if outcome == "late":
                 await dead_letter("candle_builder", raw, "late trade: its window is already closed")
+                continue
+            if outcome == "duplicate":
+                logger.info("dropped repeated trade %s %d", trade.pair, trade.trade_id)
                 continue
         if closed or not is_tick:
             candle_state[state.pair] = state.model_dump(mode="json")

@@ -1,59 +1,76 @@
 """Trade feed: Kraken WebSocket v2 (or the replay exchange) -> topic `trades`, keyed by pair.
 
-Rejected messages go to `dead_letters` with the raw payload and the reason.
-Run: `cryptopredict feed [--url ws://...]`.
+Rejected messages go to `dead_letters` with the raw payload and the reason. Gaps after a reconnect
+are filled from Kraken's REST `Trades`. Run: `cryptopredict feed [--url ws://...] [--rest-url http://...]`.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import UTC, datetime
-
-from aiokafka import AIOKafkaProducer
+from typing import Any
 
 from cryptopredict import topics
 from cryptopredict.kraken.client import KrakenTradeClient, Rejected
+from cryptopredict.kraken.rest import KrakenRestClient
 from cryptopredict.models import DeadLetter
+from cryptopredict.publisher import ReliablePublisher
 from cryptopredict.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 
-def reliable_producer(settings: Settings) -> AIOKafkaProducer:
-    # acks=all with idempotence: an acknowledged trade is never lost or written twice by retries.
-    return AIOKafkaProducer(
-        bootstrap_servers=settings.kafka.bootstrap_servers,
-        acks="all",
-        enable_idempotence=True,
-        linger_ms=5,
+def trade_client(
+    settings: Settings, url: str | None = None, rest_url: str | None = None
+) -> KrakenTradeClient:
+    kraken = settings.kraken
+    rest = KrakenRestClient(rest_url or kraken.rest_url, min_interval_s=kraken.rest_min_interval_s)
+    return KrakenTradeClient(
+        url or kraken.ws_url,
+        kraken.pairs,
+        rest=rest,
+        heartbeat_timeout_s=kraken.heartbeat_timeout_s,
+        backoff_base_s=kraken.backoff_base_s,
+        max_backoff_s=kraken.max_backoff_s,
+        max_future_s=kraken.max_future_s,
     )
 
 
 async def run_feed(
-    settings: Settings, url: str | None = None, max_trades: int | None = None
+    settings: Settings,
+    url: str | None = None,
+    max_trades: int | None = None,
+    rest_url: str | None = None,
+    client: KrakenTradeClient | None = None,
+    on_ack: Callable[[Any, float], None] | None = None,
 ) -> dict[str, int]:
-    client = KrakenTradeClient(url or settings.kraken.ws_url, settings.kraken.pairs)
-    producer = reliable_producer(settings)
-    await producer.start()
+    """Publishes until cancelled (or `max_trades`); returns the client's counters."""
+    client = client or trade_client(settings, url, rest_url)
+    publisher = ReliablePublisher(settings.kafka.bootstrap_servers, on_ack=on_ack)
     trades_topic = topics.topic_name(topics.TRADES, settings.kafka.topic_prefix)
     dead_letter_topic = topics.topic_name(topics.DEAD_LETTERS, settings.kafka.topic_prefix)
-    counts = {"trades": 0, "rejected": 0}
+    await publisher.start()
+    published = 0
     try:
         async for event in client.events():
             if isinstance(event, Rejected):
-                counts["rejected"] += 1
                 logger.warning("rejected exchange message: %s", event.reason)
                 letter = DeadLetter(
                     source="trade_feed", reason=event.reason, raw=event.raw, at=datetime.now(UTC)
                 )
-                await producer.send(dead_letter_topic, letter.to_json_bytes())
+                await publisher.publish(dead_letter_topic, letter.to_json_bytes())
                 continue
-            await producer.send(trades_topic, event.to_json_bytes(), key=event.pair.encode())
-            counts["trades"] += 1
-            if counts["trades"] % 1000 == 0:
-                logger.info("published %d trades", counts["trades"])
-            if max_trades is not None and counts["trades"] >= max_trades:
+            await publisher.publish(
+                trades_topic, event.to_json_bytes(), key=event.pair.encode(), context=event
+            )
+            published += 1
+            if published % 10_000 == 0:
+                logger.info("published %d trades (%s)", published, dict(client.counts))
+            if max_trades is not None and published >= max_trades:
                 break
     finally:
-        await producer.stop()
-    return counts
+        await publisher.stop()
+        if client.rest is not None:
+            await client.rest.aclose()
+    return dict(client.counts)

@@ -1,4 +1,4 @@
-"""Temporal worker for the training task queue: `python -m workflows.worker` or `cryptopredict worker`."""
+"""Temporal worker for training and backfill: `python -m workflows.worker` or `cryptopredict worker`."""
 
 from __future__ import annotations
 
@@ -7,36 +7,33 @@ import concurrent.futures
 import logging
 
 from temporalio.client import Client
-from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.worker import Worker
 
+from activities.backfill import BackfillActivities
 from activities.training import TrainingActivities
+from cryptopredict.orchestration import temporal_client
 from cryptopredict.settings import Settings, get_settings
+from workflows.backfill import BackfillWorkflow
 from workflows.training import TrainingWorkflow
 
 logger = logging.getLogger(__name__)
 
 
-async def connect(settings: Settings) -> Client:
-    return await Client.connect(
-        settings.temporal.address,
-        namespace=settings.temporal.namespace,
-        data_converter=pydantic_data_converter,
-    )
-
-
-def training_worker(
+def build_worker(
     client: Client, settings: Settings, executor: concurrent.futures.Executor, task_queue: str | None = None
 ) -> Worker:
-    activities = TrainingActivities(settings)
+    """Sync training activities run on `executor`; the backfill activity is async on the event loop."""
+    training = TrainingActivities(settings)
+    backfill = BackfillActivities(settings)
     return Worker(
         client,
         task_queue=task_queue or settings.temporal.training_task_queue,
-        workflows=[TrainingWorkflow],
+        workflows=[TrainingWorkflow, BackfillWorkflow],
         activities=[
-            activities.build_training_dataset,
-            activities.fit_candidate,
-            activities.register_and_promote,
+            training.build_training_dataset,
+            training.fit_candidate,
+            training.register_and_promote,
+            backfill.backfill_trade_pages,
         ],
         activity_executor=executor,
         max_concurrent_activities=2,
@@ -45,10 +42,10 @@ def training_worker(
 
 async def run_worker(settings: Settings | None = None) -> None:
     settings = settings or get_settings()
-    client = await connect(settings)
+    client = await temporal_client(settings)
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as executor:
-        worker = training_worker(client, settings, executor)
-        logger.info("training worker on task queue %s", settings.temporal.training_task_queue)
+        worker = build_worker(client, settings, executor)
+        logger.info("worker on task queue %s", settings.temporal.training_task_queue)
         await worker.run()
 
 

@@ -11,10 +11,13 @@ so a missing minute is recorded instead of silently skipped.
 from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
 from cryptopredict.models import Candle, Trade
+
+TradeOutcome = Literal["accepted", "late", "duplicate"]
 
 
 def window_start(ts: datetime, interval_s: int) -> datetime:
@@ -38,6 +41,8 @@ class OpenWindow(BaseModel):
     trade_count: int
     first_trade_id: int
     last_trade_id: int
+    # Ids seen in this window: a redelivered or re-published trade must not count twice.
+    trade_ids: set[int] = Field(default_factory=set)
 
     @classmethod
     def first(cls, start: datetime, trade: Trade) -> OpenWindow:
@@ -55,9 +60,14 @@ class OpenWindow(BaseModel):
             trade_count=1,
             first_trade_id=trade.trade_id,
             last_trade_id=trade.trade_id,
+            trade_ids={trade.trade_id},
         )
 
-    def add(self, trade: Trade) -> None:
+    def add(self, trade: Trade) -> bool:
+        """Adds a trade; False if this trade_id is already in the window."""
+        if trade.trade_id in self.trade_ids:
+            return False
+        self.trade_ids.add(trade.trade_id)
         key = (trade.timestamp, trade.trade_id)
         if key < self.open_key:
             self.open, self.open_key, self.first_trade_id = trade.price, key, trade.trade_id
@@ -68,6 +78,7 @@ class OpenWindow(BaseModel):
         self.volume += trade.qty
         self.notional += trade.price * trade.qty
         self.trade_count += 1
+        return True
 
     def to_candle(self, pair: str, interval_s: int) -> Candle:
         return Candle(
@@ -119,20 +130,20 @@ class CandleState(BaseModel):
     def interval(self) -> timedelta:
         return timedelta(seconds=self.interval_s)
 
-    def add_trade(self, trade: Trade) -> tuple[list[Candle], bool]:
-        """Add a trade; return the candles it closes and whether the trade was too late to count."""
+    def add_trade(self, trade: Trade) -> tuple[list[Candle], TradeOutcome]:
+        """Add a trade; return the candles it closes and what became of the trade."""
         start = window_start(trade.timestamp, self.interval_s)
         if self.last_closed_start is not None and start <= self.last_closed_start:
-            return [], True
+            return [], "late"
         window = self.windows.get(start)
         if window is None:
             self.windows[start] = OpenWindow.first(start, trade)
-        else:
-            window.add(trade)
+        elif not window.add(trade):
+            return [], "duplicate"
         if self.watermark is None or trade.timestamp > self.watermark:
             self.watermark = trade.timestamp
             self.watermark_wall = trade.ingested_at
-        return self._close_until(self.watermark), False
+        return self._close_until(self.watermark), "accepted"
 
     def close_idle(self, wall_now: datetime) -> list[Candle]:
         """Close windows that event time has passed, estimating event time from the wall clock.

@@ -22,9 +22,16 @@ class MalformedMessage(ValueError):
 
 
 @dataclass(frozen=True)
+class RejectedRow:
+    raw: str
+    reason: str
+
+
+@dataclass(frozen=True)
 class TradeBatch:
     kind: str  # "snapshot" or "update"
     trades: list[Trade]
+    rejected: list[RejectedRow]
 
 
 def subscribe_request(pairs: Iterable[str], req_id: int = 1, snapshot: bool = True) -> str:
@@ -68,33 +75,42 @@ def decode(raw: str | bytes) -> dict[str, Any]:
 
 
 def parse_trades(message: dict[str, Any], ingested_at: datetime) -> TradeBatch:
-    """Trades of a `trade` channel message; all or nothing, so one bad row sends the whole message
-    to the dead-letter topic where a person can see it intact."""
+    """Trades of a `trade` channel message. A malformed row is rejected on its own, with its reason,
+    so the valid trades of the same message still flow; a malformed envelope raises."""
     kind = message.get("type")
     data = message.get("data")
     if kind not in ("snapshot", "update") or not isinstance(data, list):
         raise MalformedMessage("trade message needs type snapshot|update and a data list")
-    trades = []
+    trades, rejected = [], []
     for row in data:
-        if not isinstance(row, dict):
-            raise MalformedMessage("trade row is not an object")
         try:
-            trades.append(
-                Trade(
-                    pair=row["symbol"],
-                    trade_id=row["trade_id"],
-                    price=row["price"],
-                    qty=row["qty"],
-                    side=row["side"],
-                    ord_type=row.get("ord_type", "limit"),
-                    timestamp=row["timestamp"],
-                    ingested_at=ingested_at,
-                )
-            )
-        except KeyError as exc:
-            raise MalformedMessage(f"trade row misses field {exc.args[0]!r}") from exc
-        except ValidationError as exc:
-            raise MalformedMessage(
-                f"invalid trade: {exc.errors()[0]['loc']}: {exc.errors()[0]['msg']}"
-            ) from exc
-    return TradeBatch(kind=kind, trades=trades)
+            trades.append(parse_trade_row(row, ingested_at))
+        except MalformedMessage as exc:
+            rejected.append(RejectedRow(json.dumps(row), str(exc)))
+    return TradeBatch(kind=kind, trades=trades, rejected=rejected)
+
+
+def parse_trade_row(row: Any, ingested_at: datetime) -> Trade:
+    if not isinstance(row, dict):
+        raise MalformedMessage("trade row is not an object")
+    missing = [f for f in ("symbol", "trade_id", "price", "qty", "side", "timestamp") if f not in row]
+    if missing:
+        raise MalformedMessage(f"trade row misses field {missing[0]!r}")
+    # Kraken sends JSON numbers; a string here means a broken producer, not a number to coerce.
+    for field in ("price", "qty", "trade_id"):
+        if isinstance(row[field], bool) or not isinstance(row[field], int | float):
+            raise MalformedMessage(f"invalid trade: {field} is not a number: {row[field]!r}")
+    try:
+        return Trade(
+            pair=row["symbol"],
+            trade_id=row["trade_id"],
+            price=row["price"],
+            qty=row["qty"],
+            side=row["side"],
+            ord_type=row.get("ord_type", "limit"),
+            timestamp=row["timestamp"],
+            ingested_at=ingested_at,
+        )
+    except ValidationError as exc:
+        error = exc.errors()[0]
+        raise MalformedMessage(f"invalid trade: {'.'.join(map(str, error['loc']))}: {error['msg']}") from exc

@@ -22,7 +22,7 @@ from cryptopredict.models.training import TrainingInput, TrainingResult
 from cryptopredict.orchestration import start_training, temporal_client
 from cryptopredict.store.candles import async_engine, create_tables, upsert_candles
 from cryptopredict.topics import training_workflow_id
-from workflows.worker import training_worker
+from workflows.worker import build_worker
 
 pytestmark = pytest.mark.integration
 
@@ -74,7 +74,7 @@ async def test_training_workflow_sets_a_loadable_champion(settings, seeded_candl
     task_queue = f"training-test-{uuid.uuid4()}"
     request = TrainingInput(pair=PAIR, interval_s=60, lags=5, test_fraction=0.2)
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as executor:
-        async with training_worker(client, settings, executor, task_queue=task_queue):
+        async with build_worker(client, settings, executor, task_queue=task_queue):
             result = await start_training(settings, request, client=client, task_queue=task_queue)
     assert isinstance(result, TrainingResult)
     assert result.dataset.rows > 300 and result.dataset.dropped > 0
@@ -121,7 +121,7 @@ async def test_temporal_cli_starts_a_training_run(settings, seeded_candles):
     workflow_id = f"training-cli-{uuid.uuid4()}"
     payload = json.dumps({"pair": PAIR, "interval_s": 60, "lags": 5})
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as executor:
-        async with training_worker(client, settings, executor, task_queue=task_queue):
+        async with build_worker(client, settings, executor, task_queue=task_queue):
             completed = await asyncio.to_thread(
                 subprocess.run,
                 [
@@ -163,7 +163,7 @@ async def test_missing_data_fails_the_run_with_a_reason(settings):
         execution_timeout=timedelta(seconds=60),
     )
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as executor:
-        async with training_worker(client, settings, executor, task_queue=task_queue):
+        async with build_worker(client, settings, executor, task_queue=task_queue):
             with pytest.raises(WorkflowFailureError) as failure:
                 await handle.result()
     assert "only 0 usable rows" in str(failure.value.cause.cause)

@@ -27,11 +27,11 @@ def test_window_start_aligns_on_event_time():
 
 def test_candle_closes_only_after_window_end_plus_grace():
     s = state()
-    assert s.add_trade(trade(1, 10, 100.0, 2.0)) == ([], False)
-    assert s.add_trade(trade(2, 30, 110.0, 1.0)) == ([], False)
+    assert s.add_trade(trade(1, 10, 100.0, 2.0)) == ([], "accepted")
+    assert s.add_trade(trade(2, 30, 110.0, 1.0)) == ([], "accepted")
     assert s.add_trade(trade(3, 64, 105.0))[0] == []  # inside grace: still open
-    closed, late = s.add_trade(trade(4, 65, 104.0))
-    assert not late
+    closed, outcome = s.add_trade(trade(4, 65, 104.0))
+    assert outcome == "accepted"
     assert len(closed) == 1
     c = closed[0]
     assert (c.open, c.high, c.low, c.close) == (100.0, 110.0, 100.0, 110.0)
@@ -47,8 +47,7 @@ def test_late_trade_within_grace_counts_and_later_is_rejected():
     s.add_trade(trade(2, 59, 99.0))  # late but within grace: lands in the first window
     closed, _ = s.add_trade(trade(4, 70, 102.0))
     assert closed[0].close == 99.0 and closed[0].trade_count == 2
-    _, late = s.add_trade(trade(5, 20, 98.0))
-    assert late
+    assert s.add_trade(trade(5, 20, 98.0)) == ([], "late")
 
 
 def test_out_of_order_trades_do_not_change_open_and_close():
@@ -85,3 +84,11 @@ def test_state_survives_a_json_round_trip():
     assert restored == s
     closed, _ = restored.add_trade(trade(2, 80, 101.0))
     assert closed[0].open == 100.0
+
+
+def test_a_repeated_trade_id_counts_once():
+    s = state()
+    s.add_trade(trade(1, 10, 100.0, 2.0))
+    assert s.add_trade(trade(1, 10, 100.0, 2.0)) == ([], "duplicate")
+    closed, _ = s.add_trade(trade(2, 70, 101.0))
+    assert closed[0].volume == 2.0 and closed[0].trade_count == 1

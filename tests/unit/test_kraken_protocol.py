@@ -53,15 +53,48 @@ def test_kraken_sample_message_parses():
     [
         ("{not json", "invalid JSON"),
         ("[1,2]", "not a JSON object"),
-        ('{"channel":"trade","type":"update","data":[{"symbol":"BTC/USD"}]}', "misses field"),
-        (
-            '{"channel":"trade","type":"update","data":[{"symbol":"BTC/USD","side":"buy","price":-1,"qty":1,'
-            '"trade_id":1,"timestamp":"2026-01-01T00:00:00Z"}]}',
-            "invalid trade",
-        ),
         ('{"channel":"trade","type":"weird","data":[]}', "type snapshot|update"),
+        ('{"channel":"trade","type":"update","data":{}}', "data list"),
     ],
 )
-def test_malformed_messages_are_rejected_with_a_reason(raw, reason):
+def test_malformed_envelopes_are_rejected_with_a_reason(raw, reason):
     with pytest.raises(MalformedMessage, match=reason):
         parse_trades(decode(raw), ingested_at=NOW)
+
+
+GOOD_ROW = {
+    "symbol": "BTC/USD",
+    "side": "buy",
+    "price": 100.0,
+    "qty": 1.0,
+    "ord_type": "limit",
+    "trade_id": 1,
+    "timestamp": "2026-01-01T00:00:00.000001Z",
+}
+
+
+@pytest.mark.parametrize(
+    ("change", "reason"),
+    [
+        ({"price": None}, "price is not a number"),
+        ({"price": "100.0"}, "price is not a number"),
+        ({"qty": -1.0}, "qty"),
+        ({"price": 0}, "price"),
+        ({"side": "hold"}, "side"),
+        ({"timestamp": "yesterday"}, "timestamp"),
+        ({"symbol": "btcusd"}, "pair"),
+    ],
+)
+def test_bad_rows_are_rejected_alone_and_good_rows_flow(change, reason):
+    bad = GOOD_ROW | change
+    message = {"channel": "trade", "type": "update", "data": [GOOD_ROW, bad, GOOD_ROW | {"trade_id": 2}]}
+    batch = parse_trades(message, ingested_at=NOW)
+    assert [t.trade_id for t in batch.trades] == [1, 2]
+    (rejected,) = batch.rejected
+    assert reason in rejected.reason and json.loads(rejected.raw) == bad
+
+
+def test_row_missing_a_field_names_it():
+    row = {k: v for k, v in GOOD_ROW.items() if k != "qty"}
+    batch = parse_trades({"channel": "trade", "type": "update", "data": [row]}, ingested_at=NOW)
+    assert batch.rejected[0].reason == "trade row misses field 'qty'"

@@ -17,7 +17,7 @@ def test_hourly_candle_matches_krakens_ohlcvt(shared_data):
     trades = list(csv_trades(shared_data / "kraken" / "BTCUSD_trades_2019-07-01T00.csv", "BTC/USD"))
     state = CandleState(pair="BTC/USD", interval_s=3600, grace_s=0)
     for trade in trades:
-        assert state.add_trade(trade) == ([], False)
+        assert state.add_trade(trade) == ([], "accepted")
     (candle,) = state.close_idle(datetime(2019, 7, 1, 2, tzinfo=UTC))
     with (shared_data / "kraken" / "XBTUSD_60.csv").open() as handle:
         row = next(r for r in csv.reader(handle) if int(r[0]) == int(HOUR.timestamp()))

@@ -1,0 +1,220 @@
+"""Kraken REST public market data: `Trades` and `OHLC`, both directions, and an async client.
+
+Response shapes (Kraken's): `{"error": [], "result": {"<PAIR NAME>": [rows...], "last": ...}}`.
+Trades rows are `[price, volume, time, side b/s, type m/l, misc, trade_id]` with price and volume
+as strings, time as float seconds and `last` as a nanosecond string to pass as the next `since`.
+OHLC rows are `[time, open, high, low, close, vwap, volume, count]`; the last row is still forming.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import AsyncIterator, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+import httpx
+from pydantic import ValidationError
+
+from cryptopredict.models import Trade
+
+logger = logging.getLogger(__name__)
+
+# Kraken's REST names use XBT for bitcoin and XDG for dogecoin.
+_REST_ASSET = {"BTC": "XBT", "DOGE": "XDG"}
+
+
+class KrakenRestError(RuntimeError):
+    """Kraken answered with an error list (bad pair, rate limit in the body, ...)."""
+
+
+def rest_pair(ws_pair: str) -> str:
+    """`BTC/USD` -> `XBTUSD`: the altname that the REST `pair` parameter accepts."""
+    base, quote = ws_pair.split("/")
+    return _REST_ASSET.get(base, base) + _REST_ASSET.get(quote, quote)
+
+
+def result_rows(payload: dict[str, Any]) -> tuple[list[Any], Any]:
+    """Rows under the one pair key of `result`, and `last`."""
+    if payload.get("error"):
+        raise KrakenRestError(", ".join(map(str, payload["error"])))
+    result = payload.get("result")
+    if not isinstance(result, dict) or "last" not in result:
+        raise KrakenRestError("response has no result with last")
+    keys = [k for k in result if k != "last"]
+    if len(keys) != 1 or not isinstance(result[keys[0]], list):
+        raise KrakenRestError(f"expected one pair in result, got {keys}")
+    return result[keys[0]], result["last"]
+
+
+def parse_trades_response(
+    payload: dict[str, Any], ws_pair: str, ingested_at: datetime
+) -> tuple[list[Trade], int]:
+    rows, last = result_rows(payload)
+    trades = []
+    for row in rows:
+        try:
+            price, volume, ts, side, order_type, _misc, trade_id = row
+            trades.append(
+                Trade(
+                    pair=ws_pair,
+                    trade_id=trade_id,
+                    price=float(price),
+                    qty=float(volume),
+                    side="buy" if side == "b" else "sell",
+                    ord_type="market" if order_type == "m" else "limit",
+                    timestamp=datetime.fromtimestamp(float(ts), tz=UTC),
+                    ingested_at=ingested_at,
+                )
+            )
+        except (ValueError, TypeError, ValidationError) as exc:
+            raise KrakenRestError(f"malformed trade row {row!r}: {exc}") from exc
+    return trades, int(last)
+
+
+def trades_response(result_key: str, trades: Iterable[Trade], last_ns: int) -> dict[str, Any]:
+    rows = [
+        [
+            f"{t.price:.10g}",
+            f"{t.qty:.8f}",
+            t.timestamp.timestamp(),
+            "b" if t.side == "buy" else "s",
+            "m" if t.ord_type == "market" else "l",
+            "",
+            t.trade_id,
+        ]
+        for t in trades
+    ]
+    return {"error": [], "result": {result_key: rows, "last": str(last_ns)}}
+
+
+def to_ns(ts: datetime) -> int:
+    return round(ts.timestamp() * 1_000_000) * 1000
+
+
+@dataclass
+class KrakenRestClient:
+    """Pages public trades politely: at most one request per `min_interval_s`, backing off on 429
+    (honouring Retry-After) and on 5xx, with capped exponential delays and jitter."""
+
+    base_url: str
+    min_interval_s: float = 1.0
+    max_retries: int = 8
+    max_backoff_s: float = 30.0
+    timeout_s: float = 10.0
+    requests: int = 0
+    throttled: int = 0
+
+    def __post_init__(self) -> None:
+        self._client = httpx.AsyncClient(base_url=self.base_url, timeout=self.timeout_s)
+        self._last_request = 0.0
+
+    async def aclose(self) -> None:
+        await self._client.aclose()
+
+    async def get(self, path: str, params: dict[str, Any]) -> dict[str, Any]:
+        for attempt in range(self.max_retries + 1):
+            wait = self._last_request + self.min_interval_s - time.monotonic()
+            if wait > 0:
+                await asyncio.sleep(wait)
+            self._last_request = time.monotonic()
+            self.requests += 1
+            try:
+                response = await self._client.get(path, params=params)
+            except httpx.TransportError as exc:
+                delay = self._backoff(attempt)
+                logger.warning("kraken REST %s failed (%s); retrying in %.1fs", path, exc, delay)
+                await asyncio.sleep(delay)
+                continue
+            if response.status_code == 429 or response.status_code >= 500:
+                self.throttled += response.status_code == 429
+                delay = self._retry_after(response) or self._backoff(attempt)
+                logger.warning(
+                    "kraken REST %s answered %d; retrying in %.1fs", path, response.status_code, delay
+                )
+                await asyncio.sleep(delay)
+                continue
+            response.raise_for_status()
+            payload: dict[str, Any] = response.json()
+            return payload
+        raise KrakenRestError(f"{path} failed after {self.max_retries + 1} attempts")
+
+    def _backoff(self, attempt: int) -> float:
+        return min(self.max_backoff_s, self.min_interval_s * 2**attempt) * random.uniform(0.5, 1.0)
+
+    @staticmethod
+    def _retry_after(response: httpx.Response) -> float | None:
+        try:
+            return float(response.headers["Retry-After"])
+        except (KeyError, ValueError):
+            return None
+
+    async def trades_page(self, ws_pair: str, since_ns: int) -> tuple[list[Trade], int]:
+        payload = await self.get("/0/public/Trades", {"pair": rest_pair(ws_pair), "since": str(since_ns)})
+        return parse_trades_response(payload, ws_pair, datetime.now(UTC))
+
+    async def trades_since(
+        self, ws_pair: str, since_ns: int, until_ns: int | None = None
+    ) -> AsyncIterator[tuple[list[Trade], int]]:
+        """Pages of trades from `since_ns` (pass each page's `last` on); stops at an empty page, a
+        page that does not advance, or past `until_ns`. Yields (trades, next_since)."""
+        while True:
+            trades, last = await self.trades_page(ws_pair, since_ns)
+            if until_ns is not None:
+                trades = [t for t in trades if to_ns(t.timestamp) < until_ns]
+            yield trades, last
+            if not trades or last <= since_ns or (until_ns is not None and last >= until_ns):
+                return
+            since_ns = last
+
+
+@dataclass(frozen=True)
+class OhlcRow:
+    """One `OHLC` row: `time` is the candle's start in unix seconds."""
+
+    time: int
+    open: float
+    high: float
+    low: float
+    close: float
+    vwap: float
+    volume: float
+    count: int
+
+
+def _decimal_text(x: float) -> str:
+    """Shortest exact text without an exponent, as Kraken writes prices ("0.00001", not "1e-05")."""
+    from decimal import Decimal
+
+    return format(Decimal(repr(x)), "f")
+
+
+def ohlc_response(result_key: str, rows: Iterable[OhlcRow], last_s: int) -> dict[str, Any]:
+    """Kraken's OHLC shape: `[time, open, high, low, close, vwap, volume, count]`, prices as strings,
+    `last` = start of the last closed candle (the last row is still forming)."""
+    table = [
+        [
+            r.time,
+            *(_decimal_text(x) for x in (r.open, r.high, r.low, r.close, r.vwap)),
+            f"{r.volume:.8f}",
+            r.count,
+        ]
+        for r in rows
+    ]
+    return {"error": [], "result": {result_key: table, "last": last_s}}
+
+
+def parse_ohlc_response(payload: dict[str, Any]) -> tuple[list[OhlcRow], int]:
+    rows, last = result_rows(payload)
+    try:
+        parsed = [
+            OhlcRow(int(t), float(o), float(h), float(lo), float(c), float(vw), float(v), int(n))
+            for t, o, h, lo, c, vw, v, n in rows
+        ]
+    except (ValueError, TypeError) as exc:
+        raise KrakenRestError(f"malformed OHLC rows: {exc}") from exc
+    return parsed, int(last)

@@ -1,0 +1,56 @@
+"""BackfillWorkflow(pair, start, end): history from Kraken REST into the live `trades` topic.
+
+The workflow loops over activity calls of a few pages each, so progress lives in its state (query
+`progress`, also visible in the Temporal UI), and continues as new to keep its history short.
+    temporal workflow start --type BackfillWorkflow --task-queue training --workflow-id backfill-BTCUSD \
+        --input '{"pair": "BTC/USD", "start": "2026-01-01T00:00:00Z", "end": "2026-01-02T00:00:00Z"}'
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy
+
+with workflow.unsafe.imports_passed_through():
+    from cryptopredict.kraken.rest import to_ns
+    from cryptopredict.models.backfill import BackfillInput, BackfillProgress
+
+# Continue as new after this many activity calls, so a long backfill keeps a short history.
+CALLS_PER_RUN = 200
+
+
+@workflow.defn(name="BackfillWorkflow")
+class BackfillWorkflow:
+    def __init__(self) -> None:
+        self._progress: BackfillProgress | None = None
+
+    @workflow.query(name="progress")
+    def progress(self) -> BackfillProgress | None:
+        return self._progress
+
+    @workflow.run
+    async def run(self, request: BackfillInput, resume: BackfillProgress | None = None) -> BackfillProgress:
+        progress = resume or BackfillProgress(
+            pair=request.pair, since_ns=to_ns(request.start), end_ns=to_ns(request.end)
+        )
+        self._progress = progress
+        for _ in range(CALLS_PER_RUN):
+            progress = await workflow.execute_activity(
+                "backfill_trade_pages",
+                args=[request, progress],
+                result_type=BackfillProgress,
+                start_to_close_timeout=timedelta(minutes=30),
+                heartbeat_timeout=timedelta(seconds=30),
+                retry_policy=RetryPolicy(
+                    initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30)
+                ),
+            )
+            self._progress = progress
+            if progress.done:
+                workflow.logger.info(
+                    "backfill of %s done: %d trades", request.pair, progress.trades_published
+                )
+                return progress
+        workflow.continue_as_new(args=[request, progress])
