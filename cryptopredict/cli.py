@@ -69,12 +69,75 @@ def exchange(
 @app.command()
 def feed(
     url: Annotated[str | None, typer.Option(help="WebSocket URL; default: settings.kraken.ws_url")] = None,
+    rest_url: Annotated[
+        str | None, typer.Option(help="REST base URL for gap fills; default: settings")
+    ] = None,
 ) -> None:
     """Publish exchange trades to the `trades` topic until interrupted."""
     from streams.trade_feed import run_feed
 
     _logging("info")
-    asyncio.run(run_feed(get_settings(), url))
+    asyncio.run(run_feed(get_settings(), url, rest_url=rest_url))
+
+
+@app.command()
+def record(
+    out: Annotated[Path, typer.Argument(help="Parquet file to write")],
+    url: Annotated[str | None, typer.Option(help="WebSocket URL; default: settings.kraken.ws_url")] = None,
+    max_trades: Annotated[int | None, typer.Option(help="stop after this many trades")] = None,
+) -> None:
+    """Record live trades to Parquet; replay them with `exchange --source trades-file --file OUT`."""
+    from cryptopredict.kraken.record import record_trades
+    from streams.trade_feed import trade_client
+
+    _logging("info")
+    written = asyncio.run(record_trades(trade_client(get_settings(), url), out, max_trades))
+    typer.echo(f"recorded {written} trades to {out}")
+
+
+@app.command()
+def backfill(
+    pair: str = "BTC/USD",
+    start: Annotated[datetime | None, typer.Option(help="UTC start of the trade history to fetch")] = None,
+    end: Annotated[datetime | None, typer.Option(help="UTC end (exclusive); default: now")] = None,
+    rest_url: Annotated[
+        str | None, typer.Option(help="REST base URL; default: settings.kraken.rest_url")
+    ] = None,
+    from_csv: Annotated[
+        Path | None, typer.Option(help="Kraken OHLCVT export to load straight into the store")
+    ] = None,
+    interval: Annotated[str, typer.Option(help="candle interval of --from-csv: 1m, 5m, 1h, 1d")] = "1h",
+    wait: bool = True,
+) -> None:
+    """Backfill history: trades from Kraken REST through Temporal, or an OHLCVT file into the store."""
+    settings = get_settings()
+    if from_csv is not None:
+        from cryptopredict.store.loader import load_ohlcvt
+
+        rows = asyncio.run(load_ohlcvt(settings, from_csv, pair, parse_interval(interval)))
+        typer.echo(f"loaded {rows} candles of {pair} from {from_csv}")
+        return
+    if start is None:
+        raise UserError("--start is required unless --from-csv is given")
+    from cryptopredict.models.backfill import BackfillInput
+    from cryptopredict.orchestration import start_backfill
+
+    request = BackfillInput(
+        pair=pair,
+        start=start.replace(tzinfo=start.tzinfo or UTC),
+        end=(end or datetime.now(UTC)).replace(tzinfo=(end.tzinfo if end else None) or UTC),
+        rest_url=rest_url,
+    )
+    result = asyncio.run(start_backfill(settings, request, wait=wait))
+    typer.echo(result.model_dump_json(indent=2) if result is not None else "started")
+
+
+def parse_interval(text: str) -> int:
+    units = {"s": 1, "m": 60, "h": 3600, "d": 86400}
+    try:
+        return int(text[:-1]) * units[text[-1]]
+    except (KeyError, ValueError) as exc:
+        raise UserError(f"interval {text!r}: use a number and s, m, h or d, e.g. 1h") from exc
 
 
 @app.command()

@@ -6,9 +6,10 @@ from temporalio.client import Client
 from temporalio.common import WorkflowIDConflictPolicy
 from temporalio.contrib.pydantic import pydantic_data_converter
 
+from cryptopredict.models.backfill import BackfillInput, BackfillProgress
 from cryptopredict.models.training import TrainingInput, TrainingResult
 from cryptopredict.settings import Settings
-from cryptopredict.topics import training_workflow_id
+from cryptopredict.topics import backfill_workflow_id, training_workflow_id
 
 
 async def temporal_client(settings: Settings) -> Client:
@@ -35,5 +36,25 @@ async def start_training(
         task_queue=task_queue or settings.temporal.training_task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         result_type=TrainingResult,
+    )
+    return await handle.result() if wait else None
+
+
+async def start_backfill(
+    settings: Settings,
+    request: BackfillInput,
+    wait: bool = True,
+    client: Client | None = None,
+    task_queue: str | None = None,
+) -> BackfillProgress | None:
+    """Starts a BackfillWorkflow for the pair and range; the same range again attaches to the running one."""
+    client = client or await temporal_client(settings)
+    handle = await client.start_workflow(
+        "BackfillWorkflow",
+        request,
+        id=backfill_workflow_id(request.pair, request.start, request.end),
+        task_queue=task_queue or settings.temporal.training_task_queue,
+        id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
+        result_type=BackfillProgress,
     )
     return await handle.result() if wait else None

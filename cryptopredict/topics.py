@@ -1,5 +1,7 @@
 """Topic names, task queues and workflow ids, in one place."""
 
+from datetime import datetime
+
 TRADES = "trades"
 # Rejected input of every stage, as DeadLetter JSON: the raw payload, its source and the reason.
 DEAD_LETTERS = "dead_letters"
@@ -35,6 +37,10 @@ TRAINING_WORKFLOW_ID_PREFIX = "training"
 
 def training_workflow_id(pair: str, interval_s: int) -> str:
     return f"{TRAINING_WORKFLOW_ID_PREFIX}-{pair.replace('/', '')}-{interval_s}s"
+
+
+def backfill_workflow_id(pair: str, start: datetime, end: datetime) -> str:
+    return f"backfill-{pair.replace('/', '')}-{start:%Y%m%dT%H%M%S}-{end:%Y%m%dT%H%M%S}"
 
 
 def registered_model_name(pair: str, interval_s: int, horizon_candles: int) -> str:

@@ -15,7 +15,9 @@ def test_missing_hours_become_gap_candles(tmp_path):
     assert [c.window_start for c in candles] == [datetime(1970, 1, 1, h, tzinfo=UTC) for h in (1, 2, 3, 4)]
     assert [c.gap for c in candles] == [False, True, True, False]
     assert candles[1].close == 11 and candles[1].volume == 0
-    assert candles[0].trade_count == 4 and candles[0].window_end - candles[0].window_start == timedelta(hours=1)
+    assert candles[0].trade_count == 4 and candles[0].window_end - candles[0].window_start == timedelta(
+        hours=1
+    )
 
 
 @pytest.mark.realdata
