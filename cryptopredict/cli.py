@@ -39,28 +39,96 @@ def _logging(level: str) -> None:
 def exchange(
     port: int = 8790,
     host: str = "127.0.0.1",
+    source: Annotated[
+        str | None,
+        typer.Option(help="synthetic | trades-file | ohlcvt (default: trades-file if given, else synthetic)"),
+    ] = None,
+    file: Annotated[
+        Path | None, typer.Option(help="Trades CSV/Parquet, or Kraken OHLCVT CSV (XBTUSD_60.csv)")
+    ] = None,
     trades_file: Annotated[
         Path | None, typer.Option(help="CSV of real trades: timestamp,time_ms,side,price,qty")
     ] = None,
     pair: str = "BTC/USD",
+    pairs: Annotated[
+        str | None, typer.Option(help="Comma list of pairs (synthetic); default: --pair")
+    ] = None,
     minutes: int = 600,
     trades_per_minute: float = 20.0,
-    speed: float = 600.0,
+    speed: Annotated[
+        str, typer.Option(help="Replay speed factor, or 'max' (as fast as clients read)")
+    ] = "600",
     seed: int = 7,
+    start: Annotated[str | None, typer.Option(help="OHLCVT: first candle (ISO date/time, UTC)")] = None,
+    end: Annotated[
+        str | None, typer.Option(help="OHLCVT: end of candles, exclusive (ISO date/time, UTC)")
+    ] = None,
+    drop_after: Annotated[int | None, typer.Option(help="Fault: close after K messages")] = None,
+    drop_times: Annotated[int, typer.Option(help="Fault: ... on the first N connections")] = 1,
+    stop_heartbeats: Annotated[bool, typer.Option(help="Fault: no heartbeats")] = False,
+    silence_after: Annotated[int | None, typer.Option(help="Fault: go silent after K messages")] = None,
+    silence_times: Annotated[int, typer.Option(help="Fault: ... on the first N connections")] = 1,
+    malformed_every: Annotated[
+        int | None, typer.Option(help="Fault: a bad message after every Nth update")
+    ] = None,
+    subscribe_error_pairs: Annotated[
+        str, typer.Option(help="Fault: comma list of pairs whose subscribe fails")
+    ] = "",
+    maintenance_after: Annotated[int | None, typer.Option(help="Fault: maintenance after K updates")] = None,
+    maintenance_s: Annotated[float, typer.Option(help="Fault: maintenance length, wall seconds")] = 5.0,
+    rest_429_every: Annotated[int | None, typer.Option(help="Fault: every Nth REST request is a 429")] = None,
+    rest_500_every: Annotated[int | None, typer.Option(help="Fault: every Nth REST request is a 500")] = None,
 ) -> None:
-    """Run the replay exchange (Kraken WebSocket v2 protocol) until interrupted."""
-    from cryptopredict.kraken.replay import ReplayExchange, csv_trades, synthetic_trades
+    """Run the replay exchange (Kraken WebSocket v2 + REST Trades/OHLC on one port) until interrupted."""
+    from cryptopredict.kraken.replay import Faults, ReplayExchange, parse_speed
+    from cryptopredict.kraken.sources import SOURCES, csv_trades, load_trades, synthetic_trades
 
     _logging("info")
-    if trades_file is not None:
-        trades = list(csv_trades(trades_file, pair))
-    else:
+    kind = source or ("trades-file" if (trades_file or file) else "synthetic")
+    if kind not in SOURCES:
+        raise typer.BadParameter(f"--source must be one of {', '.join(SOURCES)}")
+    try:
+        replay_speed = parse_speed(speed)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    pair_list = [p.strip() for p in (pairs or pair).split(",") if p.strip()]
+    if kind == "trades-file" and trades_file is not None and file is None:
+        trades = list(csv_trades(trades_file, pair))  # the original option, unchanged
+    elif source is None and pairs is None:
+        # Without --source or --pairs: the original random walk, so existing demos replay the same trades.
         trades = list(synthetic_trades(pair, DEMO_ANCHOR, minutes, trades_per_minute, seed=seed))
+    else:
+        trades = load_trades(
+            kind,
+            pair_list,
+            file=file or trades_file,
+            start=DEMO_ANCHOR,
+            minutes=minutes,
+            trades_per_minute=trades_per_minute,
+            seed=seed,
+            ohlcvt_start=datetime.fromisoformat(start).replace(tzinfo=UTC) if start else None,
+            ohlcvt_end=datetime.fromisoformat(end).replace(tzinfo=UTC) if end else None,
+        )
+    faults = Faults(
+        drop_after=drop_after,
+        drop_times=drop_times,
+        stop_heartbeats=stop_heartbeats,
+        silence_after=silence_after,
+        silence_times=silence_times,
+        malformed_every=malformed_every,
+        subscribe_error_pairs=frozenset(p.strip() for p in subscribe_error_pairs.split(",") if p.strip()),
+        maintenance_after=maintenance_after,
+        maintenance_s=maintenance_s,
+        rest_429_every=rest_429_every,
+        rest_500_every=rest_500_every,
+    )
 
     async def run() -> None:
-        server = ReplayExchange(trades, speed=speed, host=host, port=port)
+        server = ReplayExchange(trades, speed=replay_speed, host=host, port=port, faults=faults)
         await server.start()
-        typer.echo(f"replay exchange at {server.url}", err=True)
+        typer.echo(
+            f"replay exchange at {server.url} (REST {server.rest_url}), {len(trades)} trades", err=True
+        )
         await asyncio.Event().wait()
 
     asyncio.run(run())

@@ -79,8 +79,9 @@ def parse_trades_response(
 def trades_response(result_key: str, trades: Iterable[Trade], last_ns: int) -> dict[str, Any]:
     rows = [
         [
-            f"{t.price:.10g}",
-            f"{t.qty:.8f}",
+            # Shortest exact decimal, so a trade read back over REST equals the one streamed.
+            repr(t.price),
+            repr(t.qty),
             t.timestamp.timestamp(),
             "b" if t.side == "buy" else "s",
             "m" if t.ord_type == "market" else "l",
