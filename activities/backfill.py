@@ -1,9 +1,9 @@
 """Backfill activity: pages Kraken REST `Trades` and publishes them to `trades`, the live feed's topic,
 so history goes through the same candle and indicator code as live data.
 
-Progress is heartbeated after every page the broker has acknowledged; a retried attempt (the worker was
-killed) resumes from the last heartbeat, so at most one page is published twice, and the candle agent
-drops repeated trade_ids.
+Progress is heartbeated after every page the broker has acknowledged. A retried attempt (the worker was
+killed) resumes from the last heartbeat and skips the trades the killed attempt published after it, so
+nothing is published twice.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ import logging
 from temporalio import activity
 
 from cryptopredict import topics
+from cryptopredict.kafka_admin import last_trade_id_in_topic
 from cryptopredict.kraken.rest import KrakenRestClient
 from cryptopredict.models.backfill import BackfillInput, BackfillProgress
 from cryptopredict.publisher import ReliablePublisher
@@ -30,22 +31,32 @@ class BackfillActivities:
         self, request: BackfillInput, progress: BackfillProgress
     ) -> BackfillProgress:
         """Publishes up to `request.pages_per_activity` pages from `progress.since_ns` on."""
+        topic = topics.topic_name(topics.TRADES, self.settings.kafka.topic_prefix)
         details = activity.info().heartbeat_details
+        already_published = progress.last_trade_id
         if details:  # a retry after a crash: continue where the last attempt got to
             progress = BackfillProgress.model_validate(details[0])
-            logger.info("resuming backfill of %s at since=%d", progress.pair, progress.since_ns)
+            already_published = await last_trade_id_in_topic(
+                self.settings.kafka, topic, progress.pair, progress.end_ns
+            )
+            logger.info(
+                "resuming backfill of %s at since=%d after trade %s",
+                progress.pair,
+                progress.since_ns,
+                already_published,
+            )
         rest = KrakenRestClient(
             request.rest_url or self.settings.kraken.rest_url,
             min_interval_s=self.settings.kraken.rest_min_interval_s,
         )
         publisher = ReliablePublisher(self.settings.kafka.bootstrap_servers)
-        topic = topics.topic_name(topics.TRADES, self.settings.kafka.topic_prefix)
         await publisher.start()
         try:
             pages = 0
             async for trades, last in rest.trades_since(progress.pair, progress.since_ns, progress.end_ns):
                 for trade in trades:
-                    await publisher.publish(topic, trade.to_json_bytes(), key=trade.pair.encode())
+                    if already_published is None or trade.trade_id > already_published:
+                        await publisher.publish(topic, trade.to_json_bytes(), key=trade.pair.encode())
                 await publisher.flush()
                 pages += 1
                 progress = progress.model_copy(

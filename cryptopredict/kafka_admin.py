@@ -7,6 +7,7 @@ that consumes (the Faust worker, the gRPC server) ensures the topics first.
 from __future__ import annotations
 
 import logging
+import time
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -70,3 +71,66 @@ async def topic_message_count(kafka: KafkaSettings, topic: str) -> int:
         return int(sum((await consumer.end_offsets(partitions)).values()))
     finally:
         await consumer.stop()
+
+
+async def last_trade_id_in_topic(
+    kafka: KafkaSettings, topic: str, pair: str, before_ns: int, tail: int = 5000
+) -> int | None:
+    """The highest trade_id of `pair` traded before `before_ns` among the last `tail` records of its
+    partition, or None. Lets a resumed writer skip what a killed attempt published after its last
+    checkpoint; the time bound keeps live trades of the same pair out of the answer."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+    from aiokafka.partitioner import DefaultPartitioner
+
+    from cryptopredict.models import Trade
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers, request_timeout_ms=10_000)
+    await admin.start()
+    try:
+        (description,) = await admin.describe_topics([topic])
+    finally:
+        await admin.close()
+    partitions = sorted(p["partition"] for p in description["partitions"])
+    # The producer's own partitioner, so this is the partition the pair's trades went to.
+    partition = TopicPartition(topic, DefaultPartitioner()(pair.encode(), partitions, partitions))
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        consumer.assign([partition])
+        end = (await consumer.end_offsets([partition]))[partition]
+        consumer.seek(partition, max(0, end - tail))
+        best: int | None = None
+        while await consumer.position(partition) < end:
+            for records in (await consumer.getmany(partition, timeout_ms=1000)).values():
+                for record in records:
+                    if record.key != pair.encode():
+                        continue
+                    trade = Trade.model_validate_json(record.value)
+                    if trade.timestamp.timestamp() * 1e9 < before_ns:
+                        best = trade.trade_id if best is None else max(best, trade.trade_id)
+        return best
+    finally:
+        await consumer.stop()
+
+
+async def read_topic(kafka: KafkaSettings, topic: str, idle_s: float = 3.0) -> list[bytes]:
+    """Every record value of a topic from the start, until nothing new arrives for `idle_s`."""
+    from aiokafka import AIOKafkaConsumer
+
+    consumer = AIOKafkaConsumer(
+        topic,
+        bootstrap_servers=kafka.bootstrap_servers,
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+    )
+    await consumer.start()
+    values: list[bytes] = []
+    try:
+        last_new = time.monotonic()
+        while time.monotonic() - last_new < idle_s:
+            for records in (await consumer.getmany(timeout_ms=500)).values():
+                values += [r.value for r in records]
+                last_new = time.monotonic()
+    finally:
+        await consumer.stop()
+    return values

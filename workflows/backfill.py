@@ -31,8 +31,8 @@ class BackfillWorkflow:
         return self._progress
 
     @workflow.run
-    async def run(self, request: BackfillInput, resume: BackfillProgress | None = None) -> BackfillProgress:
-        progress = resume or BackfillProgress(
+    async def run(self, request: BackfillInput) -> BackfillProgress:
+        progress = request.resume or BackfillProgress(
             pair=request.pair, since_ns=to_ns(request.start), end_ns=to_ns(request.end)
         )
         self._progress = progress
@@ -42,7 +42,7 @@ class BackfillWorkflow:
                 args=[request, progress],
                 result_type=BackfillProgress,
                 start_to_close_timeout=timedelta(minutes=30),
-                heartbeat_timeout=timedelta(seconds=30),
+                heartbeat_timeout=timedelta(seconds=10),
                 retry_policy=RetryPolicy(
                     initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30)
                 ),
@@ -53,4 +53,4 @@ class BackfillWorkflow:
                     "backfill of %s done: %d trades", request.pair, progress.trades_published
                 )
                 return progress
-        workflow.continue_as_new(args=[request, progress])
+        workflow.continue_as_new(request.model_copy(update={"resume": progress}))

@@ -6,13 +6,12 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 import uuid
 from datetime import UTC, datetime
 
 import pytest
-from aiokafka import AIOKafkaConsumer
 
+from cryptopredict.kafka_admin import read_topic as read_all
 from cryptopredict.kraken.replay import Faults, ReplayExchange
 from cryptopredict.kraken.sources import synthetic_market
 from cryptopredict.models import DeadLetter, Trade
@@ -52,24 +51,7 @@ def settings_for(settings, pairs):
 
 
 async def read_topic(settings, topic: str, idle_s: float = 3.0) -> list[bytes]:
-    consumer = AIOKafkaConsumer(
-        topic_name(topic, settings.kafka.topic_prefix),
-        bootstrap_servers=settings.kafka.bootstrap_servers,
-        auto_offset_reset="earliest",
-        enable_auto_commit=False,
-    )
-    await consumer.start()
-    values: list[bytes] = []
-    try:
-        last_new = time.monotonic()
-        while time.monotonic() - last_new < idle_s:
-            batches = await consumer.getmany(timeout_ms=500)
-            for records in batches.values():
-                values += [r.value for r in records]
-                last_new = time.monotonic()
-    finally:
-        await consumer.stop()
-    return values
+    return await read_all(settings.kafka, topic_name(topic, settings.kafka.topic_prefix), idle_s)
 
 
 async def run_against(settings, exchange: ReplayExchange, expected: int) -> dict[str, int]:
