@@ -6,6 +6,7 @@ that consumes (the Faust worker, the gRPC server) ensures the topics first.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from typing import Any
@@ -36,9 +37,20 @@ async def ensure_topics(kafka: KafkaSettings) -> list[str]:
             logger.info("creating topics %s", ", ".join(missing))
             new = [NewTopic(t, num_partitions=kafka.partitions, replication_factor=1) for t in missing]
             _raise_topic_errors(await admin.create_topics(new))
+            await _wait_for_leaders(admin, missing)
         return missing
     finally:
         await admin.close()
+
+
+async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str], timeout_s: float = 10.0) -> None:
+    """New partitions take a moment to elect a leader; writers that start earlier get errors and retry."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        described = await admin.describe_topics(names)
+        if all(p["leader"] >= 0 for topic in described for p in topic["partitions"]):
+            return
+        await asyncio.sleep(0.1)
 
 
 def _raise_topic_errors(response: Any) -> None:

@@ -53,6 +53,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 SNAPSHOT_SIZE = 50
+MAX_SPEED_BATCH = 100
 HEARTBEAT_S = 1.0
 TRADES_PAGE = 1000
 OHLC_ROWS = 720
@@ -320,7 +321,10 @@ class ReplayExchange:
             upcoming = self.trades[self.sent]
             await asyncio.sleep(self.clock.wall_delay(upcoming.timestamp))
             if self.clock.speed is None:
-                self.clock.current = upcoming.timestamp
+                # As fast as the client reads: the next MAX_SPEED_BATCH trades happen at once and go out
+                # in one message per pair, as Kraken batches a busy moment.
+                ahead = min(self.sent + MAX_SPEED_BATCH, len(self.trades)) - 1
+                self.clock.current = self.trades[ahead].timestamp
             self._happen_due()
             # Everything due by now goes out together, one message per pair, like Kraken's batches.
             batch: dict[str, list[Trade]] = {}
