@@ -64,17 +64,21 @@ def _raise_topic_errors(response: Any) -> None:
         raise TopicCreationError(f"topic creation failed: {errors}")
 
 
-async def topic_message_count(kafka: KafkaSettings, topic: str) -> int:
-    """Messages ever written to a topic: the sum of its partitions' end offsets."""
-    from aiokafka import AIOKafkaConsumer, TopicPartition
-
+async def partition_numbers(kafka: KafkaSettings, topic: str) -> list[int]:
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers, request_timeout_ms=10_000)
     await admin.start()
     try:
         (description,) = await admin.describe_topics([topic])
     finally:
         await admin.close()
-    partitions = [TopicPartition(topic, p["partition"]) for p in description["partitions"]]
+    return sorted(p["partition"] for p in description["partitions"])
+
+
+async def topic_message_count(kafka: KafkaSettings, topic: str) -> int:
+    """Messages ever written to a topic: the sum of its partitions' end offsets."""
+    from aiokafka import AIOKafkaConsumer, TopicPartition
+
+    partitions = [TopicPartition(topic, p) for p in await partition_numbers(kafka, topic)]
     # Assigned, not subscribed: a consumer without a group stops cleanly and commits nothing.
     consumer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, enable_auto_commit=False)
     await consumer.start()
@@ -96,13 +100,7 @@ async def last_trade_id_in_topic(
 
     from cryptopredict.models import Trade
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers, request_timeout_ms=10_000)
-    await admin.start()
-    try:
-        (description,) = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
-    partitions = sorted(p["partition"] for p in description["partitions"])
+    partitions = await partition_numbers(kafka, topic)
     # The producer's own partitioner, so this is the partition the pair's trades went to.
     partition = TopicPartition(topic, DefaultPartitioner()(pair.encode(), partitions, partitions))
     consumer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, enable_auto_commit=False)

@@ -93,3 +93,17 @@ def test_rest_trades_round_trip_and_errors():
     with pytest.raises(KrakenRestError, match="malformed trade row"):
         parse_trades_response({"error": [], "result": {"X": [["abc"]], "last": "1"}}, "BTC/USD", NOW)
     assert rest_pair("BTC/USD") == "XBTUSD" and rest_pair("ETH/USD") == "ETHUSD"
+
+
+def test_heartbeats_pongs_and_unknown_channels_are_counted_not_published():
+    client = KrakenTradeClient("ws://unused", ["BTC/USD"])
+    assert client._handle('{"channel":"heartbeat"}') == []
+    assert client._handle('{"method":"pong","req_id":1,"time_in":"x","time_out":"y"}') == []
+    assert client._handle('{"channel":"book","type":"update","data":[]}') == []
+    assert client.counts["heartbeats"] == 1 and client.counts["rejected"] == 0
+
+
+def test_a_bad_json_frame_is_rejected_with_its_raw_text():
+    client = KrakenTradeClient("ws://unused", ["BTC/USD"])
+    (rejected,) = client._handle(b"\xff{oops")
+    assert isinstance(rejected, Rejected) and "invalid JSON" in rejected.reason and "oops" in rejected.raw
