@@ -13,7 +13,7 @@ import logging
 from temporalio import activity
 
 from cryptopredict import topics
-from cryptopredict.kafka_admin import last_trade_id_in_topic
+from cryptopredict.kafka_admin import last_trade_in_topic
 from cryptopredict.kraken.rest import KrakenRestClient
 from cryptopredict.models.backfill import BackfillInput, BackfillProgress
 from cryptopredict.publisher import ReliablePublisher
@@ -36,9 +36,8 @@ class BackfillActivities:
         already_published = progress.last_trade_id
         if details:  # a retry after a crash: continue where the last attempt got to
             progress = BackfillProgress.model_validate(details[0])
-            already_published = await last_trade_id_in_topic(
-                self.settings.kafka, topic, progress.pair, progress.end_ns
-            )
+            newest = await last_trade_in_topic(self.settings.kafka, topic, progress.pair, progress.end_ns)
+            already_published = newest.trade_id if newest is not None else None
             logger.info(
                 "resuming backfill of %s at since=%d after trade %s",
                 progress.pair,

@@ -13,6 +13,7 @@ from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
+from cryptopredict.models import Trade
 from cryptopredict.settings import KafkaSettings
 from cryptopredict.topics import ALL_TOPICS, topic_name
 
@@ -89,18 +90,21 @@ async def topic_message_count(kafka: KafkaSettings, topic: str) -> int:
         await consumer.stop()
 
 
-async def last_trade_id_in_topic(
-    kafka: KafkaSettings, topic: str, pair: str, before_ns: int, tail: int = 5000
-) -> int | None:
-    """The highest trade_id of `pair` traded before `before_ns` among the last `tail` records of its
-    partition, or None. Lets a resumed writer skip what a killed attempt published after its last
-    checkpoint; the time bound keeps live trades of the same pair out of the answer."""
+async def last_trade_in_topic(
+    kafka: KafkaSettings, topic: str, pair: str, before_ns: int | None = None, tail: int = 5000
+) -> Trade | None:
+    """The trade of `pair` with the highest trade_id among the last `tail` records of its partition
+    (only trades before `before_ns` when given), or None.
+
+    Lets a restarted writer continue exactly where the topic ends: the feed fills the gap since its last
+    trade, and a resumed backfill skips what a killed attempt published after its last checkpoint.
+    """
     from aiokafka import AIOKafkaConsumer, TopicPartition
     from aiokafka.partitioner import DefaultPartitioner
 
-    from cryptopredict.models import Trade
-
     partitions = await partition_numbers(kafka, topic)
+    if not partitions:
+        return None  # no such topic yet
     # The producer's own partitioner, so this is the partition the pair's trades went to.
     partition = TopicPartition(topic, DefaultPartitioner()(pair.encode(), partitions, partitions))
     consumer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, enable_auto_commit=False)
@@ -109,15 +113,17 @@ async def last_trade_id_in_topic(
         consumer.assign([partition])
         end = (await consumer.end_offsets([partition]))[partition]
         consumer.seek(partition, max(0, end - tail))
-        best: int | None = None
+        best: Trade | None = None
         while await consumer.position(partition) < end:
             for records in (await consumer.getmany(partition, timeout_ms=1000)).values():
                 for record in records:
                     if record.key != pair.encode():
                         continue
                     trade = Trade.model_validate_json(record.value)
-                    if trade.timestamp.timestamp() * 1e9 < before_ns:
-                        best = trade.trade_id if best is None else max(best, trade.trade_id)
+                    if before_ns is not None and trade.timestamp.timestamp() * 1e9 >= before_ns:
+                        continue
+                    if best is None or trade.trade_id > best.trade_id:
+                        best = trade
         return best
     finally:
         await consumer.stop()

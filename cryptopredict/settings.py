@@ -116,6 +116,8 @@ class KrakenSettings(BaseModel):
     max_future_s: float = 60.0
     # Kraken's public REST limit is about one request a second.
     rest_min_interval_s: float = 1.0
+    # A restarted feed fills at most this much downtime from REST itself; longer gaps need a backfill.
+    max_gap_fill_s: float = 6 * 3600
 
 
 class GrpcSettings(BaseModel):

@@ -8,10 +8,11 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from cryptopredict import topics
+from cryptopredict.kafka_admin import ensure_topics, last_trade_in_topic
 from cryptopredict.kraken.client import KrakenTradeClient, Rejected
 from cryptopredict.kraken.rest import KrakenRestClient
 from cryptopredict.models import DeadLetter
@@ -37,6 +38,23 @@ def trade_client(
     )
 
 
+async def resume_from_topic(settings: Settings, client: KrakenTradeClient, trades_topic: str) -> None:
+    """Starts from the last trade the topic holds per pair, so a restarted feed fills the time it was
+    down from REST, unless that is longer than `kraken.max_gap_fill_s` (then: a backfill's job)."""
+    too_old = datetime.now(UTC) - timedelta(seconds=settings.kraken.max_gap_fill_s)
+    for pair in client.pairs:
+        last = await last_trade_in_topic(settings.kafka, trades_topic, pair)
+        if last is None:
+            continue
+        if last.timestamp < too_old:
+            logger.warning(
+                "last %s trade in the topic is from %s: run a backfill for the gap", pair, last.timestamp
+            )
+            continue
+        client.last_trade_id[pair], client.last_timestamp[pair] = last.trade_id, last.timestamp
+        logger.info("resuming %s after trade %d at %s", pair, last.trade_id, last.timestamp)
+
+
 async def run_feed(
     settings: Settings,
     url: str | None = None,
@@ -50,7 +68,10 @@ async def run_feed(
     publisher = ReliablePublisher(settings.kafka.bootstrap_servers, on_ack=on_ack)
     trades_topic = topics.topic_name(topics.TRADES, settings.kafka.topic_prefix)
     dead_letter_topic = topics.topic_name(topics.DEAD_LETTERS, settings.kafka.topic_prefix)
+    await ensure_topics(settings.kafka)
     await publisher.start()
+    if client.rest is not None:
+        await resume_from_topic(settings, client, trades_topic)
     published = 0
     try:
         async for event in client.events():

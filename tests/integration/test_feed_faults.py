@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 import uuid
 from datetime import UTC, datetime
 
@@ -16,7 +17,7 @@ from cryptopredict.kraken.replay import Faults, ReplayExchange
 from cryptopredict.kraken.sources import synthetic_market
 from cryptopredict.models import DeadLetter, Trade
 from cryptopredict.topics import DEAD_LETTERS, TRADES, topic_name
-from streams.trade_feed import run_feed
+from streams.trade_feed import run_feed, trade_client
 
 pytestmark = pytest.mark.integration
 
@@ -54,6 +55,31 @@ async def read_topic(settings, topic: str, idle_s: float = 3.0) -> list[bytes]:
     return await read_all(settings.kafka, topic_name(topic, settings.kafka.topic_prefix), idle_s)
 
 
+async def run_to_end(settings, exchange: ReplayExchange, expected: int) -> dict[str, int]:
+    """Runs the feed until the exchange has finished and `expected` trades are acknowledged, plus a
+    moment for messages that follow the last trade (an injected bad message), then stops it."""
+    client = trade_client(settings, exchange.url, exchange.rest_url)
+    acked = 0
+
+    def on_ack(_trade, _at):
+        nonlocal acked
+        acked += 1
+
+    feed = asyncio.create_task(run_feed(settings, client=client, on_ack=on_ack))
+    deadline = time.monotonic() + 90
+    while not (exchange.finished.is_set() and acked >= expected) and time.monotonic() < deadline:
+        if feed.done():
+            feed.result()  # surfaces the feed's error
+        await asyncio.sleep(0.1)
+    await asyncio.sleep(1.0)
+    feed.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await feed
+    if acked < expected:
+        pytest.fail(f"feed published {acked} of {expected} trades in time")
+    return dict(client.counts)
+
+
 async def run_against(settings, exchange: ReplayExchange, expected: int) -> dict[str, int]:
     """Runs the feed until it has published `expected` trades (or a time limit), then stops it."""
     feed = asyncio.create_task(
@@ -75,8 +101,7 @@ async def test_every_served_trade_reaches_kafka_exactly_once(settings, fault):
     exchange = ReplayExchange(trades, speed=60 * 20, faults=FAULTS[fault])
     await exchange.start()
     try:
-        counts = await run_against(run_settings, exchange, expected=len(trades))
-        await asyncio.wait_for(exchange.finished.wait(), 30)
+        counts = await run_to_end(run_settings, exchange, expected=len(trades))
     finally:
         await exchange.stop()
     published = [Trade.model_validate_json(v) for v in await read_topic(run_settings, TRADES)]
@@ -130,3 +155,23 @@ async def test_a_failed_subscription_leaves_the_other_pairs_flowing(settings):
         "subscription failed for ETH/USD: EService:Unavailable ETH/USD"
     ]
     assert counts["rejected"] == 1
+
+
+async def test_a_restarted_feed_fills_the_time_it_was_down(settings):
+    run_settings = settings_for(settings, PAIRS)
+    run_settings = run_settings.model_copy(
+        update={"kraken": run_settings.kraken.model_copy(update={"max_gap_fill_s": 10 * 365 * 86400})}
+    )
+    trades = synthetic_market(PAIRS, START, minutes=12, seed=8)
+    exchange = ReplayExchange(trades, speed=60 * 20)
+    await exchange.start()
+    try:
+        first = await run_against(run_settings, exchange, expected=len(trades) // 3)
+        await asyncio.sleep(1.0)  # the feed is down while the market goes on
+        second = await run_against(run_settings, exchange, expected=len(trades) - len(trades) // 3)
+    finally:
+        await exchange.stop()
+    published = [Trade.model_validate_json(v) for v in await read_topic(run_settings, TRADES)]
+    assert sorted((t.pair, t.trade_id) for t in published) == sorted((t.pair, t.trade_id) for t in trades)
+    assert first["trades"] + second["trades"] == len(trades)
+    assert second["gap_filled"] > 0
