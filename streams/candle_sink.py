@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from pydantic import ValidationError
 
 from cryptopredict.models import Candle
-from cryptopredict.store.candles import async_engine, create_tables, upsert_candles
+from cryptopredict.store.candles import async_engine, upsert_candles
+from cryptopredict.store.migrate import migrate
 from streams.app import app, candles_topic, dead_letter, settings
 
 logger = logging.getLogger(__name__)
@@ -15,8 +17,8 @@ logger = logging.getLogger(__name__)
 
 @app.agent(candles_topic)
 async def sink_candles(stream):  # type: ignore[no-untyped-def]
+    await asyncio.to_thread(migrate, settings.postgres)
     engine = async_engine(settings.postgres)
-    await create_tables(engine)
     async for values in stream.take(200, within=1.0):
         rows = []
         for raw in values:

@@ -11,7 +11,7 @@ from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from cryptopredict.models import Candle
 from cryptopredict.settings import PostgresSettings
-from cryptopredict.store.schema import candles, metadata
+from cryptopredict.store.schema import candles
 
 
 def async_engine(settings: PostgresSettings) -> AsyncEngine:
@@ -20,11 +20,6 @@ def async_engine(settings: PostgresSettings) -> AsyncEngine:
 
 def sync_engine(settings: PostgresSettings) -> Engine:
     return create_engine(settings.url_for(settings.database, "postgresql+psycopg"), pool_pre_ping=True)
-
-
-async def create_tables(engine: AsyncEngine) -> None:
-    async with engine.begin() as conn:
-        await conn.run_sync(metadata.create_all)
 
 
 async def upsert_candles(engine: AsyncEngine, rows: Sequence[Candle]) -> int:

@@ -10,7 +10,8 @@ from rich.progress import Progress
 
 from cryptopredict.models import Candle
 from cryptopredict.settings import Settings
-from cryptopredict.store.candles import async_engine, create_tables, upsert_candles
+from cryptopredict.store.candles import async_engine, upsert_candles
+from cryptopredict.store.migrate import migrate
 from cryptopredict.store.ohlcvt import read_ohlcvt
 
 BATCH = 2000
@@ -23,8 +24,8 @@ def batched(rows: Iterable[Candle], size: int) -> Iterator[list[Candle]]:
 
 
 async def load_ohlcvt(settings: Settings, path: Path, pair: str, interval_s: int) -> int:
+    migrate(settings.postgres)
     engine = async_engine(settings.postgres)
-    await create_tables(engine)
     written = 0
     try:
         with Progress(transient=True) as progress:

@@ -1,4 +1,4 @@
-"""Tables of the feature store. The streaming-features issue moves their creation into migrations."""
+"""Tables of the feature store, as the Alembic migrations in store/migrations create them."""
 
 from __future__ import annotations
 
@@ -8,12 +8,14 @@ from sqlalchemy import (
     Column,
     DateTime,
     Double,
+    Identity,
     Integer,
     MetaData,
     Table,
     Text,
     func,
 )
+from sqlalchemy.dialects.postgresql import JSONB
 
 metadata = MetaData()
 
@@ -35,4 +37,26 @@ candles = Table(
     Column("last_trade_id", BigInteger),
     Column("gap", Boolean, nullable=False),
     Column("written_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+technical_indicators = Table(
+    "technical_indicators",
+    metadata,
+    Column("pair", Text, primary_key=True),
+    Column("interval_s", Integer, primary_key=True),
+    Column("window_start", DateTime(timezone=True), primary_key=True),
+    # One key per feature name (cryptopredict.features.indicators); null inside a warm-up.
+    Column("values", JSONB, nullable=False),
+    Column("warm_up", Boolean, nullable=False),
+    Column("written_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+
+dead_letters = Table(
+    "dead_letters",
+    metadata,
+    Column("id", BigInteger, Identity(), primary_key=True),
+    Column("source", Text, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("raw", Text, nullable=False),
+    Column("at", DateTime(timezone=True), nullable=False),
 )

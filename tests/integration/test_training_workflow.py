@@ -20,7 +20,8 @@ from cryptopredict.features.candles import gap_candle
 from cryptopredict.models import Candle
 from cryptopredict.models.training import TrainingInput, TrainingResult
 from cryptopredict.orchestration import start_training, temporal_client
-from cryptopredict.store.candles import async_engine, create_tables, upsert_candles
+from cryptopredict.store.candles import async_engine, upsert_candles
+from cryptopredict.store.migrate import migrate
 from cryptopredict.topics import training_workflow_id
 from workflows.worker import build_worker
 
@@ -60,8 +61,8 @@ def random_walk_candles(n: int, seed: int = 3) -> list[Candle]:
 
 @pytest.fixture(scope="module")
 async def seeded_candles(settings):
+    migrate(settings.postgres)
     engine = async_engine(settings.postgres)
-    await create_tables(engine)
     rows = random_walk_candles(400)
     await upsert_candles(engine, rows)
     await upsert_candles(engine, rows)  # idempotent: a replay does not duplicate
