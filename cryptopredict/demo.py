@@ -76,7 +76,11 @@ async def candle_rows_since(settings: Settings, since: datetime) -> int:
     engine = async_engine(settings.postgres)
     try:
         async with engine.connect() as conn:
-            query = select(func.count()).select_from(candles).where(candles.c.written_at >= since)
+            query = (
+                select(func.count())
+                .select_from(candles)
+                .where(candles.c.written_at >= since, candles.c.interval_s == settings.features.interval_s)
+            )
             return int((await conn.execute(query)).scalar_one())
     except Exception:  # the sink creates the table on its first start
         return 0

@@ -78,6 +78,11 @@ class PostgresSettings(BaseModel):
         return self.url_for(self.mlflow_database, "postgresql+psycopg")
 
 
+class StoreSettings(BaseModel):
+    # False in the RisingWave mode: RisingWave ingests the topics itself (infra/risingwave/).
+    sink_enabled: bool = True
+
+
 class TemporalSettings(BaseModel):
     address: str = "127.0.0.1:7233"
     namespace: str = "default"
@@ -126,7 +131,9 @@ class GrpcSettings(BaseModel):
 
 
 class FeatureSettings(BaseModel):
-    # Candle interval of the thin path; the streaming-features issue adds 5m and 1h.
+    # Every interval gets candles and indicators.
+    candle_intervals_s: list[int] = Field(default_factory=lambda: [60, 300, 3600])
+    # The interval that training and predictions use (one of candle_intervals_s).
     interval_s: int = 60
     # Trades up to this late (event time) still land in their window.
     grace_s: float = 5.0
@@ -151,6 +158,7 @@ class Settings(BaseSettings):
     local_dir: Path = Path(".local")
     kafka: KafkaSettings = Field(default_factory=KafkaSettings)
     postgres: PostgresSettings = Field(default_factory=PostgresSettings)
+    store: StoreSettings = Field(default_factory=StoreSettings)
     temporal: TemporalSettings = Field(default_factory=TemporalSettings)
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
     llm: LlmSettings = Field(default_factory=LlmSettings)

@@ -6,6 +6,8 @@ TRADES = "trades"
 # Rejected input of every stage, as DeadLetter JSON: the raw payload, its source and the reason.
 DEAD_LETTERS = "dead_letters"
 CANDLES = "candles"
+# Trades whose window had already closed (past the grace period), kept for inspection.
+LATE_TRADES = "late_trades"
 # Idle-timer ticks, keyed by pair like trades, so idle windows close inside the candle agent.
 CANDLE_TICKS = "candle_ticks"
 TECHNICAL_INDICATORS = "technical_indicators"
@@ -16,6 +18,7 @@ NEWS_SENTIMENT = "news_sentiment"
 ALL_TOPICS = (
     TRADES,
     DEAD_LETTERS,
+    LATE_TRADES,
     CANDLE_TICKS,
     CANDLES,
     TECHNICAL_INDICATORS,

@@ -48,6 +48,8 @@ candle_ticks_topic = _topic(topics.CANDLE_TICKS)
 candles_topic = _topic(topics.CANDLES)
 predictions_topic = _topic(topics.PREDICTIONS)
 dead_letters_topic = _topic(topics.DEAD_LETTERS)
+late_trades_topic = _topic(topics.LATE_TRADES)
+indicators_topic = _topic(topics.TECHNICAL_INDICATORS)
 # One channel for trades and idle ticks: both are keyed by pair and change the same candle state.
 candle_input = app.topic(
     topics.topic_name(topics.TRADES, prefix),
@@ -59,13 +61,13 @@ candle_input = app.topic(
 
 def load_agents() -> None:
     """Registers every agent with the app (imported lazily to avoid an import cycle)."""
-    from streams import candle_builder, candle_sink, prediction_agent  # noqa: F401
+    from streams import candle_builder, indicator_agent, prediction_agent, store_sink  # noqa: F401
 
 
-async def dead_letter(source: str, raw: bytes, reason: str) -> None:
-    """Keeps rejected input on the dead-letter topic and logs it; the stream goes on."""
+async def dead_letter(source: str, raw: bytes, reason: str, topic: faust.TopicT | None = None) -> None:
+    """Keeps rejected input on the dead-letter topic (or `topic`) and logs it; the stream goes on."""
     logger.warning("dead letter from %s: %s", source, reason)
     letter = DeadLetter(
         source=source, reason=reason, raw=raw.decode("utf-8", "replace"), at=datetime.now(UTC)
     )
-    await dead_letters_topic.send(value=letter.to_json_bytes())
+    await (topic or dead_letters_topic).send(value=letter.to_json_bytes())

@@ -1,8 +1,9 @@
-"""Agent trades -> candles: event-time tumbling windows per pair, only closed candles are emitted.
+"""Agent trades -> candles: event-time tumbling windows per (pair, interval); only closed candles go out.
 
-State per pair lives in the `candle_state` table (changelogged, JSON) so a restarted worker resumes
-where it stopped. An idle timer sends ticks through Kafka, so idle windows are closed inside the agent,
-where table writes are allowed and ordered with the trades of the same partition.
+State per (pair, interval) lives in the `candle_state` table (changelogged, JSON) so a restarted worker
+resumes where it stopped. An idle timer sends ticks through Kafka, so idle windows are closed inside
+the agent, where table writes are allowed and ordered with the trades of the same partition. Trades
+whose window has closed go to `late_trades`.
 """
 
 from __future__ import annotations
@@ -20,21 +21,30 @@ from streams.app import (
     candle_ticks_topic,
     candles_topic,
     dead_letter,
+    late_trades_topic,
     settings,
 )
 
 logger = logging.getLogger(__name__)
 
+INTERVALS = sorted(set(settings.features.candle_intervals_s))
+
 candle_state = app.Table("candle_state", default=None, partitions=settings.kafka.partitions)
 
 
-def _state_for(pair: str) -> CandleState:
-    stored = candle_state.get(pair)
+def state_key(pair: str, interval_s: int) -> str:
+    return f"{pair}|{interval_s}"
+
+
+def _state_for(pair: str, interval_s: int) -> CandleState:
+    stored = candle_state.get(state_key(pair, interval_s))
     if stored is None:
-        return CandleState(
-            pair=pair, interval_s=settings.features.interval_s, grace_s=settings.features.grace_s
-        )
+        return CandleState(pair=pair, interval_s=interval_s, grace_s=settings.features.grace_s)
     return CandleState.model_validate(stored)
+
+
+def _save(state: CandleState) -> None:
+    candle_state[state_key(state.pair, state.interval_s)] = state.model_dump(mode="json")
 
 
 async def _emit(candles: list[Candle]) -> None:
@@ -42,35 +52,45 @@ async def _emit(candles: list[Candle]) -> None:
         await candles_topic.send(key=candle.pair.encode(), value=candle.to_json_bytes())
 
 
+async def _on_trade(raw: bytes) -> None:
+    try:
+        trade = Trade.model_validate_json(raw)
+    except ValidationError as exc:
+        await dead_letter("candle_builder", raw, f"invalid trade: {exc.errors()[0]['msg']}")
+        return
+    for interval_s in INTERVALS:
+        state = _state_for(trade.pair, interval_s)
+        closed, outcome = state.add_trade(trade)
+        if outcome == "late":
+            reason = f"late trade: its {interval_s}s window is already closed"
+            await dead_letter("candle_builder", raw, reason, topic=late_trades_topic)
+        elif outcome == "duplicate":
+            logger.info("dropped repeated trade %s %d", trade.pair, trade.trade_id)
+        else:
+            _save(state)
+            await _emit(closed)
+
+
+async def _on_tick(pair: str) -> None:
+    for interval_s in INTERVALS:
+        state = _state_for(pair, interval_s)
+        closed = state.close_idle(datetime.now(UTC))
+        if closed:
+            _save(state)
+            await _emit(closed)
+
+
 @app.agent(candle_input)
 async def build_candles(stream):  # type: ignore[no-untyped-def]
     async for event in stream.events():
-        raw: bytes = event.value
-        is_tick = event.message.topic == candle_ticks_topic.get_topic_name()
-        if is_tick:
-            pair = event.key.decode()
-            state = _state_for(pair)
-            closed = state.close_idle(datetime.now(UTC))
+        if event.message.topic == candle_ticks_topic.get_topic_name():
+            await _on_tick(event.key.decode())
         else:
-            try:
-                trade = Trade.model_validate_json(raw)
-            except ValidationError as exc:
-                await dead_letter("candle_builder", raw, f"invalid trade: {exc.errors()[0]['msg']}")
-                continue
-            state = _state_for(trade.pair)
-            closed, outcome = state.add_trade(trade)
-            if outcome == "late":
-                await dead_letter("candle_builder", raw, "late trade: its window is already closed")
-                continue
-            if outcome == "duplicate":
-                logger.info("dropped repeated trade %s %d", trade.pair, trade.trade_id)
-                continue
-        if closed or not is_tick:
-            candle_state[state.pair] = state.model_dump(mode="json")
-        await _emit(closed)
+            await _on_trade(event.value)
 
 
 @app.timer(interval=settings.features.idle_check_s)
 async def tick_idle_windows() -> None:
-    for pair in list(candle_state.keys()):
+    pairs = {key.split("|", 1)[0] for key in list(candle_state.keys())}
+    for pair in pairs:
         await candle_ticks_topic.send(key=pair.encode(), value=b"{}")

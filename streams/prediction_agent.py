@@ -48,6 +48,8 @@ async def predict_on_candles(stream):  # type: ignore[no-untyped-def]
         except ValidationError as exc:
             await dead_letter("prediction_agent", raw, f"invalid candle: {exc.errors()[0]['msg']}")
             continue
+        if candle.interval_s != settings.features.interval_s:
+            continue
         history = [*recent_candles[candle.pair], candle.model_dump(mode="json")][-keep:]
         recent_candles[candle.pair] = history
         champion = _champion_for(candle.pair)

@@ -1,17 +1,19 @@
-"""Reading and writing candles. Writes are idempotent upserts, so replays never duplicate rows."""
+"""Reading and writing the feature store. Writes are idempotent upserts keyed by (pair, interval_s,
+window_start), so replays never duplicate rows."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Any
 
 import pandas as pd
-from sqlalchemy import Engine, create_engine, select
+from sqlalchemy import Engine, Table, create_engine, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from cryptopredict.models import Candle
+from cryptopredict.models import Candle, DeadLetter, IndicatorRow
 from cryptopredict.settings import PostgresSettings
-from cryptopredict.store.schema import candles
+from cryptopredict.store.schema import candles, dead_letters, technical_indicators
 
 
 def async_engine(settings: PostgresSettings) -> AsyncEngine:
@@ -22,19 +24,35 @@ def sync_engine(settings: PostgresSettings) -> Engine:
     return create_engine(settings.url_for(settings.database, "postgresql+psycopg"), pool_pre_ping=True)
 
 
-async def upsert_candles(engine: AsyncEngine, rows: Sequence[Candle]) -> int:
-    if not rows:
+WINDOW_KEY = ("pair", "interval_s", "window_start")
+
+
+async def _upsert(engine: AsyncEngine, table: Table, values: list[dict[str, Any]]) -> int:
+    if not values:
         return 0
-    values = [c.model_dump() for c in rows]
-    statement = insert(candles).values(values)
-    keys = {"pair", "interval_s", "window_start"}
+    statement = insert(table).values(values)
     statement = statement.on_conflict_do_update(
-        index_elements=sorted(keys),
-        set_={col.name: statement.excluded[col.name] for col in candles.columns if col.name not in keys},
+        index_elements=list(WINDOW_KEY),
+        set_={col.name: statement.excluded[col.name] for col in table.columns if col.name not in WINDOW_KEY},
     )
     async with engine.begin() as conn:
         await conn.execute(statement)
     return len(values)
+
+
+async def upsert_candles(engine: AsyncEngine, rows: Sequence[Candle]) -> int:
+    return await _upsert(engine, candles, [c.model_dump() for c in rows])
+
+
+async def upsert_indicators(engine: AsyncEngine, rows: Sequence[IndicatorRow]) -> int:
+    return await _upsert(engine, technical_indicators, [r.model_dump() for r in rows])
+
+
+async def insert_dead_letters(engine: AsyncEngine, rows: Sequence[DeadLetter]) -> int:
+    if rows:
+        async with engine.begin() as conn:
+            await conn.execute(insert(dead_letters).values([r.model_dump() for r in rows]))
+    return len(rows)
 
 
 def read_candles(engine: Engine, pair: str, interval_s: int) -> pd.DataFrame:

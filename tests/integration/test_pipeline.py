@@ -11,16 +11,18 @@ import time
 import uuid
 from datetime import UTC, datetime
 
+import pandas as pd
 import pytest
 from aiokafka import AIOKafkaConsumer
 from sqlalchemy import select
 
 from cryptopredict.features.candles import CandleState
+from cryptopredict.features.indicators import indicator_frame
 from cryptopredict.kraken.replay import ReplayExchange, csv_trades, synthetic_trades
-from cryptopredict.models import DeadLetter
+from cryptopredict.models import Candle, DeadLetter
 from cryptopredict.publisher import ReliablePublisher
 from cryptopredict.store.candles import async_engine
-from cryptopredict.store.schema import candles
+from cryptopredict.store.schema import candles, technical_indicators
 from cryptopredict.topics import DEAD_LETTERS, TRADES, topic_name
 from streams.trade_feed import run_feed
 
@@ -109,37 +111,62 @@ async def assert_pipeline_reproduces_candles(run_settings, trades, faust_worker,
         await exchange.stop()
     assert counts["trades"] == len(trades) and counts.get("rejected", 0) == 0
 
-    expected_state = CandleState(pair=PAIR, interval_s=60, grace_s=run_settings.features.grace_s)
-    expected = [c for t in trades for c in expected_state.add_trade(t)[0]]
-    assert len(expected) >= 38  # both sources span 40 minutes or more
-
     engine = async_engine(run_settings.postgres)
+    try:
+        for interval_s in (60, 300):
+            state = CandleState(pair=PAIR, interval_s=interval_s, grace_s=run_settings.features.grace_s)
+            expected = [c for t in trades for c in state.add_trade(t)[0]]
+            assert len(expected) >= (38 if interval_s == 60 else 7)  # both sources span 40 minutes or more
+            rows = await wait_for_rows(engine, candles, interval_s, started, len(expected), faust_worker)
+            by_start = {r["window_start"]: r for r in rows}
+            for candle in expected:
+                row = by_start[candle.window_start]
+                for field in (
+                    "open",
+                    "high",
+                    "low",
+                    "close",
+                    "trade_count",
+                    "first_trade_id",
+                    "last_trade_id",
+                    "gap",
+                ):
+                    assert row[field] == getattr(candle, field), (interval_s, candle.window_start, field)
+                assert row["volume"] == pytest.approx(candle.volume, rel=1e-12)
+                assert row["vwap"] == pytest.approx(candle.vwap, rel=1e-12)
+
+        # Indicator rows in the store are what the training code computes from the stored candles.
+        candle_rows = await wait_for_rows(engine, candles, 60, started, 38, faust_worker)
+        stored = [
+            Candle.model_validate({k: v for k, v in r.items() if k != "written_at"}) for r in candle_rows
+        ]
+        frame = indicator_frame(stored)
+        indicator_rows = await wait_for_rows(
+            engine, technical_indicators, 60, started, len(stored), faust_worker
+        )
+        by_start = {r["window_start"]: r for r in indicator_rows}
+        for start, expected_row in frame.iterrows():
+            row = by_start[start.to_pydatetime()]
+            assert row["warm_up"] == bool(expected_row["warm_up"])
+            for name, value in row["values"].items():
+                assert (value is None) == pd.isna(expected_row[name]), (start, name)
+                if value is not None:
+                    assert value == expected_row[name], (start, name)
+    finally:
+        await engine.dispose()
+
+
+async def wait_for_rows(engine, table, interval_s, since, count, faust_worker):
     query = (
-        select(candles)
-        .where(candles.c.pair == PAIR, candles.c.written_at >= started)
-        .order_by(candles.c.window_start)
+        select(table)
+        .where(table.c.pair == PAIR, table.c.interval_s == interval_s, table.c.written_at >= since)
+        .order_by(table.c.window_start)
     )
     deadline = time.monotonic() + 120
     rows = []
-    while time.monotonic() < deadline and len(rows) < len(expected):
-        await asyncio.sleep(1)
+    while time.monotonic() < deadline and len(rows) < count:
+        await asyncio.sleep(0.5)
         async with engine.connect() as conn:
             rows = (await conn.execute(query)).mappings().all()
-    await engine.dispose()
-    assert len(rows) >= len(expected), faust_worker.read_text()[-3000:]
-    by_start = {r["window_start"]: r for r in rows}
-    for candle in expected:
-        row = by_start[candle.window_start]
-        for field in (
-            "open",
-            "high",
-            "low",
-            "close",
-            "trade_count",
-            "first_trade_id",
-            "last_trade_id",
-            "gap",
-        ):
-            assert row[field] == getattr(candle, field), (candle.window_start, field)
-        assert row["volume"] == pytest.approx(candle.volume, rel=1e-12)
-        assert row["vwap"] == pytest.approx(candle.vwap, rel=1e-12)
+    assert len(rows) >= count, faust_worker.read_text()[-3000:]
+    return rows
