@@ -11,10 +11,12 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 
+from faust.types import TP
 from pydantic import ValidationError
 
 from cryptopredict.features.candles import CandleState
 from cryptopredict.models import Candle, Trade
+from cryptopredict.topics import TRADES, topic_name
 from streams.app import (
     app,
     candle_input,
@@ -28,6 +30,7 @@ from streams.app import (
 logger = logging.getLogger(__name__)
 
 INTERVALS = sorted(set(settings.features.candle_intervals_s))
+trades_topic_name = topic_name(TRADES, settings.kafka.topic_prefix)
 
 candle_state = app.Table("candle_state", default=None, partitions=settings.kafka.partitions)
 
@@ -71,7 +74,18 @@ async def _on_trade(raw: bytes) -> None:
             await _emit(closed)
 
 
-async def _on_tick(pair: str) -> None:
+def _trades_backlog(partition: int) -> bool:
+    """True while trades of this partition wait to be read, e.g. after a restart: then a quiet
+    window is not idle, its trades are still queued, and closing it on the wall clock would cut it."""
+    tp = TP(trades_topic_name, partition)
+    read = app.consumer._read_offset.get(tp)  # the consumer's own bookkeeping: last offset handed out
+    highwater = app.consumer.highwater(tp)
+    return highwater is not None and (read is None or read + 1 < highwater)
+
+
+async def _on_tick(pair: str, partition: int) -> None:
+    if _trades_backlog(partition):
+        return
     for interval_s in INTERVALS:
         state = _state_for(pair, interval_s)
         closed = state.close_idle(datetime.now(UTC))
@@ -84,7 +98,7 @@ async def _on_tick(pair: str) -> None:
 async def build_candles(stream):  # type: ignore[no-untyped-def]
     async for event in stream.events():
         if event.message.topic == candle_ticks_topic.get_topic_name():
-            await _on_tick(event.key.decode())
+            await _on_tick(event.key.decode(), event.message.partition)
         else:
             await _on_trade(event.value)
 
