@@ -39,15 +39,27 @@ def state_key(pair: str, interval_s: int) -> str:
     return f"{pair}|{interval_s}"
 
 
+# Parsed states by key, with the table value they were parsed from: while the table still holds that very
+# object, nothing else changed it (recovery after a rebalance puts new objects in), so parsing is skipped.
+_parsed: dict[str, tuple[object, CandleState]] = {}
+
+
 def _state_for(pair: str, interval_s: int) -> CandleState:
-    stored = candle_state.get(state_key(pair, interval_s))
+    key = state_key(pair, interval_s)
+    stored = candle_state.get(key)
+    cached = _parsed.get(key)
+    if cached is not None and cached[0] is stored:
+        return cached[1]
     if stored is None:
         return CandleState(pair=pair, interval_s=interval_s, grace_s=settings.features.grace_s)
     return CandleState.model_validate(stored)
 
 
 def _save(state: CandleState) -> None:
-    candle_state[state_key(state.pair, state.interval_s)] = state.model_dump(mode="json")
+    key = state_key(state.pair, state.interval_s)
+    value = state.model_dump(mode="json")
+    candle_state[key] = value
+    _parsed[key] = (value, state)
 
 
 async def _emit(candles: list[Candle]) -> None:

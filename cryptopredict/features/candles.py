@@ -10,6 +10,8 @@ so a missing minute is recorded instead of silently skipped.
 
 from __future__ import annotations
 
+import bisect
+import math
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
@@ -23,6 +25,25 @@ TradeOutcome = Literal["accepted", "late", "duplicate"]
 def window_start(ts: datetime, interval_s: int) -> datetime:
     epoch = int(ts.timestamp())
     return datetime.fromtimestamp(epoch - epoch % interval_s, tz=UTC)
+
+
+def add_to_runs(runs: list[list[int]], value: int) -> bool:
+    """Adds `value` to sorted, disjoint [first, last] runs in place; False if it was already there."""
+    index = bisect.bisect_right(runs, [value, math.inf])  # first run starting after value
+    if index > 0 and runs[index - 1][0] <= value <= runs[index - 1][1]:
+        return False
+    joins_left = index > 0 and runs[index - 1][1] == value - 1
+    joins_right = index < len(runs) and runs[index][0] == value + 1
+    if joins_left and joins_right:
+        runs[index - 1][1] = runs[index][1]
+        del runs[index]
+    elif joins_left:
+        runs[index - 1][1] = value
+    elif joins_right:
+        runs[index][0] = value
+    else:
+        runs.insert(index, [value, value])
+    return True
 
 
 class OpenWindow(BaseModel):
@@ -41,8 +62,9 @@ class OpenWindow(BaseModel):
     trade_count: int
     first_trade_id: int
     last_trade_id: int
-    # Ids seen in this window: a redelivered or re-published trade must not count twice.
-    trade_ids: set[int] = Field(default_factory=set)
+    # Ids seen in this window as sorted [first, last] runs (an exchange's ids are consecutive, so this
+    # is one run): a redelivered or re-published trade must not count twice.
+    trade_id_runs: list[list[int]] = Field(default_factory=list)
 
     @classmethod
     def first(cls, start: datetime, trade: Trade) -> OpenWindow:
@@ -60,14 +82,13 @@ class OpenWindow(BaseModel):
             trade_count=1,
             first_trade_id=trade.trade_id,
             last_trade_id=trade.trade_id,
-            trade_ids={trade.trade_id},
+            trade_id_runs=[[trade.trade_id, trade.trade_id]],
         )
 
     def add(self, trade: Trade) -> bool:
         """Adds a trade; False if this trade_id is already in the window."""
-        if trade.trade_id in self.trade_ids:
+        if not add_to_runs(self.trade_id_runs, trade.trade_id):
             return False
-        self.trade_ids.add(trade.trade_id)
         key = (trade.timestamp, trade.trade_id)
         if key < self.open_key:
             self.open, self.open_key, self.first_trade_id = trade.price, key, trade.trade_id

@@ -92,3 +92,17 @@ def test_a_repeated_trade_id_counts_once():
     assert s.add_trade(trade(1, 10, 100.0, 2.0)) == ([], "duplicate")
     closed, _ = s.add_trade(trade(2, 70, 101.0))
     assert closed[0].volume == 2.0 and closed[0].trade_count == 1
+
+
+def test_id_runs_stay_compact_and_catch_every_repeat():
+    import random
+
+    from cryptopredict.features.candles import add_to_runs
+
+    runs: list[list[int]] = []
+    ids = list(range(1, 500))
+    random.Random(3).shuffle(ids)
+    assert all(add_to_runs(runs, i) for i in ids)
+    assert runs == [[1, 499]]
+    assert not any(add_to_runs(runs, i) for i in (1, 250, 499))
+    assert add_to_runs(runs, 600) and runs == [[1, 499], [600, 600]]
