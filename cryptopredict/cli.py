@@ -242,6 +242,15 @@ def train(pair: str = "BTC/USD", interval_s: int = 60, horizon_candles: int = 1,
 
 
 @app.command()
+def migrate() -> None:
+    """Bring the feature store's schema to the newest migration (the sink does this at start too)."""
+    from cryptopredict.store.migrate import migrate as upgrade
+
+    upgrade(get_settings().postgres)
+    typer.echo("feature store schema is up to date")
+
+
+@app.command()
 def serve() -> None:
     """Run the gRPC prediction server."""
     os.execv(sys.executable, [sys.executable, "-m", "grpc_server"])

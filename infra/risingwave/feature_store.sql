@@ -1,0 +1,58 @@
+-- Production feature store on RisingWave: the same tables the PostgreSQL sink writes, ingested straight
+-- from the Kafka topics (JSON of the pydantic models). With this in place, run the Faust worker with
+-- CRYPTOPREDICT_STORE__SINK_ENABLED=false. Replace the broker address and the topic prefix as deployed.
+-- Training and serving read these tables with the same SQL as on PostgreSQL
+-- (cryptopredict/store/candles.py: plain SELECT ... WHERE pair = ? AND interval_s = ? ORDER BY window_start).
+--
+-- Not executed in this repository's tests: no RisingWave build can be installed here (see the issue note).
+
+CREATE TABLE IF NOT EXISTS candles (
+    pair VARCHAR,
+    interval_s INT,
+    window_start TIMESTAMPTZ,
+    window_end TIMESTAMPTZ,
+    open DOUBLE PRECISION,
+    high DOUBLE PRECISION,
+    low DOUBLE PRECISION,
+    close DOUBLE PRECISION,
+    volume DOUBLE PRECISION,
+    vwap DOUBLE PRECISION,
+    trade_count INT,
+    first_trade_id BIGINT,
+    last_trade_id BIGINT,
+    gap BOOLEAN,
+    written_at TIMESTAMPTZ AS proctime(),
+    PRIMARY KEY (pair, interval_s, window_start)
+) WITH (
+    connector = 'kafka',
+    topic = 'candles',
+    properties.bootstrap.server = 'kafka:9092',
+    scan.startup.mode = 'earliest'
+) FORMAT UPSERT ENCODE JSON;
+
+CREATE TABLE IF NOT EXISTS technical_indicators (
+    pair VARCHAR,
+    interval_s INT,
+    window_start TIMESTAMPTZ,
+    "values" JSONB,
+    warm_up BOOLEAN,
+    written_at TIMESTAMPTZ AS proctime(),
+    PRIMARY KEY (pair, interval_s, window_start)
+) WITH (
+    connector = 'kafka',
+    topic = 'technical_indicators',
+    properties.bootstrap.server = 'kafka:9092',
+    scan.startup.mode = 'earliest'
+) FORMAT UPSERT ENCODE JSON;
+
+CREATE TABLE IF NOT EXISTS dead_letters (
+    source VARCHAR,
+    reason VARCHAR,
+    raw VARCHAR,
+    at TIMESTAMPTZ
+) WITH (
+    connector = 'kafka',
+    topic = 'dead_letters',
+    properties.bootstrap.server = 'kafka:9092',
+    scan.startup.mode = 'earliest'
+) FORMAT PLAIN ENCODE JSON;
