@@ -9,11 +9,9 @@ whose window has closed go to `late_trades`.
 from __future__ import annotations
 
 import logging
-import weakref
 from datetime import UTC, datetime
 
-from faust.streams import _current_event
-from faust.types import TP, EventT
+from faust.types import TP
 from pydantic import ValidationError
 
 from cryptopredict.features.candles import CandleState
@@ -32,8 +30,6 @@ from streams.app import (
 logger = logging.getLogger(__name__)
 
 INTERVALS = sorted(set(settings.features.candle_intervals_s))
-# Micro-batches: table writes (and their changelog records) once per key and batch.
-BATCH_SIZE, BATCH_WITHIN_S = 1000, 0.05
 trades_topic_name = topic_name(TRADES, settings.kafka.topic_prefix)
 
 candle_state = app.Table("candle_state", default=None, partitions=settings.kafka.partitions)
@@ -71,40 +67,14 @@ async def _emit(candles: list[Candle]) -> None:
         await candles_topic.send(key=candle.pair.encode(), value=candle.to_json_bytes())
 
 
-class Batch:
-    """States touched by one micro-batch of events, written back to the table once per key at the end
-    (one changelog record per key and batch instead of one per trade and interval)."""
-
-    def __init__(self) -> None:
-        self.states: dict[str, tuple[CandleState, EventT]] = {}
-
-    def state(self, pair: str, interval_s: int) -> CandleState:
-        touched = self.states.get(state_key(pair, interval_s))
-        return touched[0] if touched is not None else _state_for(pair, interval_s)
-
-    def touch(self, state: CandleState, event: EventT) -> None:
-        self.states[state_key(state.pair, state.interval_s)] = (state, event)
-
-    def save(self) -> None:
-        for state, event in self.states.values():
-            # The changelog record goes to the partition of the event that changed the state; Faust
-            # reads it from the current-event context (not the stream's attribute, which `take` uses).
-            token = _current_event.set(weakref.ref(event))
-            try:
-                _save(state)
-            finally:
-                _current_event.reset(token)
-
-
-async def _on_trade(batch: Batch, event: EventT) -> None:
-    raw: bytes = event.value
+async def _on_trade(raw: bytes) -> None:
     try:
         trade = Trade.model_validate_json(raw)
     except ValidationError as exc:
         await dead_letter("candle_builder", raw, f"invalid trade: {exc.errors()[0]['msg']}")
         return
     for interval_s in INTERVALS:
-        state = batch.state(trade.pair, interval_s)
+        state = _state_for(trade.pair, interval_s)
         closed, outcome = state.add_trade(trade)
         if outcome == "late":
             reason = f"late trade: its {interval_s}s window is already closed"
@@ -112,7 +82,7 @@ async def _on_trade(batch: Batch, event: EventT) -> None:
         elif outcome == "duplicate":
             logger.info("dropped repeated trade %s %d", trade.pair, trade.trade_id)
         else:
-            batch.touch(state, event)
+            _save(state)
             await _emit(closed)
 
 
@@ -125,30 +95,24 @@ def _trades_backlog(partition: int) -> bool:
     return highwater is not None and (read is None or read + 1 < highwater)
 
 
-async def _on_tick(batch: Batch, event: EventT) -> None:
-    if _trades_backlog(event.message.partition):
+async def _on_tick(pair: str, partition: int) -> None:
+    if _trades_backlog(partition):
         return
-    pair = event.key.decode()
     for interval_s in INTERVALS:
-        state = batch.state(pair, interval_s)
+        state = _state_for(pair, interval_s)
         closed = state.close_idle(datetime.now(UTC))
         if closed:
-            batch.touch(state, event)
+            _save(state)
             await _emit(closed)
 
 
 @app.agent(candle_input)
 async def build_candles(stream):  # type: ignore[no-untyped-def]
-    ticks = candle_ticks_topic.get_topic_name()
-    async for events in stream.take_events(BATCH_SIZE, within=BATCH_WITHIN_S):
-        batch = Batch()
-        tick_events = [e for e in events if e.message.topic == ticks]
-        for event in events:
-            if event.message.topic != ticks:
-                await _on_trade(batch, event)
-        for event in tick_events:  # after the batch's trades, so a tick never overtakes them
-            await _on_tick(batch, event)
-        batch.save()
+    async for event in stream.events():
+        if event.message.topic == candle_ticks_topic.get_topic_name():
+            await _on_tick(event.key.decode(), event.message.partition)
+        else:
+            await _on_trade(event.value)
 
 
 @app.timer(interval=settings.features.idle_check_s)
