@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import subprocess
 import sys
 import time
@@ -32,6 +31,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.report import publish  # noqa: E402
+from cryptopredict.demo import free_port  # noqa: E402
 from cryptopredict.kafka_admin import ensure_topics  # noqa: E402
 from cryptopredict.kraken.replay import ReplayExchange  # noqa: E402
 from cryptopredict.kraken.sources import csv_trades, load_trades, synthetic_market  # noqa: E402
@@ -51,12 +51,6 @@ def isolated(settings: Settings, pairs: list[str]) -> Settings:
             "kraken": settings.kraken.model_copy(update={"pairs": pairs}),
         }
     )
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
 
 
 def start_exchange(minutes: int, port: int) -> subprocess.Popen[bytes]:

@@ -11,7 +11,7 @@ import csv
 import math
 import random
 import re
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -433,8 +433,3 @@ def load_trades(
     if source == "ohlcvt":
         return list(ohlcvt_trades(file, pairs[0], start=ohlcvt_start, end=ohlcvt_end, seed=seed))
     raise ValueError(f"unknown source {source!r}; expected one of {', '.join(SOURCES)}")
-
-
-def merge(*streams: Iterable[Trade]) -> list[Trade]:
-    """Trades of several sources in one time order (ids stay per pair)."""
-    return sorted((t for s in streams for t in s), key=lambda t: (t.timestamp, t.pair, t.trade_id))

@@ -13,8 +13,6 @@ down_revision = None
 branch_labels = None
 depends_on = None
 
-WINDOW_KEY = ("pair", "interval_s", "window_start")
-
 
 def _window_key() -> list[sa.Column]:
     return [
