@@ -15,6 +15,7 @@ from temporalio import activity
 from cryptopredict import topics
 from cryptopredict.kafka_admin import last_trade_in_topic
 from cryptopredict.kraken.rest import KrakenRestClient
+from cryptopredict.models import trade_batches
 from cryptopredict.models.backfill import BackfillInput, BackfillProgress
 from cryptopredict.publisher import ReliablePublisher
 from cryptopredict.settings import Settings
@@ -53,9 +54,9 @@ class BackfillActivities:
         try:
             pages = 0
             async for trades, last in rest.trades_since(progress.pair, progress.since_ns, progress.end_ns):
-                for trade in trades:
-                    if already_published is None or trade.trade_id > already_published:
-                        await publisher.publish(topic, trade.to_json_bytes(), key=trade.pair.encode())
+                new = [t for t in trades if already_published is None or t.trade_id > already_published]
+                for batch in trade_batches(new):
+                    await publisher.publish(topic, batch.to_json_bytes(), key=batch.pair.encode())
                 await publisher.flush()
                 pages += 1
                 progress = progress.model_copy(

@@ -35,7 +35,7 @@ from cryptopredict.demo import free_port  # noqa: E402
 from cryptopredict.kafka_admin import ensure_topics  # noqa: E402
 from cryptopredict.kraken.replay import ReplayExchange  # noqa: E402
 from cryptopredict.kraken.sources import csv_trades, load_trades, synthetic_market  # noqa: E402
-from cryptopredict.models import Trade  # noqa: E402
+from cryptopredict.models import Trade, TradeBatch  # noqa: E402
 from cryptopredict.settings import Settings, get_settings  # noqa: E402
 from streams.trade_feed import run_feed  # noqa: E402
 
@@ -97,7 +97,7 @@ async def throughput(settings: Settings, minutes: int) -> tuple[float, int]:
             f"ws://127.0.0.1:{port}/v2",
             max_trades=expected,
             rest_url=f"http://127.0.0.1:{port}",
-            on_ack=lambda _trade, at: acks.append(at),
+            on_ack=lambda batch, at: acks.extend([at] * len(batch.trades)),
         )
         assert counts["trades"] == expected == len(acks), (counts, expected, len(acks))
         return expected / (max(acks) - started), expected
@@ -138,11 +138,12 @@ async def latency(settings: Settings, seconds: int) -> tuple[np.ndarray, str]:
     await exchange.start()
     latencies: list[float] = []
 
-    def on_ack(trade: Trade, at: float) -> None:
+    def on_ack(batch: TradeBatch, at: float) -> None:
         clock = exchange.clock
         assert clock.origin_event is not None
-        happened = clock.origin_wall + (trade.timestamp - clock.origin_event).total_seconds()
-        latencies.append((at - happened) * 1000)
+        for trade in batch.trades:
+            happened = clock.origin_wall + (trade.timestamp - clock.origin_event).total_seconds()
+            latencies.append((at - happened) * 1000)
 
     try:
         await run_feed(

@@ -20,7 +20,8 @@ from pathlib import Path
 from typing import Any
 
 from cryptopredict import topics
-from cryptopredict.kafka_admin import topic_message_count
+from cryptopredict.kafka_admin import read_topic, topic_message_count
+from cryptopredict.models import TradeBatch
 from cryptopredict.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -173,7 +174,8 @@ async def run_demo(
                 f"{p.pair} {p.feature_time:%Y-%m-%d %H:%M} last {p.last_price:.1f} -> "
                 f"{p.predicted_price:.1f} at {p.target_time:%H:%M} ({p.model_name} v{p.model_version})"
             )
-        trades = await topic_message_count(run_settings.kafka, topics.topic_name(topics.TRADES, prefix))
+        trade_records = await read_topic(run_settings.kafka, topics.topic_name(topics.TRADES, prefix))
+        trades = sum(len(TradeBatch.model_validate_json(v).trades) for v in trade_records)
         candles = await topic_message_count(run_settings.kafka, topics.topic_name(topics.CANDLES, prefix))
     finally:
         await services.stop()

@@ -13,7 +13,7 @@ from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 
-from cryptopredict.models import Trade
+from cryptopredict.models import Trade, TradeBatch
 from cryptopredict.settings import KafkaSettings
 from cryptopredict.topics import ALL_TOPICS, topic_name
 
@@ -91,7 +91,7 @@ async def topic_message_count(kafka: KafkaSettings, topic: str) -> int:
 
 
 async def last_trade_in_topic(
-    kafka: KafkaSettings, topic: str, pair: str, before_ns: int | None = None, tail: int = 5000
+    kafka: KafkaSettings, topic: str, pair: str, before_ns: int | None = None, tail: int = 2000
 ) -> Trade | None:
     """The trade of `pair` with the highest trade_id among the last `tail` records of its partition
     (only trades before `before_ns` when given), or None.
@@ -119,11 +119,11 @@ async def last_trade_in_topic(
                 for record in records:
                     if record.key != pair.encode():
                         continue
-                    trade = Trade.model_validate_json(record.value)
-                    if before_ns is not None and trade.timestamp.timestamp() * 1e9 >= before_ns:
-                        continue
-                    if best is None or trade.trade_id > best.trade_id:
-                        best = trade
+                    for trade in TradeBatch.model_validate_json(record.value).trades:
+                        if before_ns is not None and trade.timestamp.timestamp() * 1e9 >= before_ns:
+                            continue
+                        if best is None or trade.trade_id > best.trade_id:
+                            best = trade
         return best
     finally:
         await consumer.stop()

@@ -139,6 +139,9 @@ class FeatureSettings(BaseModel):
     grace_s: float = 5.0
     # How often the idle timer looks for windows that should close without a new trade.
     idle_check_s: float = 1.0
+    # The idle timer closes a pair's windows only after this long without any trade of the pair arriving:
+    # a replay of old trades (timestamps long past) must not be cut by the wall clock while it flows.
+    idle_close_s: float = 5.0
 
 
 class ModelSettings(BaseModel):

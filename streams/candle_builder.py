@@ -4,18 +4,27 @@ State per (pair, interval) lives in the `candle_state` table (changelogged, JSON
 resumes where it stopped. An idle timer sends ticks through Kafka, so idle windows are closed inside
 the agent, where table writes are allowed and ordered with the trades of the same partition. Trades
 whose window has closed go to `late_trades`.
+
+Exactly once in substance, under kill -9, broker restarts and partition hand-overs: for each record the
+agent first sends what it closed (candles, late trades) and waits until the broker has it, and only then
+writes the new state; Faust flushes the state's changelog before it commits the record's offset. So the
+restored state is never behind the committed offset. It may be ahead: the replayed trades are then
+recognised by trade_id and dropped, and a candle sent again carries the same values (the store upserts).
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
+from collections.abc import Awaitable
 from datetime import UTC, datetime
 
 from faust.types import TP
 from pydantic import ValidationError
 
 from cryptopredict.features.candles import CandleState
-from cryptopredict.models import Candle, Trade
+from cryptopredict.models import Candle, DeadLetter, Trade, TradeBatch
 from cryptopredict.topics import TRADES, topic_name
 from streams.app import (
     app,
@@ -42,6 +51,8 @@ def state_key(pair: str, interval_s: int) -> str:
 # Parsed states by key, with the table value they were parsed from: while the table still holds that very
 # object, nothing else changed it (recovery after a rebalance puts new objects in), so parsing is skipped.
 _parsed: dict[str, tuple[object, CandleState]] = {}
+# When each pair's last trade record arrived (monotonic clock); a pair absent here arrived "now".
+_last_arrival: dict[str, float] = {}
 
 
 def _state_for(pair: str, interval_s: int) -> CandleState:
@@ -62,48 +73,68 @@ def _save(state: CandleState) -> None:
     _parsed[key] = (value, state)
 
 
-async def _emit(candles: list[Candle]) -> None:
-    for candle in candles:
-        await candles_topic.send(key=candle.pair.encode(), value=candle.to_json_bytes())
+async def _deliver(closed: list[Candle], late: dict[int, tuple[Trade, list[int]]]) -> None:
+    """Sends the closed candles and the late trades (with the intervals they missed), and returns once
+    the broker has all of them."""
+    pending: list[Awaitable[object]] = []
+    for candle in closed:
+        pending.append(await candles_topic.send(key=candle.pair.encode(), value=candle.to_json_bytes()))
+    for trade, intervals in late.values():
+        reason = f"late trade: its window is already closed at interval(s) {intervals} s"
+        logger.warning("late %s trade %d: %s", trade.pair, trade.trade_id, reason)
+        letter = DeadLetter(
+            source="candle_builder", reason=reason, raw=trade.model_dump_json(), at=datetime.now(UTC)
+        )
+        pending.append(await late_trades_topic.send(value=letter.to_json_bytes()))
+    await asyncio.gather(*pending)
 
 
-async def _on_trade(raw: bytes) -> None:
+async def _on_trades(raw: bytes) -> None:
     try:
-        trade = Trade.model_validate_json(raw)
+        batch = TradeBatch.model_validate_json(raw)
     except ValidationError as exc:
-        await dead_letter("candle_builder", raw, f"invalid trade: {exc.errors()[0]['msg']}")
+        await dead_letter("candle_builder", raw, f"invalid trade batch: {exc.errors()[0]['msg']}")
         return
-    for interval_s in INTERVALS:
-        state = _state_for(trade.pair, interval_s)
-        closed, outcome = state.add_trade(trade)
-        if outcome == "late":
-            reason = f"late trade: its {interval_s}s window is already closed"
-            await dead_letter("candle_builder", raw, reason, topic=late_trades_topic)
-        elif outcome == "duplicate":
-            logger.info("dropped repeated trade %s %d", trade.pair, trade.trade_id)
-        else:
-            _save(state)
-            await _emit(closed)
+    _last_arrival[batch.pair] = time.monotonic()
+    states = [_state_for(batch.pair, interval_s) for interval_s in INTERVALS]
+    closed: list[Candle] = []
+    late: dict[int, tuple[Trade, list[int]]] = {}
+    duplicates = 0
+    for trade in batch.trades:
+        for state in states:
+            candles, outcome = state.add_trade(trade)
+            closed += candles
+            if outcome == "late":  # late for a short interval can still be in time for a longer one
+                late.setdefault(trade.trade_id, (trade, []))[1].append(state.interval_s)
+            duplicates += outcome == "duplicate"
+    if duplicates:
+        logger.info(
+            "dropped %d repeated trade updates of %s (a replay after a restart)", duplicates, batch.pair
+        )
+    await _deliver(closed, late)
+    for state in states:
+        _save(state)
 
 
 def _trades_backlog(partition: int) -> bool:
-    """True while trades of this partition wait to be read, e.g. after a restart: then a quiet
-    window is not idle, its trades are still queued, and closing it on the wall clock would cut it."""
+    """True while trades of this partition wait to be read (or that is not known yet, just after a start):
+    then a quiet window is not idle, its trades are still queued, and closing it would cut it."""
     tp = TP(trades_topic_name, partition)
     read = app.consumer._read_offset.get(tp)  # the consumer's own bookkeeping: last offset handed out
     highwater = app.consumer.highwater(tp)
-    return highwater is not None and (read is None or read + 1 < highwater)
+    return highwater is None or (highwater > 0 and (read is None or read + 1 < highwater))
 
 
 async def _on_tick(pair: str, partition: int) -> None:
-    if _trades_backlog(partition):
+    quiet_s = time.monotonic() - _last_arrival.setdefault(pair, time.monotonic())
+    if quiet_s < settings.features.idle_close_s or _trades_backlog(partition):
         return
-    for interval_s in INTERVALS:
-        state = _state_for(pair, interval_s)
-        closed = state.close_idle(datetime.now(UTC))
-        if closed:
+    states = [_state_for(pair, interval_s) for interval_s in INTERVALS]
+    closed = [candle for state in states for candle in state.close_idle(datetime.now(UTC))]
+    if closed:
+        await _deliver(closed, {})
+        for state in states:
             _save(state)
-            await _emit(closed)
 
 
 @app.agent(candle_input)
@@ -112,7 +143,7 @@ async def build_candles(stream):  # type: ignore[no-untyped-def]
         if event.message.topic == candle_ticks_topic.get_topic_name():
             await _on_tick(event.key.decode(), event.message.partition)
         else:
-            await _on_trade(event.value)
+            await _on_trades(event.value)
 
 
 @app.timer(interval=settings.features.idle_check_s)

@@ -1,4 +1,5 @@
-"""Trade feed: Kraken WebSocket v2 (or the replay exchange) -> topic `trades`, keyed by pair.
+"""Trade feed: Kraken WebSocket v2 (or the replay exchange) -> topic `trades`, keyed by pair; one record
+per exchange message and pair (a TradeBatch).
 
 Rejected messages go to `dead_letters` with the raw payload and the reason. Gaps after a reconnect
 are filled from Kraken's REST `Trades`. Run: `cryptopredict feed [--url ws://...] [--rest-url http://...]`.
@@ -15,7 +16,7 @@ from cryptopredict import topics
 from cryptopredict.kafka_admin import ensure_topics, last_trade_in_topic
 from cryptopredict.kraken.client import KrakenTradeClient, Rejected
 from cryptopredict.kraken.rest import KrakenRestClient
-from cryptopredict.models import DeadLetter
+from cryptopredict.models import DeadLetter, trade_batches
 from cryptopredict.publisher import ReliablePublisher
 from cryptopredict.settings import Settings
 
@@ -74,20 +75,26 @@ async def run_feed(
         await resume_from_topic(settings, client, trades_topic)
     published = 0
     try:
-        async for event in client.events():
-            if isinstance(event, Rejected):
-                logger.warning("rejected exchange message: %s", event.reason)
-                letter = DeadLetter(
-                    source="trade_feed", reason=event.reason, raw=event.raw, at=datetime.now(UTC)
+        async for events in client.batches():
+            trades = []
+            for event in events:
+                if isinstance(event, Rejected):
+                    logger.warning("rejected exchange message: %s", event.reason)
+                    letter = DeadLetter(
+                        source="trade_feed", reason=event.reason, raw=event.raw, at=datetime.now(UTC)
+                    )
+                    await publisher.publish(dead_letter_topic, letter.to_json_bytes())
+                else:
+                    trades.append(event)
+            if max_trades is not None:
+                trades = trades[: max_trades - published]
+            for batch in trade_batches(trades):
+                await publisher.publish(
+                    trades_topic, batch.to_json_bytes(), key=batch.pair.encode(), context=batch
                 )
-                await publisher.publish(dead_letter_topic, letter.to_json_bytes())
-                continue
-            await publisher.publish(
-                trades_topic, event.to_json_bytes(), key=event.pair.encode(), context=event
-            )
-            published += 1
-            if published % 10_000 == 0:
-                logger.info("published %d trades (%s)", published, dict(client.counts))
+            if (published + len(trades)) // 10_000 > published // 10_000:
+                logger.info("published %d trades (%s)", published + len(trades), dict(client.counts))
+            published += len(trades)
             if max_trades is not None and published >= max_trades:
                 break
     finally:

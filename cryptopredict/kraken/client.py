@@ -82,14 +82,20 @@ class KrakenTradeClient:
         return self.counts["reconnects"]
 
     async def events(self) -> AsyncIterator[Trade | Rejected]:
+        async for batch in self.batches():
+            for event in batch:
+                yield event
+
+    async def batches(self) -> AsyncIterator[list[Trade | Rejected]]:
+        """What each exchange message (or REST page) yields, in order: its accepted trades and rejects."""
         attempt = 0
         while True:
             try:
                 async with connect(self.url, max_size=2**22, max_queue=4096, open_timeout=10) as ws:
                     await ws.send(subscribe_request(self.pairs))
                     # Fill before reading the stream, so no streamed trade moves last_trade_id past the gap.
-                    async for event in self._fill_gaps():
-                        yield event
+                    async for batch in self._fill_gaps():
+                        yield batch
                     while True:
                         try:
                             raw = await asyncio.wait_for(ws.recv(), self.heartbeat_timeout_s)
@@ -97,8 +103,8 @@ class KrakenTradeClient:
                             self.counts["watchdog_timeouts"] += 1
                             raise ConnectionDead(f"no message for {self.heartbeat_timeout_s:.0f}s") from exc
                         attempt = 0  # the link delivers again: the next failure starts a fresh backoff
-                        for event in self._handle(raw):
-                            yield event
+                        if batch := self._handle(raw):
+                            yield batch
             except (OSError, ConnectionDead, KrakenRestError, websockets.WebSocketException) as exc:
                 self.counts["reconnects"] += 1
                 delay = backoff_delay(attempt, self.backoff_base_s, self.max_backoff_s, self.rng)
@@ -107,7 +113,7 @@ class KrakenTradeClient:
                 logger.warning("feed connection lost (%s); reconnect %d in %.1fs", exc, attempt, delay)
                 await asyncio.sleep(delay)
 
-    async def _fill_gaps(self) -> AsyncIterator[Trade | Rejected]:
+    async def _fill_gaps(self) -> AsyncIterator[list[Trade | Rejected]]:
         if not self.last_timestamp:
             return
         if self.rest is None:
@@ -116,9 +122,10 @@ class KrakenTradeClient:
         for pair, last_ts in list(self.last_timestamp.items()):
             # One nanosecond early: trades sharing the last timestamp come back and are de-duplicated.
             async for trades, _ in self.rest.trades_since(pair, to_ns(last_ts) - 1):
-                for event in self._accept(trades):
-                    self.counts["gap_filled"] += isinstance(event, Trade)
-                    yield event
+                batch = self._accept(trades)
+                self.counts["gap_filled"] += sum(isinstance(event, Trade) for event in batch)
+                if batch:
+                    yield batch
 
     def _handle(self, raw: str | bytes) -> list[Trade | Rejected]:
         text = raw if isinstance(raw, str) else raw.decode("utf-8", "replace")

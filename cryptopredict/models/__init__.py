@@ -1,6 +1,6 @@
 """Pydantic domain models: the only hand-written schemas. Kafka topics carry their JSON."""
 
-from cryptopredict.models.market import Candle, DeadLetter, IndicatorRow, Trade
+from cryptopredict.models.market import Candle, DeadLetter, IndicatorRow, Trade, TradeBatch, trade_batches
 from cryptopredict.models.ml import ModelRef, Prediction
 from cryptopredict.models.news import NewsItem, SentimentScore
 
@@ -13,4 +13,6 @@ __all__ = [
     "Prediction",
     "SentimentScore",
     "Trade",
+    "TradeBatch",
+    "trade_batches",
 ]

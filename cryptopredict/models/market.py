@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Literal
 
 from pydantic import Field, PositiveFloat, model_validator
@@ -20,6 +21,39 @@ class Trade(DomainModel):
     ord_type: Literal["market", "limit"] = "limit"
     timestamp: UtcDatetime
     ingested_at: UtcDatetime
+
+
+MAX_TRADE_BATCH = 500
+
+
+class TradeBatch(DomainModel):
+    """The value of a `trades` record: consecutive trades of one pair, in exchange order.
+
+    One record per exchange message (or REST page chunk) rather than per trade: a stream worker pays a
+    fixed cost per record, so batches are what lets one worker keep up with bursts (gap fills, replays).
+    """
+
+    pair: str
+    trades: list[Trade] = Field(min_length=1, max_length=MAX_TRADE_BATCH)
+
+    @model_validator(mode="after")
+    def _one_pair(self) -> TradeBatch:
+        strangers = {t.pair for t in self.trades} - {self.pair}
+        if strangers:
+            raise ValueError(f"a batch of {self.pair} holds trades of {sorted(strangers)}")
+        return self
+
+
+def trade_batches(trades: Iterable[Trade], max_size: int = MAX_TRADE_BATCH) -> list[TradeBatch]:
+    """Groups trades per pair, keeping their order, into batches of at most `max_size`."""
+    by_pair: dict[str, list[Trade]] = {}
+    for trade in trades:
+        by_pair.setdefault(trade.pair, []).append(trade)
+    return [
+        TradeBatch(pair=pair, trades=group[i : i + max_size])
+        for pair, group in by_pair.items()
+        for i in range(0, len(group), max_size)
+    ]
 
 
 class Candle(DomainModel):

@@ -21,7 +21,7 @@ from cryptopredict.kafka_admin import read_topic
 from cryptopredict.kraken.protocol import subscribe_request
 from cryptopredict.kraken.replay import ReplayExchange
 from cryptopredict.kraken.sources import PairSpec, synthetic_market
-from cryptopredict.models import Trade
+from cryptopredict.models import Trade, TradeBatch
 from cryptopredict.models.backfill import BackfillInput, BackfillProgress
 from cryptopredict.orchestration import start_backfill, temporal_client
 from cryptopredict.topics import TRADES, backfill_workflow_id, topic_name
@@ -109,7 +109,11 @@ async def test_backfill_survives_a_killed_worker_and_never_publishes_twice(setti
         await exchange.stop()
 
     topic = topic_name(TRADES, prefix)
-    published = [Trade.model_validate_json(v) for v in await read_topic(run_settings.kafka, topic)]
+    published = [
+        t
+        for v in await read_topic(run_settings.kafka, topic)
+        for t in TradeBatch.model_validate_json(v).trades
+    ]
     assert sorted(t.trade_id for t in published) == sorted(t.trade_id for t in trades)
     history = await handle.fetch_history()
     attempts = [

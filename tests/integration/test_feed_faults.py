@@ -15,7 +15,7 @@ import pytest
 from cryptopredict.kafka_admin import read_topic as read_all
 from cryptopredict.kraken.replay import Faults, ReplayExchange
 from cryptopredict.kraken.sources import synthetic_market
-from cryptopredict.models import DeadLetter, Trade
+from cryptopredict.models import DeadLetter, Trade, TradeBatch
 from cryptopredict.topics import DEAD_LETTERS, TRADES, topic_name
 from streams.trade_feed import run_feed, trade_client
 
@@ -55,15 +55,19 @@ async def read_topic(settings, topic: str, idle_s: float = 3.0) -> list[bytes]:
     return await read_all(settings.kafka, topic_name(topic, settings.kafka.topic_prefix), idle_s)
 
 
+async def published_trades(settings) -> list[Trade]:
+    return [t for v in await read_topic(settings, TRADES) for t in TradeBatch.model_validate_json(v).trades]
+
+
 async def run_to_end(settings, exchange: ReplayExchange, expected: int) -> dict[str, int]:
     """Runs the feed until the exchange has finished and `expected` trades are acknowledged, plus a
     moment for messages that follow the last trade (an injected bad message), then stops it."""
     client = trade_client(settings, exchange.url, exchange.rest_url)
     acked = 0
 
-    def on_ack(_trade, _at):
+    def on_ack(batch, _at):
         nonlocal acked
-        acked += 1
+        acked += len(batch.trades)
 
     feed = asyncio.create_task(run_feed(settings, client=client, on_ack=on_ack))
     deadline = time.monotonic() + 90
@@ -104,7 +108,7 @@ async def test_every_served_trade_reaches_kafka_exactly_once(settings, fault):
         counts = await run_to_end(run_settings, exchange, expected=len(trades))
     finally:
         await exchange.stop()
-    published = [Trade.model_validate_json(v) for v in await read_topic(run_settings, TRADES)]
+    published = await published_trades(run_settings)
     served = {(pair, trade_id) for pair, ids in exchange.served_trade_ids.items() for trade_id in ids}
     assert len(served) == len(trades)
     assert {(t.pair, t.trade_id) for t in published} == served
@@ -145,7 +149,7 @@ async def test_a_failed_subscription_leaves_the_other_pairs_flowing(settings):
         counts = await run_against(run_settings, exchange, expected=len(btc))
     finally:
         await exchange.stop()
-    published = [Trade.model_validate_json(v) for v in await read_topic(run_settings, TRADES)]
+    published = await published_trades(run_settings)
     assert sorted(t.trade_id for t in published) == sorted(exchange.served_trade_ids["BTC/USD"])
     assert {t.pair for t in published} == {"BTC/USD"}
     letters = [
@@ -171,7 +175,7 @@ async def test_a_restarted_feed_fills_the_time_it_was_down(settings):
         second = await run_against(run_settings, exchange, expected=len(trades) - len(trades) // 3)
     finally:
         await exchange.stop()
-    published = [Trade.model_validate_json(v) for v in await read_topic(run_settings, TRADES)]
+    published = await published_trades(run_settings)
     assert sorted((t.pair, t.trade_id) for t in published) == sorted((t.pair, t.trade_id) for t in trades)
     assert first["trades"] + second["trades"] == len(trades)
     assert second["gap_filled"] > 0

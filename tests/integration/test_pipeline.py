@@ -9,7 +9,7 @@ import subprocess
 import sys
 import time
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 import pytest
@@ -19,17 +19,19 @@ from sqlalchemy import select
 from cryptopredict.features.candles import CandleState
 from cryptopredict.features.indicators import indicator_frame
 from cryptopredict.kraken.replay import ReplayExchange, csv_trades, synthetic_trades
-from cryptopredict.models import Candle, DeadLetter
+from cryptopredict.kafka_admin import read_topic
+from cryptopredict.models import Candle, DeadLetter, Trade, TradeBatch
 from cryptopredict.publisher import ReliablePublisher
 from cryptopredict.store.candles import async_engine
 from cryptopredict.store.schema import candles, technical_indicators
-from cryptopredict.topics import DEAD_LETTERS, TRADES, topic_name
+from cryptopredict.topics import DEAD_LETTERS, LATE_TRADES, TRADES, topic_name
 from streams.trade_feed import run_feed
 
 pytestmark = pytest.mark.integration
 
 PAIR = "ITP/USD"
 ANCHOR = datetime(2026, 2, 1, tzinfo=UTC)
+HAND_ANCHOR = datetime(2026, 3, 1, tzinfo=UTC)
 
 
 @pytest.fixture
@@ -74,6 +76,67 @@ async def test_replayed_trades_become_exact_candle_rows(run_settings, faust_work
     letters = await read_dead_letters(run_settings, expected=1)
     assert [(d.source, d.raw) for d in letters] == [("candle_builder", "{not a trade")]
     assert "invalid trade" in letters[0].reason
+
+
+def hand_trade(trade_id: int, second: int, price: float) -> Trade:
+    at = HAND_ANCHOR + timedelta(seconds=second)
+    return Trade(pair=PAIR, trade_id=trade_id, price=price, qty=1.0, side="buy", timestamp=at, ingested_at=at)
+
+
+async def test_hand_built_sequence_out_of_order_late_and_empty_windows(run_settings, faust_worker):
+    """Arrival order, in records as the feed batches them; 1-minute windows, grace 5 s."""
+    arrivals = [
+        [hand_trade(1, 10, 100.0), hand_trade(3, 30, 102.0)],
+        [hand_trade(2, 20, 101.0)],  # out of order inside minute 0: open and close do not move
+        [hand_trade(4, 62, 103.0), hand_trade(5, 59, 99.0)],  # minute 0 in grace: 59 s still counts
+        [hand_trade(6, 70, 104.0)],  # 70 s is past 60 + 5: minute 0 closes
+        [hand_trade(7, 58, 98.0)],  # too late for minute 0, in time for the open 5-minute window
+        [hand_trade(8, 200, 105.0)],  # closes minute 1; minute 2 had no trade
+        [hand_trade(9, 400, 106.0)],  # closes minutes 3, 4 (empty), 5 (empty) and the first 5 minutes
+    ]
+    assert run_settings.features.grace_s == 5
+    started = datetime.now(UTC)
+    publisher = ReliablePublisher(run_settings.kafka.bootstrap_servers)
+    await publisher.start()
+    for batch in arrivals:
+        record = TradeBatch(pair=PAIR, trades=batch)
+        await publisher.publish(
+            topic_name(TRADES, run_settings.kafka.topic_prefix), record.to_json_bytes(), key=PAIR.encode()
+        )
+    await publisher.stop()
+
+    engine = async_engine(run_settings.postgres)
+    try:
+        minutes = await wait_for_rows(engine, candles, 60, started, 6, faust_worker)
+        five = await wait_for_rows(engine, candles, 300, started, 1, faust_worker)
+    finally:
+        await engine.dispose()
+    ohlc = [(r["open"], r["high"], r["low"], r["close"], r["trade_count"], r["gap"]) for r in minutes[:6]]
+    assert ohlc == [
+        (100.0, 102.0, 99.0, 99.0, 4, False),
+        (103.0, 104.0, 103.0, 104.0, 2, False),
+        (104.0, 104.0, 104.0, 104.0, 0, True),
+        (105.0, 105.0, 105.0, 105.0, 1, False),
+        (105.0, 105.0, 105.0, 105.0, 0, True),
+        (105.0, 105.0, 105.0, 105.0, 0, True),
+    ]
+    assert [r["window_start"] for r in minutes[:6]] == [HAND_ANCHOR + timedelta(minutes=m) for m in range(6)]
+    first_five = five[0]
+    assert (first_five["open"], first_five["low"], first_five["close"], first_five["trade_count"]) == (
+        100.0,
+        98.0,
+        105.0,
+        8,
+    )
+    assert first_five["volume"] == 8.0
+    late = [
+        DeadLetter.model_validate_json(v)
+        for v in await read_topic(
+            run_settings.kafka, topic_name(LATE_TRADES, run_settings.kafka.topic_prefix)
+        )
+    ]
+    assert [Trade.model_validate_json(d.raw).trade_id for d in late] == [7]
+    assert "[60]" in late[0].reason
 
 
 async def read_dead_letters(run_settings, expected: int, timeout_s: float = 60) -> list[DeadLetter]:
