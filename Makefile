@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 UV := $(BIN)/uv
 CP := $(BIN)/cryptopredict
 
-.PHONY: install demo test test-restarts unit lint typecheck stack-up stack-down stack-status proto clean
+.PHONY: install demo test unit lint typecheck stack-up stack-down stack-status proto clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,11 +32,6 @@ test: install
 	$(BIN)/mypy
 	$(CP) stack up
 	$(BIN)/pytest -m "unit or integration or e2e or realdata" --timeout 900 --durations 10
-
-# Worker kill -9 and hand-over runs: known to fail intermittently (see the streaming-features issue).
-test-restarts: install
-	$(CP) stack up
-	$(BIN)/pytest -m restarts --timeout 900
 
 unit: install
 	$(BIN)/pytest -m unit

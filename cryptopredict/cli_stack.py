@@ -84,13 +84,21 @@ def status() -> None:
 
 
 @stack_app.command()
-def down() -> None:
+def down(
+    only: Annotated[
+        list[str] | None, typer.Option("--only", help="stop just this component (repeatable)")
+    ] = None,
+) -> None:
     """Stop the processes `up` started (data is kept)."""
     from cryptopredict import stack
     from cryptopredict.settings import get_settings
 
     _setup_logging()
-    stack.down(get_settings())
+    try:
+        stack.down(get_settings(), only=only or None)
+    except stack.StackError as exc:
+        typer.secho(str(exc), fg=typer.colors.RED, err=True)
+        raise typer.Exit(1) from exc
 
 
 @stack_app.command()

@@ -1,15 +1,58 @@
-"""`python -m streams worker -l info`: runs the Faust worker with every agent."""
+"""`python -m streams worker -l info`: runs the Faust worker with every agent, under a small supervisor.
+
+The supervisor starts the worker as a child and starts it again when it exits with RESTART_EXIT_CODE
+(the candle builder found records that Faust skipped, see cryptopredict.offsets); SIGTERM and SIGINT
+are passed on to the child. Any other exit ends the supervisor with the child's code.
+"""
 
 import asyncio
+import logging
+import os
+import signal
+import subprocess
 import sys
+import time
 
-from cryptopredict.kafka_admin import ensure_topics
-from streams.app import app, load_agents, settings
+from cryptopredict.offsets import RESTART_EXIT_CODE
 
-# Faust's web server is not used, and several workers on one host would clash on its port.
-if "worker" in sys.argv and "--with-web" not in sys.argv and "--without-web" not in sys.argv:
-    sys.argv.append("--without-web")
-# Faust does not create source topics, and a consumer that subscribes before they exist stays idle.
-asyncio.run(ensure_topics(settings.kafka))
-load_agents()
-app.main()
+CHILD_ENV = "CRYPTOPREDICT_STREAM_WORKER_CHILD"
+
+
+def supervise() -> int:
+    logger = logging.getLogger("streams.supervisor")
+    logging.basicConfig(level=logging.INFO, format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s")
+    child: subprocess.Popen[bytes] | None = None
+
+    def forward(signum: int, _frame: object) -> None:
+        if child is not None and child.poll() is None:
+            child.send_signal(signum)
+
+    signal.signal(signal.SIGTERM, forward)
+    signal.signal(signal.SIGINT, forward)
+    while True:
+        child = subprocess.Popen(
+            [sys.executable, "-m", "streams", *sys.argv[1:]], env=os.environ | {CHILD_ENV: "1"}
+        )
+        code = child.wait()
+        if code != RESTART_EXIT_CODE:
+            return code
+        logger.warning("stream worker asked to be restarted; starting it again")
+        time.sleep(1.0)
+
+
+def run_worker() -> None:
+    from cryptopredict.kafka_admin import ensure_topics
+    from streams.app import app, load_agents, settings
+
+    # Faust's web server is not used, and several workers on one host would clash on its port.
+    if "worker" in sys.argv and "--with-web" not in sys.argv and "--without-web" not in sys.argv:
+        sys.argv.append("--without-web")
+    # Faust does not create source topics, and a consumer that subscribes before they exist stays idle.
+    asyncio.run(ensure_topics(settings.kafka))
+    load_agents()
+    app.main()
+
+
+if "worker" in sys.argv and os.environ.get(CHILD_ENV) != "1":
+    sys.exit(supervise())
+run_worker()

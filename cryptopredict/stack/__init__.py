@@ -82,18 +82,21 @@ def status(settings: Settings) -> list[ComponentStatus]:
     return _run(_status_all(list(components.values())))
 
 
-def down(settings: Settings) -> None:
-    """Stop the processes this launcher started; data under local_dir is kept."""
+def down(settings: Settings, only: Sequence[str] | None = None) -> None:
+    """Stop the processes this launcher started (or `only` these); data under local_dir is kept."""
     from concurrent.futures import ThreadPoolExecutor
 
     components = build_components(settings)
+    if only is not None:
+        _check_names(only)
+        components = {name: c for name, c in components.items() if name in only}
     # Dependents stop concurrently (each takes seconds), then what they depend on.
     required = {dep for c in components.values() for dep in c.requires}
     waves = [
         [c for c in components.values() if c.name not in required],
         [c for c in components.values() if c.name in required],
     ]
-    with _stack_lock(StackPaths.from_settings(settings)), ThreadPoolExecutor(len(components)) as pool:
+    with _stack_lock(StackPaths.from_settings(settings)), ThreadPoolExecutor(max(1, len(components))) as pool:
         for wave in waves:
             list(pool.map(_stop, wave))
 

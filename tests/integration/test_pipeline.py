@@ -18,8 +18,8 @@ from sqlalchemy import select
 
 from cryptopredict.features.candles import CandleState
 from cryptopredict.features.indicators import indicator_frame
-from cryptopredict.kraken.replay import ReplayExchange, csv_trades, synthetic_trades
 from cryptopredict.kafka_admin import read_topic
+from cryptopredict.kraken.replay import ReplayExchange, csv_trades, synthetic_trades
 from cryptopredict.models import Candle, DeadLetter, Trade, TradeBatch
 from cryptopredict.publisher import ReliablePublisher
 from cryptopredict.store.candles import async_engine

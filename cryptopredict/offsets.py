@@ -1,0 +1,69 @@
+"""Continuity of consumed offsets: a stream that must see every record of a partition checks for holes.
+
+Faust 0.15 can drop records fetched while a worker recovers its tables (faust-streaming issue #596): they
+count as read, never reach the agent and are never acknowledged. Carrying on would build candles without
+those trades, so the worker stops instead and starts again from the last committed offset. A hole shows
+when a later record arrives (`check`), or, when the lost records were the last ones, as a partition with
+records the agent has not seen while it makes no progress (`Stall`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Hashable
+
+RESTART_EXIT_CODE = 75  # EX_TEMPFAIL: the stream worker's supervisor starts it again
+
+
+class OffsetGap(RuntimeError):
+    def __init__(self, partition: Hashable, expected: int, got: int) -> None:
+        super().__init__(
+            f"{partition}: expected offset {expected}, got {got}: records {expected}..{got - 1} skipped"
+        )
+        self.partition, self.expected, self.got = partition, expected, got
+
+
+class OffsetContinuity:
+    """Next expected offset per partition; forgotten when partitions move (`reset`)."""
+
+    def __init__(self) -> None:
+        self._next: dict[Hashable, int] = {}
+
+    def reset(self) -> None:
+        self._next.clear()
+
+    def expected(self, partition: Hashable, committed: int | None) -> int | None:
+        return self._next.get(partition, committed)
+
+    def check(self, partition: Hashable, offset: int, committed: int | None) -> None:
+        """Raises OffsetGap if records before `offset` were skipped. `committed` is the partition's
+        committed offset (the next to read), the expectation for the first record after an assignment.
+        An offset at or below the expected one is a re-delivery after a seek, and is accepted."""
+        expected = self.expected(partition, committed)
+        if expected is not None and offset > expected:
+            raise OffsetGap(partition, expected, offset)
+        self._next[partition] = offset + 1
+
+
+class Stall:
+    """Notices a partition holding records the agent has not received, without progress for `after_s`.
+
+    Covers records Faust dropped after reading them, and a partition Faust left paused after a recovery.
+    """
+
+    def __init__(self, after_s: float) -> None:
+        self.after_s = after_s
+        self._since: dict[Hashable, tuple[int, float]] = {}
+
+    def reset(self) -> None:
+        self._since.clear()
+
+    def stalled(self, partition: Hashable, expected: int | None, end: int | None, now: float) -> bool:
+        """`expected`: the next offset the agent should see; `end`: the partition's end offset."""
+        if expected is None or end is None or end <= expected:
+            self._since.pop(partition, None)  # the agent has seen everything there is
+            return False
+        since = self._since.get(partition)
+        if since is None or since[0] != expected:  # new, or the agent made progress meanwhile
+            self._since[partition] = (expected, now)
+            return False
+        return now - since[1] >= self.after_s

@@ -1,0 +1,47 @@
+import pytest
+
+from cryptopredict.offsets import OffsetContinuity, OffsetGap, Stall
+
+pytestmark = pytest.mark.unit
+
+
+def test_contiguous_offsets_pass_and_a_hole_is_reported():
+    continuity = OffsetContinuity()
+    for offset in (20, 21):
+        continuity.check("trades-0", offset, committed=20)
+    with pytest.raises(OffsetGap) as gap:
+        continuity.check("trades-0", 25, committed=20)
+    assert (gap.value.expected, gap.value.got) == (22, 25)
+
+
+def test_first_record_after_an_assignment_is_checked_against_the_committed_offset():
+    continuity = OffsetContinuity()
+    with pytest.raises(OffsetGap):
+        continuity.check("trades-1", 7, committed=3)
+    continuity.check("trades-2", 0, committed=None)  # nothing committed yet: any start is accepted
+
+
+def test_re_delivery_after_a_seek_and_reset_after_a_rebalance():
+    continuity = OffsetContinuity()
+    continuity.check("trades-0", 10, committed=10)
+    continuity.check("trades-0", 8, committed=10)  # sought back: records come again
+    continuity.check("trades-0", 9, committed=10)
+    continuity.reset()
+    continuity.check("trades-0", 50, committed=50)  # another worker moved the partition on meanwhile
+
+
+def test_records_the_agent_does_not_get_without_progress_are_a_stall():
+    stall = Stall(after_s=10)
+    assert not stall.stalled("p", expected=28, end=49, now=0)
+    assert not stall.stalled("p", expected=28, end=49, now=9)
+    assert stall.stalled("p", expected=28, end=49, now=10)
+    stall.reset()
+    assert not stall.stalled("p", expected=28, end=49, now=11)
+
+
+def test_progress_or_nothing_unread_is_no_stall():
+    stall = Stall(after_s=10)
+    assert not stall.stalled("p", expected=28, end=49, now=0)
+    assert not stall.stalled("p", expected=30, end=49, now=10)  # the agent moved on: a backlog
+    assert not stall.stalled("p", expected=49, end=49, now=30)  # caught up
+    assert not stall.stalled("p", expected=None, end=49, now=40)
