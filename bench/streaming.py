@@ -2,8 +2,9 @@
 real broker, one real Faust worker and the real PostgreSQL.
 
 The worker starts first; then a seeded synthetic market (3 pairs) is published as fast as the broker
-takes it. trades/s = trades / (last candle emitted - first trade produced), from Kafka's own
-timestamps. close-to-store = a candle row's `written_at` - the Kafka timestamp of that candle's message
+takes it, in records of up to 100 trades per pair (what the feed publishes for one exchange message
+when the exchange, or the replay exchange at full speed, sends trades in bulk). trades/s = trades /
+(last candle emitted - first trade produced), from Kafka's own timestamps. close-to-store = a candle row's `written_at` - the Kafka timestamp of that candle's message
 (the moment the worker closed the window and emitted it).
 
 Usage: .venv/bin/python bench/streaming.py [--quick]   (needs `cryptopredict stack up`)
@@ -33,6 +34,7 @@ from bench.report import publish  # noqa: E402
 from cryptopredict.features.candles import CandleState  # noqa: E402
 from cryptopredict.kafka_admin import ensure_topics  # noqa: E402
 from cryptopredict.kraken.sources import synthetic_market  # noqa: E402
+from cryptopredict.models import trade_batches  # noqa: E402
 from cryptopredict.publisher import ReliablePublisher  # noqa: E402
 from cryptopredict.settings import get_settings  # noqa: E402
 from cryptopredict.store.candles import async_engine  # noqa: E402
@@ -40,6 +42,7 @@ from cryptopredict.store.schema import candles  # noqa: E402
 from cryptopredict.topics import CANDLES, TRADES, topic_name  # noqa: E402
 
 PAIRS = ["BTC/USD", "ETH/USD", "SOL/USD"]
+TRADES_PER_RECORD = 100
 START = datetime(2025, 6, 1, tzinfo=UTC)
 
 
@@ -79,7 +82,7 @@ async def main() -> None:
     prefix = f"bench-stream-{uuid.uuid4().hex[:8]}-"
     kafka = settings.kafka.model_copy(update={"topic_prefix": prefix})
     await ensure_topics(kafka)
-    minutes = 300 if args.quick else 1200
+    minutes = 3000 if args.quick else 12000
     trades = synthetic_market(PAIRS, START, minutes=minutes, seed=11)
     now = datetime.now(UTC)
     trades = [t.model_copy(update={"ingested_at": now}) for t in trades]
@@ -95,10 +98,11 @@ async def main() -> None:
         await asyncio.sleep(15)  # the worker joins its group and recovers (empty) tables
         publisher = ReliablePublisher(kafka.bootstrap_servers)
         await publisher.start()
+        records = trade_batches(trades, max_size=TRADES_PER_RECORD)
         started_ms = time.time() * 1000
-        for trade in trades:
+        for batch in records:
             await publisher.publish(
-                topic_name(TRADES, prefix), trade.to_json_bytes(), key=trade.pair.encode()
+                topic_name(TRADES, prefix), batch.to_json_bytes(), key=batch.pair.encode()
             )
         await publisher.stop()
         published_s = time.time() - started_ms / 1000
@@ -141,7 +145,8 @@ async def main() -> None:
     body = f"""
 One Faust worker (candle builder at {settings.features.candle_intervals_s} s, indicator agent, prediction
 agent, store sinks) on the local broker and PostgreSQL, {len(trades):,} trades of 3 pairs published as
-fast as the broker takes them; {len(found):,} candles emitted.
+fast as the broker takes them in {len(records):,} records (up to {TRADES_PER_RECORD} trades of one pair each);
+{len(found):,} candles emitted.
 
 | figure | value |
 |---|---|

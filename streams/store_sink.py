@@ -24,7 +24,8 @@ logger = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=BaseModel)
 
-BATCH, WITHIN_S = 500, 0.2
+# `within` bounds how long a closed candle waits for its micro-batch: it is most of the close-to-store delay.
+BATCH, WITHIN_S = 500, 0.05
 
 _engine: AsyncEngine | None = None
 _engine_lock = asyncio.Lock()
