@@ -2,7 +2,8 @@
 
 The supervisor starts the worker as a child and starts it again when it exits with RESTART_EXIT_CODE
 (the candle builder found records that Faust skipped, see cryptopredict.offsets); SIGTERM and SIGINT
-are passed on to the child. Any other exit ends the supervisor with the child's code.
+are passed on to the child (killed if it has not stopped STOP_GRACE_S later). Any other exit ends the
+supervisor with the child's code.
 """
 
 import asyncio
@@ -18,23 +19,34 @@ from cryptopredict.offsets import RESTART_EXIT_CODE
 CHILD_ENV = "CRYPTOPREDICT_STREAM_WORKER_CHILD"
 
 
+STOP_GRACE_S = 20.0
+
+
 def supervise() -> int:
     logger = logging.getLogger("streams.supervisor")
     logging.basicConfig(level=logging.INFO, format="[%(asctime)s] [%(process)d] [%(levelname)s] %(message)s")
     child: subprocess.Popen[bytes] | None = None
+    stop_requested_at: float | None = None
 
     def forward(signum: int, _frame: object) -> None:
+        nonlocal stop_requested_at
+        stop_requested_at = stop_requested_at or time.monotonic()
         if child is not None and child.poll() is None:
             child.send_signal(signum)
 
     signal.signal(signal.SIGTERM, forward)
     signal.signal(signal.SIGINT, forward)
     while True:
-        child = subprocess.Popen(
-            [sys.executable, "-m", "streams", *sys.argv[1:]], env=os.environ | {CHILD_ENV: "1"}
-        )
-        code = child.wait()
-        if code != RESTART_EXIT_CODE:
+        env = os.environ | {CHILD_ENV: "1"}
+        child = subprocess.Popen([sys.executable, "-m", "streams", *sys.argv[1:]], env=env)
+        while (code := child.poll()) is None:
+            # Faust can wait forever for events buffered by `take` on shutdown; a kill is safe (the
+            # worker is built to survive kill -9), so a stop never takes longer than STOP_GRACE_S.
+            if stop_requested_at is not None and time.monotonic() - stop_requested_at > STOP_GRACE_S:
+                logger.warning("stream worker did not stop within %.0f s; killing it", STOP_GRACE_S)
+                child.kill()
+            time.sleep(0.2)
+        if code != RESTART_EXIT_CODE or stop_requested_at is not None:
             return code
         logger.warning("stream worker asked to be restarted; starting it again")
         time.sleep(1.0)

@@ -28,16 +28,19 @@ WINDOW_KEY = ("pair", "interval_s", "window_start")
 
 
 async def _upsert(engine: AsyncEngine, table: Table, values: list[dict[str, Any]]) -> int:
-    if not values:
+    # The last row per key wins: one statement must not touch a row twice (a candle sent again after a
+    # restart can land in the same micro-batch as its first copy).
+    latest = list({tuple(v[k] for k in WINDOW_KEY): v for v in values}.values())
+    if not latest:
         return 0
-    statement = insert(table).values(values)
+    statement = insert(table)
     statement = statement.on_conflict_do_update(
         index_elements=list(WINDOW_KEY),
         set_={col.name: statement.excluded[col.name] for col in table.columns if col.name not in WINDOW_KEY},
     )
     async with engine.begin() as conn:
-        await conn.execute(statement)
-    return len(values)
+        await conn.execute(statement, latest)  # executemany: compiled once, sent as batched VALUES
+    return len(latest)
 
 
 async def upsert_candles(engine: AsyncEngine, rows: Sequence[Candle]) -> int:

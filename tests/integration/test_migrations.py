@@ -49,3 +49,39 @@ def test_migrations_create_the_schema_the_code_uses(fresh_database):
     assert tables(fresh_database) == {"alembic_version"}
     migrate(fresh_database)
     assert tables(fresh_database) >= set(metadata.tables)
+
+
+async def test_upserts_keep_the_last_copy_of_a_window_sent_twice_in_one_batch(fresh_database):
+    from datetime import UTC, datetime, timedelta
+
+    from cryptopredict.models import Candle
+    from cryptopredict.store.candles import async_engine, read_candles, sync_engine, upsert_candles
+
+    migrate(fresh_database)
+    start = datetime(2026, 5, 1, tzinfo=UTC)
+    first = Candle(
+        pair="UPS/USD",
+        interval_s=60,
+        window_start=start,
+        window_end=start + timedelta(minutes=1),
+        open=1.0,
+        high=2.0,
+        low=1.0,
+        close=2.0,
+        volume=3.0,
+        vwap=1.5,
+        trade_count=2,
+    )
+    again = first.model_copy(update={"close": 1.5, "trade_count": 3})
+    engine = async_engine(fresh_database)
+    try:
+        assert await upsert_candles(engine, [first, again]) == 1
+        assert await upsert_candles(engine, [again]) == 1
+    finally:
+        await engine.dispose()
+    reader = sync_engine(fresh_database)
+    try:
+        rows = read_candles(reader, "UPS/USD", 60)
+    finally:
+        reader.dispose()
+    assert len(rows) == 1 and rows.loc[0, "close"] == 1.5 and rows.loc[0, "trade_count"] == 3
