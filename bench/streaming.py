@@ -148,20 +148,23 @@ async def run_phase(settings: Settings, prefix: str, phase: Phase) -> None:
     wanted = expected_candles(phase.trades, phase.pairs, settings)
     started_ms = await publish_trades(kafka.bootstrap_servers, topic_name(TRADES, prefix), phase)
     emitted = await candle_messages(kafka.bootstrap_servers, topic_name(CANDLES, prefix), wanted, 900)
-    await asyncio.sleep(2)  # the sink's last micro-batch
     engine = async_engine(settings.postgres)
+    query = select(candles.c.pair, candles.c.interval_s, candles.c.window_start, candles.c.written_at).where(
+        candles.c.pair.in_(phase.pairs), candles.c.window_start < datetime(2026, 1, 1, tzinfo=UTC)
+    )
+    deadline = time.monotonic() + 300
     try:
-        async with engine.connect() as conn:
-            query = select(
-                candles.c.pair, candles.c.interval_s, candles.c.window_start, candles.c.written_at
-            ).where(
-                candles.c.pair.in_(phase.pairs), candles.c.window_start < datetime(2026, 1, 1, tzinfo=UTC)
-            )
-            written = {
-                (r.pair, r.interval_s, r.window_start): r.written_at for r in await conn.execute(query)
-            }
+        while True:  # the sink's last micro-batches may still be on their way
+            async with engine.connect() as conn:
+                written = {
+                    (r.pair, r.interval_s, r.window_start): r.written_at for r in await conn.execute(query)
+                }
+            if wanted <= written.keys() or time.monotonic() > deadline:
+                break
+            await asyncio.sleep(1)
     finally:
         await engine.dispose()
+    assert wanted <= written.keys(), f"{len(wanted - written.keys())} candles never reached the store"
     delays = [written[key].timestamp() * 1000 - ts for key, ts in emitted.items()]
     phase.candles = len(emitted)
     phase.trades_per_s = len(phase.trades) / ((max(emitted.values()) - started_ms) / 1000)
