@@ -174,11 +174,12 @@ async def run_demo(
                 f"{p.pair} {p.feature_time:%Y-%m-%d %H:%M} last {p.last_price:.1f} -> "
                 f"{p.predicted_price:.1f} at {p.target_time:%H:%M} ({p.model_name} v{p.model_version})"
             )
-        trade_records = await read_topic(run_settings.kafka, topics.topic_name(topics.TRADES, prefix))
-        trades = sum(len(TradeBatch.model_validate_json(v).trades) for v in trade_records)
         candles = await topic_message_count(run_settings.kafka, topics.topic_name(topics.CANDLES, prefix))
     finally:
         await services.stop()
+    # Counted once the feed has stopped: reading a topic that is still being written never ends.
+    trade_records = await read_topic(run_settings.kafka, topics.topic_name(topics.TRADES, prefix))
+    trades = sum(len(TradeBatch.model_validate_json(v).trades) for v in trade_records)
 
     host = settings.temporal.host_port[0]
     workflow_id = topics.training_workflow_id(PAIR, settings.features.interval_s)
