@@ -216,11 +216,56 @@ def stream(log_level: str = "info") -> None:
 
 @app.command()
 def worker() -> None:
-    """Run the Temporal worker for the training task queue."""
+    """Run the Temporal workers: training and backfill, news, and LLM sentiment task queues."""
     from workflows.worker import run_worker
 
     _logging("info")
     asyncio.run(run_worker(get_settings()))
+
+
+@app.command("eval-sentiment")
+def eval_sentiment(
+    data: Annotated[Path, typer.Option("--data", exists=True, dir_okay=False, help="CSV with text,label")],
+    limit: Annotated[int, typer.Option(help="seeded-random rows to score (0: all)")] = 200,
+    seed: int = 0,
+) -> None:
+    """Measure the configured LLM on labelled headlines; ends with one JSON line of the figures."""
+    from cryptopredict.sentiment.evaluation import evaluate, load_labelled
+    from cryptopredict.sentiment.extractor import build_agent
+
+    rows = load_labelled(data, limit=limit or None, seed=seed)
+    figures = asyncio.run(evaluate(build_agent(get_settings().llm), rows))
+    typer.echo(json.dumps(figures))
+
+
+@app.command("ingest-news")
+def ingest_news(wait: bool = True) -> None:
+    """Run a NewsIngestWorkflow now (same as `temporal schedule trigger --schedule-id news-ingest`)."""
+    import uuid
+
+    from cryptopredict.models.news_flow import NewsIngestResult
+    from cryptopredict.orchestration import news_ingest_input, temporal_client
+
+    async def run() -> NewsIngestResult | None:
+        settings = get_settings()
+        client = await temporal_client(settings)
+        handle = await client.start_workflow(
+            "NewsIngestWorkflow",
+            news_ingest_input(settings),
+            id=f"news-ingest-manual-{uuid.uuid4().hex[:8]}",
+            task_queue=settings.temporal.news_task_queue,
+            result_type=NewsIngestResult,
+        )
+        return await handle.result() if wait else None
+
+    result = asyncio.run(run())
+    typer.echo(result.model_dump_json(indent=2) if result is not None else "started")
+
+
+@app.command("news-server")
+def news_server(port: int = 8792) -> None:
+    """Serve sample news (CryptoPanic posts API and RSS/Atom) locally, for the demo and by-hand runs."""
+    os.execv(sys.executable, [sys.executable, "-m", "cryptopredict.news.server", "--port", str(port)])
 
 
 @app.command()

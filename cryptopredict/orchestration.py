@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
-from temporalio.client import Client
+from datetime import timedelta
+
+from temporalio.client import (
+    Client,
+    Schedule,
+    ScheduleActionStartWorkflow,
+    ScheduleAlreadyRunningError,
+    ScheduleIntervalSpec,
+    ScheduleOverlapPolicy,
+    SchedulePolicy,
+    ScheduleSpec,
+)
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from cryptopredict.models.backfill import BackfillInput, BackfillProgress
+from cryptopredict.models.news_flow import NewsIngestInput
 from cryptopredict.models.training import TrainingInput, TrainingResult
 from cryptopredict.settings import Settings
-from cryptopredict.topics import backfill_workflow_id, training_workflow_id
+from cryptopredict.topics import NEWS_SCHEDULE_ID, backfill_workflow_id, training_workflow_id
 
 
 async def temporal_client(settings: Settings) -> Client:
@@ -66,3 +78,39 @@ async def start_backfill(
     except WorkflowAlreadyStartedError:
         handle = client.get_workflow_handle(workflow_id, result_type=BackfillProgress)
     return await handle.result() if wait else None
+
+
+def news_ingest_input(settings: Settings) -> NewsIngestInput:
+    news = settings.news
+    return NewsIngestInput(
+        cryptopanic_url=news.cryptopanic_url if news.cryptopanic_token is not None else None,
+        rss_feeds=news.rss_feeds,
+        currencies=news.currencies,
+        llm_task_queue=settings.temporal.llm_task_queue,
+    )
+
+
+async def ensure_news_schedule(settings: Settings, client: Client | None = None) -> bool:
+    """Creates the news polling schedule unless it exists; True when this call created it. Safe to call
+    at every worker start: the schedule id is fixed, so there is only ever one."""
+    client = client or await temporal_client(settings)
+    schedule = Schedule(
+        action=ScheduleActionStartWorkflow(
+            "NewsIngestWorkflow",
+            news_ingest_input(settings),
+            id=NEWS_SCHEDULE_ID,
+            task_queue=settings.temporal.news_task_queue,
+        ),
+        spec=ScheduleSpec(
+            intervals=[ScheduleIntervalSpec(every=timedelta(seconds=settings.news.poll_interval_s))]
+        ),
+        policy=SchedulePolicy(
+            overlap=ScheduleOverlapPolicy.SKIP,
+            catchup_window=timedelta(seconds=settings.news.catch_up_window_s),
+        ),
+    )
+    try:
+        await client.create_schedule(NEWS_SCHEDULE_ID, schedule)
+    except ScheduleAlreadyRunningError:
+        return False
+    return True

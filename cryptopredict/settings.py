@@ -88,6 +88,9 @@ class TemporalSettings(BaseModel):
     namespace: str = "default"
     ui_port: int = 8233
     training_task_queue: str = "training"
+    news_task_queue: str = "news"
+    # LLM activities get their own queue, so a worker can cap them (news.llm_concurrency) on their own.
+    llm_task_queue: str = "llm"
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -106,6 +109,29 @@ class LlmSettings(BaseModel):
     model: str = "smollm2-135m-instruct"
     api_key: SecretStr = SecretStr("local-no-key")
     context_size: int = 2048
+    # Upper bound on a reply's length: the bounded output schema fits easily, a runaway answer does not.
+    max_output_tokens: int = 256
+    # Where the endpoint is a real Ollama: pull the model at worker start when it is missing.
+    pull_model: bool = False
+
+
+class NewsSettings(BaseModel):
+    poll_interval_s: float = 300.0
+    # A schedule that missed runs (server or worker down) runs once for what it missed within this window.
+    catch_up_window_s: float = 600.0
+    # CryptoPanic is polled only when a token is set; it is a secret, never a default.
+    cryptopanic_url: str = "https://cryptopanic.com/api/developer/v2/posts/"
+    cryptopanic_token: SecretStr | None = None
+    currencies: list[str] = Field(default_factory=lambda: ["BTC", "ETH", "SOL"])
+    rss_feeds: list[str] = Field(
+        default_factory=lambda: [
+            "https://www.coindesk.com/arc/outboundfeeds/rss/",
+            "https://cointelegraph.com/rss",
+            "https://decrypt.co/feed",
+        ]
+    )
+    # The model server is the bottleneck: LLM activities a worker runs at once.
+    llm_concurrency: int = Field(default=1, ge=1)
 
 
 class KrakenSettings(BaseModel):
@@ -165,6 +191,7 @@ class Settings(BaseSettings):
     temporal: TemporalSettings = Field(default_factory=TemporalSettings)
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
     llm: LlmSettings = Field(default_factory=LlmSettings)
+    news: NewsSettings = Field(default_factory=NewsSettings)
     kraken: KrakenSettings = Field(default_factory=KrakenSettings)
     grpc: GrpcSettings = Field(default_factory=GrpcSettings)
     features: FeatureSettings = Field(default_factory=FeatureSettings)

@@ -49,3 +49,11 @@ def backfill_workflow_id(pair: str, start: datetime, end: datetime) -> str:
 def registered_model_name(pair: str, interval_s: int, horizon_candles: int) -> str:
     """One registered model per (pair, interval, horizon); its `champion` alias is what is served."""
     return f"cryptopredict-{pair.replace('/', '').lower()}-{interval_s}s-h{horizon_candles}"
+
+
+NEWS_SCHEDULE_ID = "news-ingest"
+
+
+def sentiment_workflow_id(news_id: str) -> str:
+    """Holds the news id, so starting a second scoring of the same item is rejected by Temporal."""
+    return f"sentiment-{news_id}"

@@ -1,4 +1,6 @@
-"""Temporal worker for training and backfill: `python -m workflows.worker` or `cryptopredict worker`."""
+"""Temporal workers: training and backfill, news, and LLM sentiment (each on its own task queue), in one
+process: `python -m workflows.worker` or `cryptopredict worker`. At start it makes sure the news schedule
+exists and checks the LLM endpoint."""
 
 from __future__ import annotations
 
@@ -40,13 +42,42 @@ def build_worker(
     )
 
 
+def build_news_workers(client: Client, settings: Settings) -> list[Worker]:
+    """News polling and the sentiment workflows on one queue; the LLM activity on its own queue, capped at
+    `news.llm_concurrency` at once, because the model server is the bottleneck."""
+    from activities.news import NewsActivities
+    from workflows.news import NewsIngestWorkflow, SentimentWorkflow
+
+    news = NewsActivities(settings)
+    return [
+        Worker(
+            client,
+            task_queue=settings.temporal.news_task_queue,
+            workflows=[NewsIngestWorkflow, SentimentWorkflow],
+            activities=[news.ingest_news],
+        ),
+        Worker(
+            client,
+            task_queue=settings.temporal.llm_task_queue,
+            activities=[news.score_news],
+            max_concurrent_activities=settings.news.llm_concurrency,
+        ),
+    ]
+
+
 async def run_worker(settings: Settings | None = None) -> None:
+    from cryptopredict.llm_endpoint import ensure_llm_model
+    from cryptopredict.orchestration import ensure_news_schedule
+
     settings = settings or get_settings()
     client = await temporal_client(settings)
+    await ensure_llm_model(settings.llm)
+    if await ensure_news_schedule(settings, client):
+        logger.info("created the news schedule (every %.0f s)", settings.news.poll_interval_s)
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as executor:
-        worker = build_worker(client, settings, executor)
-        logger.info("worker on task queue %s", settings.temporal.training_task_queue)
-        await worker.run()
+        workers = [build_worker(client, settings, executor), *build_news_workers(client, settings)]
+        logger.info("workers on task queues %s", [w.task_queue for w in workers])
+        await asyncio.gather(*(worker.run() for worker in workers))
 
 
 if __name__ == "__main__":

@@ -27,4 +27,5 @@ class SentimentScore(DomainModel):
     confidence: float = Field(ge=0, le=1)
     reason: str = Field(default="", max_length=300)
     model: str
+    prompt_version: str = Field(min_length=1)
     scored_at: UtcDatetime

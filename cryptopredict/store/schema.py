@@ -11,11 +11,12 @@ from sqlalchemy import (
     Identity,
     Integer,
     MetaData,
+    SmallInteger,
     Table,
     Text,
     func,
 )
-from sqlalchemy.dialects.postgresql import JSONB
+from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
 metadata = MetaData()
 
@@ -59,4 +60,31 @@ dead_letters = Table(
     Column("reason", Text, nullable=False),
     Column("raw", Text, nullable=False),
     Column("at", DateTime(timezone=True), nullable=False),
+)
+
+news_items = Table(
+    "news_items",
+    metadata,
+    Column("id", Text, primary_key=True),
+    Column("title", Text, nullable=False),
+    Column("summary", Text, nullable=False),
+    Column("url", Text, nullable=False),
+    Column("source", Text, nullable=False),
+    Column("published_at", DateTime(timezone=True), nullable=False),
+    Column("ingested_at", DateTime(timezone=True), nullable=False),
+    Column("currencies", ARRAY(Text), nullable=False),
+)
+
+# One row per (news item, coin, model, prompt version): re-scoring with another model or prompt keeps both.
+sentiment_scores = Table(
+    "sentiment_scores",
+    metadata,
+    Column("news_id", Text, primary_key=True),
+    Column("coin", Text, primary_key=True),
+    Column("model", Text, primary_key=True),
+    Column("prompt_version", Text, primary_key=True),
+    Column("score", SmallInteger, nullable=False),
+    Column("confidence", Double, nullable=False),
+    Column("reason", Text, nullable=False),
+    Column("scored_at", DateTime(timezone=True), nullable=False),
 )

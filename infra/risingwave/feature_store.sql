@@ -56,3 +56,38 @@ CREATE TABLE IF NOT EXISTS dead_letters (
     properties.bootstrap.server = 'kafka:9092',
     scan.startup.mode = 'earliest'
 ) FORMAT PLAIN ENCODE JSON;
+
+-- News items (topic `news`, keyed by news id) and the per-coin sentiment scores (topic `news_sentiment`).
+CREATE TABLE IF NOT EXISTS news_items (
+    id VARCHAR,
+    title VARCHAR,
+    summary VARCHAR,
+    url VARCHAR,
+    source VARCHAR,
+    published_at TIMESTAMPTZ,
+    ingested_at TIMESTAMPTZ,
+    currencies VARCHAR[],
+    PRIMARY KEY (id)
+) WITH (
+    connector = 'kafka',
+    topic = 'news',
+    properties.bootstrap.server = 'kafka:9092',
+    scan.startup.mode = 'earliest'
+) FORMAT UPSERT ENCODE JSON;
+
+CREATE TABLE IF NOT EXISTS sentiment_scores (
+    news_id VARCHAR,
+    coin VARCHAR,
+    model VARCHAR,
+    prompt_version VARCHAR,
+    score SMALLINT,
+    confidence DOUBLE PRECISION,
+    reason VARCHAR,
+    scored_at TIMESTAMPTZ,
+    PRIMARY KEY (news_id, coin, model, prompt_version)
+) WITH (
+    connector = 'kafka',
+    topic = 'news_sentiment',
+    properties.bootstrap.server = 'kafka:9092',
+    scan.startup.mode = 'earliest'
+) FORMAT UPSERT ENCODE JSON;

@@ -1,0 +1,55 @@
+"""News items and sentiment scores in the feature store, and the point-in-time sentiment features that
+training and live prediction both read."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import pandas as pd
+from sqlalchemy import Engine, select
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from cryptopredict.features.sentiment import SENTIMENT_WINDOWS, sentiment_features
+from cryptopredict.models import NewsItem, SentimentScore
+from cryptopredict.store.schema import news_items, sentiment_scores
+
+
+async def insert_news_items(engine: AsyncEngine, items: Sequence[NewsItem]) -> list[str]:
+    """Stores the items not seen before; returns their ids (a re-delivered item returns nothing)."""
+    unique = list({item.id: item for item in items}.values())
+    if not unique:
+        return []
+    statement = insert(news_items).on_conflict_do_nothing(index_elements=["id"]).returning(news_items.c.id)
+    async with engine.begin() as conn:
+        result = await conn.execute(statement.values([item.model_dump() for item in unique]))
+        return [row.id for row in result]
+
+
+async def insert_sentiment_scores(engine: AsyncEngine, scores: Sequence[SentimentScore]) -> int:
+    """Idempotent: a retried activity stores each (news, coin, model, prompt version) once."""
+    if not scores:
+        return 0
+    statement = insert(sentiment_scores).on_conflict_do_nothing()
+    async with engine.begin() as conn:
+        await conn.execute(statement, [s.model_dump(include=set(sentiment_scores.c.keys())) for s in scores])
+    return len(scores)
+
+
+def read_sentiment_features(
+    engine: Engine, coin: str, times: pd.DatetimeIndex, model: str | None = None
+) -> pd.DataFrame:
+    """Point-in-time sentiment features of `coin` at each time (see cryptopredict.features.sentiment)."""
+    longest = max(SENTIMENT_WINDOWS.values())
+    query = select(
+        sentiment_scores.c.scored_at, sentiment_scores.c.score, sentiment_scores.c.confidence
+    ).where(
+        sentiment_scores.c.coin == coin,
+        sentiment_scores.c.scored_at > times.min() - longest,
+        sentiment_scores.c.scored_at <= times.max(),
+    )
+    if model is not None:
+        query = query.where(sentiment_scores.c.model == model)
+    with engine.connect() as conn:
+        scores = pd.read_sql(query, conn)
+    return sentiment_features(scores, times)

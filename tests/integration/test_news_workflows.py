@@ -1,0 +1,202 @@
+"""News and sentiment workflows on the real Temporal server, with the real local LLM server, the real
+PostgreSQL and Kafka, and the local news server speaking CryptoPanic's format."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import subprocess
+import sys
+import uuid
+from datetime import timedelta
+
+import pytest
+from pydantic import SecretStr
+from sqlalchemy import select
+from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
+from temporalio.common import WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+
+from cryptopredict.demo import free_port
+from cryptopredict.models.news_flow import NewsIngestInput, NewsIngestResult, SentimentInput, SentimentResult
+from cryptopredict.news.server import INJECTION_TITLE, NewsFaults, NewsServer, sample_news_items
+from cryptopredict.orchestration import temporal_client
+from cryptopredict.stack.llm import bundled_gguf
+from cryptopredict.store.candles import async_engine
+from cryptopredict.store.migrate import migrate
+from cryptopredict.store.schema import dead_letters, sentiment_scores
+from cryptopredict.topics import sentiment_workflow_id
+from workflows.news import NewsIngestWorkflow, SentimentWorkflow
+from workflows.worker import build_news_workers
+
+pytestmark = pytest.mark.integration
+
+
+@contextlib.asynccontextmanager
+async def news_workers(settings, **llm):
+    """Workers on task queues of their own (so other tests' workers never take these tasks)."""
+    run = uuid.uuid4().hex[:8]
+    run_settings = settings.model_copy(
+        update={
+            "temporal": settings.temporal.model_copy(
+                update={"news_task_queue": f"news-{run}", "llm_task_queue": f"llm-{run}"}
+            ),
+            "news": settings.news.model_copy(update={"cryptopanic_token": SecretStr("test-token")}),
+            "kafka": settings.kafka.model_copy(update={"topic_prefix": f"news-{run}-"}),
+            "llm": settings.llm.model_copy(update=llm),
+        }
+    )
+    migrate(run_settings.postgres)
+    client = await temporal_client(run_settings)
+    workers = build_news_workers(client, run_settings)
+    tasks = [asyncio.create_task(worker.run()) for worker in workers]
+    try:
+        yield client, run_settings
+    finally:
+        await asyncio.gather(*(worker.shutdown() for worker in workers), return_exceptions=True)
+        for task in tasks:
+            task.cancel()
+
+
+async def start_scoring(client, run_settings, name: str):
+    """One SentimentWorkflow for a sample item with an id of its own."""
+    item = sample_news_items(1)[0].model_copy(update={"id": f"{name}-{uuid.uuid4().hex[:8]}"})
+    handle = await client.start_workflow(
+        SentimentWorkflow.run,
+        SentimentInput(item=item, llm_task_queue=run_settings.temporal.llm_task_queue),
+        id=sentiment_workflow_id(item.id),
+        task_queue=run_settings.temporal.news_task_queue,
+        execution_timeout=timedelta(minutes=5),
+    )
+    return item, handle
+
+
+async def test_a_burst_of_news_is_scored_once_each(settings):
+    run = uuid.uuid4().hex[:6]
+    items = [item.model_copy(update={"id": f"{item.id}-{run}"}) for item in sample_news_items(6)]
+    faults = NewsFaults(rate_limited_requests=1, duplicate_across_pages=True, injection_titles=True)
+    async with (
+        news_workers(settings) as (client, run_settings),
+        NewsServer(items, faults, page_size=3) as server,
+    ):
+        # RSS carries the items' own guids (unique to this run); CryptoPanic's post ids restart at 1.
+        request = NewsIngestInput(
+            rss_feeds=[server.rss_url("all")], llm_task_queue=run_settings.temporal.llm_task_queue
+        )
+        ingest = dict(task_queue=run_settings.temporal.news_task_queue, result_type=NewsIngestResult)
+        first = await client.execute_workflow(
+            NewsIngestWorkflow.run, request, id=f"news-ingest-{uuid.uuid4().hex[:8]}", **ingest
+        )
+        again = await client.execute_workflow(
+            NewsIngestWorkflow.run, request, id=f"news-ingest-{uuid.uuid4().hex[:8]}", **ingest
+        )
+        assert len(first.new) == first.sentiment_workflows_started >= len(items)
+        assert again.new == [] and again.sentiment_workflows_started == 0  # nothing is scored twice
+        assert any(INJECTION_TITLE in item.title for item in first.new)
+
+        results = [
+            await asyncio.wait_for(
+                client.get_workflow_handle(
+                    sentiment_workflow_id(item.id), result_type=SentimentResult
+                ).result(),
+                300,
+            )
+            for item in first.new
+        ]
+        assert [r.news_id for r in results] == [item.id for item in first.new]
+        with pytest.raises(WorkflowAlreadyStartedError):  # a re-delivered item cannot start a second scoring
+            await client.start_workflow(
+                SentimentWorkflow.run,
+                SentimentInput(item=first.new[0], llm_task_queue=run_settings.temporal.llm_task_queue),
+                id=sentiment_workflow_id(first.new[0].id),
+                task_queue=run_settings.temporal.news_task_queue,
+                id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,  # as NewsIngestWorkflow starts them
+            )
+
+    engine = async_engine(run_settings.postgres)
+    try:
+        async with engine.connect() as conn:
+            rows = (
+                (
+                    await conn.execute(
+                        select(sentiment_scores).where(
+                            sentiment_scores.c.news_id.in_([i.id for i in first.new])
+                        )
+                    )
+                )
+                .mappings()
+                .all()
+            )
+    finally:
+        await engine.dispose()
+    stored = {(r["news_id"], r["coin"]) for r in rows}
+    assert stored == {(r.news_id, coin) for r in results for coin in r.coins}
+    assert all(r["score"] in (-1, 0, 1) and 0 <= r["confidence"] <= 1 for r in rows)
+    per_item = [sum(1 for r in rows if r["news_id"] == i.id) for i in first.new]
+    assert max(per_item) <= 3  # the bounded schema holds, injection or not
+
+
+async def test_with_the_llm_server_down_scoring_waits_and_completes_once_it_is_up(settings, tmp_path):
+    port = free_port()
+    async with news_workers(settings, base_url=f"http://127.0.0.1:{port}/v1") as (client, run_settings):
+        item, handle = await start_scoring(client, run_settings, "down")
+        await asyncio.sleep(6)
+        described = await handle.describe()
+        assert described.status == WorkflowExecutionStatus.RUNNING
+        pending = described.raw_description.pending_activities
+        assert pending and pending[0].attempt >= 2  # retried while the server is away
+
+        log = (tmp_path / "llm.log").open("wb")
+        server = subprocess.Popen(  # noqa: ASYNC220 (started once, never waited on in the loop)
+            [
+                sys.executable,
+                "-m",
+                "cryptopredict.stack.llm_server",
+                "--model",
+                str(bundled_gguf()),
+                "--port",
+                str(port),
+                "--alias",
+                run_settings.llm.model,
+                "--ctx-size",
+                "2048",
+                "--threads",
+                "2",
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            result = await asyncio.wait_for(handle.result(), 180)
+        finally:
+            server.terminate()
+            server.wait(30)
+        assert result.news_id == item.id
+        history = await handle.fetch_history()
+        attempts = [
+            e.activity_task_started_event_attributes.attempt
+            for e in history.events
+            if e.HasField("activity_task_started_event_attributes")
+        ]
+        assert attempts and attempts[-1] >= 2  # the history shows it took several attempts
+
+
+async def test_output_that_stays_invalid_goes_to_the_dead_letter_table(settings):
+    # Far too few tokens for any JSON object: every attempt is cut off mid-output and fails validation.
+    async with news_workers(settings, max_output_tokens=3) as (client, run_settings):
+        item, handle = await start_scoring(client, run_settings, "invalid")
+        with pytest.raises(WorkflowFailureError):
+            await asyncio.wait_for(handle.result(), 240)
+        assert (await handle.describe()).status == WorkflowExecutionStatus.FAILED
+    engine = async_engine(run_settings.postgres)
+    try:
+        async with engine.connect() as conn:
+            letters = (
+                (await conn.execute(select(dead_letters).where(dead_letters.c.raw.contains(item.id))))
+                .mappings()
+                .all()
+            )
+    finally:
+        await engine.dispose()
+    assert [letter["source"] for letter in letters] == ["sentiment"]
+    assert "invalid LLM output" in letters[0]["reason"]

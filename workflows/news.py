@@ -1,0 +1,81 @@
+"""NewsIngestWorkflow polls the news sources (on a Temporal Schedule) and starts one SentimentWorkflow
+per new item; SentimentWorkflow asks the local LLM for per-coin sentiment, with retries.
+
+    temporal schedule describe --schedule-id news-ingest
+    temporal workflow list --query 'WorkflowType="SentimentWorkflow"'
+
+A child's workflow id holds the news id and duplicates are rejected, so an item delivered twice is
+scored once. Transient LLM errors (server down, timeouts, 5xx) are retried with backoff for as long as
+it takes; output that stays invalid after the agent's bounded retries fails the activity for good, after
+the activity has put the item in the dead-letter table.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from temporalio import workflow
+from temporalio.common import RetryPolicy, WorkflowIDReusePolicy
+from temporalio.exceptions import WorkflowAlreadyStartedError
+
+with workflow.unsafe.imports_passed_through():
+    from cryptopredict.models.news_flow import (
+        NewsIngestInput,
+        NewsIngestResult,
+        SentimentInput,
+        SentimentResult,
+    )
+    from cryptopredict.topics import sentiment_workflow_id
+
+INVALID_OUTPUT = "SentimentOutputInvalid"
+
+
+@workflow.defn(name="NewsIngestWorkflow")
+class NewsIngestWorkflow:
+    @workflow.run
+    async def run(self, request: NewsIngestInput) -> NewsIngestResult:
+        result = await workflow.execute_activity(
+            "ingest_news",
+            request,
+            result_type=NewsIngestResult,
+            start_to_close_timeout=timedelta(minutes=5),
+            retry_policy=RetryPolicy(
+                initial_interval=timedelta(seconds=2),
+                maximum_interval=timedelta(minutes=1),
+                maximum_attempts=5,
+            ),
+        )
+        started = 0
+        for item in result.new:
+            try:
+                await workflow.start_child_workflow(
+                    SentimentWorkflow.run,
+                    SentimentInput(item=item, llm_task_queue=request.llm_task_queue),
+                    id=sentiment_workflow_id(item.id),
+                    id_reuse_policy=WorkflowIDReusePolicy.REJECT_DUPLICATE,
+                    parent_close_policy=workflow.ParentClosePolicy.ABANDON,
+                )
+                started += 1
+            except WorkflowAlreadyStartedError:
+                workflow.logger.info("news item %s is already being scored", item.id)
+        return result.model_copy(update={"sentiment_workflows_started": started})
+
+
+@workflow.defn(name="SentimentWorkflow")
+class SentimentWorkflow:
+    @workflow.run
+    async def run(self, request: SentimentInput) -> SentimentResult:
+        return await workflow.execute_activity(
+            "score_news",
+            request,
+            result_type=SentimentResult,
+            task_queue=request.llm_task_queue,
+            start_to_close_timeout=timedelta(minutes=3),
+            # No attempt limit: with the model server down, the item waits until it is back.
+            retry_policy=RetryPolicy(
+                initial_interval=timedelta(seconds=1),
+                backoff_coefficient=2.0,
+                maximum_interval=timedelta(seconds=15),
+                non_retryable_error_types=[INVALID_OUTPUT],
+            ),
+        )
