@@ -49,7 +49,9 @@ def test_accept_drops_repeats_and_keeps_order_per_pair():
 
 def test_accept_rejects_unknown_symbols_and_future_timestamps():
     client = KrakenTradeClient("ws://unused", ["BTC/USD"], max_future_s=60)
-    events = client._accept([trade(1, "SOL/USD"), trade(2, ts=NOW + timedelta(minutes=5)), trade(3)])
+    # From the clock now, not NOW: the module may have been imported minutes before this test runs.
+    future = datetime.now(UTC) + timedelta(minutes=5)
+    events = client._accept([trade(1, "SOL/USD"), trade(2, ts=future), trade(3)])
     assert [type(e) for e in events] == [Rejected, Rejected, Trade]
     assert "unknown symbol SOL/USD" in events[0].reason and "future" in events[1].reason
 
