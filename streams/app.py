@@ -7,9 +7,11 @@ Topic values are raw JSON bytes validated by the pydantic models, never Faust Re
 from __future__ import annotations
 
 import logging
+from collections.abc import Awaitable
 from datetime import UTC, datetime
 
 import faust
+from faust.types import RecordMetadata
 
 from cryptopredict import topics
 from cryptopredict.models import DeadLetter
@@ -64,10 +66,13 @@ def load_agents() -> None:
     from streams import candle_builder, indicator_agent, prediction_agent, store_sink  # noqa: F401
 
 
-async def dead_letter(source: str, raw: bytes, reason: str, topic: faust.TopicT | None = None) -> None:
-    """Keeps rejected input on the dead-letter topic (or `topic`) and logs it; the stream goes on."""
+async def dead_letter(
+    source: str, raw: bytes, reason: str, topic: faust.TopicT | None = None
+) -> Awaitable[RecordMetadata]:
+    """Keeps rejected input on the dead-letter topic (or `topic`) and logs it; the stream goes on.
+    Returns the send's future, for a caller that must know the broker has it."""
     logger.warning("dead letter from %s: %s", source, reason)
     letter = DeadLetter(
         source=source, reason=reason, raw=raw.decode("utf-8", "replace"), at=datetime.now(UTC)
     )
-    await (topic or dead_letters_topic).send(value=letter.to_json_bytes())
+    return await (topic or dead_letters_topic).send(value=letter.to_json_bytes())

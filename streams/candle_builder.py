@@ -25,7 +25,7 @@ from faust.types import TP, Message
 from pydantic import ValidationError
 
 from cryptopredict.features.candles import CandleState
-from cryptopredict.models import Candle, DeadLetter, Trade, TradeBatch
+from cryptopredict.models import Candle, Trade, TradeBatch
 from cryptopredict.offsets import RESTART_EXIT_CODE, OffsetContinuity, OffsetGap, Stall
 from cryptopredict.topics import TRADES, topic_name
 from streams.app import (
@@ -83,11 +83,8 @@ async def _deliver(closed: list[Candle], late: dict[int, tuple[Trade, list[int]]
         pending.append(await candles_topic.send(key=candle.pair.encode(), value=candle.to_json_bytes()))
     for trade, intervals in late.values():
         reason = f"late trade: its window is already closed at interval(s) {intervals} s"
-        logger.warning("late %s trade %d: %s", trade.pair, trade.trade_id, reason)
-        letter = DeadLetter(
-            source="candle_builder", reason=reason, raw=trade.model_dump_json(), at=datetime.now(UTC)
-        )
-        pending.append(await late_trades_topic.send(value=letter.to_json_bytes()))
+        raw = trade.model_dump_json().encode()
+        pending.append(await dead_letter("candle_builder", raw, reason, topic=late_trades_topic))
     await asyncio.gather(*pending)
 
 
