@@ -37,8 +37,11 @@ class BackfillActivities:
         already_published = progress.last_trade_id
         if details:  # a retry after a crash: continue where the last attempt got to
             progress = BackfillProgress.model_validate(details[0])
+        if activity.info().attempt > 1:
+            # A killed attempt may have published pages after its last heartbeat reached the server (or
+            # before its first): the topic itself says what is already there.
             newest = await last_trade_in_topic(self.settings.kafka, topic, progress.pair, progress.end_ns)
-            already_published = newest.trade_id if newest is not None else None
+            already_published = newest.trade_id if newest is not None else already_published
             logger.info(
                 "resuming backfill of %s at since=%d after trade %s",
                 progress.pair,

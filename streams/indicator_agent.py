@@ -39,5 +39,7 @@ async def compute_indicators(stream):  # type: ignore[no-untyped-def]
         except ValueError as exc:  # a candle seen before (redelivery after a restart): already counted
             logger.info("indicator update skipped for %s: %s", key, exc)
             continue
+        # The row first, acknowledged by the broker, then the state: a kill in between re-sends the same
+        # row after the restart instead of losing it (as the candle builder does).
+        await (await indicators_topic.send(key=candle.pair.encode(), value=row.to_json_bytes()))
         indicator_state[key] = state.model_dump(mode="json")
-        await indicators_topic.send(key=candle.pair.encode(), value=row.to_json_bytes())
