@@ -1,7 +1,7 @@
 """`python -m streams worker -l info`: runs the Faust worker with every agent, under a small supervisor.
 
 The supervisor starts the worker as a child and starts it again when it exits with RESTART_EXIT_CODE
-(the candle builder found records that Faust skipped, see cryptopredict.offsets); SIGTERM and SIGINT
+(an agent found records that Faust skipped, see streams.guard); SIGTERM and SIGINT
 are passed on to the child (killed if it has not stopped STOP_GRACE_S later). Any other exit ends the
 supervisor with the child's code.
 """

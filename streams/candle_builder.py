@@ -16,17 +16,15 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import time
 from collections.abc import Awaitable
 from datetime import UTC, datetime
 
-from faust.types import TP, Message
+from faust.types import TP
 from pydantic import ValidationError
 
 from cryptopredict.features.candles import CandleState
 from cryptopredict.models import Candle, Trade, TradeBatch
-from cryptopredict.offsets import RESTART_EXIT_CODE, OffsetContinuity, OffsetGap, Stall
 from cryptopredict.topics import TRADES, topic_name
 from streams.app import (
     app,
@@ -37,6 +35,7 @@ from streams.app import (
     late_trades_topic,
     settings,
 )
+from streams.guard import complete_stream
 
 logger = logging.getLogger(__name__)
 
@@ -136,59 +135,18 @@ async def _on_tick(pair: str, partition: int) -> None:
             _save(state)
 
 
-_continuity = OffsetContinuity()
-_stall = Stall(after_s=15.0)
-_busy = False  # the agent is inside a record (e.g. waiting for the broker): not a stall
-
-
-@app.on_partitions_revoked.connect
-async def _forget_offsets(*_args: object, **_kwargs: object) -> None:
-    _continuity.reset()
-
-
-def _restart(reason: str) -> None:
-    """Stops the worker; its supervisor starts it again from the committed offsets, before any later
-    record changed the state (see cryptopredict.offsets)."""
-    logger.error("%s; restarting the worker", reason)
-    logging.shutdown()
-    os._exit(RESTART_EXIT_CODE)
-
-
-def _check_continuity(message: Message) -> None:
-    tp = TP(message.topic, message.partition)
-    try:
-        _continuity.check(tp, message.offset, app.consumer._committed_offset.get(tp))
-    except OffsetGap as gap:
-        _restart(f"trade records were skipped ({gap})")
-
-
-@app.timer(interval=2.0)
-async def watch_for_skipped_records() -> None:
-    if app.rebalancing or app.in_recovery:
-        _stall.reset()
-        return
-    tps = [tp for tp in app.consumer.assignment() if tp.topic == trades_topic_name]
-    ends = await app.consumer.highwaters(*tps) if tps else {}
-    now = time.monotonic()
-    for tp in tps:
-        expected = _continuity.expected(tp, app.consumer._committed_offset.get(tp))
-        if not _busy and _stall.stalled(tp, expected, ends.get(tp), now):
-            _restart(f"{tp}: records from {expected} to {ends[tp] - 1} are not reaching the agent")
+_complete_trades = complete_stream("candle_builder", trades_topic_name)
 
 
 @app.agent(candle_input)
 async def build_candles(stream):  # type: ignore[no-untyped-def]
-    global _busy
     async for event in stream.events():
         if event.message.topic == candle_ticks_topic.get_topic_name():
             await _on_tick(event.key.decode(), event.message.partition)
         else:
-            _check_continuity(event.message)
-            _busy = True
-            try:
+            _complete_trades.check(event.message)
+            with _complete_trades.processing():
                 await _on_trades(event.value)
-            finally:
-                _busy = False
 
 
 @app.timer(interval=settings.features.idle_check_s)

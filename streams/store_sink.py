@@ -19,6 +19,7 @@ from cryptopredict.models import Candle, DeadLetter, IndicatorRow
 from cryptopredict.store.candles import async_engine, insert_dead_letters, upsert_candles, upsert_indicators
 from cryptopredict.store.migrate import migrate
 from streams.app import app, candles_topic, dead_letter, dead_letters_topic, indicators_topic, settings
+from streams.guard import CompleteStream, complete_stream
 
 logger = logging.getLogger(__name__)
 
@@ -42,29 +43,40 @@ async def _store() -> AsyncEngine:
 
 
 async def _sink(
-    stream: Any, model: type[M], write: Callable[[AsyncEngine, Sequence[M]], Any], source: str
+    stream: Any,
+    complete: CompleteStream,
+    model: type[M],
+    write: Callable[[AsyncEngine, Sequence[M]], Any],
 ) -> None:
-    async for values in stream.take(BATCH, within=WITHIN_S):
-        rows = []
-        for raw in values:
-            try:
-                rows.append(model.model_validate_json(raw))
-            except ValidationError as exc:
-                await dead_letter(source, raw, f"invalid {model.__name__}: {exc.errors()[0]['msg']}")
-        if rows:
-            await write(await _store(), rows)
-            logger.debug("%s wrote %d rows", source, len(rows))
+    """Writes every record of the topic (a row Faust skipped would be missing from the store for good)."""
+    source = complete.agent
+    async for events in stream.take_events(BATCH, within=WITHIN_S):
+        for event in events:
+            complete.check(event.message)
+        with complete.processing():
+            rows = []
+            for event in events:
+                try:
+                    rows.append(model.model_validate_json(event.value))
+                except ValidationError as exc:
+                    reason = f"invalid {model.__name__}: {exc.errors()[0]['msg']}"
+                    await dead_letter(source, event.value, reason)
+            if rows:
+                await write(await _store(), rows)
+                logger.debug("%s wrote %d rows", source, len(rows))
 
 
 if settings.store.sink_enabled:
+    _complete_candles = complete_stream("candle_sink", candles_topic.get_topic_name())
+    _complete_indicators = complete_stream("indicator_sink", indicators_topic.get_topic_name())
 
     @app.agent(candles_topic)
     async def sink_candles(stream):  # type: ignore[no-untyped-def]
-        await _sink(stream, Candle, upsert_candles, "candle_sink")
+        await _sink(stream, _complete_candles, Candle, upsert_candles)
 
     @app.agent(indicators_topic)
     async def sink_indicators(stream):  # type: ignore[no-untyped-def]
-        await _sink(stream, IndicatorRow, upsert_indicators, "indicator_sink")
+        await _sink(stream, _complete_indicators, IndicatorRow, upsert_indicators)
 
     @app.agent(dead_letters_topic)
     async def sink_dead_letters(stream):  # type: ignore[no-untyped-def]

@@ -138,7 +138,8 @@ async def assert_same_as_uninterrupted(settings, run: Run, trades, pairs, tmp_pa
             expected.setdefault(interval_s, []).extend(
                 c for t in trades if t.pair == pair for c in state.add_trade(t)[0]
             )
-    emitted = await wait_for_candles(kafka, prefix, expected, tmp_path)
+    wanted = {(c.pair, c.interval_s, c.window_start) for cs in expected.values() for c in cs}
+    emitted = await wait_for(kafka, topic_name(CANDLES, prefix), Candle, wanted, tmp_path)
 
     # Every window once in substance: repeats after the restart carry identical values.
     for key, versions in emitted.items():
@@ -148,14 +149,11 @@ async def assert_same_as_uninterrupted(settings, run: Run, trades, pairs, tmp_pa
             (got, *_) = emitted[(candle.pair, interval_s, candle.window_start)]
             assert got == candle, f"got {got!r}, an uninterrupted run gives {candle!r}"
 
-    rows = [
-        IndicatorRow.model_validate_json(v)
-        for v in await read_topic(kafka, topic_name(TECHNICAL_INDICATORS, prefix))
-    ]
-    by_key: dict[tuple, set[str]] = defaultdict(set)
-    for row in rows:
-        by_key[(row.pair, row.interval_s, row.window_start)].add(row.model_dump_json())
-    assert all(len(v) == 1 for v in by_key.values())
+    # An indicator row for every candle, also the ones closed last, and one value per window.
+    indicators = topic_name(TECHNICAL_INDICATORS, prefix)
+    rows = await wait_for(kafka, indicators, IndicatorRow, wanted, tmp_path)
+    by_key = {key: {row.model_dump_json() for row in versions} for key, versions in rows.items()}
+    assert all(len(v) == 1 for v in by_key.values()), [k for k, v in by_key.items() if len(v) > 1]
     for pair in pairs:
         candles = sorted((c for c in expected[60] if c.pair == pair), key=lambda c: c.window_start)
         frame = indicator_frame(candles)
@@ -166,17 +164,18 @@ async def assert_same_as_uninterrupted(settings, run: Run, trades, pairs, tmp_pa
                 assert (value is None) == pd.isna(want[name]) and (value is None or value == want[name])
 
 
-async def wait_for_candles(kafka, prefix, expected, tmp_path, timeout_s: float = 120):
-    wanted = {(c.pair, c.interval_s, c.window_start) for cs in expected.values() for c in cs}
+async def wait_for(kafka, topic: str, model, wanted: set[tuple], tmp_path, timeout_s: float = 120):
+    """Records of `topic` by (pair, interval_s, window_start), once every `wanted` key is there."""
     deadline = asyncio.get_running_loop().time() + timeout_s
     while True:
-        emitted: dict[tuple, list[Candle]] = defaultdict(list)
-        for value in await read_topic(kafka, topic_name(CANDLES, prefix), idle_s=2):
-            candle = Candle.model_validate_json(value)
-            emitted[(candle.pair, candle.interval_s, candle.window_start)].append(candle)
+        emitted: dict[tuple, list] = defaultdict(list)
+        for value in await read_topic(kafka, topic, idle_s=2):
+            record = model.model_validate_json(value)
+            emitted[(record.pair, record.interval_s, record.window_start)].append(record)
         if wanted <= emitted.keys():
             return emitted
         if asyncio.get_running_loop().time() > deadline:
             missing = sorted(wanted - emitted.keys())[:5]
-            pytest.fail(f"missing windows {missing}; log: {(tmp_path / 'faust.log').read_text()[-2000:]}")
+            log = (tmp_path / "faust.log").read_text()[-3000:]
+            pytest.fail(f"{topic}: missing windows {missing}; log: {log}")
         await asyncio.sleep(2)
