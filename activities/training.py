@@ -1,56 +1,135 @@
-"""Training activities: dataset from the feature store, candidates logged to MLflow, champion alias.
+"""Training activities: thin adapters from Temporal to the feature store, MLflow and cryptopredict.ml.
 
-CPU-heavy work runs in sync activities on the worker's thread pool, heartbeating as it goes.
+CPU-heavy steps are sync activities on the worker's thread pool. They heartbeat from a side thread
+while they compute (one XGBoost fit can outlast the heartbeat timeout), so a killed worker is noticed
+within the timeout and the step is retried elsewhere; tuning resumes its Optuna study from PostgreSQL.
 """
 
 from __future__ import annotations
 
+import asyncio
+import contextvars
 import logging
+import tempfile
+import threading
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import replace
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
+import numpy as np
 import pandas as pd
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from cryptopredict.ml.dataset import TARGET, Dataset, build_dataset, split_train_test
-from cryptopredict.ml.models import choose_champion, fit_model, price_metrics
-from cryptopredict.models import ModelRef
-from cryptopredict.models.training import (
-    Candidate,
-    DatasetSummary,
-    FitInput,
-    PromoteInput,
-    TrainingInput,
+from cryptopredict.features.indicators import IndicatorConfig
+from cryptopredict.ml import lifecycle, plots, pyfunc, registry
+from cryptopredict.ml.dataset import (
+    FEATURE_TIME,
+    LAST_CLOSE,
+    TARGET,
+    TARGET_CLOSE,
+    build_dataset,
+    indicator_values,
 )
+from cryptopredict.ml.screening import families_to_tune, screen_regressors
+from cryptopredict.ml.tuning import optuna_storage, tune
+from cryptopredict.model_events import publish_model_event
+from cryptopredict.models import ModelEvent, ModelRef
+from cryptopredict.models.training import (
+    DatasetSummary,
+    EvaluateInput,
+    Evaluation,
+    PromoteInput,
+    RegisterInput,
+    ScreenedCandidate,
+    ScreeningResult,
+    StepInput,
+    TrainingInput,
+    TunedCandidate,
+    TuneInput,
+)
+from cryptopredict.sentiment.extractor import normalize_ticker
 from cryptopredict.settings import Settings
-from cryptopredict.store.candles import read_candles, sync_engine
+from cryptopredict.store.candles import read_candles, read_indicator_values, sync_engine
+from cryptopredict.store.news import read_sentiment_features
+from cryptopredict.topics import registered_model_name
 
 logger = logging.getLogger(__name__)
 
-CHAMPION = "champion"
+
+@contextmanager
+def heartbeating(every_s: float = 5.0) -> Iterator[Callable[[Any], None]]:
+    """Heartbeats every `every_s` while the block runs; the yielded function sets the details sent."""
+    details: list[Any] = ["started"]
+    stop = threading.Event()
+
+    def beat() -> None:
+        while not stop.wait(every_s):
+            activity.heartbeat(details[0])
+
+    activity.heartbeat(details[0])
+    thread = threading.Thread(target=contextvars.copy_context().run, args=(beat,), daemon=True)
+    thread.start()
+    try:
+        yield lambda value: details.__setitem__(0, value)
+    finally:
+        stop.set()
+        thread.join()
+
+
+def horizon_of(request: TrainingInput) -> timedelta:
+    return timedelta(seconds=request.interval_s * request.horizon_candles)
+
+
+def min_train_rows(request: TrainingInput) -> int:
+    return max(50, request.min_rows // (request.folds + 2))
 
 
 class TrainingActivities:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
-    def _mlflow(self):
+    def _mlflow(self) -> Any:
         import mlflow
 
         mlflow.set_tracking_uri(self.settings.mlflow.tracking_uri)
         mlflow.set_experiment(self.settings.mlflow.experiment)
         return mlflow
 
+    def _load(self, step: StepInput) -> tuple[pd.DataFrame, lifecycle.Split]:
+        frame = pd.read_parquet(Path(step.dataset.path))
+        request = step.request
+        return frame, lifecycle.split(
+            frame, request.test_fraction, horizon_of(request), request.folds, min_train_rows(request)
+        )
+
     @activity.defn(name="build_training_dataset")
     def build_training_dataset(self, request: TrainingInput) -> DatasetSummary:
-        candles = read_candles(sync_engine(self.settings.postgres), request.pair, request.interval_s)
-        activity.heartbeat("candles read")
-        dataset = build_dataset(candles, request.interval_s, request.lags, request.horizon_candles)
+        with heartbeating() as progress:
+            engine = sync_engine(self.settings.postgres)
+            candles = read_candles(engine, request.pair, request.interval_s)
+            if candles.empty:
+                raise ApplicationError(
+                    f"only 0 usable rows: no candles of {request.pair}", type="NotEnoughData"
+                )
+            progress("candles read")
+            config = IndicatorConfig()
+            stored = read_indicator_values(engine, request.pair, request.interval_s)
+            values, source = indicator_values(candles, request.pair, request.interval_s, stored, config)
+            sentiment = self._sentiment(engine, request, candles)
+            progress("building")
+            dataset = build_dataset(
+                candles, request.interval_s, request.lags, request.horizon_candles, values, sentiment, config
+            )
+            engine.dispose()
         if len(dataset.frame) < request.min_rows:
-            # More data arrives with time; a person need not act, so Temporal may retry later.
+            # More data arrives with time; a person need not act, so a later run may succeed.
             raise ApplicationError(
                 f"only {len(dataset.frame)} usable rows for {request.pair} ({len(candles)} candles, "
-                f"{dataset.dropped} dropped); need {request.min_rows}",
+                f"dropped {dataset.dropped}); need {request.min_rows}",
                 type="NotEnoughData",
             )
         directory = self.settings.local_dir.resolve() / "datasets"
@@ -65,76 +144,309 @@ class TrainingActivities:
             rows=len(dataset.frame),
             dropped=dataset.dropped,
             features=dataset.features,
-            start=dataset.frame["window_start"].iloc[0].to_pydatetime(),
-            end=dataset.frame["window_start"].iloc[-1].to_pydatetime(),
+            start=dataset.frame[FEATURE_TIME].iloc[0].to_pydatetime(),
+            end=dataset.frame[FEATURE_TIME].iloc[-1].to_pydatetime(),
             content_hash=dataset.content_hash,
+            indicator_source=source,
+            sentiment=sentiment is not None,
         )
 
-    @activity.defn(name="fit_candidate")
-    def fit_candidate(self, request: FitInput) -> Candidate:
-        summary = request.dataset
-        frame = pd.read_parquet(Path(summary.path))
-        train, test = split_train_test(
-            Dataset(frame, summary.features, summary.dropped), request.test_fraction
-        )
-        model = fit_model(request.kind, train, summary.features, TARGET)
-        activity.heartbeat("fitted")
-        metrics = price_metrics(test, model.predict(None, test[summary.features]))
+    def _sentiment(self, engine: Any, request: TrainingInput, candles: pd.DataFrame) -> pd.DataFrame | None:
+        """Point-in-time sentiment of the pair's coin at each candle's close; None when the coin has no
+        scores in the range (the features are then left out rather than filled with a constant)."""
+        coin = normalize_ticker(request.pair)
+        if coin is None:
+            return None
+        starts = pd.DatetimeIndex(candles["window_start"])
+        closes_at = starts + pd.Timedelta(seconds=request.interval_s)
+        features = read_sentiment_features(engine, coin, closes_at)
+        if not features.filter(like="sentiment_count_").to_numpy().any():
+            return None
+        features.index = starts
+        return features
+
+    @activity.defn(name="ensure_champion")
+    def ensure_champion(self, request: TrainingInput) -> ModelRef:
+        """The current champion; the persistence model becomes the first one when there is none."""
         mlflow = self._mlflow()
-        with mlflow.start_run(run_name=f"{request.kind}-{summary.pair}-{summary.interval_s}s") as run:
+        interval_s, horizon = request.interval_s, request.horizon_candles
+        registered_model = registered_model_name(request.pair, interval_s, horizon)
+
+        def log_persistence() -> tuple[str, str]:
+            with mlflow.start_run(run_name=f"persistence-{registered_model}") as run:
+                mlflow.set_tag("kind", "persistence")
+                info = pyfunc.log_forecast_model(
+                    "persistence",
+                    None,
+                    [],
+                    (0.0, 0.0),
+                    interval_s=interval_s,
+                    horizon_candles=horizon,
+                    input_example=None,
+                )
+            return info.model_uri, run.info.run_id
+
+        client = mlflow.MlflowClient()
+        version = registry.ensure_persistence_champion(client, registered_model, log_persistence)
+        try:
+            pyfunc.forecast_spec(pyfunc.load_forecast_model(f"models:/{registered_model}/{version.version}"))
+        except (TypeError, ModuleNotFoundError, AttributeError) as exc:  # a model of an older release
+            uri, run_id = log_persistence()
+            replacement = registry.register_version(
+                client, uri, registered_model, run_id, {"kind": "persistence"}
+            )
+            reason = (
+                f"replaces champion v{version.version}, which cannot be loaded as a forecast model ({exc})"
+            )
+            registry.promote(client, registered_model, str(replacement.version), reason)
+            logger.warning("%s: %s", registered_model, reason)
+            version = replacement
+        return registry.model_ref(version, registry.CHAMPION)
+
+    @activity.defn(name="start_training_run")
+    def start_training_run(self, request: TrainingInput, dataset: DatasetSummary, key: str) -> str:
+        """The MLflow run of this retrain (found again by `key` when the step is retried)."""
+        mlflow = self._mlflow()
+        found = mlflow.search_runs(filter_string=f"tags.temporal_run = '{key}'", output_format="list")
+        if found:
+            return str(found[0].info.run_id)
+        with mlflow.start_run(
+            run_name=f"retrain-{dataset.pair}-{dataset.interval_s}s-h{dataset.horizon_candles}"
+        ) as run:
+            mlflow.set_tags({"temporal_run": key, "reason": request.reason, "pair": dataset.pair})
             mlflow.log_params(
                 {
-                    "kind": request.kind,
-                    "pair": summary.pair,
-                    "interval_s": summary.interval_s,
-                    "horizon_candles": summary.horizon_candles,
-                    "features": ",".join(summary.features),
-                    "dataset_rows": summary.rows,
-                    "dataset_dropped": summary.dropped,
-                    "dataset_start": summary.start.isoformat(),
-                    "dataset_end": summary.end.isoformat(),
-                    "dataset_hash": summary.content_hash,
-                    "train_rows": len(train),
-                    "test_start": test["window_start"].iloc[0].isoformat(),
+                    **{k: v for k, v in request.model_dump().items() if k != "reason"},
+                    "dataset_hash": dataset.content_hash,
+                    "dataset_rows": dataset.rows,
+                    "dataset_start": dataset.start.isoformat(),
+                    "dataset_end": dataset.end.isoformat(),
+                    "dataset_indicator_source": dataset.indicator_source,
+                    "dataset_sentiment": dataset.sentiment,
+                    **{f"dataset_dropped_{reason}": n for reason, n in dataset.dropped.items()},
                 }
             )
-            mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items()})
-            info = mlflow.pyfunc.log_model(
-                name="model",
-                python_model=model,
-                input_example=test[summary.features].head(3),
-                # Explicit requirements: inferring them imports every package and takes minutes.
-                pip_requirements=["cryptopredict", "xgboost", "pandas", "numpy"],
-            )
-        logger.info(
-            "%s candidate: MAE %.4f (persistence %.4f)",
-            request.kind,
-            metrics["mae"],
-            metrics["persistence_mae"],
-        )
-        return Candidate(kind=request.kind, run_id=run.info.run_id, model_uri=info.model_uri, metrics=metrics)
+            mlflow.log_text("\n".join(dataset.features), "dataset/features.txt")
+            return str(run.info.run_id)
 
-    @activity.defn(name="register_and_promote")
-    def register_and_promote(self, request: PromoteInput) -> list[ModelRef]:
-        """Registers every candidate and points `champion` at the best; returns the champion first."""
+    @activity.defn(name="screen_candidates")
+    def screen_candidates(self, step: StepInput) -> ScreeningResult:
+        request, features = step.request, step.dataset.features
+        with heartbeating() as progress:
+            _, data = self._load(step)
+            screened = screen_regressors(
+                data.fit[features],
+                data.fit[TARGET].to_numpy(),
+                data.folds,
+                time_limit_s=request.screen_time_limit_s,
+                max_rows=request.screen_max_rows,
+                seed=request.seed,
+                on_model=progress,
+            )
+        families = families_to_tune(screened, request.screen_top_k)
+        result = ScreeningResult(
+            screened=[
+                ScreenedCandidate(name=s.name, family=s.family, mean_mae=s.mean_mae, seconds=s.seconds)
+                for s in screened
+            ],
+            families=families,
+        )
+        mlflow = self._mlflow()
+        with mlflow.start_run(run_id=step.mlflow_run_id):
+            mlflow.log_dict(result.model_dump(), "screening.json")
+        return result
+
+    @activity.defn(name="tune_candidate")
+    def tune_candidate(self, request_: TuneInput) -> TunedCandidate:
+        step, request, features = request_.step, request_.step.request, request_.step.dataset.features
+        storage = optuna_storage(self.settings.postgres.optuna_storage_url)
+        with heartbeating() as progress:
+            _, data = self._load(step)
+            result = tune(
+                request_.family,
+                data.fit[features],
+                data.fit[TARGET].to_numpy(),
+                lifecycle.recent_rows(data.folds, request.tune_max_rows),
+                storage=storage,
+                study_name=request_.study_name,
+                n_trials=request.trials,
+                timeout_s=request.tuning_timeout_s,
+                seed=request.seed,
+                on_trial=lambda number, value: progress(f"trial {number}: {value:.4g}"),
+            )
+            storage.engine.dispose()
+        mlflow = self._mlflow()
+        with mlflow.start_run(run_id=step.mlflow_run_id):
+            mlflow.log_metric(f"cv_mae_{request_.family}", result.best_value)
+            mlflow.log_dict(result.best_params, f"tuning/{request_.family}.json")
+        return TunedCandidate(
+            family=result.family,
+            params=result.best_params,
+            cv_mae=result.best_value,
+            trials=result.n_trials_completed,
+            study_name=result.study_name,
+        )
+
+    @activity.defn(name="evaluate_challenger")
+    def evaluate_challenger(self, request_: EvaluateInput) -> Evaluation:
+        """Fits the best tuned family on everything before the test window, calibrates its interval on
+        the walk-forward residuals, scores the test window against persistence and the champion, applies
+        the gate and logs it all (model, metrics, plots) to the retrain's MLflow run."""
+        step, request, features = request_.step, request_.step.request, request_.step.dataset.features
+        best = min(request_.tuned, key=lambda t: t.cv_mae)
+        with heartbeating() as progress:
+            _, data = self._load(step)
+            challenger = lifecycle.evaluate_challenger(
+                best.family, best.params, data, features, request.interval_coverage, request.tune_max_rows
+            )
+            progress("challenger evaluated")
+            champion_predicted, unscored = self._champion_predictions(request_.champion, data.test)
+            decision = lifecycle.gate(
+                challenger,
+                champion_predicted,
+                data.test,
+                request.horizon_candles,
+                request.dm_alpha,
+                request.max_plausible_skill,
+            )
+            if unscored is not None:  # compared with persistence only, and said so
+                decision = replace(
+                    decision, reasons=[*decision.reasons, f"{unscored}: compared with persistence only"]
+                )
+            mlflow = self._mlflow()
+            with mlflow.start_run(run_id=step.mlflow_run_id):
+                metrics = challenger.metrics.as_dict()
+                mlflow.log_params(
+                    {"challenger_family": best.family, **{f"best_{k}": v for k, v in best.params.items()}}
+                )
+                mlflow.log_metrics({f"test_{k}": v for k, v in metrics.items() if np.isfinite(v)})
+                mlflow.log_metric("test_dm_pvalue_vs_persistence", decision.dm_pvalue_vs_persistence)
+                if decision.dm_pvalue_vs_champion is not None:
+                    mlflow.log_metric("test_dm_pvalue_vs_champion", decision.dm_pvalue_vs_champion)
+                mlflow.log_dict({"promote": decision.promote, "reasons": decision.reasons}, "decision.json")
+                self._log_plots(mlflow, step, data.test, challenger, features)
+                info = pyfunc.log_forecast_model(
+                    best.family,
+                    challenger.model,
+                    features,
+                    challenger.interval,
+                    interval_s=request.interval_s,
+                    horizon_candles=request.horizon_candles,
+                    input_example=data.test[features].head(3),
+                )
+        return Evaluation(
+            family=best.family,
+            model_uri=info.model_uri,
+            metrics=metrics,
+            promote=decision.promote,
+            reasons=decision.reasons,
+            dm_pvalue_vs_persistence=decision.dm_pvalue_vs_persistence,
+            dm_pvalue_vs_champion=decision.dm_pvalue_vs_champion,
+        )
+
+    def _champion_predictions(
+        self, champion: ModelRef, test: pd.DataFrame
+    ) -> tuple[np.ndarray | None, str | None]:
+        """The champion's log returns over the test window (None when the champion is persistence), or
+        why it cannot be scored on this dataset (a format from before, features this dataset lacks)."""
+        if champion.flavor == "persistence":
+            return None, None
+        self._mlflow()
+        try:
+            model = pyfunc.load_forecast_model(champion.uri)
+            return pyfunc.predict_frame(model, test)["log_return"].to_numpy(), None
+        except (TypeError, ValueError) as exc:
+            return None, f"champion v{champion.version} could not be scored on this dataset ({exc})"
+
+    def _log_plots(
+        self,
+        mlflow: Any,
+        step: StepInput,
+        test: pd.DataFrame,
+        challenger: lifecycle.ChallengerEvaluation,
+        features: list[str],
+    ) -> None:
+        title = f"{step.dataset.pair} {step.dataset.interval_s}s h{step.dataset.horizon_candles}"
+        close, actual = test[LAST_CLOSE].to_numpy(), test[TARGET_CLOSE].to_numpy()
+        lower, upper = challenger.interval
+        figures = {
+            "predicted_vs_actual.png": plots.plot_predictions(
+                test[FEATURE_TIME],
+                actual,
+                close * np.exp(challenger.predicted),
+                close * np.exp(challenger.predicted + lower),
+                close * np.exp(challenger.predicted + upper),
+                f"{title}: test window",
+            ),
+            "residuals.png": plots.plot_residuals(
+                test[FEATURE_TIME], challenger.errors, f"{title}: price errors"
+            ),
+            "feature_importance.png": plots.plot_feature_importance(
+                features, feature_importances(challenger.model, features), f"{title}: feature importance"
+            ),
+        }
+        with tempfile.TemporaryDirectory() as directory:
+            for name, figure in figures.items():
+                mlflow.log_artifact(str(plots.save_png(figure, Path(directory) / name)), "plots")
+
+    @activity.defn(name="register_challenger")
+    def register_challenger(self, request: RegisterInput) -> ModelRef:
+        mlflow = self._mlflow()
+        evaluation = request.evaluation
+        tags = {
+            "kind": evaluation.family,
+            "dataset_hash": request.step.dataset.content_hash,
+            "workflow_id": request.step.workflow_id,
+            **{f"test_{k}": str(v) for k, v in evaluation.metrics.items()},
+            "dm_pvalue_vs_persistence": str(evaluation.dm_pvalue_vs_persistence),
+        }
+        version = registry.register_version(
+            mlflow.MlflowClient(),
+            evaluation.model_uri,
+            request.registered_model,
+            request.step.mlflow_run_id,
+            tags,
+        )
+        return registry.model_ref(version, None)
+
+    @activity.defn(name="promote_or_keep")
+    async def promote_or_keep(self, request: PromoteInput) -> ModelRef:
+        """Applies the gate's decision: `champion` moves to the challenger (and a model event goes out),
+        or the challenger keeps the `challenger` alias with the reasons and the champion stays."""
+        ref = await asyncio.to_thread(self._apply_decision, request)
+        if request.evaluation.promote:
+            dataset = request.step.dataset
+            event = ModelEvent(
+                registered_model=ref.name,
+                pair=dataset.pair,
+                interval_s=dataset.interval_s,
+                horizon_candles=dataset.horizon_candles,
+                champion=ref,
+                kind="promoted",
+                reason="; ".join(request.evaluation.reasons),
+                at=datetime.now(UTC),
+            )
+            await publish_model_event(self.settings, event)
+        return ref
+
+    def _apply_decision(self, request: PromoteInput) -> ModelRef:
         mlflow = self._mlflow()
         client = mlflow.MlflowClient()
-        registered: dict[str, ModelRef] = {}
-        for candidate in request.candidates:
-            version = mlflow.register_model(candidate.model_uri, request.registered_model)
-            for key, value in candidate.metrics.items():
-                client.set_model_version_tag(
-                    request.registered_model, version.version, f"test_{key}", str(value)
-                )
-            client.set_model_version_tag(request.registered_model, version.version, "kind", candidate.kind)
-            registered[candidate.kind] = ModelRef(
-                name=request.registered_model,
-                version=str(version.version),
-                run_id=candidate.run_id,
-                flavor=candidate.kind,
+        challenger = request.challenger
+        if request.evaluation.promote:
+            registry.promote(
+                client, challenger.name, challenger.version, "; ".join(request.evaluation.reasons)
             )
-        best = choose_champion({c.kind: c.metrics["mae"] for c in request.candidates})
-        champion = registered[best]
-        client.set_registered_model_alias(request.registered_model, CHAMPION, champion.version)
-        champion = champion.model_copy(update={"alias": CHAMPION})
-        return [champion, *(ref for kind, ref in registered.items() if kind != best)]
+        else:
+            registry.mark_challenger(client, challenger.name, challenger.version, request.evaluation.reasons)
+        champion = registry.current_champion(client, challenger.name)
+        assert champion is not None  # ensure_champion ran first
+        return registry.model_ref(champion, registry.CHAMPION)
+
+
+def feature_importances(model: Any, features: list[str]) -> np.ndarray:
+    """XGBoost's gain-based importances, or a linear model's absolute coefficients on standardised
+    inputs (comparable across features because of the scaler)."""
+    if hasattr(model, "feature_importances_"):
+        return np.asarray(model.feature_importances_, dtype=float)
+    return np.abs(np.asarray(model[-1].coef_, dtype=float))

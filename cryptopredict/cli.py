@@ -215,12 +215,16 @@ def stream(log_level: str = "info") -> None:
 
 
 @app.command()
-def worker() -> None:
+def worker(
+    training_only: Annotated[bool, typer.Option(help="only the training and backfill queue")] = False,
+    task_queue: Annotated[str | None, typer.Option(help="training queue (default from settings)")] = None,
+) -> None:
     """Run the Temporal workers: training and backfill, news, and LLM sentiment task queues."""
-    from workflows.worker import run_worker
+    from workflows.worker import run_training_worker, run_worker
 
     _logging("info")
-    asyncio.run(run_worker(get_settings()))
+    settings = get_settings()
+    asyncio.run(run_training_worker(settings, task_queue) if training_only else run_worker(settings))
 
 
 @app.command("eval-sentiment")
@@ -269,21 +273,49 @@ def news_server(port: int = 8792) -> None:
 
 
 @app.command()
-def train(pair: str = "BTC/USD", interval_s: int = 60, horizon_candles: int = 1, wait: bool = True) -> None:
-    """Start a TrainingWorkflow (same as `temporal workflow start --type TrainingWorkflow ...`)."""
-    from cryptopredict.models.training import TrainingInput
-    from cryptopredict.orchestration import start_training
+def train(
+    pair: str = "BTC/USD",
+    interval: Annotated[str, typer.Option(help="candle interval: 1m, 5m, 1h")] = "1m",
+    horizon: Annotated[int, typer.Option(help="forecast horizon in candles")] = 1,
+    trials: Annotated[int | None, typer.Option(help="Optuna trials per tuned family")] = None,
+    wait: Annotated[bool, typer.Option(help="wait and print the decision as the last line")] = True,
+) -> None:
+    """Retrain (pair, interval, horizon) through Temporal: dataset -> screen -> tune -> evaluate -> gate.
+
+    The same as `temporal workflow start --type TrainingWorkflow --task-queue training --input '{...}'`.
+    """
+    from cryptopredict.orchestration import start_training, training_request
 
     settings = get_settings()
-    request = TrainingInput(
-        pair=pair,
-        interval_s=interval_s,
-        horizon_candles=horizon_candles,
-        lags=settings.model.lags,
-        test_fraction=settings.model.test_fraction,
-    )
+    extra = {"reason": "cli"} | ({"trials": trials} if trials else {})
+    request = training_request(settings, pair, parse_interval(interval), horizon, **extra)
     result = asyncio.run(start_training(settings, request, wait=wait))
-    typer.echo(result.model_dump_json(indent=2) if result is not None else "started")
+    if result is None:
+        typer.echo("started")
+        return
+    typer.echo(result.model_dump_json(indent=2, exclude={"screened", "tuned"}), err=True)
+    typer.echo(json.dumps(result.decision_line()))
+
+
+model_app = typer.Typer(no_args_is_help=True, help="Registered models: rollback")
+app.add_typer(model_app, name="model")
+
+
+@model_app.command()
+def rollback(
+    pair: str = "BTC/USD",
+    interval: Annotated[str, typer.Option(help="candle interval: 1m, 5m, 1h")] = "1m",
+    horizon: Annotated[int, typer.Option(help="forecast horizon in candles")] = 1,
+) -> None:
+    """Move `champion` back to the version that held it before the current one (and tell the stream)."""
+    from cryptopredict.model_events import rollback_champion
+
+    settings = get_settings()
+    try:
+        event = asyncio.run(rollback_champion(settings, pair, parse_interval(interval), horizon))
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
+    typer.echo(json.dumps({"champion": event.champion.version, "previous": event.previous_version}))
 
 
 @app.command()

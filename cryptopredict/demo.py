@@ -9,8 +9,11 @@ with logs under `.local/logs/demo/`; they are stopped when the run ends.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import json
 import logging
 import os
+import signal
 import socket
 import sys
 import time
@@ -22,6 +25,7 @@ from typing import Any
 from cryptopredict import topics
 from cryptopredict.kafka_admin import read_topic, topic_message_count
 from cryptopredict.models import TradeBatch
+from cryptopredict.offsets import STOP_GRACE_S
 from cryptopredict.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -46,8 +50,9 @@ class ServiceGroup:
     async def start(self, name: str, *args: str) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         log = (self.log_dir / f"{name}.log").open("wb")
+        # Each in its own process group, so a stop reaches a service's children too (the stream supervisor's).
         self.processes[name] = await asyncio.create_subprocess_exec(
-            *args, stdout=log, stderr=asyncio.subprocess.STDOUT, env=self.env
+            *args, stdout=log, stderr=asyncio.subprocess.STDOUT, env=self.env, start_new_session=True
         )
         log.close()
 
@@ -62,10 +67,13 @@ class ServiceGroup:
                 process.terminate()
         for process in self.processes.values():
             try:
-                await asyncio.wait_for(process.wait(), 15)
+                # Longer than the stream supervisor's own grace period, which then kills its worker.
+                await asyncio.wait_for(process.wait(), STOP_GRACE_S + 10)
             except TimeoutError:
-                process.kill()
-                await process.wait()
+                pass
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)  # whatever is left of the group
+            await process.wait()
 
 
 async def candle_rows_since(settings: Settings, since: datetime) -> int:
@@ -106,8 +114,7 @@ async def run_demo(
     from rich.console import Console
 
     from cryptopredict import stack
-    from cryptopredict.models.training import TrainingInput
-    from cryptopredict.orchestration import start_training
+    from cryptopredict.orchestration import start_training, training_request
     from grpc_server.client import stream_predictions
 
     console = Console(stderr=True, soft_wrap=True)
@@ -155,16 +162,21 @@ async def run_demo(
                 services,
             )
         with console.status("training through Temporal (persistence vs XGBoost, MLflow registry)..."):
-            request = TrainingInput(
-                pair=PAIR,
-                interval_s=settings.features.interval_s,
-                horizon_candles=settings.model.horizon_candles,
-                lags=settings.model.lags,
-                test_fraction=settings.model.test_fraction,
+            # A demo-sized retrain: the real steps, with budgets that fit a few hundred candles.
+            request = training_request(
+                settings,
+                PAIR,
+                settings.features.interval_s,
+                settings.model.horizon_candles,
+                reason="demo",
+                min_rows=80,
+                folds=2,
+                trials=3,
+                screen_time_limit_s=10.0,
             )
             result = await start_training(run_settings, request)
         assert result is not None
-        console.print(f"[bold]{result.decision}[/bold]")
+        console.print(f"[bold]{json.dumps(result.decision_line())}[/bold]")
         with console.status(f"streaming {predictions} predictions over gRPC..."):
             streamed = await stream_predictions(
                 f"127.0.0.1:{grpc_port}", [PAIR], settings.features.interval_s, predictions, timeout_s
@@ -182,7 +194,9 @@ async def run_demo(
     trades = sum(len(TradeBatch.model_validate_json(v).trades) for v in trade_records)
 
     host = settings.temporal.host_port[0]
-    workflow_id = topics.training_workflow_id(PAIR, settings.features.interval_s)
+    workflow_id = topics.training_workflow_id(
+        PAIR, settings.features.interval_s, settings.model.horizon_candles
+    )
     return {
         "trades": trades,
         "candles": candles,

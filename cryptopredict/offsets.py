@@ -12,6 +12,8 @@ from __future__ import annotations
 from collections.abc import Hashable
 
 RESTART_EXIT_CODE = 75  # EX_TEMPFAIL: the stream worker's supervisor starts it again
+# After SIGTERM, the supervisor gives its worker this long before killing it (Faust can hang on shutdown).
+STOP_GRACE_S = 20.0
 
 
 class OffsetGap(RuntimeError):

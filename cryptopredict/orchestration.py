@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from temporalio.client import (
     Client,
@@ -22,7 +23,12 @@ from cryptopredict.models.backfill import BackfillInput, BackfillProgress
 from cryptopredict.models.news_flow import NewsIngestInput
 from cryptopredict.models.training import TrainingInput, TrainingResult
 from cryptopredict.settings import Settings
-from cryptopredict.topics import NEWS_SCHEDULE_ID, backfill_workflow_id, training_workflow_id
+from cryptopredict.topics import (
+    NEWS_SCHEDULE_ID,
+    backfill_workflow_id,
+    training_schedule_id,
+    training_workflow_id,
+)
 
 
 async def temporal_client(settings: Settings) -> Client:
@@ -33,6 +39,24 @@ async def temporal_client(settings: Settings) -> Client:
     )
 
 
+def training_request(
+    settings: Settings, pair: str, interval_s: int, horizon_candles: int, **extra: Any
+) -> TrainingInput:
+    """A retrain of (pair, interval, horizon) with the configured model settings; `extra` overrides."""
+    model = settings.model
+    configured = {
+        "lags": model.lags,
+        "test_fraction": model.test_fraction,
+        "folds": model.folds,
+        "trials": model.trials,
+        "interval_coverage": model.interval_coverage,
+        "dm_alpha": model.dm_alpha,
+    }
+    return TrainingInput(
+        pair=pair, interval_s=interval_s, horizon_candles=horizon_candles, **(configured | extra)
+    )
+
+
 async def start_training(
     settings: Settings,
     request: TrainingInput,
@@ -40,17 +64,49 @@ async def start_training(
     client: Client | None = None,
     task_queue: str | None = None,
 ) -> TrainingResult | None:
-    """Starts the pair's TrainingWorkflow; a second start while one runs attaches to the running one."""
+    """Starts the target's TrainingWorkflow. The id is the target's, so a second start while a retrain
+    of the same (pair, interval, horizon) runs attaches to it: two can never run at once."""
     client = client or await temporal_client(settings)
     handle = await client.start_workflow(
         "TrainingWorkflow",
         request,
-        id=training_workflow_id(request.pair, request.interval_s),
+        id=training_workflow_id(request.pair, request.interval_s, request.horizon_candles),
         task_queue=task_queue or settings.temporal.training_task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         result_type=TrainingResult,
     )
     return await handle.result() if wait else None
+
+
+async def ensure_training_schedules(settings: Settings, client: Client | None = None) -> list[str]:
+    """Creates the retrain schedule of every configured pair (interval and horizon from settings) unless
+    it exists; returns the ids created. Overlaps are skipped: a slow retrain is never doubled."""
+    if settings.model.retrain_every_s <= 0:
+        return []
+    client = client or await temporal_client(settings)
+    interval_s, horizon = settings.features.interval_s, settings.model.horizon_candles
+    created = []
+    for pair in settings.kraken.pairs:
+        request = training_request(settings, pair, interval_s, horizon, reason="schedule")
+        schedule_id = training_schedule_id(pair, interval_s, horizon)
+        schedule = Schedule(
+            action=ScheduleActionStartWorkflow(
+                "TrainingWorkflow",
+                request,
+                id=training_workflow_id(pair, interval_s, horizon),
+                task_queue=settings.temporal.training_task_queue,
+            ),
+            spec=ScheduleSpec(
+                intervals=[ScheduleIntervalSpec(every=timedelta(seconds=settings.model.retrain_every_s))]
+            ),
+            policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+        )
+        try:
+            await client.create_schedule(schedule_id, schedule)
+        except ScheduleAlreadyRunningError:
+            continue
+        created.append(schedule_id)
+    return created
 
 
 async def start_backfill(

@@ -39,9 +39,10 @@ class KafkaSettings(BaseModel):
 
 
 class PostgresSettings(BaseModel):
-    # Feature store. The MLflow backend lives in a second database on the same server.
+    # Feature store. The MLflow backend and the Optuna studies live in databases on the same server.
     url: str = "postgresql://cryptopredict:cryptopredict@127.0.0.1:5433/features"
     mlflow_database: str = "mlflow"
+    optuna_database: str = "optuna"
 
     @property
     def host(self) -> str:
@@ -76,6 +77,11 @@ class PostgresSettings(BaseModel):
     def mlflow_backend_uri(self) -> str:
         # MLflow 3 needs an explicit driver; psycopg 3 is installed.
         return self.url_for(self.mlflow_database, "postgresql+psycopg")
+
+    @property
+    def optuna_storage_url(self) -> str:
+        """Optuna's RDB storage: trials of one study can run on several workers at once."""
+        return self.url_for(self.optuna_database, "postgresql+psycopg")
 
 
 class StoreSettings(BaseModel):
@@ -173,8 +179,16 @@ class FeatureSettings(BaseModel):
 class ModelSettings(BaseModel):
     horizon_candles: int = 1
     lags: int = 10
-    # Held-out window, as a fraction of the newest rows, used to pick the champion.
+    # Final test window, as a fraction of the newest rows: untouched until the challenger is evaluated.
     test_fraction: float = 0.2
+    folds: int = Field(default=4, ge=2)
+    trials: int = Field(default=20, ge=1)
+    interval_coverage: float = Field(default=0.8, gt=0, lt=1)
+    # The promotion gate: a challenger must beat persistence and the champion with a Diebold-Mariano
+    # p-value below this.
+    dm_alpha: float = Field(default=0.05, gt=0, lt=1)
+    # Retrains per (pair, interval, horizon) on a Temporal schedule; 0 turns the schedule off.
+    retrain_every_s: float = Field(default=86_400.0, ge=0)
     # How often the prediction agent checks the champion alias for a new version.
     refresh_s: float = 5.0
 

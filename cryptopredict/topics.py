@@ -14,6 +14,8 @@ TECHNICAL_INDICATORS = "technical_indicators"
 PREDICTIONS = "predictions"
 NEWS = "news"
 NEWS_SENTIMENT = "news_sentiment"
+# A champion moved (promotion or rollback): the prediction path reloads that model.
+MODEL_EVENTS = "model_events"
 
 ALL_TOPICS = (
     TRADES,
@@ -25,6 +27,7 @@ ALL_TOPICS = (
     PREDICTIONS,
     NEWS,
     NEWS_SENTIMENT,
+    MODEL_EVENTS,
 )
 
 FAUST_APP_ID = "cryptopredict"
@@ -38,8 +41,13 @@ def topic_name(name: str, prefix: str) -> str:
 TRAINING_WORKFLOW_ID_PREFIX = "training"
 
 
-def training_workflow_id(pair: str, interval_s: int) -> str:
-    return f"{TRAINING_WORKFLOW_ID_PREFIX}-{pair.replace('/', '')}-{interval_s}s"
+def training_workflow_id(pair: str, interval_s: int, horizon_candles: int) -> str:
+    """One id per target: a second start while a retrain of the same target runs attaches to it."""
+    return f"{TRAINING_WORKFLOW_ID_PREFIX}-{pair.replace('/', '')}-{interval_s}s-h{horizon_candles}"
+
+
+def training_schedule_id(pair: str, interval_s: int, horizon_candles: int) -> str:
+    return f"schedule-{training_workflow_id(pair, interval_s, horizon_candles)}"
 
 
 def backfill_workflow_id(pair: str, start: datetime, end: datetime) -> str:

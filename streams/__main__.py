@@ -14,12 +14,9 @@ import subprocess
 import sys
 import time
 
-from cryptopredict.offsets import RESTART_EXIT_CODE
+from cryptopredict.offsets import RESTART_EXIT_CODE, STOP_GRACE_S
 
 CHILD_ENV = "CRYPTOPREDICT_STREAM_WORKER_CHILD"
-
-
-STOP_GRACE_S = 20.0
 
 
 def supervise() -> int:

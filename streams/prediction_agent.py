@@ -1,7 +1,8 @@
 """Agent candles -> predictions, with the current champion of each (pair, interval, horizon).
 
-Recent candles per pair live in a changelogged table; the champion is checked on a timer and
-swapped in place when the `champion` alias moves.
+Per pair a changelogged table keeps the recent candles and the indicator state (the same O(1) code as
+the indicator agent), so the model input is built by the code that built the training dataset. The
+champion is checked on a timer and swapped in place when the `champion` alias moves.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import logging
 
 from pydantic import ValidationError
 
+from cryptopredict.features.indicators import IndicatorConfig, IndicatorState
 from cryptopredict.ml.serving import Champion, predict_next
 from cryptopredict.models import Candle
 from cryptopredict.topics import registered_model_name
@@ -18,7 +20,8 @@ from streams.app import app, candles_topic, dead_letter, predictions_topic, sett
 
 logger = logging.getLogger(__name__)
 
-recent_candles = app.Table("recent_candles", default=list, partitions=settings.kafka.partitions)
+prediction_state = app.Table("prediction_state", default=None, partitions=settings.kafka.partitions)
+INDICATORS = IndicatorConfig()
 champions: dict[str, Champion] = {}
 
 
@@ -50,17 +53,33 @@ async def predict_on_candles(stream):  # type: ignore[no-untyped-def]
             continue
         if candle.interval_s != settings.features.interval_s:
             continue
-        history = [*recent_candles[candle.pair], candle.model_dump(mode="json")][-keep:]
-        recent_candles[candle.pair] = history
+        stored = prediction_state.get(candle.pair)
+        history = [] if stored is None else [Candle.model_validate(c) for c in stored["candles"]]
+        indicators = (
+            IndicatorState.new(candle.pair, candle.interval_s, INDICATORS)
+            if stored is None
+            else IndicatorState.model_validate(stored["indicators"])
+        )
+        try:
+            values = indicators.update(candle).values
+        except ValueError:  # a candle seen before (redelivery after a restart): already handled
+            continue
+        history = [*history, candle][-keep:]
+        prediction_state[candle.pair] = {
+            "candles": [c.model_dump(mode="json") for c in history],
+            "indicators": indicators.model_dump(mode="json"),
+        }
         champion = _champion_for(candle.pair)
         if champion.ref is None:
             continue
         prediction = predict_next(
             champion.model,
             champion.ref,
-            [Candle.model_validate(c) for c in history],
+            history,
+            values,
             settings.model.lags,
             settings.model.horizon_candles,
+            INDICATORS,
         )
         if prediction is not None:
             await predictions_topic.send(key=candle.pair.encode(), value=prediction.to_json_bytes())

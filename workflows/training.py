@@ -1,13 +1,15 @@
-"""TrainingWorkflow: dataset -> persistence and XGBoost candidates -> register -> champion alias.
+"""TrainingWorkflow: dataset -> screen -> tune -> evaluate -> register -> promote (or keep the champion).
 
-Start it from the CLI (`cryptopredict train`) or with the Temporal CLI:
+One activity per step, so a killed worker resumes after the last completed step; the tuning step
+itself resumes its Optuna study from the trials already stored in PostgreSQL. The `progress` query
+returns the current step and its figures. Start it with `cryptopredict train`, on the daily schedule,
+or with the Temporal CLI (README):
     temporal workflow start --type TrainingWorkflow --task-queue training \
-        --workflow-id training-BTCUSD-60s --input '{"pair": "BTC/USD", "interval_s": 60}'
+        --workflow-id training-BTCUSD-60s-h1 --input '{"pair": "BTC/USD", "interval_s": 60}'
 """
 
 from __future__ import annotations
 
-import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
@@ -16,66 +18,126 @@ from temporalio.common import RetryPolicy
 with workflow.unsafe.imports_passed_through():
     from cryptopredict.models import ModelRef
     from cryptopredict.models.training import (
-        Candidate,
         DatasetSummary,
-        FitInput,
+        EvaluateInput,
+        Evaluation,
         PromoteInput,
+        RegisterInput,
+        ScreeningResult,
+        StepInput,
         TrainingInput,
+        TrainingProgress,
         TrainingResult,
+        TunedCandidate,
+        TuneInput,
     )
     from cryptopredict.topics import registered_model_name
 
 # Configuration and data errors need a person; retrying them only delays the failure.
-NOT_RETRYABLE = ["ValueError", "KeyError"]
+NOT_RETRYABLE = ["ValueError", "KeyError", "NotEnoughData"]
 
 
 @workflow.defn(name="TrainingWorkflow")
 class TrainingWorkflow:
+    def __init__(self) -> None:
+        self._progress = TrainingProgress(step="starting")
+
+    @workflow.query(name="progress")
+    def progress(self) -> TrainingProgress:
+        return self._progress
+
+    def _at(self, step: str, **figures: float | int | str | None) -> None:
+        self._progress = TrainingProgress(step=step, figures={**self._progress.figures, **figures})
+        workflow.logger.info("step %s %s", step, figures)
+
     @workflow.run
     async def run(self, request: TrainingInput) -> TrainingResult:
         retry = RetryPolicy(
             maximum_attempts=3, initial_interval=timedelta(seconds=2), non_retryable_error_types=NOT_RETRYABLE
         )
+        heartbeat = timedelta(seconds=request.heartbeat_timeout_s)
+
+        def options(minutes: float) -> dict:
+            return {
+                "start_to_close_timeout": timedelta(minutes=minutes),
+                "heartbeat_timeout": heartbeat,
+                "retry_policy": retry,
+            }
+
+        name = registered_model_name(request.pair, request.interval_s, request.horizon_candles)
+        info = workflow.info()
+        self._at("dataset", reason=request.reason)
         dataset: DatasetSummary = await workflow.execute_activity(
-            "build_training_dataset",
-            request,
-            result_type=DatasetSummary,
-            start_to_close_timeout=timedelta(minutes=5),
-            heartbeat_timeout=timedelta(minutes=2),
-            retry_policy=retry,
+            "build_training_dataset", request, result_type=DatasetSummary, **options(20)
         )
-        workflow.logger.info("dataset %s: %d rows", dataset.content_hash, dataset.rows)
-        candidates: list[Candidate] = list(
-            await asyncio.gather(
-                *(
-                    workflow.execute_activity(
-                        "fit_candidate",
-                        FitInput(dataset=dataset, kind=kind, test_fraction=request.test_fraction),
-                        result_type=Candidate,
-                        start_to_close_timeout=timedelta(minutes=20),
-                        heartbeat_timeout=timedelta(minutes=5),
-                        retry_policy=retry,
-                    )
-                    for kind in ("persistence", "xgboost")
+        self._at("champion", rows=dataset.rows, dataset_hash=dataset.content_hash)
+        champion: ModelRef = await workflow.execute_activity(
+            "ensure_champion", request, result_type=ModelRef, **options(5)
+        )
+        mlflow_run_id: str = await workflow.execute_activity(
+            "start_training_run",
+            args=[request, dataset, f"{info.workflow_id}/{info.run_id}"],
+            result_type=str,
+            **options(5),
+        )
+        step = StepInput(
+            request=request, dataset=dataset, mlflow_run_id=mlflow_run_id, workflow_id=info.workflow_id
+        )
+
+        self._at("screen", champion=f"v{champion.version} ({champion.flavor})")
+        screening: ScreeningResult = await workflow.execute_activity(
+            "screen_candidates", step, result_type=ScreeningResult, **options(60)
+        )
+        tuned: list[TunedCandidate] = []
+        for family in screening.families:  # one after another: each uses both cores
+            self._at("tune", family=family, screened=len(screening.screened))
+            tuned.append(
+                await workflow.execute_activity(
+                    "tune_candidate",
+                    TuneInput(
+                        step=step, family=family, study_name=f"{info.workflow_id}-{info.run_id}-{family}"
+                    ),
+                    result_type=TunedCandidate,
+                    **options(120),
                 )
             )
+
+        self._at("evaluate", tuned=", ".join(f"{t.family} {t.cv_mae:.3g}" for t in tuned))
+        evaluation: Evaluation = await workflow.execute_activity(
+            "evaluate_challenger",
+            EvaluateInput(step=step, tuned=tuned, champion=champion),
+            result_type=Evaluation,
+            **options(60),
         )
-        name = registered_model_name(request.pair, request.interval_s, request.horizon_candles)
-        refs: list[ModelRef] = await workflow.execute_activity(
-            "register_and_promote",
-            PromoteInput(registered_model=name, candidates=candidates),
-            result_type=list[ModelRef],
-            start_to_close_timeout=timedelta(minutes=5),
-            retry_policy=retry,
+        self._at(
+            "register",
+            skill_vs_persistence=evaluation.metrics.get("skill_vs_persistence"),
+            dm_pvalue=evaluation.dm_pvalue_vs_persistence,
         )
-        champion = refs[0]
-        metrics: dict[str, dict[str, float]] = {c.kind: c.metrics for c in candidates}
-        beaten = metrics.get("xgboost", {}).get("skill_vs_persistence", 0.0)
-        decision = (
-            f"champion is {champion.flavor} v{champion.version}: xgboost skill vs persistence "
-            f"{beaten:+.4f} on {int(metrics['xgboost']['n_test'])} held-out rows"
+        challenger: ModelRef = await workflow.execute_activity(
+            "register_challenger",
+            RegisterInput(step=step, evaluation=evaluation, registered_model=name),
+            result_type=ModelRef,
+            **options(5),
         )
-        workflow.logger.info(decision)
+        self._at("promote", version=challenger.version, promote=str(evaluation.promote))
+        now_champion: ModelRef = await workflow.execute_activity(
+            "promote_or_keep",
+            PromoteInput(step=step, evaluation=evaluation, challenger=challenger),
+            result_type=ModelRef,
+            **options(5),
+        )
+        self._at("done", champion=f"v{now_champion.version} ({now_champion.flavor})")
         return TrainingResult(
-            champion=champion, registered=refs, decision=decision, dataset=dataset, metrics=metrics
+            promoted=evaluation.promote,
+            champion=now_champion,
+            challenger=challenger,
+            reasons=evaluation.reasons,
+            dataset=dataset,
+            metrics=evaluation.metrics,
+            dm_pvalue=evaluation.dm_pvalue_vs_persistence,
+            dm_pvalue_vs_champion=evaluation.dm_pvalue_vs_champion,
+            screened=screening.screened,
+            tuned=tuned,
+            mlflow_run_id=mlflow_run_id,
         )

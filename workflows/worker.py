@@ -1,6 +1,6 @@
 """Temporal workers: training and backfill, news, and LLM sentiment (each on its own task queue), in one
-process: `python -m workflows.worker` or `cryptopredict worker`. At start it makes sure the news schedule
-exists and checks the LLM endpoint."""
+process: `python -m workflows.worker` or `cryptopredict worker`. At start it makes sure the news and
+retrain schedules exist and checks the LLM endpoint."""
 
 from __future__ import annotations
 
@@ -33,8 +33,13 @@ def build_worker(
         workflows=[TrainingWorkflow, BackfillWorkflow],
         activities=[
             training.build_training_dataset,
-            training.fit_candidate,
-            training.register_and_promote,
+            training.ensure_champion,
+            training.start_training_run,
+            training.screen_candidates,
+            training.tune_candidate,
+            training.evaluate_challenger,
+            training.register_challenger,
+            training.promote_or_keep,
             backfill.backfill_trade_pages,
         ],
         activity_executor=executor,
@@ -67,17 +72,30 @@ def build_news_workers(client: Client, settings: Settings) -> list[Worker]:
 
 async def run_worker(settings: Settings | None = None) -> None:
     from cryptopredict.llm_endpoint import ensure_llm_model
-    from cryptopredict.orchestration import ensure_news_schedule
+    from cryptopredict.orchestration import ensure_news_schedule, ensure_training_schedules
 
     settings = settings or get_settings()
     client = await temporal_client(settings)
     await ensure_llm_model(settings.llm)
     if await ensure_news_schedule(settings, client):
         logger.info("created the news schedule (every %.0f s)", settings.news.poll_interval_s)
+    for schedule_id in await ensure_training_schedules(settings, client):
+        logger.info(
+            "created the retrain schedule %s (every %.0f s)", schedule_id, settings.model.retrain_every_s
+        )
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as executor:
         workers = [build_worker(client, settings, executor), *build_news_workers(client, settings)]
         logger.info("workers on task queues %s", [w.task_queue for w in workers])
         await asyncio.gather(*(worker.run() for worker in workers))
+
+
+async def run_training_worker(settings: Settings, task_queue: str | None = None) -> None:
+    """Only the training and backfill queue (no schedules, no LLM check): for a machine that trains."""
+    client = await temporal_client(settings)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as executor:
+        worker = build_worker(client, settings, executor, task_queue=task_queue)
+        logger.info("worker on task queue %s", worker.task_queue)
+        await worker.run()
 
 
 if __name__ == "__main__":

@@ -1,67 +1,110 @@
-"""Supervised dataset from candles: lagged log-return features at t, log return from t to t + horizon.
+"""Supervised dataset for (pair, interval, horizon): model inputs at t, log return from t to t + horizon.
 
-Rows are aligned by timestamps, not row shifts: the target of the candle starting at t is the close of
-the candle starting at t + horizon * interval. Rows whose feature window or target touches a gap
-candle (or a missing row) are dropped and counted.
+The target of the candle starting at t is the close of the candle starting at t + horizon * interval,
+found by timestamp on a complete time grid, never by shifting rows: a hole in the history can never pair
+a row with the wrong future. Rows are dropped, and counted by reason, when their lag window touches a gap
+or a missing candle, an indicator is still warming up, or the target candle is a gap or missing.
 """
 
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import timedelta
+from typing import Any
 
+import numpy as np
 import pandas as pd
 
-from cryptopredict.features.returns import feature_names, feature_row, log_return
+from cryptopredict.features.indicators import IndicatorConfig, indicator_frame
+from cryptopredict.features.model_inputs import feature_frame
+from cryptopredict.models import Candle
 
 TARGET = "target_log_return"
 FEATURE_TIME = "window_start"
 LAST_CLOSE = "close"
+TARGET_CLOSE = "target_close"
 
 
 @dataclass(frozen=True)
 class Dataset:
-    frame: pd.DataFrame  # features, TARGET, FEATURE_TIME, LAST_CLOSE, target close
+    frame: pd.DataFrame  # features, FEATURE_TIME, LAST_CLOSE, TARGET_CLOSE, TARGET; in time order
     features: list[str]
-    dropped: int
+    dropped: dict[str, int] = field(default_factory=dict)  # reason -> rows
 
     @property
     def content_hash(self) -> str:
-        digest = hashlib.sha256(pd.util.hash_pandas_object(self.frame, index=False).to_numpy().tobytes())
+        """Changes with any value, column or row order: the identity of the data a model saw."""
+        digest = hashlib.sha256(",".join(self.frame.columns).encode())
+        digest.update(pd.util.hash_pandas_object(self.frame, index=False).to_numpy().tobytes())
         return digest.hexdigest()[:16]
 
 
-def build_dataset(candles: pd.DataFrame, interval_s: int, lags: int, horizon: int) -> Dataset:
+def candles_from_frame(candles: pd.DataFrame, pair: str, interval_s: int) -> list[Candle]:
+    """Store rows as Candle objects for the indicator kernels (the rows are trusted: no validation)."""
     step = timedelta(seconds=interval_s)
-    by_start = candles.set_index("window_start")
-    closes, gaps = by_start["close"], by_start["gap"]
-    starts = list(by_start.index)
-    rows, dropped = [], 0
-    for i in range(lags, len(starts)):
-        t = starts[i]
-        window = [t - step * k for k in range(lags, -1, -1)]
-        target_t = t + step * horizon
-        needed = [*window, target_t]
-        if target_t > starts[-1]:
-            break  # the future has not happened yet: not a drop
-        if any(ts not in closes.index or bool(gaps[ts]) for ts in needed):
-            dropped += 1
-            continue
-        window_closes = [float(closes[ts]) for ts in window]
-        row: dict[str, object] = dict(feature_row(window_closes, lags))
-        row[FEATURE_TIME] = t
-        row[LAST_CLOSE] = window_closes[-1]
-        row["target_close"] = float(closes[target_t])
-        row[TARGET] = log_return(window_closes[-1], float(closes[target_t]))
-        rows.append(row)
-    frame = pd.DataFrame(
-        rows, columns=[*feature_names(lags), FEATURE_TIME, LAST_CLOSE, "target_close", TARGET]
+    columns = ("open", "high", "low", "close", "volume", "vwap", "trade_count", "gap")
+    rows: list[dict[Any, Any]] = candles.to_dict("records")
+    return [
+        Candle.model_construct(
+            pair=pair,
+            interval_s=interval_s,
+            window_start=row["window_start"],
+            window_end=row["window_start"] + step,
+            **{column: row[column] for column in columns},
+        )
+        for row in rows
+    ]
+
+
+def indicator_values(
+    candles: pd.DataFrame, pair: str, interval_s: int, stored: pd.DataFrame | None, config: IndicatorConfig
+) -> tuple[pd.DataFrame, str]:
+    """The indicator values of every candle: the feature store's rows when they cover the whole history,
+    else computed from the candles by the stream's own code (history loaded from files has no rows).
+    Returns the values indexed by window_start and where they came from."""
+    starts = pd.DatetimeIndex(candles["window_start"])
+    if stored is not None and len(stored) and starts.isin(stored.index).all():
+        return stored.loc[starts, config.feature_names()], "store"
+    frame = indicator_frame(candles_from_frame(candles, pair, interval_s), config)
+    return frame[config.feature_names()], "computed"
+
+
+def build_dataset(
+    candles: pd.DataFrame,
+    interval_s: int,
+    lags: int,
+    horizon: int,
+    indicators: pd.DataFrame,
+    sentiment: pd.DataFrame | None = None,
+    config: IndicatorConfig | None = None,
+) -> Dataset:
+    """`candles`: store rows of one (pair, interval) (window_start, close, gap, ...); `indicators`: the
+    indicator values by window_start; `sentiment`: point-in-time sentiment features by window_start,
+    already taken at each candle's close (None: no sentiment for this coin)."""
+    features, grid = feature_frame(
+        candles, interval_s, lags, indicators, config or IndicatorConfig(), sentiment
     )
-    return Dataset(frame=frame, features=feature_names(lags), dropped=dropped)
+    names = list(features.columns)
+    close = grid["close"].astype(float)
 
+    target_close = close.shift(-horizon)
+    target_unusable = (grid["gap"] | grid["missing"]).shift(-horizon)
+    has_future = pd.Series(np.arange(len(grid)) < len(grid) - horizon, index=grid.index)
+    real = ~grid["missing"] & has_future  # the newest rows wait for their future: not drops
 
-def split_train_test(dataset: Dataset, test_fraction: float) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """The newest `test_fraction` of rows is held out; training never sees it."""
-    n_test = max(1, int(len(dataset.frame) * test_fraction))
-    return dataset.frame.iloc[:-n_test], dataset.frame.iloc[-n_test:]
+    returns_ok = features[[n for n in names if n.startswith("ret_lag_")]].notna().all(axis=1)
+    indicators_ok = features.notna().all(axis=1)
+    target_ok = target_unusable.eq(False)
+    dropped = {
+        "window_touches_gap": int((real & ~returns_ok).sum()),
+        "indicator_warm_up": int((real & returns_ok & ~indicators_ok).sum()),
+        "target_touches_gap": int((real & returns_ok & indicators_ok & ~target_ok).sum()),
+    }
+    keep = real & returns_ok & indicators_ok & target_ok
+    frame = features[keep].copy()
+    frame[FEATURE_TIME] = frame.index
+    frame[LAST_CLOSE] = close[keep]
+    frame[TARGET_CLOSE] = target_close[keep].astype(float)
+    frame[TARGET] = np.log(frame[TARGET_CLOSE] / frame[LAST_CLOSE])
+    return Dataset(frame=frame.reset_index(drop=True), features=names, dropped=dropped)

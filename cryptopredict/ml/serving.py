@@ -3,7 +3,6 @@ made from the same feature code as training."""
 
 from __future__ import annotations
 
-import itertools
 import logging
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -11,7 +10,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
-from cryptopredict.features.returns import feature_row
+from cryptopredict.features.indicators import IndicatorConfig
+from cryptopredict.features.model_inputs import feature_frame
+from cryptopredict.ml.pyfunc import forecast_spec, predict_frame
 from cryptopredict.models import Candle, ModelRef, Prediction
 
 logger = logging.getLogger(__name__)
@@ -60,21 +61,41 @@ class Champion:
         return True
 
 
+def input_row(
+    history: list[Candle],
+    indicator_values: dict[str, float | None],
+    lags: int,
+    config: IndicatorConfig,
+    sentiment: pd.DataFrame | None = None,
+) -> pd.DataFrame:
+    """The model input at the newest candle of `history`, by the code that builds the training dataset
+    (cryptopredict.features.model_inputs): one row, NaN where a feature is not available."""
+    last = history[-1]
+    candles = pd.DataFrame([c.model_dump() for c in history])
+    indicators = pd.DataFrame([indicator_values], index=pd.DatetimeIndex([last.window_start]), dtype=float)
+    frame, _ = feature_frame(candles, last.interval_s, lags, indicators, config, sentiment)
+    return frame.iloc[[-1]]
+
+
 def predict_next(
-    model: Any, ref: ModelRef, history: list[Candle], lags: int, horizon_candles: int
+    model: Any,
+    ref: ModelRef,
+    history: list[Candle],
+    indicator_values: dict[str, float | None],
+    lags: int,
+    horizon_candles: int,
+    config: IndicatorConfig,
+    sentiment: pd.DataFrame | None = None,
 ) -> Prediction | None:
-    """A prediction from the newest candle of `history`, or None while the window is incomplete
-    (warm-up, or a gap among the last `lags + 1` candles)."""
-    window = history[-(lags + 1) :]
-    if len(window) < lags + 1 or any(c.gap for c in window):
+    """A prediction from the newest candle of `history`, or None while a feature the model needs is
+    missing (warm-up, a gap among the last `lags + 1` candles)."""
+    row = input_row(history, indicator_values, lags, config, sentiment)
+    needed = forecast_spec(model).features
+    if any(name not in row.columns for name in needed) or row[needed].isna().any(axis=None):
         return None
-    step = timedelta(seconds=window[-1].interval_s)
-    if any(b.window_start - a.window_start != step for a, b in itertools.pairwise(window)):
-        return None
-    row = feature_row([c.close for c in window], lags)
-    log_return = float(np.asarray(model.predict(pd.DataFrame([row])))[0])
-    last = window[-1]
-    horizon = step * horizon_candles
+    log_return = float(predict_frame(model, row)["log_return"].iloc[0])
+    last = history[-1]
+    horizon = timedelta(seconds=last.interval_s) * horizon_candles
     return Prediction(
         pair=last.pair,
         interval_s=last.interval_s,

@@ -1,13 +1,14 @@
 """Pydantic domain models: the only hand-written schemas. Kafka topics carry their JSON."""
 
 from cryptopredict.models.market import Candle, DeadLetter, IndicatorRow, Trade, TradeBatch, trade_batches
-from cryptopredict.models.ml import ModelRef, Prediction
+from cryptopredict.models.ml import ModelEvent, ModelRef, Prediction
 from cryptopredict.models.news import NewsItem, SentimentScore
 
 __all__ = [
     "Candle",
     "DeadLetter",
     "IndicatorRow",
+    "ModelEvent",
     "ModelRef",
     "NewsItem",
     "Prediction",

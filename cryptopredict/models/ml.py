@@ -34,3 +34,17 @@ class Prediction(DomainModel):
     predicted_price: PositiveFloat
     model_name: str
     model_version: str
+
+
+class ModelEvent(DomainModel):
+    """Published to `model_events` when the champion of a registered model moves."""
+
+    registered_model: str
+    pair: str
+    interval_s: int = Field(gt=0)
+    horizon_candles: int = Field(gt=0)
+    champion: ModelRef
+    previous_version: str | None = None
+    kind: str  # "promoted" or "rolled_back"
+    reason: str
+    at: UtcDatetime

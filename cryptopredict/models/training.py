@@ -3,23 +3,36 @@ be added without breaking callers or saved histories)."""
 
 from __future__ import annotations
 
-from typing import Literal
-
 from pydantic import BaseModel, Field
 
 from cryptopredict.models.base import UtcDatetime
 from cryptopredict.models.ml import ModelRef
 
-CandidateKind = Literal["persistence", "xgboost"]
-
 
 class TrainingInput(BaseModel):
+    """One retrain of (pair, interval, horizon). Every field has a default, so
+    `temporal workflow start --input '{"pair": "BTC/USD", "interval_s": 60}'` is a complete request."""
+
     pair: str = "BTC/USD"
     interval_s: int = Field(default=60, gt=0)
     horizon_candles: int = Field(default=1, gt=0)
     lags: int = Field(default=10, gt=0)
     test_fraction: float = Field(default=0.2, gt=0, lt=1)
-    min_rows: int = Field(default=100, gt=0)
+    min_rows: int = Field(default=300, gt=0)
+    folds: int = Field(default=4, ge=2)
+    screen_top_k: int = Field(default=3, ge=1)
+    screen_time_limit_s: float = Field(default=60.0, gt=0)
+    screen_max_rows: int = Field(default=20_000, gt=0)
+    trials: int = Field(default=20, ge=1)
+    tune_max_rows: int = Field(default=100_000, gt=0)  # most recent training rows per tuning fold
+    tuning_timeout_s: float | None = Field(default=None, gt=0)
+    interval_coverage: float = Field(default=0.8, gt=0, lt=1)
+    dm_alpha: float = Field(default=0.05, gt=0, lt=1)
+    # A skill above this against persistence at these horizons is a leak, not a forecast.
+    max_plausible_skill: float = Field(default=0.5, gt=0, le=1)
+    seed: int = 0
+    heartbeat_timeout_s: float = Field(default=120.0, gt=0)
+    reason: str = "requested"  # why this retrain runs (schedule, CLI, drift), shown in the history
 
 
 class DatasetSummary(BaseModel):
@@ -28,34 +41,103 @@ class DatasetSummary(BaseModel):
     interval_s: int
     horizon_candles: int
     rows: int
-    dropped: int
+    dropped: dict[str, int]
     features: list[str]
     start: UtcDatetime
     end: UtcDatetime
     content_hash: str
+    indicator_source: str  # "store" or "computed" from the candles by the stream's code
+    sentiment: bool  # sentiment aggregates of the coin are among the features
 
 
-class FitInput(BaseModel):
+class StepInput(BaseModel):
+    request: TrainingInput
     dataset: DatasetSummary
-    kind: CandidateKind
-    test_fraction: float
+    mlflow_run_id: str
+    workflow_id: str
 
 
-class Candidate(BaseModel):
-    kind: CandidateKind
-    run_id: str
+class ScreenedCandidate(BaseModel):
+    name: str
+    family: str | None  # None: no safe (non-pickle) format to serve it in
+    mean_mae: float
+    seconds: float
+
+
+class ScreeningResult(BaseModel):
+    screened: list[ScreenedCandidate]
+    families: list[str]  # tuned next, in order
+
+
+class TuneInput(BaseModel):
+    step: StepInput
+    family: str
+    study_name: str
+
+
+class TunedCandidate(BaseModel):
+    family: str
+    params: dict[str, float | int | str | bool]
+    cv_mae: float  # mean walk-forward validation MAE of the log return
+    trials: int
+    study_name: str
+
+
+class EvaluateInput(BaseModel):
+    step: StepInput
+    tuned: list[TunedCandidate]
+    champion: ModelRef
+
+
+class Evaluation(BaseModel):
+    family: str
     model_uri: str
-    metrics: dict[str, float]
+    metrics: dict[str, float]  # test window: mae, rmse, skill_vs_persistence, coverage, ...
+    promote: bool
+    reasons: list[str]
+    dm_pvalue_vs_persistence: float
+    dm_pvalue_vs_champion: float | None
+
+
+class RegisterInput(BaseModel):
+    step: StepInput
+    evaluation: Evaluation
+    registered_model: str
 
 
 class PromoteInput(BaseModel):
-    registered_model: str
-    candidates: list[Candidate]
+    step: StepInput
+    evaluation: Evaluation
+    challenger: ModelRef
 
 
 class TrainingResult(BaseModel):
-    champion: ModelRef
-    registered: list[ModelRef]
-    decision: str
+    promoted: bool
+    champion: ModelRef  # after the run: the challenger if promoted, else the one that stayed
+    challenger: ModelRef
+    reasons: list[str]
     dataset: DatasetSummary
-    metrics: dict[str, dict[str, float]]
+    metrics: dict[str, float]
+    dm_pvalue: float  # against persistence
+    dm_pvalue_vs_champion: float | None
+    screened: list[ScreenedCandidate]
+    tuned: list[TunedCandidate]
+    mlflow_run_id: str
+
+    def decision_line(self) -> dict[str, object]:
+        """The line `cryptopredict train --wait` prints last."""
+        return {
+            "promoted": self.promoted,
+            "model_version": self.challenger.version,
+            "skill_vs_persistence": self.metrics.get("skill_vs_persistence"),
+            "dm_pvalue": self.dm_pvalue,
+            "interval_coverage": self.metrics.get("interval_coverage"),
+            "reasons": self.reasons,
+        }
+
+
+class TrainingProgress(BaseModel):
+    """What the workflow's `progress` query returns."""
+
+    step: str
+    figures: dict[str, float | int | str | None] = Field(default_factory=dict)

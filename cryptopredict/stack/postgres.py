@@ -178,7 +178,9 @@ class Postgres(Component):
     async def after_healthy(self) -> None:
         conn = await self._connect("postgres")
         try:
-            for database in dict.fromkeys([self.pg.database, self.pg.mlflow_database]):
+            for database in dict.fromkeys(
+                [self.pg.database, self.pg.mlflow_database, self.pg.optuna_database]
+            ):
                 exists = await conn.fetchval("SELECT 1 FROM pg_database WHERE datname = $1", database)
                 if not exists:
                     logger.info("postgres: creating database %s", database)

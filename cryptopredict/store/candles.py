@@ -67,3 +67,17 @@ def read_candles(engine: Engine, pair: str, interval_s: int) -> pd.DataFrame:
     )
     with engine.connect() as conn:
         return pd.read_sql(query, conn)
+
+
+def read_indicator_values(engine: Engine, pair: str, interval_s: int) -> pd.DataFrame:
+    """The stored indicator rows of a (pair, interval), one column per indicator (NaN inside a warm-up),
+    indexed by window_start."""
+    query = (
+        select(technical_indicators.c.window_start, technical_indicators.c["values"])
+        .where(technical_indicators.c.pair == pair, technical_indicators.c.interval_s == interval_s)
+        .order_by(technical_indicators.c.window_start)
+    )
+    with engine.connect() as conn:
+        rows = conn.execute(query).all()
+    index = pd.DatetimeIndex([start for start, _ in rows], name="window_start")
+    return pd.DataFrame([values for _, values in rows], index=index, dtype=float)

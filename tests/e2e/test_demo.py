@@ -13,9 +13,9 @@ pytestmark = pytest.mark.e2e
 
 
 async def test_demo_streams_predictions_of_the_champion(settings):
-    summary = await run_demo(settings, min_candles=150, predictions=5, timeout_s=600)
+    summary = await run_demo(settings, min_candles=200, predictions=5, timeout_s=600)
     assert summary["trades"] > 1000
-    assert summary["candles"] >= 150
+    assert summary["candles"] >= 200
     assert summary["predictions_streamed"] == 5
     name, _, rest = summary["model_version"].partition("/")
     version = rest.split(" ")[0]

@@ -1,126 +1,244 @@
-"""TrainingWorkflow on the real Temporal server, reading the real feature store, registering in the
-real MLflow: the champion is loadable by alias and the workflow history is visible on the server."""
+"""TrainingWorkflow on the real Temporal server, reading the real feature store, tuning with Optuna on
+the real PostgreSQL and registering in the real MLflow: every step, the gate on a random walk, a
+promotion with its model event and a rollback, a worker killed mid-tuning, and the Temporal CLI."""
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
 import json
-import math
-import random
+import os
+import signal
 import subprocess
+import sys
 import uuid
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 import mlflow
+import optuna
 import pytest
-from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
+from temporalio.client import WorkflowFailureError
 
-from cryptopredict.features.candles import gap_candle
-from cryptopredict.models import Candle
-from cryptopredict.models.training import TrainingInput, TrainingResult
+from cryptopredict.kafka_admin import ensure_topics, read_topic
+from cryptopredict.ml import registry
+from cryptopredict.ml.synthetic import synthetic_candles
+from cryptopredict.models import ModelEvent
+from cryptopredict.models.training import TrainingInput, TrainingProgress, TrainingResult
 from cryptopredict.orchestration import start_training, temporal_client
 from cryptopredict.store.candles import async_engine, upsert_candles
 from cryptopredict.store.migrate import migrate
-from cryptopredict.topics import training_workflow_id
+from cryptopredict.topics import MODEL_EVENTS, registered_model_name, topic_name, training_workflow_id
 from workflows.worker import build_worker
 
 pytestmark = pytest.mark.integration
 
-PAIR = "TST/USD"
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
+N_CANDLES = 1500
 
 
-def random_walk_candles(n: int, seed: int = 3) -> list[Candle]:
-    rng = random.Random(seed)
-    price, rows = 100.0, []
-    for i in range(n):
-        start = T0 + timedelta(minutes=i)
-        if i % 97 == 50:  # a few gap windows, which the dataset must drop
-            rows.append(gap_candle(PAIR, 60, start, price))
-            continue
-        close = price * math.exp(rng.gauss(0, 0.002))
-        rows.append(
-            Candle(
-                pair=PAIR,
-                interval_s=60,
-                window_start=start,
-                window_end=start + timedelta(minutes=1),
-                open=price,
-                high=max(price, close) * 1.001,
-                low=min(price, close) * 0.999,
-                close=close,
-                volume=1.0,
-                vwap=(price + close) / 2,
-                trade_count=5,
-            )
-        )
-        price = close
-    return rows
+def quick(pair: str, **extra) -> TrainingInput:
+    """Small budgets: the steps are the real ones, only fewer trials and shorter screens."""
+    values = dict(
+        pair=pair, interval_s=60, lags=5, folds=3, trials=4, screen_time_limit_s=5.0, screen_max_rows=2000
+    )
+    return TrainingInput(**(values | extra))
 
 
-@pytest.fixture(scope="module")
-async def seeded_candles(settings):
+async def seed(settings, pair: str, ar: float, seed: int) -> None:
     migrate(settings.postgres)
     engine = async_engine(settings.postgres)
-    rows = random_walk_candles(400)
+    rows = synthetic_candles(pair, 60, N_CANDLES, T0, seed=seed, ar=ar, gap_every=97)
     await upsert_candles(engine, rows)
-    await upsert_candles(engine, rows)  # idempotent: a replay does not duplicate
     await engine.dispose()
-    return rows
 
 
-async def test_training_workflow_sets_a_loadable_champion(settings, seeded_candles):
-    client = await temporal_client(settings)
-    task_queue = f"training-test-{uuid.uuid4()}"
-    request = TrainingInput(pair=PAIR, interval_s=60, lags=5, test_fraction=0.2)
-    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as executor:
-        async with build_worker(client, settings, executor, task_queue=task_queue):
-            result = await start_training(settings, request, client=client, task_queue=task_queue)
-    assert isinstance(result, TrainingResult)
-    assert result.dataset.rows > 300 and result.dataset.dropped > 0
-    assert {ref.flavor for ref in result.registered} == {"persistence", "xgboost"}
-    maes = {kind: m["mae"] for kind, m in result.metrics.items()}
-    best = min(maes, key=lambda k: (maes[k], k != "persistence"))
-    assert result.champion.flavor == best and result.champion.alias == "champion"
+def unique_pair() -> str:
+    return f"T{uuid.uuid4().hex[:5].upper()}/USD"
 
-    # The champion is served from MLflow by alias.
-    mlflow_client = mlflow.MlflowClient(settings.mlflow.tracking_uri)
-    version = mlflow_client.get_model_version_by_alias(result.champion.name, "champion")
-    assert str(version.version) == result.champion.version
-    mlflow.set_tracking_uri(settings.mlflow.tracking_uri)
-    model = await asyncio.to_thread(mlflow.pyfunc.load_model, f"models:/{result.champion.name}@champion")
-    import pandas as pd
 
-    row = pd.DataFrame([{f"ret_lag_{k}": 0.001 for k in range(1, 6)}])
-    assert len(model.predict(row)) == 1
-
-    # The history is on the server, with every activity of the run.
-    handle = client.get_workflow_handle(training_workflow_id(PAIR, 60))
-    description = await handle.describe()
-    assert description.status == WorkflowExecutionStatus.COMPLETED
-    history = await handle.fetch_history()
-    scheduled = [
+def scheduled_activities(history) -> list[str]:
+    return [
         e.activity_task_scheduled_event_attributes.activity_type.name
         for e in history.events
         if e.HasField("activity_task_scheduled_event_attributes")
     ]
-    assert sorted(scheduled) == [
+
+
+async def test_on_a_random_walk_every_step_runs_and_persistence_stays_champion(settings):
+    pair = unique_pair()
+    await seed(settings, pair, ar=0.0, seed=3)
+    client = await temporal_client(settings)
+    task_queue = f"training-test-{uuid.uuid4()}"
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as executor:
+        async with build_worker(client, settings, executor, task_queue=task_queue):
+            result = await start_training(settings, quick(pair), client=client, task_queue=task_queue)
+            handle = client.get_workflow_handle(training_workflow_id(pair, 60, 1))
+            progress = await handle.query("progress", result_type=TrainingProgress)
+    assert isinstance(result, TrainingResult)
+    assert progress.step == "done" and progress.figures["dataset_hash"] == result.dataset.content_hash
+
+    # The dataset: gaps dropped and counted, candles + indicators (computed: no stream wrote them).
+    assert result.dataset.rows > 1000 and result.dataset.dropped["window_touches_gap"] > 0
+    assert result.dataset.indicator_source == "computed" and "rsi_14_unit" in result.dataset.features
+    # Screening covered many regressors; both required families were tuned with every trial.
+    assert len(result.screened) >= 5 and {t.family for t in result.tuned} >= {"xgboost", "linear"}
+    assert all(t.trials == 4 for t in result.tuned)
+
+    # The gate keeps persistence on a random walk, says why, and the challenger is kept as such.
+    assert not result.promoted and result.reasons
+    assert result.champion.flavor == "persistence" and result.champion.alias == "champion"
+    mlflow_client = mlflow.MlflowClient(settings.mlflow.tracking_uri)
+    name = registered_model_name(pair, 60, 1)
+    challenger = mlflow_client.get_model_version_by_alias(name, registry.CHALLENGER)
+    assert str(challenger.version) == result.challenger.version
+    assert 0.0 <= result.metrics["interval_coverage"] <= 1.0
+
+    # Everything is in the retrain's MLflow run: dataset identity, test metrics, plots, a safe model.
+    run = mlflow_client.get_run(result.mlflow_run_id)
+    assert run.data.params["dataset_hash"] == result.dataset.content_hash
+    assert (
+        "test_skill_vs_persistence" in run.data.metrics
+        and "test_dm_pvalue_vs_persistence" in run.data.metrics
+    )
+    plots = {a.path for a in mlflow_client.list_artifacts(result.mlflow_run_id, "plots")}
+    assert plots == {"plots/predicted_vs_actual.png", "plots/residuals.png", "plots/feature_importance.png"}
+
+    line = result.decision_line()
+    assert set(line) == {
+        "promoted",
+        "model_version",
+        "skill_vs_persistence",
+        "dm_pvalue",
+        "interval_coverage",
+        "reasons",
+    }
+
+    history = await handle.fetch_history()
+    assert scheduled_activities(history) == [
         "build_training_dataset",
-        "fit_candidate",
-        "fit_candidate",
-        "register_and_promote",
+        "ensure_champion",
+        "start_training_run",
+        "screen_candidates",
+        *(["tune_candidate"] * len(result.tuned)),
+        "evaluate_challenger",
+        "register_challenger",
+        "promote_or_keep",
     ]
 
 
-async def test_temporal_cli_starts_a_training_run(settings, seeded_candles):
-    """What a person does: `temporal workflow start --type TrainingWorkflow ...`."""
+async def test_a_learnable_series_is_promoted_announced_and_can_be_rolled_back(settings):
+    pair = unique_pair()
+    await seed(settings, pair, ar=-0.4, seed=4)  # strongly mean-reverting returns: a linear model learns it
+    await ensure_topics(settings.kafka)
+    client = await temporal_client(settings)
+    task_queue = f"training-promote-{uuid.uuid4()}"
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as executor:
+        async with build_worker(client, settings, executor, task_queue=task_queue):
+            result = await start_training(settings, quick(pair), client=client, task_queue=task_queue)
+    assert result is not None
+    assert result.promoted, result.reasons
+    assert result.metrics["skill_vs_persistence"] > 0 and result.dm_pvalue < 0.05
+    assert result.champion.version == result.challenger.version
+
+    name = registered_model_name(pair, 60, 1)
+    events = [
+        ModelEvent.model_validate_json(v)
+        for v in await read_topic(settings.kafka, topic_name(MODEL_EVENTS, settings.kafka.topic_prefix))
+    ]
+    mine = [e for e in events if e.registered_model == name]
+    assert [(e.kind, e.champion.version) for e in mine] == [("promoted", result.challenger.version)]
+
+    # A person rolls back: champion moves to the persistence version that held it before.
+    completed = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "cryptopredict.cli", "model", "rollback", "--pair", pair, "--interval", "1m"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert completed.returncode == 0, completed.stderr
+    mlflow_client = mlflow.MlflowClient(settings.mlflow.tracking_uri)
+    champion = mlflow_client.get_model_version_by_alias(name, registry.CHAMPION)
+    assert champion.tags["kind"] == "persistence"
+    assert json.loads(completed.stdout.strip().splitlines()[-1]) == {
+        "champion": str(champion.version),
+        "previous": result.challenger.version,
+    }
+    again = await asyncio.to_thread(
+        subprocess.run,
+        [sys.executable, "-m", "cryptopredict.cli", "model", "rollback", "--pair", pair, "--interval", "1m"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert again.returncode == 2 and "error:" in again.stderr  # nothing before the first champion
+
+
+async def test_a_worker_killed_mid_tuning_is_replaced_and_the_run_completes(settings, tmp_path):
+    pair = unique_pair()
+    await seed(settings, pair, ar=0.0, seed=5)
+    client = await temporal_client(settings)
+    task_queue = f"training-kill-{uuid.uuid4()}"
+    request = quick(pair, trials=12, heartbeat_timeout_s=5.0)
+    log = (tmp_path / "worker.log").open("wb")
+
+    def start_worker() -> subprocess.Popen:
+        command = [
+            sys.executable,
+            "-m",
+            "cryptopredict.cli",
+            "worker",
+            "--training-only",
+            "--task-queue",
+            task_queue,
+        ]
+        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+
+    worker = start_worker()
+    try:
+        await start_training(settings, request, wait=False, client=client, task_queue=task_queue)
+        handle = client.get_workflow_handle(training_workflow_id(pair, 60, 1))
+        storage = optuna.storages.RDBStorage(settings.postgres.optuna_storage_url)
+        study_name = None
+        for _ in range(600):  # until the first tuning study has a few complete trials
+            progress = await handle.query("progress", result_type=TrainingProgress)
+            if progress.step == "tune":
+                description = await handle.describe()
+                study_name = f"{handle.id}-{description.run_id}-{progress.figures['family']}"
+                if study_name in {s.study_name for s in optuna.get_all_study_summaries(storage)}:
+                    study = optuna.load_study(study_name=study_name, storage=storage)
+                    if len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) >= 2:
+                        break
+            await asyncio.sleep(0.5)
+        else:
+            pytest.fail(f"tuning never started: {(tmp_path / 'worker.log').read_text()[-2000:]}")
+        os.killpg(worker.pid, signal.SIGKILL)
+        worker.wait()
+        worker = start_worker()
+        result = await asyncio.wait_for(handle.result(), timeout=600)
+    finally:
+        if worker.poll() is None:
+            os.killpg(worker.pid, signal.SIGTERM)
+            worker.wait(30)
+    assert isinstance(result, TrainingResult) or result is not None
+    # The interrupted study resumed: exactly the budget of complete trials, not a second full budget.
+    study = optuna.load_study(study_name=study_name, storage=storage)
+    assert len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == request.trials
+    history = await handle.fetch_history()
+    names = scheduled_activities(history)
+    assert names.count("build_training_dataset") == 1 and names.count("screen_candidates") == 1
+
+
+async def test_temporal_cli_starts_a_training_run(settings):
+    """What a person does: `temporal workflow start --type TrainingWorkflow ...` with a minimal input."""
     from cryptopredict.stack.temporal import temporal_binary
 
+    pair = unique_pair()
+    await seed(settings, pair, ar=0.0, seed=6)
     client = await temporal_client(settings)
     task_queue = f"training-cli-{uuid.uuid4()}"
     workflow_id = f"training-cli-{uuid.uuid4()}"
-    payload = json.dumps({"pair": PAIR, "interval_s": 60, "lags": 5})
+    payload = json.dumps({"pair": pair, "interval_s": 60, "trials": 2, "folds": 2, "screen_time_limit_s": 3})
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as executor:
         async with build_worker(client, settings, executor, task_queue=task_queue):
             completed = await asyncio.to_thread(
@@ -144,11 +262,11 @@ async def test_temporal_cli_starts_a_training_run(settings, seeded_candles):
                 ],
                 capture_output=True,
                 text=True,
-                timeout=300,
+                timeout=600,
             )
     assert completed.returncode == 0, completed.stderr + completed.stdout
     result = await client.get_workflow_handle(workflow_id, result_type=TrainingResult).result()
-    assert result.champion.alias == "champion"
+    assert result.champion.alias == "champion" and result.reasons
 
 
 async def test_missing_data_fails_the_run_with_a_reason(settings):
@@ -161,7 +279,6 @@ async def test_missing_data_fails_the_run_with_a_reason(settings):
         id=f"training-empty-{uuid.uuid4()}",
         task_queue=task_queue,
         result_type=TrainingResult,
-        execution_timeout=timedelta(seconds=60),
     )
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as executor:
         async with build_worker(client, settings, executor, task_queue=task_queue):

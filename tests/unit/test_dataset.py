@@ -1,56 +1,143 @@
+"""The training dataset: timestamp-aligned targets, gaps dropped and counted, no look-ahead, and the same
+input row as the live path."""
+
+from __future__ import annotations
+
+import math
+import random
 from datetime import UTC, datetime, timedelta
 
 import numpy as np
 import pandas as pd
 import pytest
 
-from cryptopredict.features.returns import feature_row
-from cryptopredict.ml.dataset import TARGET, build_dataset, split_train_test
-from cryptopredict.ml.models import choose_champion, price_metrics
+from cryptopredict.features.candles import gap_candle
+from cryptopredict.features.indicators import IndicatorConfig, IndicatorState, indicator_frame
+from cryptopredict.ml import lifecycle
+from cryptopredict.ml.dataset import TARGET, build_dataset, indicator_values
+from cryptopredict.ml.serving import input_row
+from cryptopredict.models import Candle
 
 pytestmark = pytest.mark.unit
 
 T0 = datetime(2026, 1, 1, tzinfo=UTC)
+PAIR = "TST/USD"
+SMALL = IndicatorConfig(sma_windows=(3, 5), ema_windows=(3,), rsi_window=3, macd_fast=3, macd_slow=5,
+                        macd_signal=2, bb_window=4, atr_window=3)  # fmt: skip
 
 
-def candles(closes, gaps=(), missing=()):
-    rows = []
-    for i, close in enumerate(closes):
+def walk(n: int, seed: int = 1, gaps=(), missing=()) -> list[Candle]:
+    rng, price, out = random.Random(seed), 100.0, []
+    for i in range(n):
+        start = T0 + timedelta(minutes=i)
         if i in missing:
             continue
-        rows.append({"window_start": T0 + timedelta(minutes=i), "close": close, "gap": i in gaps})
-    return pd.DataFrame(rows)
+        if i in gaps:
+            out.append(gap_candle(PAIR, 60, start, price))
+            continue
+        close = price * math.exp(rng.gauss(0, 0.002))
+        out.append(
+            Candle(
+                pair=PAIR,
+                interval_s=60,
+                window_start=start,
+                window_end=start + timedelta(minutes=1),
+                open=price,
+                high=max(price, close) * 1.0005,
+                low=min(price, close) * 0.9995,
+                close=close,
+                volume=1.0 + rng.random(),
+                vwap=(price + close) / 2,
+                trade_count=3,
+            )
+        )
+        price = close
+    return out
 
 
-def test_feature_row_is_newest_first_and_refuses_warm_up():
-    row = feature_row([100.0, 110.0, 121.0], lags=2)
-    assert row["ret_lag_1"] == pytest.approx(np.log(1.1)) and list(row) == ["ret_lag_1", "ret_lag_2"]
-    with pytest.raises(ValueError):
-        feature_row([100.0, 110.0], lags=2)
+def frame_of(candles: list[Candle]) -> pd.DataFrame:
+    return pd.DataFrame([c.model_dump() for c in candles])
 
 
-def test_target_is_aligned_by_time_and_gaps_are_dropped():
-    closes = [100.0 + i for i in range(20)]
-    ds = build_dataset(candles(closes, gaps={8}, missing={14}), interval_s=60, lags=3, horizon=1)
+def dataset(candles: list[Candle], lags: int = 3, horizon: int = 1, config: IndicatorConfig = SMALL):
+    frame = frame_of(candles)
+    values, _ = indicator_values(frame, PAIR, 60, None, config)
+    return build_dataset(frame, 60, lags, horizon, values, None, config)
+
+
+def test_target_is_aligned_by_time_and_rows_touching_gaps_are_dropped_and_counted():
+    candles = walk(80, gaps={40}, missing={55})
+    ds = dataset(candles, lags=3, horizon=2)
     times = set(ds.frame["window_start"])
-    # Rows whose window (t-3..t) or target (t+1) touches minute 8 or the missing minute 14 are gone.
-    for t in range(3, 19):
-        touches = any(m in (8, 14) for m in range(t - 3, t + 2))
-        assert ((T0 + timedelta(minutes=t)) in times) == (not touches)
-    row = ds.frame.iloc[0]
-    assert row[TARGET] == pytest.approx(np.log(closes[4] / closes[3]))
-    assert ds.dropped > 0
+    closes = {c.window_start: c.close for c in candles}
+    for t in ds.frame["window_start"]:
+        minute = int((t - T0).total_seconds() // 60)
+        assert not any(m in (40, 55) for m in range(minute - 3, minute + 1)), "window touches a gap"
+        assert minute + 2 not in (40, 55), "target touches a gap"
+    row = ds.frame.iloc[5]
+    target_time = row["window_start"] + timedelta(minutes=2)
+    assert row[TARGET] == pytest.approx(math.log(closes[target_time] / closes[row["window_start"]]))
+    # Minutes 41-43 have a gap in their lag window, 53-54 and 38-39 a gap or hole as their target.
+    assert T0 + timedelta(minutes=42) not in times and T0 + timedelta(minutes=38) not in times
+    assert ds.dropped["window_touches_gap"] > 0 and ds.dropped["target_touches_gap"] > 0
+    assert ds.dropped["indicator_warm_up"] > 0  # the first rows, before the slowest indicator is ready
 
 
-def test_split_keeps_the_newest_rows_for_test():
-    ds = build_dataset(candles([100.0 + i for i in range(30)]), 60, 3, 1)
-    train, test = split_train_test(ds, 0.2)
-    assert train["window_start"].max() < test["window_start"].min()
+def test_features_on_a_history_truncated_at_t_equal_the_full_history_features_at_t():
+    candles = walk(120, gaps={70})
+    full = dataset(candles).frame.set_index("window_start")
+    for cut in (30, 64, 90, 119):
+        truncated = dataset(candles[: cut + 1]).frame.set_index("window_start")
+        common = truncated.index.intersection(full.index)
+        assert len(common) > 0
+        features = [c for c in truncated.columns if c not in ("target_close", TARGET)]
+        pd.testing.assert_frame_equal(truncated.loc[common, features], full.loc[common, features])
 
 
-def test_persistence_has_zero_skill_and_wins_ties():
-    ds = build_dataset(candles([100.0 + (i % 3) for i in range(30)]), 60, 3, 1)
-    metrics = price_metrics(ds.frame, np.zeros(len(ds.frame)))
-    assert metrics["mae"] == metrics["persistence_mae"] and metrics["skill_vs_persistence"] == 0
-    assert choose_champion({"xgboost": 1.0, "persistence": 1.0}) == "persistence"
-    assert choose_champion({"xgboost": 0.9, "persistence": 1.0}) == "xgboost"
+def test_the_live_input_row_equals_the_training_row():
+    """The prediction path builds its row from recent candles and the streaming indicator state."""
+    candles, lags = walk(100), 3
+    ds = dataset(candles, lags=lags).frame.set_index("window_start")
+    state = IndicatorState.new(PAIR, 60, SMALL)
+    checked = 0
+    for i, candle in enumerate(candles):
+        values = state.update(candle).values
+        if candle.window_start in ds.index:
+            row = input_row(candles[max(0, i - lags) : i + 1], values, lags, SMALL).iloc[0]
+            np.testing.assert_allclose(
+                row[list(row.index)], ds.loc[candle.window_start, list(row.index)], rtol=1e-12
+            )
+            checked += 1
+    assert checked > 50
+
+
+def test_indicators_come_from_the_store_only_when_they_cover_every_candle():
+    frame = frame_of(walk(50))
+    computed = indicator_frame(walk(50), SMALL)[SMALL.feature_names()]
+    values, source = indicator_values(frame, PAIR, 60, computed, SMALL)
+    assert source == "store"
+    values, source = indicator_values(frame, PAIR, 60, computed.iloc[10:], SMALL)
+    assert source == "computed"
+    pd.testing.assert_frame_equal(values, computed, check_freq=False)
+
+
+def test_a_feature_that_peeks_into_the_future_is_refused_as_leakage():
+    """A planted feature holding most of the target gives a skill no honest model has at this horizon:
+    the gate refuses it as leakage, whatever its p-value."""
+    ds = dataset(walk(1500, seed=5), lags=3)
+    frame = ds.frame.copy()
+    rng = np.random.default_rng(0)
+    frame["peek"] = frame[TARGET] + rng.normal(0, 0.0003, len(frame))
+    features = [*ds.features, "peek"]
+    data = lifecycle.split(frame, 0.2, timedelta(minutes=1), n_folds=3, min_train_rows=100)
+    challenger = lifecycle.evaluate_challenger(
+        "linear", {"estimator": "ridge", "ridge_alpha": 1e-3}, data, features, 0.8, 10_000
+    )
+    decision = lifecycle.gate(challenger, None, data.test, 1, 0.05, max_plausible_skill=0.5)
+    assert challenger.metrics.skill_vs_persistence > 0.5
+    assert not decision.promote and any("leakage" in reason for reason in decision.reasons)
+
+    honest = lifecycle.evaluate_challenger(
+        "linear", {"estimator": "ridge", "ridge_alpha": 1.0}, data, ds.features, 0.8, 10_000
+    )
+    assert honest.metrics.skill_vs_persistence < 0.5

@@ -1,0 +1,169 @@
+"""Training: one full retrain cycle through the real TrainingWorkflow (Temporal, PostgreSQL, MLflow).
+
+1. Real data: the Kraken XBT/USD hourly history (../shared/data/kraken/XBTUSD_60.csv, 2013-2023) is
+   loaded into the feature store and retrained end to end; the decision is reported whatever it is:
+   skill vs persistence on the final test window, Diebold-Mariano p-value, interval coverage.
+2. Scale: one year of synthetic 1-minute candles (525,600 rows, a random walk with gap windows) through
+   the same cycle with the default budgets: wall time and peak memory (the issue's bound: 15 minutes).
+
+Each cycle runs in a child process hosting its own training worker, so its peak RSS is the cycle's.
+Needs the local stack (`cryptopredict stack up`).
+
+Usage: .venv/bin/python bench/training.py [--quick]
+Ends with one JSON line: {"xbtusd_skill_vs_persistence": ..., "xbtusd_dm_pvalue": ...,
+"xbtusd_interval_coverage": ..., "xbtusd_promoted": ..., "year_1m_cycle_s": ..., "year_1m_peak_rss_mb": ...}
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import concurrent.futures
+import json
+import resource
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bench.report import publish  # noqa: E402
+
+REAL = ROOT.parent / "shared" / "data" / "kraken" / "XBTUSD_60.csv"
+YEAR_OF_MINUTES = 525_600
+
+
+async def load_synthetic(settings, pair: str, n: int) -> None:
+    from cryptopredict.ml.synthetic import synthetic_candles
+    from cryptopredict.store.candles import async_engine, upsert_candles
+    from cryptopredict.store.loader import batched
+
+    engine = async_engine(settings.postgres)
+    candles = synthetic_candles(pair, 60, n, datetime(2025, 1, 1, tzinfo=UTC), seed=11, gap_every=211)
+    for batch in batched(candles, 5000):
+        await upsert_candles(engine, batch)
+    await engine.dispose()
+
+
+async def cycle(kind: str, n: int, trials: int) -> dict:
+    """Runs in the child: loads the data, retrains through Temporal, returns the decision and costs."""
+    from cryptopredict.orchestration import start_training, temporal_client, training_request
+    from cryptopredict.settings import get_settings
+    from cryptopredict.store.loader import load_ohlcvt
+    from cryptopredict.store.migrate import migrate
+    from workflows.worker import build_worker
+
+    settings = get_settings()
+    migrate(settings.postgres)
+    if kind == "real":
+        pair, interval_s = "XBT/USD", 3600
+        loaded = await load_ohlcvt(settings, REAL, pair, interval_s)
+    else:
+        pair, interval_s, loaded = f"S{uuid.uuid4().hex[:4].upper()}/USD", 60, n
+        await load_synthetic(settings, pair, n)
+    request = training_request(settings, pair, interval_s, 1, reason="benchmark", trials=trials)
+    client = await temporal_client(settings)
+    task_queue = f"bench-training-{uuid.uuid4()}"
+    started = time.perf_counter()
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as executor:
+        async with build_worker(client, settings, executor, task_queue=task_queue):
+            result = await start_training(settings, request, client=client, task_queue=task_queue)
+    assert result is not None
+    return {
+        "candles": loaded,
+        "rows": result.dataset.rows,
+        "dropped": result.dataset.dropped,
+        "features": len(result.dataset.features),
+        "cycle_s": time.perf_counter() - started,
+        "peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "decision": result.decision_line(),
+        "metrics": result.metrics,
+        "tuned": [t.model_dump() for t in result.tuned],
+        "screened": [s.model_dump() for s in result.screened[:5]],
+        "test_rows": result.metrics.get("n"),
+    }
+
+
+def run_child(kind: str, n: int, trials: int) -> dict:
+    command = [sys.executable, __file__, "--child", kind, "--rows", str(n), "--trials", str(trials)]
+    completed = subprocess.run(command, capture_output=True, text=True, check=False)
+    if completed.returncode != 0:
+        raise SystemExit(f"{kind} cycle failed:\n{completed.stderr[-4000:]}")
+    return json.loads(completed.stdout.strip().splitlines()[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--quick", action="store_true", help="50k synthetic rows and 3 trials per family")
+    parser.add_argument("--child", choices=["real", "synthetic"])
+    parser.add_argument("--rows", type=int, default=YEAR_OF_MINUTES)
+    parser.add_argument("--trials", type=int, default=20)
+    args = parser.parse_args()
+    if args.child:
+        print(json.dumps(asyncio.run(cycle(args.child, args.rows, args.trials)), default=str))
+        return
+
+    trials = 3 if args.quick else 20
+    rows = 50_000 if args.quick else YEAR_OF_MINUTES
+    real = run_child("real", 0, trials)
+    print(f"XBT/USD hourly: {json.dumps(real['decision'])} in {real['cycle_s']:.0f} s", file=sys.stderr)
+    year = run_child("synthetic", rows, trials)
+    print(
+        f"{rows:,} 1-minute rows: {year['cycle_s']:.0f} s, peak {year['peak_rss_mb']:.0f} MB", file=sys.stderr
+    )
+
+    decision, metrics = real["decision"], real["metrics"]
+    reasons = "\n".join(f"- {reason}" for reason in decision["reasons"])
+    body = f"""
+One retrain (dataset -> LazyPredict screening -> Optuna TPE tuning of XGBoost and a linear model ->
+evaluation on the final test window -> the promotion gate -> MLflow registry) through the real
+TrainingWorkflow, its worker in the measuring process; {trials} Optuna trials per family, the other
+budgets at their defaults (`cryptopredict/models/training.py`).
+
+**Real data: Kraken XBT/USD hourly, 2013-2023, horizon 1 hour.** {real["candles"]:,} candles ->
+{real["rows"]:,} rows x {real["features"]} features (dropped: {real["dropped"]}).
+
+| figure | value |
+|---|---|
+| promoted | {decision["promoted"]} |
+| skill vs persistence (1 - MAE/MAE_persistence, test window) | {decision["skill_vs_persistence"]:+.4f} |
+| Diebold-Mariano p-value vs persistence (one-sided) | {decision["dm_pvalue"]:.3g} |
+| interval coverage (nominal 0.80) | {decision["interval_coverage"]:.3f} |
+| MAE / persistence MAE (USD) | {metrics["mae"]:.2f} / {metrics["persistence_mae"]:.2f} |
+| direction accuracy / base rate | {metrics["direction_accuracy"]:.3f} / {metrics["direction_base_rate"]:.3f} |
+| test rows | {metrics["n"]:.0f} |
+| cycle time | {real["cycle_s"]:.0f} s |
+
+The gate's reasons:
+{reasons}
+
+**Scale: {rows:,} synthetic 1-minute candles (a random walk with gap windows).** {year["rows"]:,} rows.
+
+| figure | value |
+|---|---|
+| full cycle, wall time | {year["cycle_s"]:.0f} s ({year["cycle_s"] / 60:.1f} min; bound 15 min) |
+| peak memory of the process (RSS) | {year["peak_rss_mb"]:.0f} MB |
+| promoted (a random walk: must be false) | {year["decision"]["promoted"]} |
+"""
+    command = "python bench/training.py" + (" --quick" if args.quick else "")
+    publish(
+        "Training: one retrain cycle",
+        command,
+        body,
+        {
+            "xbtusd_skill_vs_persistence": decision["skill_vs_persistence"],
+            "xbtusd_dm_pvalue": decision["dm_pvalue"],
+            "xbtusd_interval_coverage": decision["interval_coverage"],
+            "xbtusd_promoted": decision["promoted"],
+            "year_1m_cycle_s": round(year["cycle_s"], 1),
+            "year_1m_peak_rss_mb": round(year["peak_rss_mb"], 1),
+        },
+    )
+
+
+if __name__ == "__main__":
+    main()
