@@ -99,10 +99,10 @@ class TrainingActivities:
         mlflow.set_experiment(self.settings.mlflow.experiment)
         return mlflow
 
-    def _load(self, step: StepInput) -> tuple[pd.DataFrame, lifecycle.Split]:
+    def _load(self, step: StepInput) -> lifecycle.Split:
         frame = pd.read_parquet(Path(step.dataset.path))
         request = step.request
-        return frame, lifecycle.split(
+        return lifecycle.split(
             frame, request.test_fraction, horizon_of(request), request.folds, min_train_rows(request)
         )
 
@@ -233,7 +233,7 @@ class TrainingActivities:
     def screen_candidates(self, step: StepInput) -> ScreeningResult:
         request, features = step.request, step.dataset.features
         with heartbeating() as progress:
-            _, data = self._load(step)
+            data = self._load(step)
             screened = screen_regressors(
                 data.fit[features],
                 data.fit[TARGET].to_numpy(),
@@ -261,7 +261,7 @@ class TrainingActivities:
         step, request, features = request_.step, request_.step.request, request_.step.dataset.features
         storage = optuna_storage(self.settings.postgres.optuna_storage_url)
         with heartbeating() as progress:
-            _, data = self._load(step)
+            data = self._load(step)
             result = tune(
                 request_.family,
                 data.fit[features],
@@ -295,7 +295,7 @@ class TrainingActivities:
         step, request, features = request_.step, request_.step.request, request_.step.dataset.features
         best = min(request_.tuned, key=lambda t: t.cv_mae)
         with heartbeating() as progress:
-            _, data = self._load(step)
+            data = self._load(step)
             challenger = lifecycle.evaluate_challenger(
                 best.family, best.params, data, features, request.interval_coverage, request.tune_max_rows
             )

@@ -52,6 +52,7 @@ predictions_topic = _topic(topics.PREDICTIONS)
 dead_letters_topic = _topic(topics.DEAD_LETTERS)
 late_trades_topic = _topic(topics.LATE_TRADES)
 indicators_topic = _topic(topics.TECHNICAL_INDICATORS)
+model_events_topic = _topic(topics.MODEL_EVENTS)
 # One channel for trades and idle ticks: both are keyed by pair and change the same candle state.
 candle_input = app.topic(
     topics.topic_name(topics.TRADES, prefix),

@@ -2,7 +2,8 @@
 
 Per pair a changelogged table keeps the recent candles and the indicator state (the same O(1) code as
 the indicator agent), so the model input is built by the code that built the training dataset. The
-champion is checked on a timer and swapped in place when the `champion` alias moves.
+champion is swapped in place when a model event (promotion, rollback) arrives, and a timer checks the
+`champion` alias too, for a move made by hand in MLflow.
 """
 
 from __future__ import annotations
@@ -10,13 +11,18 @@ from __future__ import annotations
 import asyncio
 import logging
 
+import pandas as pd
 from pydantic import ValidationError
+from sqlalchemy import Engine
 
 from cryptopredict.features.indicators import IndicatorConfig, IndicatorState
-from cryptopredict.ml.serving import Champion, predict_next
-from cryptopredict.models import Candle
+from cryptopredict.ml.serving import Champion, predict_next, uses_sentiment
+from cryptopredict.models import Candle, ModelEvent
+from cryptopredict.sentiment.extractor import normalize_ticker
+from cryptopredict.store.candles import sync_engine
+from cryptopredict.store.news import read_sentiment_features
 from cryptopredict.topics import registered_model_name
-from streams.app import app, candles_topic, dead_letter, predictions_topic, settings
+from streams.app import app, candles_topic, dead_letter, model_events_topic, predictions_topic, settings
 
 logger = logging.getLogger(__name__)
 
@@ -32,14 +38,48 @@ def _champion_for(pair: str) -> Champion:
     return champions[name]
 
 
+_engine: Engine | None = None
+
+
+def _sentiment_at(candle: Candle) -> pd.DataFrame:
+    """Point-in-time sentiment of the candle's coin at its close, as training saw it (blocking I/O)."""
+    global _engine
+    _engine = _engine or sync_engine(settings.postgres)
+    coin = normalize_ticker(candle.pair) or candle.pair
+    features = read_sentiment_features(_engine, coin, pd.DatetimeIndex([candle.window_end]))
+    features.index = pd.DatetimeIndex([candle.window_start])
+    return features
+
+
+async def _refresh(pair: str) -> None:
+    champion = _champion_for(pair)
+    try:
+        await asyncio.to_thread(champion.refresh)
+    except Exception:  # MLflow briefly unreachable: keep serving, try again next tick
+        logger.exception("champion refresh failed for %s", pair)
+
+
 @app.timer(interval=settings.model.refresh_s)
 async def refresh_champions() -> None:
     for pair in settings.kraken.pairs:
-        champion = _champion_for(pair)
+        await _refresh(pair)
+
+
+@app.agent(model_events_topic)
+async def reload_on_model_events(stream):  # type: ignore[no-untyped-def]
+    async for raw in stream:
         try:
-            await asyncio.to_thread(champion.refresh)
-        except Exception:  # MLflow briefly unreachable: keep serving, try again next tick
-            logger.exception("champion refresh failed for %s", pair)
+            event = ModelEvent.model_validate_json(raw)
+        except ValidationError as exc:
+            await dead_letter("prediction_agent", raw, f"invalid model event: {exc.errors()[0]['msg']}")
+            continue
+        target = (event.interval_s, event.horizon_candles)
+        if event.pair in settings.kraken.pairs and target == (
+            settings.features.interval_s,
+            settings.model.horizon_candles,
+        ):
+            logger.info("model event: %s v%s %s", event.registered_model, event.champion.version, event.kind)
+            await _refresh(event.pair)
 
 
 @app.agent(candles_topic)
@@ -72,6 +112,9 @@ async def predict_on_candles(stream):  # type: ignore[no-untyped-def]
         champion = _champion_for(candle.pair)
         if champion.ref is None:
             continue
+        sentiment = None
+        if uses_sentiment(champion.model):
+            sentiment = await asyncio.to_thread(_sentiment_at, candle)
         prediction = predict_next(
             champion.model,
             champion.ref,
@@ -80,6 +123,7 @@ async def predict_on_candles(stream):  # type: ignore[no-untyped-def]
             settings.model.lags,
             settings.model.horizon_candles,
             INDICATORS,
+            sentiment,
         )
         if prediction is not None:
             await predictions_topic.send(key=candle.pair.encode(), value=prediction.to_json_bytes())

@@ -61,6 +61,10 @@ class Champion:
         return True
 
 
+def uses_sentiment(model: Any) -> bool:
+    return any(name.startswith("sentiment_") for name in forecast_spec(model).features)
+
+
 def input_row(
     history: list[Candle],
     indicator_values: dict[str, float | None],

@@ -21,10 +21,11 @@ class TrainingInput(BaseModel):
     min_rows: int = Field(default=300, gt=0)
     folds: int = Field(default=4, ge=2)
     screen_top_k: int = Field(default=3, ge=1)
-    screen_time_limit_s: float = Field(default=60.0, gt=0)
-    screen_max_rows: int = Field(default=20_000, gt=0)
+    # Screening ranks many regressor families: the most recent rows of each fold are enough for that.
+    screen_time_limit_s: float = Field(default=30.0, gt=0)
+    screen_max_rows: int = Field(default=5_000, gt=0)
     trials: int = Field(default=20, ge=1)
-    tune_max_rows: int = Field(default=100_000, gt=0)  # most recent training rows per tuning fold
+    tune_max_rows: int = Field(default=20_000, gt=0)  # most recent training rows per tuning fold
     tuning_timeout_s: float | None = Field(default=None, gt=0)
     interval_coverage: float = Field(default=0.8, gt=0, lt=1)
     dm_alpha: float = Field(default=0.05, gt=0, lt=1)

@@ -285,3 +285,26 @@ async def test_missing_data_fails_the_run_with_a_reason(settings):
             with pytest.raises(WorkflowFailureError) as failure:
                 await handle.result()
     assert "only 0 usable rows" in str(failure.value.cause.cause)
+
+
+async def test_the_retrain_schedule_is_created_once_per_target(settings):
+    from cryptopredict.orchestration import ensure_training_schedules
+    from cryptopredict.topics import training_schedule_id
+
+    pair = unique_pair()
+    mine = settings.model_copy(update={"kraken": settings.kraken.model_copy(update={"pairs": [pair]})})
+    client = await temporal_client(settings)
+    schedule_id = training_schedule_id(pair, settings.features.interval_s, settings.model.horizon_candles)
+    try:
+        assert await ensure_training_schedules(mine, client) == [schedule_id]
+        assert await ensure_training_schedules(mine, client) == []  # every worker start calls it
+        description = await client.get_schedule_handle(schedule_id).describe()
+        action = description.schedule.action
+        assert action.workflow == "TrainingWorkflow"
+        assert action.id == training_workflow_id(
+            pair, settings.features.interval_s, settings.model.horizon_candles
+        )
+        interval = description.schedule.spec.intervals[0].every
+        assert interval.total_seconds() == settings.model.retrain_every_s
+    finally:
+        await client.get_schedule_handle(schedule_id).delete()

@@ -13,6 +13,7 @@ import pytest
 
 from cryptopredict.features.candles import gap_candle
 from cryptopredict.features.indicators import IndicatorConfig, IndicatorState, indicator_frame
+from cryptopredict.features.sentiment import sentiment_features
 from cryptopredict.ml import lifecycle
 from cryptopredict.ml.dataset import TARGET, build_dataset, indicator_values
 from cryptopredict.ml.serving import input_row
@@ -59,10 +60,26 @@ def frame_of(candles: list[Candle]) -> pd.DataFrame:
     return pd.DataFrame([c.model_dump() for c in candles])
 
 
-def dataset(candles: list[Candle], lags: int = 3, horizon: int = 1, config: IndicatorConfig = SMALL):
+def dataset(
+    candles: list[Candle], lags: int = 3, horizon: int = 1, config: IndicatorConfig = SMALL, sentiment=None
+):
     frame = frame_of(candles)
     values, _ = indicator_values(frame, PAIR, 60, None, config)
-    return build_dataset(frame, 60, lags, horizon, values, None, config)
+    return build_dataset(frame, 60, lags, horizon, values, sentiment, config)
+
+
+def sentiment_at_closes(candles: list[Candle]) -> pd.DataFrame:
+    """Scores every 7 minutes; features taken at each candle's close, indexed by its start."""
+    scores = pd.DataFrame(
+        {
+            "scored_at": [T0 + timedelta(minutes=7 * k, seconds=30) for k in range(20)],
+            "score": [(-1, 0, 1)[k % 3] for k in range(20)],
+            "confidence": [0.5 + 0.02 * k for k in range(20)],
+        }
+    )
+    features = sentiment_features(scores, pd.DatetimeIndex([c.window_end for c in candles]))
+    features.index = pd.DatetimeIndex([c.window_start for c in candles])
+    return features
 
 
 def test_target_is_aligned_by_time_and_rows_touching_gaps_are_dropped_and_counted():
@@ -95,15 +112,19 @@ def test_features_on_a_history_truncated_at_t_equal_the_full_history_features_at
 
 
 def test_the_live_input_row_equals_the_training_row():
-    """The prediction path builds its row from recent candles and the streaming indicator state."""
+    """The prediction path builds its row from recent candles, the streaming indicator state and the
+    sentiment at the candle's close."""
     candles, lags = walk(100), 3
-    ds = dataset(candles, lags=lags).frame.set_index("window_start")
+    sentiment = sentiment_at_closes(candles)
+    ds = dataset(candles, lags=lags, sentiment=sentiment).frame.set_index("window_start")
+    assert {"sentiment_mean_1h", "sentiment_log_count_24h"} <= set(ds.columns)
     state = IndicatorState.new(PAIR, 60, SMALL)
     checked = 0
     for i, candle in enumerate(candles):
         values = state.update(candle).values
         if candle.window_start in ds.index:
-            row = input_row(candles[max(0, i - lags) : i + 1], values, lags, SMALL).iloc[0]
+            at = sentiment.loc[[candle.window_start]]
+            row = input_row(candles[max(0, i - lags) : i + 1], values, lags, SMALL, at).iloc[0]
             np.testing.assert_allclose(
                 row[list(row.index)], ds.loc[candle.window_start, list(row.index)], rtol=1e-12
             )
