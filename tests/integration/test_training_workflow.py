@@ -308,3 +308,29 @@ async def test_the_retrain_schedule_is_created_once_per_target(settings):
         assert interval.total_seconds() == settings.model.retrain_every_s
     finally:
         await client.get_schedule_handle(schedule_id).delete()
+
+
+async def test_cryptopredict_train_prints_the_decision_as_its_last_line(settings):
+    pair = unique_pair()
+    await seed(settings, pair, ar=0.0, seed=7)
+    client = await temporal_client(settings)
+    task_queue = f"training-cmd-{uuid.uuid4()}"
+    env = os.environ | {
+        "CRYPTOPREDICT_TEMPORAL__TRAINING_TASK_QUEUE": task_queue,
+        "CRYPTOPREDICT_MODEL__FOLDS": "2",
+    }
+    command = [sys.executable, "-m", "cryptopredict.cli", "train", "--pair", pair, "--interval", "1m"]
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as executor:
+        async with build_worker(client, settings, executor, task_queue=task_queue):
+            completed = await asyncio.to_thread(
+                subprocess.run,
+                [*command, "--trials", "2"],
+                capture_output=True,
+                text=True,
+                env=env,
+                timeout=600,
+            )
+    assert completed.returncode == 0, completed.stderr
+    decision = json.loads(completed.stdout.strip().splitlines()[-1])
+    assert decision["promoted"] is False and decision["reasons"]
+    assert 0.0 <= decision["interval_coverage"] <= 1.0 and 0.0 <= decision["dm_pvalue"] <= 1.0
