@@ -33,6 +33,8 @@ def prediction_to_proto(prediction: Prediction) -> pb.Prediction:
         predicted_price=prediction.predicted_price,
         model_name=prediction.model_name,
         model_version=prediction.model_version,
+        lower_price=prediction.lower_price,
+        upper_price=prediction.upper_price,
     )
 
 
@@ -55,5 +57,9 @@ def prediction_from_proto(message: pb.Prediction) -> Prediction:
             "predicted_price": message.predicted_price,
             "model_name": message.model_name,
             "model_version": message.model_version,
+            **{
+                bound: getattr(message, bound) if message.HasField(bound) else None
+                for bound in ("lower_price", "upper_price")
+            },
         }
     )

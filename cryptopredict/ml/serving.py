@@ -97,7 +97,7 @@ def predict_next(
     needed = forecast_spec(model).features
     if any(name not in row.columns for name in needed) or row[needed].isna().any(axis=None):
         return None
-    log_return = float(predict_frame(model, row)["log_return"].iloc[0])
+    output = predict_frame(model, row).iloc[0]
     last = history[-1]
     horizon = timedelta(seconds=last.interval_s) * horizon_candles
     return Prediction(
@@ -108,7 +108,9 @@ def predict_next(
         feature_time=last.window_start,
         target_time=last.window_end + horizon,
         last_price=last.close,
-        predicted_price=last.close * float(np.exp(log_return)),
+        predicted_price=last.close * float(np.exp(output["log_return"])),
+        lower_price=last.close * float(np.exp(output["lower"])),
+        upper_price=last.close * float(np.exp(output["upper"])),
         model_name=ref.name,
         model_version=ref.version,
     )

@@ -32,6 +32,9 @@ class Prediction(DomainModel):
     target_time: UtcDatetime
     last_price: PositiveFloat
     predicted_price: PositiveFloat
+    # The model's calibrated prediction interval (nominal coverage set at training); None: none given.
+    lower_price: PositiveFloat | None = None
+    upper_price: PositiveFloat | None = None
     model_name: str
     model_version: str
 

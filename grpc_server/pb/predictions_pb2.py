@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"cryptopredict/v1/predictions.proto\x12\x10\x63ryptopredict.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xa9\x02\n\nPrediction\x12\x0c\n\x04pair\x18\x01 \x01(\t\x12\x12\n\ninterval_s\x18\x02 \x01(\x03\x12\x11\n\thorizon_s\x18\x03 \x01(\x03\x12+\n\x07made_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x66\x65\x61ture_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0btarget_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nlast_price\x18\x07 \x01(\x01\x12\x17\n\x0fpredicted_price\x18\x08 \x01(\x01\x12\x12\n\nmodel_name\x18\t \x01(\t\x12\x15\n\rmodel_version\x18\n \x01(\t\"=\n\x18StreamPredictionsRequest\x12\r\n\x05pairs\x18\x01 \x03(\t\x12\x12\n\ninterval_s\x18\x02 \x01(\x03\"M\n\x19StreamPredictionsResponse\x12\x30\n\nprediction\x18\x01 \x01(\x0b\x32\x1c.cryptopredict.v1.Prediction\"Q\n\x1aGetLatestPredictionRequest\x12\x0c\n\x04pair\x18\x01 \x01(\t\x12\x12\n\ninterval_s\x18\x02 \x01(\x03\x12\x11\n\thorizon_s\x18\x03 \x01(\x03\"O\n\x1bGetLatestPredictionResponse\x12\x30\n\nprediction\x18\x01 \x01(\x0b\x32\x1c.cryptopredict.v1.Prediction2\xf7\x01\n\x11PredictionService\x12n\n\x11StreamPredictions\x12*.cryptopredict.v1.StreamPredictionsRequest\x1a+.cryptopredict.v1.StreamPredictionsResponse0\x01\x12r\n\x13GetLatestPrediction\x12,.cryptopredict.v1.GetLatestPredictionRequest\x1a-.cryptopredict.v1.GetLatestPredictionResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"cryptopredict/v1/predictions.proto\x12\x10\x63ryptopredict.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xfd\x02\n\nPrediction\x12\x0c\n\x04pair\x18\x01 \x01(\t\x12\x12\n\ninterval_s\x18\x02 \x01(\x03\x12\x11\n\thorizon_s\x18\x03 \x01(\x03\x12+\n\x07made_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x66\x65\x61ture_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0btarget_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nlast_price\x18\x07 \x01(\x01\x12\x17\n\x0fpredicted_price\x18\x08 \x01(\x01\x12\x12\n\nmodel_name\x18\t \x01(\t\x12\x15\n\rmodel_version\x18\n \x01(\t\x12\x18\n\x0blower_price\x18\x0b \x01(\x01H\x00\x88\x01\x01\x12\x18\n\x0bupper_price\x18\x0c \x01(\x01H\x01\x88\x01\x01\x42\x0e\n\x0c_lower_priceB\x0e\n\x0c_upper_price\"=\n\x18StreamPredictionsRequest\x12\r\n\x05pairs\x18\x01 \x03(\t\x12\x12\n\ninterval_s\x18\x02 \x01(\x03\"M\n\x19StreamPredictionsResponse\x12\x30\n\nprediction\x18\x01 \x01(\x0b\x32\x1c.cryptopredict.v1.Prediction\"Q\n\x1aGetLatestPredictionRequest\x12\x0c\n\x04pair\x18\x01 \x01(\t\x12\x12\n\ninterval_s\x18\x02 \x01(\x03\x12\x11\n\thorizon_s\x18\x03 \x01(\x03\"O\n\x1bGetLatestPredictionResponse\x12\x30\n\nprediction\x18\x01 \x01(\x0b\x32\x1c.cryptopredict.v1.Prediction2\xf7\x01\n\x11PredictionService\x12n\n\x11StreamPredictions\x12*.cryptopredict.v1.StreamPredictionsRequest\x1a+.cryptopredict.v1.StreamPredictionsResponse0\x01\x12r\n\x13GetLatestPrediction\x12,.cryptopredict.v1.GetLatestPredictionRequest\x1a-.cryptopredict.v1.GetLatestPredictionResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,15 +33,15 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'cryptopredict.v1.prediction
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_PREDICTION']._serialized_start=90
-  _globals['_PREDICTION']._serialized_end=387
-  _globals['_STREAMPREDICTIONSREQUEST']._serialized_start=389
-  _globals['_STREAMPREDICTIONSREQUEST']._serialized_end=450
-  _globals['_STREAMPREDICTIONSRESPONSE']._serialized_start=452
-  _globals['_STREAMPREDICTIONSRESPONSE']._serialized_end=529
-  _globals['_GETLATESTPREDICTIONREQUEST']._serialized_start=531
-  _globals['_GETLATESTPREDICTIONREQUEST']._serialized_end=612
-  _globals['_GETLATESTPREDICTIONRESPONSE']._serialized_start=614
-  _globals['_GETLATESTPREDICTIONRESPONSE']._serialized_end=693
-  _globals['_PREDICTIONSERVICE']._serialized_start=696
-  _globals['_PREDICTIONSERVICE']._serialized_end=943
+  _globals['_PREDICTION']._serialized_end=471
+  _globals['_STREAMPREDICTIONSREQUEST']._serialized_start=473
+  _globals['_STREAMPREDICTIONSREQUEST']._serialized_end=534
+  _globals['_STREAMPREDICTIONSRESPONSE']._serialized_start=536
+  _globals['_STREAMPREDICTIONSRESPONSE']._serialized_end=613
+  _globals['_GETLATESTPREDICTIONREQUEST']._serialized_start=615
+  _globals['_GETLATESTPREDICTIONREQUEST']._serialized_end=696
+  _globals['_GETLATESTPREDICTIONRESPONSE']._serialized_start=698
+  _globals['_GETLATESTPREDICTIONRESPONSE']._serialized_end=777
+  _globals['_PREDICTIONSERVICE']._serialized_start=780
+  _globals['_PREDICTIONSERVICE']._serialized_end=1027
 # @@protoc_insertion_point(module_scope)

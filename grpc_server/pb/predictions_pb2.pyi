@@ -10,7 +10,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Prediction(_message.Message):
-    __slots__ = ("pair", "interval_s", "horizon_s", "made_at", "feature_time", "target_time", "last_price", "predicted_price", "model_name", "model_version")
+    __slots__ = ("pair", "interval_s", "horizon_s", "made_at", "feature_time", "target_time", "last_price", "predicted_price", "model_name", "model_version", "lower_price", "upper_price")
     PAIR_FIELD_NUMBER: _ClassVar[int]
     INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
     HORIZON_S_FIELD_NUMBER: _ClassVar[int]
@@ -21,6 +21,8 @@ class Prediction(_message.Message):
     PREDICTED_PRICE_FIELD_NUMBER: _ClassVar[int]
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    LOWER_PRICE_FIELD_NUMBER: _ClassVar[int]
+    UPPER_PRICE_FIELD_NUMBER: _ClassVar[int]
     pair: str
     interval_s: int
     horizon_s: int
@@ -31,7 +33,9 @@ class Prediction(_message.Message):
     predicted_price: float
     model_name: str
     model_version: str
-    def __init__(self, pair: _Optional[str] = ..., interval_s: _Optional[int] = ..., horizon_s: _Optional[int] = ..., made_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., feature_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., target_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_price: _Optional[float] = ..., predicted_price: _Optional[float] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ...) -> None: ...
+    lower_price: float
+    upper_price: float
+    def __init__(self, pair: _Optional[str] = ..., interval_s: _Optional[int] = ..., horizon_s: _Optional[int] = ..., made_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., feature_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., target_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_price: _Optional[float] = ..., predicted_price: _Optional[float] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., lower_price: _Optional[float] = ..., upper_price: _Optional[float] = ...) -> None: ...
 
 class StreamPredictionsRequest(_message.Message):
     __slots__ = ("pairs", "interval_s")

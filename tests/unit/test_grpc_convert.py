@@ -31,12 +31,15 @@ def make_prediction(**overrides: object) -> Prediction:
     return Prediction.model_validate(fields | overrides)
 
 
-def test_round_trip_is_lossless() -> None:
-    prediction = make_prediction()
+@pytest.mark.parametrize("bounds", [{}, {"lower_price": 63_900.0, "upper_price": 64_100.75}])
+def test_round_trip_is_lossless(bounds: dict[str, float]) -> None:
+    prediction = make_prediction(**bounds)
     message = prediction_to_proto(prediction)
     assert prediction_from_proto(message) == prediction
     # Also through the wire format, as a client would see it.
     assert prediction_from_proto(pb.Prediction.FromString(message.SerializeToString())) == prediction
+    # A model without an interval leaves the bounds unset, not 0.
+    assert message.HasField("lower_price") == bool(bounds)
 
 
 def test_timestamps_are_utc_with_microseconds() -> None:

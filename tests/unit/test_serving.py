@@ -1,0 +1,71 @@
+"""The live prediction from a loaded forecaster: price, interval bounds, and refusal on missing inputs."""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+
+from cryptopredict.features.indicators import IndicatorConfig, IndicatorState
+from cryptopredict.ml.pyfunc import ForecastPythonModel, ForecastSpec, LinearParams
+from cryptopredict.ml.serving import predict_next
+from cryptopredict.ml.synthetic import synthetic_candles
+from cryptopredict.models import ModelRef
+
+pytestmark = pytest.mark.unit
+
+CONFIG = IndicatorConfig()
+REF = ModelRef(name="cryptopredict-tstusd-60s-h1", version="3", flavor="linear")
+
+
+class Loaded:
+    """What mlflow.pyfunc.load_model returns, as far as serving uses it (the MLflow round trip itself is
+    tested in test_ml_pyfunc)."""
+
+    def __init__(self, spec: ForecastSpec) -> None:
+        self.model = ForecastPythonModel()
+        self.model.spec = spec
+
+    def unwrap_python_model(self) -> ForecastPythonModel:
+        return self.model
+
+    def predict(self, frame):  # type: ignore[no-untyped-def]
+        return self.model.predict(None, frame)
+
+
+def linear_on_last_return(coef: float, interval=(-0.002, 0.003)) -> Loaded:
+    linear = LinearParams(mean=[0.0], scale=[1.0], coef=[coef], intercept=0.0001)
+    return Loaded(ForecastSpec(family="linear", features=["ret_lag_1"], interval=interval, linear=linear))
+
+
+def history_with_indicators(n: int):
+    from datetime import UTC, datetime
+
+    candles = synthetic_candles("TST/USD", 60, n, datetime(2026, 1, 1, tzinfo=UTC), seed=2)
+    state = IndicatorState.new("TST/USD", 60, CONFIG)
+    values = [state.update(c).values for c in candles]
+    return candles, values[-1]
+
+
+def test_the_prediction_carries_the_price_and_the_interval_of_the_model():
+    candles, values = history_with_indicators(100)
+    prediction = predict_next(linear_on_last_return(-0.5), REF, candles[-11:], values, 10, 1, CONFIG)
+    assert prediction is not None
+    last, previous = candles[-1].close, candles[-2].close
+    log_return = 0.0001 - 0.5 * math.log(last / previous)
+    assert prediction.predicted_price == pytest.approx(last * math.exp(log_return), rel=1e-12)
+    assert prediction.lower_price == pytest.approx(last * math.exp(log_return - 0.002), rel=1e-12)
+    assert prediction.upper_price == pytest.approx(last * math.exp(log_return + 0.003), rel=1e-12)
+    assert prediction.feature_time == candles[-1].window_start
+    assert prediction.target_time == candles[-1].window_end + (
+        candles[-1].window_end - candles[-1].window_start
+    )
+    assert (prediction.model_name, prediction.model_version) == (REF.name, REF.version)
+
+
+def test_a_model_needing_an_indicator_still_warming_up_gets_no_prediction():
+    candles, values = history_with_indicators(30)  # sma_60 has no value yet
+    spec = ForecastSpec(family="persistence", features=["sma_60_rel"], interval=(0.0, 0.0))
+    assert predict_next(Loaded(spec), REF, candles[-11:], values, 10, 1, CONFIG) is None
+    persistence = Loaded(ForecastSpec(family="persistence", features=[], interval=(0.0, 0.0)))
+    assert predict_next(persistence, REF, candles[-11:], values, 10, 1, CONFIG) is not None
