@@ -1,4 +1,5 @@
-"""Agents that write the streams into the feature store: candles, indicator rows and dead letters.
+"""Agents that write the streams into the feature store: candles, indicator rows, predictions and dead
+letters.
 
 Micro-batches (`stream.take`) with idempotent upserts keyed by (pair, interval_s, window_start), so
 replays and restarts never duplicate rows. The schema is brought up to date by the migrations first.
@@ -15,10 +16,24 @@ from typing import Any, TypeVar
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
-from cryptopredict.models import Candle, DeadLetter, IndicatorRow
-from cryptopredict.store.candles import async_engine, insert_dead_letters, upsert_candles, upsert_indicators
+from cryptopredict.models import Candle, DeadLetter, IndicatorRow, Prediction
+from cryptopredict.store.candles import (
+    async_engine,
+    insert_dead_letters,
+    upsert_candles,
+    upsert_indicators,
+    upsert_predictions,
+)
 from cryptopredict.store.migrate import migrate
-from streams.app import app, candles_topic, dead_letter, dead_letters_topic, indicators_topic, settings
+from streams.app import (
+    app,
+    candles_topic,
+    dead_letter,
+    dead_letters_topic,
+    indicators_topic,
+    predictions_topic,
+    settings,
+)
 from streams.guard import CompleteStream, complete_stream
 
 logger = logging.getLogger(__name__)
@@ -69,6 +84,7 @@ async def _sink(
 if settings.store.sink_enabled:
     _complete_candles = complete_stream("candle_sink", candles_topic.get_topic_name())
     _complete_indicators = complete_stream("indicator_sink", indicators_topic.get_topic_name())
+    _complete_predictions = complete_stream("prediction_sink", predictions_topic.get_topic_name())
 
     @app.agent(candles_topic)
     async def sink_candles(stream):  # type: ignore[no-untyped-def]
@@ -77,6 +93,10 @@ if settings.store.sink_enabled:
     @app.agent(indicators_topic)
     async def sink_indicators(stream):  # type: ignore[no-untyped-def]
         await _sink(stream, _complete_indicators, IndicatorRow, upsert_indicators)
+
+    @app.agent(predictions_topic)
+    async def sink_predictions(stream):  # type: ignore[no-untyped-def]
+        await _sink(stream, _complete_predictions, Prediction, upsert_predictions)
 
     @app.agent(dead_letters_topic)
     async def sink_dead_letters(stream):  # type: ignore[no-untyped-def]

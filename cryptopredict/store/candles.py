@@ -11,9 +11,9 @@ from sqlalchemy import Engine, Table, create_engine, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
-from cryptopredict.models import Candle, DeadLetter, IndicatorRow
+from cryptopredict.models import Candle, DeadLetter, IndicatorRow, Prediction
 from cryptopredict.settings import PostgresSettings
-from cryptopredict.store.schema import candles, dead_letters, technical_indicators
+from cryptopredict.store.schema import candles, dead_letters, predictions, technical_indicators
 
 
 def async_engine(settings: PostgresSettings) -> AsyncEngine:
@@ -27,16 +27,18 @@ def sync_engine(settings: PostgresSettings) -> Engine:
 WINDOW_KEY = ("pair", "interval_s", "window_start")
 
 
-async def _upsert(engine: AsyncEngine, table: Table, values: list[dict[str, Any]]) -> int:
+async def _upsert(
+    engine: AsyncEngine, table: Table, values: list[dict[str, Any]], key: tuple[str, ...] = WINDOW_KEY
+) -> int:
     # The last row per key wins: one statement must not touch a row twice (a candle sent again after a
     # restart can land in the same micro-batch as its first copy).
-    latest = list({tuple(v[k] for k in WINDOW_KEY): v for v in values}.values())
+    latest = list({tuple(v[k] for k in key): v for v in values}.values())
     if not latest:
         return 0
     statement = insert(table)
     statement = statement.on_conflict_do_update(
-        index_elements=list(WINDOW_KEY),
-        set_={col.name: statement.excluded[col.name] for col in table.columns if col.name not in WINDOW_KEY},
+        index_elements=list(key),
+        set_={col.name: statement.excluded[col.name] for col in table.columns if col.name not in key},
     )
     async with engine.begin() as conn:
         await conn.execute(statement, latest)  # executemany: compiled once, sent as batched VALUES
@@ -49,6 +51,13 @@ async def upsert_candles(engine: AsyncEngine, rows: Sequence[Candle]) -> int:
 
 async def upsert_indicators(engine: AsyncEngine, rows: Sequence[IndicatorRow]) -> int:
     return await _upsert(engine, technical_indicators, [r.model_dump() for r in rows])
+
+
+PREDICTION_KEY = ("pair", "interval_s", "horizon_s", "feature_time", "model_name", "model_version")
+
+
+async def upsert_predictions(engine: AsyncEngine, rows: Sequence[Prediction]) -> int:
+    return await _upsert(engine, predictions, [r.model_dump() for r in rows], PREDICTION_KEY)
 
 
 async def insert_dead_letters(engine: AsyncEngine, rows: Sequence[DeadLetter]) -> int:

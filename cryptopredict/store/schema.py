@@ -9,6 +9,7 @@ from sqlalchemy import (
     DateTime,
     Double,
     Identity,
+    Index,
     Integer,
     MetaData,
     SmallInteger,
@@ -88,3 +89,23 @@ sentiment_scores = Table(
     Column("reason", Text, nullable=False),
     Column("scored_at", DateTime(timezone=True), nullable=False),
 )
+
+# One row per prediction: the champion version that made it, for the feature row of one candle.
+predictions = Table(
+    "predictions",
+    metadata,
+    Column("pair", Text, primary_key=True),
+    Column("interval_s", Integer, primary_key=True),
+    Column("horizon_s", Integer, primary_key=True),
+    Column("feature_time", DateTime(timezone=True), primary_key=True),
+    Column("model_name", Text, primary_key=True),
+    Column("model_version", Text, primary_key=True),
+    Column("made_at", DateTime(timezone=True), nullable=False),
+    Column("target_time", DateTime(timezone=True), nullable=False),
+    Column("last_price", Double, nullable=False),
+    Column("predicted_price", Double, nullable=False),
+    Column("lower_price", Double),
+    Column("upper_price", Double),
+    Column("written_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+Index("predictions_target_time", predictions.c.pair, predictions.c.interval_s, predictions.c.target_time)

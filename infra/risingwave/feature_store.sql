@@ -91,3 +91,25 @@ CREATE TABLE IF NOT EXISTS sentiment_scores (
     properties.bootstrap.server = 'kafka:9092',
     scan.startup.mode = 'earliest'
 ) FORMAT UPSERT ENCODE JSON;
+
+CREATE TABLE IF NOT EXISTS predictions (
+    pair VARCHAR,
+    interval_s INT,
+    horizon_s INT,
+    feature_time TIMESTAMPTZ,
+    model_name VARCHAR,
+    model_version VARCHAR,
+    made_at TIMESTAMPTZ,
+    target_time TIMESTAMPTZ,
+    last_price DOUBLE PRECISION,
+    predicted_price DOUBLE PRECISION,
+    lower_price DOUBLE PRECISION,
+    upper_price DOUBLE PRECISION,
+    written_at TIMESTAMPTZ AS proctime(),
+    PRIMARY KEY (pair, interval_s, horizon_s, feature_time, model_name, model_version)
+) WITH (
+    connector = 'kafka',
+    topic = 'predictions',
+    properties.bootstrap.server = 'kafka:9092',
+    scan.startup.mode = 'earliest'
+) FORMAT UPSERT ENCODE JSON;

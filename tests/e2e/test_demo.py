@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import subprocess
+from datetime import UTC, datetime
 
 import mlflow
 import pytest
@@ -13,6 +14,7 @@ pytestmark = pytest.mark.e2e
 
 
 async def test_demo_streams_predictions_of_the_champion(settings):
+    started = datetime.now(UTC)
     summary = await run_demo(settings, min_candles=200, predictions=5, timeout_s=600)
     assert summary["trades"] > 1000
     assert summary["candles"] >= 200
@@ -22,6 +24,27 @@ async def test_demo_streams_predictions_of_the_champion(settings):
     champion = mlflow.MlflowClient(settings.mlflow.tracking_uri).get_model_version_by_alias(name, "champion")
     assert str(champion.version) == version
     assert summary["temporal_ui"].startswith(f"http://127.0.0.1:{settings.temporal.ui_port}/")
+    # The predictions are in the feature store too, with the version that made them.
+    assert stored_predictions(settings, name, version, started) >= 5
+
+
+def stored_predictions(settings, model_name: str, model_version: str, since: datetime) -> int:
+    from sqlalchemy import func, select
+
+    from cryptopredict.store.candles import sync_engine
+    from cryptopredict.store.schema import predictions
+
+    engine = sync_engine(settings.postgres)
+    query = select(func.count()).where(
+        predictions.c.model_name == model_name,
+        predictions.c.model_version == model_version,
+        predictions.c.made_at >= since,
+    )
+    try:
+        with engine.connect() as conn:
+            return int(conn.execute(query).scalar_one())
+    finally:
+        engine.dispose()
 
 
 def test_tctl_lists_training_workflows(settings):
