@@ -113,3 +113,17 @@ CREATE TABLE IF NOT EXISTS predictions (
     properties.bootstrap.server = 'kafka:9092',
     scan.startup.mode = 'earliest'
 ) FORMAT UPSERT ENCODE JSON;
+
+-- The outcome ledger (migration 0004 creates the same as a view on PostgreSQL).
+CREATE MATERIALIZED VIEW IF NOT EXISTS prediction_outcomes AS
+SELECT
+    p.pair, p.interval_s, p.horizon_s, p.feature_time, p.target_time, p.model_name, p.model_version,
+    p.made_at, p.last_price, p.predicted_price, p.lower_price, p.upper_price,
+    c.close AS realised_price,
+    abs(p.predicted_price - c.close) AS abs_error,
+    abs(p.last_price - c.close) AS persistence_abs_error,
+    CASE WHEN p.lower_price IS NULL OR p.upper_price IS NULL THEN NULL
+         ELSE (c.close BETWEEN p.lower_price AND p.upper_price) END AS inside_interval
+FROM predictions p
+JOIN candles c
+  ON c.pair = p.pair AND c.interval_s = p.interval_s AND c.window_end = p.target_time;
