@@ -12,6 +12,8 @@ LATE_TRADES = "late_trades"
 CANDLE_TICKS = "candle_ticks"
 TECHNICAL_INDICATORS = "technical_indicators"
 PREDICTIONS = "predictions"
+# Why no prediction was made for a candle (warm-up, gaps): PredictionRefusal JSON, one per candle.
+PREDICTION_REFUSALS = "prediction_refusals"
 NEWS = "news"
 NEWS_SENTIMENT = "news_sentiment"
 # A champion moved (promotion or rollback): the prediction path reloads that model.
@@ -25,6 +27,7 @@ ALL_TOPICS = (
     CANDLES,
     TECHNICAL_INDICATORS,
     PREDICTIONS,
+    PREDICTION_REFUSALS,
     NEWS,
     NEWS_SENTIMENT,
     MODEL_EVENTS,

@@ -49,6 +49,7 @@ app = faust.App(
 candle_ticks_topic = _topic(topics.CANDLE_TICKS)
 candles_topic = _topic(topics.CANDLES)
 predictions_topic = _topic(topics.PREDICTIONS)
+prediction_refusals_topic = _topic(topics.PREDICTION_REFUSALS)
 dead_letters_topic = _topic(topics.DEAD_LETTERS)
 late_trades_topic = _topic(topics.LATE_TRADES)
 indicators_topic = _topic(topics.TECHNICAL_INDICATORS)

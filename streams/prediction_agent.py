@@ -17,12 +17,20 @@ from sqlalchemy import Engine
 
 from cryptopredict.features.indicators import IndicatorConfig, IndicatorState
 from cryptopredict.ml.serving import Champion, predict_next, uses_sentiment
-from cryptopredict.models import Candle, ModelEvent
+from cryptopredict.models import Candle, ModelEvent, PredictionRefusal
 from cryptopredict.sentiment.extractor import normalize_ticker
 from cryptopredict.store.candles import sync_engine
 from cryptopredict.store.news import read_sentiment_features
 from cryptopredict.topics import registered_model_name
-from streams.app import app, candles_topic, dead_letter, model_events_topic, predictions_topic, settings
+from streams.app import (
+    app,
+    candles_topic,
+    dead_letter,
+    model_events_topic,
+    prediction_refusals_topic,
+    predictions_topic,
+    settings,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -125,5 +133,8 @@ async def predict_on_candles(stream):  # type: ignore[no-untyped-def]
             INDICATORS,
             sentiment,
         )
-        if prediction is not None:
+        if isinstance(prediction, PredictionRefusal):
+            logger.info("no prediction for %s at %s: %s", candle.pair, candle.window_start, prediction.reason)
+            await prediction_refusals_topic.send(key=candle.pair.encode(), value=prediction.to_json_bytes())
+        else:
             await predictions_topic.send(key=candle.pair.encode(), value=prediction.to_json_bytes())

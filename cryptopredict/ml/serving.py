@@ -13,7 +13,7 @@ import pandas as pd
 from cryptopredict.features.indicators import IndicatorConfig
 from cryptopredict.features.model_inputs import feature_frame
 from cryptopredict.ml.pyfunc import forecast_spec, predict_frame
-from cryptopredict.models import Candle, ModelRef, Prediction
+from cryptopredict.models import Candle, ModelRef, Prediction, PredictionRefusal
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +81,20 @@ def input_row(
     return frame.iloc[[-1]]
 
 
+def missing_inputs(model: Any, row: pd.DataFrame) -> str | None:
+    """Why `row` cannot be fed to the model, or None when it can."""
+    needed = forecast_spec(model).features
+    absent = [name for name in needed if name not in row.columns]
+    if absent:
+        return f"the model needs inputs this path does not compute: {absent}"
+    empty = [name for name in needed if pd.isna(row[name].iloc[0])]
+    if not empty:
+        return None
+    if any(name.startswith("ret_lag_") for name in empty):
+        return f"incomplete history: a gap or a missing candle among the last candles ({empty[0]} is empty)"
+    return f"warm-up: {', '.join(empty)} have no value yet"
+
+
 def predict_next(
     model: Any,
     ref: ModelRef,
@@ -90,16 +104,25 @@ def predict_next(
     horizon_candles: int,
     config: IndicatorConfig,
     sentiment: pd.DataFrame | None = None,
-) -> Prediction | None:
-    """A prediction from the newest candle of `history`, or None while a feature the model needs is
-    missing (warm-up, a gap among the last `lags + 1` candles)."""
-    row = input_row(history, indicator_values, lags, config, sentiment)
-    needed = forecast_spec(model).features
-    if any(name not in row.columns for name in needed) or row[needed].isna().any(axis=None):
-        return None
-    output = predict_frame(model, row).iloc[0]
+) -> Prediction | PredictionRefusal:
+    """A prediction from the newest candle of `history`, or the reason there is none: a feature the
+    model needs is missing (warm-up, a gap or a missing candle among the last `lags + 1`)."""
     last = history[-1]
     horizon = timedelta(seconds=last.interval_s) * horizon_candles
+    row = input_row(history, indicator_values, lags, config, sentiment)
+    reason = missing_inputs(model, row)
+    if reason is not None:
+        return PredictionRefusal(
+            pair=last.pair,
+            interval_s=last.interval_s,
+            horizon_s=int(horizon.total_seconds()),
+            feature_time=last.window_start,
+            model_name=ref.name,
+            model_version=ref.version,
+            reason=reason,
+            at=datetime.now(UTC),
+        )
+    output = predict_frame(model, row).iloc[0]
     return Prediction(
         pair=last.pair,
         interval_s=last.interval_s,

@@ -1,7 +1,7 @@
 """Pydantic domain models: the only hand-written schemas. Kafka topics carry their JSON."""
 
 from cryptopredict.models.market import Candle, DeadLetter, IndicatorRow, Trade, TradeBatch, trade_batches
-from cryptopredict.models.ml import ModelEvent, ModelRef, Prediction
+from cryptopredict.models.ml import ModelEvent, ModelRef, Prediction, PredictionRefusal
 from cryptopredict.models.news import NewsItem, SentimentScore
 
 __all__ = [
@@ -12,6 +12,7 @@ __all__ = [
     "ModelRef",
     "NewsItem",
     "Prediction",
+    "PredictionRefusal",
     "SentimentScore",
     "Trade",
     "TradeBatch",

@@ -51,3 +51,16 @@ class ModelEvent(DomainModel):
     kind: str  # "promoted" or "rolled_back"
     reason: str
     at: UtcDatetime
+
+
+class PredictionRefusal(DomainModel):
+    """Published to `prediction_refusals` instead of a number when the model's inputs are incomplete."""
+
+    pair: str
+    interval_s: int = Field(gt=0)
+    horizon_s: int = Field(gt=0)
+    feature_time: UtcDatetime
+    model_name: str
+    model_version: str
+    reason: str
+    at: UtcDatetime

@@ -10,7 +10,7 @@ from cryptopredict.features.indicators import IndicatorConfig, IndicatorState
 from cryptopredict.ml.pyfunc import ForecastPythonModel, ForecastSpec, LinearParams
 from cryptopredict.ml.serving import predict_next
 from cryptopredict.ml.synthetic import synthetic_candles
-from cryptopredict.models import ModelRef
+from cryptopredict.models import ModelRef, Prediction, PredictionRefusal
 
 pytestmark = pytest.mark.unit
 
@@ -50,7 +50,7 @@ def history_with_indicators(n: int):
 def test_the_prediction_carries_the_price_and_the_interval_of_the_model():
     candles, values = history_with_indicators(100)
     prediction = predict_next(linear_on_last_return(-0.5), REF, candles[-11:], values, 10, 1, CONFIG)
-    assert prediction is not None
+    assert isinstance(prediction, Prediction)
     last, previous = candles[-1].close, candles[-2].close
     log_return = 0.0001 - 0.5 * math.log(last / previous)
     assert prediction.predicted_price == pytest.approx(last * math.exp(log_return), rel=1e-12)
@@ -63,9 +63,21 @@ def test_the_prediction_carries_the_price_and_the_interval_of_the_model():
     assert (prediction.model_name, prediction.model_version) == (REF.name, REF.version)
 
 
-def test_a_model_needing_an_indicator_still_warming_up_gets_no_prediction():
+def test_incomplete_inputs_give_the_reason_instead_of_a_number():
     candles, values = history_with_indicators(30)  # sma_60 has no value yet
     spec = ForecastSpec(family="persistence", features=["sma_60_rel"], interval=(0.0, 0.0))
-    assert predict_next(Loaded(spec), REF, candles[-11:], values, 10, 1, CONFIG) is None
+    refusal = predict_next(Loaded(spec), REF, candles[-11:], values, 10, 1, CONFIG)
+    assert (
+        isinstance(refusal, PredictionRefusal) and refusal.reason == "warm-up: sma_60_rel have no value yet"
+    )
+    assert refusal.feature_time == candles[-1].window_start and refusal.model_version == "3"
+
+    holed = [*candles[-11:-3], *candles[-2:]]  # a candle missing inside the lag window
+    refusal = predict_next(linear_on_last_return(-0.5), REF, holed, values, 10, 1, CONFIG)
+    assert isinstance(refusal, Prediction)  # the model reads ret_lag_1 only, still complete
+    needs_two = Loaded(ForecastSpec(family="persistence", features=["ret_lag_2"], interval=(0.0, 0.0)))
+    refusal = predict_next(needs_two, REF, holed, values, 10, 1, CONFIG)  # the return into the hole
+    assert isinstance(refusal, PredictionRefusal) and refusal.reason.startswith("incomplete history")
+
     persistence = Loaded(ForecastSpec(family="persistence", features=[], interval=(0.0, 0.0)))
-    assert predict_next(persistence, REF, candles[-11:], values, 10, 1, CONFIG) is not None
+    assert isinstance(predict_next(persistence, REF, candles[-11:], values, 10, 1, CONFIG), Prediction)
