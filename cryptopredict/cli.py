@@ -9,12 +9,15 @@ import os
 import sys
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated
 
 import typer
 
 from cryptopredict.cli_stack import stack_app
 from cryptopredict.settings import get_settings
+
+if TYPE_CHECKING:
+    from cryptopredict.models import Prediction
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -295,6 +298,54 @@ def train(
         return
     typer.echo(result.model_dump_json(indent=2, exclude={"screened", "tuned"}), err=True)
     typer.echo(json.dumps(result.decision_line()))
+
+
+@app.command()
+def watch(
+    pair: Annotated[
+        list[str] | None, typer.Option(help="pair to watch; repeat for more (default: all)")
+    ] = None,
+    interval: Annotated[str, typer.Option(help="candle interval: 1m, 5m, 1h")] = "1m",
+    target: Annotated[str | None, typer.Option(help="gRPC server host:port (default from settings)")] = None,
+    limit: Annotated[int, typer.Option(help="stop after this many predictions (0: never)")] = 0,
+) -> None:
+    """Print the prediction stream as a table: the latest prediction per pair first, then live ones."""
+    from grpc_server.client import watch_predictions
+
+    settings = get_settings()
+    address = target or f"{settings.grpc.host}:{settings.grpc.port}"
+
+    async def run() -> None:
+        typer.echo(WATCH_FORMAT.format(*WATCH_COLUMNS))
+        seen = 0
+        async for prediction in watch_predictions(address, pair or [], parse_interval(interval)):
+            typer.echo(WATCH_FORMAT.format(*watch_row(prediction)))
+            seen += 1
+            if limit and seen >= limit:
+                break
+
+    asyncio.run(run())
+
+
+WATCH_COLUMNS = ("feature time", "pair", "last", "predicted", "interval", "target", "model")
+WATCH_FORMAT = "{:<16}  {:<9}  {:>12}  {:>12}  {:>25}  {:<5}  {}"
+
+
+def watch_row(p: Prediction) -> tuple[str, ...]:
+    band = (
+        "-"
+        if p.lower_price is None or p.upper_price is None
+        else f"{p.lower_price:,.2f}..{p.upper_price:,.2f}"
+    )
+    return (
+        f"{p.feature_time:%Y-%m-%d %H:%M}",
+        p.pair,
+        f"{p.last_price:,.2f}",
+        f"{p.predicted_price:,.2f}",
+        band,
+        f"{p.target_time:%H:%M}",
+        f"{p.model_name} v{p.model_version}",
+    )
 
 
 model_app = typer.Typer(no_args_is_help=True, help="Registered models: rollback")

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import AsyncGenerator, Sequence
 
 import grpc
 
@@ -15,6 +15,28 @@ from grpc_server.pb import predictions_pb2_grpc as pb_grpc
 logger = logging.getLogger(__name__)
 
 # `timeout` is a gRPC deadline rather than asyncio.timeout: it travels to the server with the call.
+
+
+async def watch_predictions(
+    target: str,
+    pairs: Sequence[str] = (),
+    interval_s: int = 0,
+    timeout: float | None = None,  # noqa: ASYNC109
+) -> AsyncGenerator[Prediction]:
+    """The predictions of StreamPredictions as they arrive: the latest known ones first, then live ones.
+    Ends quietly at the deadline `timeout` (None: never); any other RPC error is raised."""
+    async with grpc.aio.insecure_channel(target) as channel:
+        call = pb_grpc.PredictionServiceStub(channel).StreamPredictions(
+            pb.StreamPredictionsRequest(pairs=list(pairs), interval_s=interval_s), timeout=timeout
+        )
+        try:
+            async for response in call:
+                yield prediction_from_proto(response.prediction)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise
+        finally:
+            call.cancel()  # tells the server to unsubscribe now rather than at the deadline
 
 
 async def stream_predictions(
@@ -30,21 +52,16 @@ async def stream_predictions(
     RPC error is raised as grpc.aio.AioRpcError.
     """
     received: list[Prediction] = []
-    async with grpc.aio.insecure_channel(target) as channel:
-        call = pb_grpc.PredictionServiceStub(channel).StreamPredictions(
-            pb.StreamPredictionsRequest(pairs=list(pairs), interval_s=interval_s), timeout=timeout
-        )
-        try:
-            async for response in call:
-                received.append(prediction_from_proto(response.prediction))
-                if len(received) >= limit:
-                    break
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
-                raise
-            logger.info("stream deadline after %d of %d predictions", len(received), limit)
-        finally:
-            call.cancel()  # tells the server to unsubscribe now rather than at the deadline
+    stream = watch_predictions(target, pairs, interval_s, timeout)
+    try:
+        async for prediction in stream:
+            received.append(prediction)
+            if len(received) >= limit:
+                break
+    finally:
+        await stream.aclose()
+    if len(received) < limit:
+        logger.info("stream deadline after %d of %d predictions", len(received), limit)
     return received
 
 

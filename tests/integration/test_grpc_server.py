@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import json
 import socket
+import sys
 import uuid
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
@@ -285,3 +286,22 @@ async def test_predictions_flow_from_kafka_to_the_stream() -> None:
             assert await stream == [before, live]
     finally:
         await producer.stop()
+
+
+async def test_watch_prints_the_stream_as_a_table(running: RunningServer, target: str) -> None:
+    with_band = make_prediction("BTC/USD", minute=1).model_copy(
+        update={"lower_price": 99.5, "upper_price": 103.25}
+    )
+    running.hub.publish(with_band)
+    command = [sys.executable, "-m", "cryptopredict.cli", "watch", "--pair", "BTC/USD", "--target", target]
+    watcher = await asyncio.create_subprocess_exec(
+        *command, "--limit", "2", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
+    )
+    await wait_until(lambda: running.hub.subscriber_count == 1, timeout=30)
+    running.hub.publish(make_prediction("BTC/USD", minute=2))
+    stdout, stderr = await asyncio.wait_for(watcher.communicate(), 30)
+    assert watcher.returncode == 0, stderr.decode()
+    header, first, second = stdout.decode().strip().splitlines()
+    assert header.split()[:3] == ["feature", "time", "pair"]
+    assert "2024-05-01 12:01" in first and "99.50..103.25" in first and "cryptopredict-test v1" in first
+    assert "2024-05-01 12:02" in second and " - " in second  # no interval given
