@@ -34,3 +34,15 @@ def test_risingwave_tables_match_the_postgres_schema():
         if name == "dead_letters":
             expected -= {"id"}  # a PostgreSQL identity
         assert declared[name] == expected, name
+
+
+def test_the_outcome_ledger_view_is_the_same_query_on_both():
+    import importlib
+
+    migration = importlib.import_module("cryptopredict.store.migrations.versions.0004_prediction_outcomes")
+    postgres = migration.OUTCOMES.split(" AS\n", 1)[1]
+    text = re.sub(r"--[^\n]*", "", DDL.read_text())
+    risingwave = text.split("CREATE MATERIALIZED VIEW IF NOT EXISTS prediction_outcomes AS", 1)[1].split(";")[
+        0
+    ]
+    assert " ".join(postgres.split()) == " ".join(risingwave.split())
