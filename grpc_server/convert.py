@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from cryptopredict.models.ml import Prediction
+from cryptopredict.store.ledger import LiveFigures
 from grpc_server.pb import predictions_pb2 as pb
 
 _TIMESTAMP_FIELDS = ("made_at", "feature_time", "target_time")
@@ -62,4 +63,16 @@ def prediction_from_proto(message: pb.Prediction) -> Prediction:
                 for bound in ("lower_price", "upper_price")
             },
         }
+    )
+
+
+def ledger_entry_to_proto(figures: LiveFigures) -> pb.LedgerEntry:
+    return pb.LedgerEntry(
+        model_name=figures.model_name,
+        model_version=figures.model_version,
+        outcomes=figures.n,
+        live_mae=figures.live_mae,
+        persistence_mae=figures.persistence_mae,
+        skill_vs_persistence=figures.skill_vs_persistence,
+        interval_coverage=figures.interval_coverage,
     )

@@ -10,8 +10,9 @@ import asyncio
 import contextlib
 import logging
 import re
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Callable, Iterable
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import NoReturn
 
 import grpc
@@ -20,8 +21,10 @@ from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
 
 from cryptopredict.settings import Settings
+from cryptopredict.store.candles import sync_engine
+from cryptopredict.store.ledger import LiveFigures, ledger_summary
 from grpc_server.consumer import PredictionConsumer
-from grpc_server.convert import prediction_to_proto
+from grpc_server.convert import ledger_entry_to_proto, prediction_to_proto
 from grpc_server.hub import PredictionHub
 from grpc_server.pb import predictions_pb2 as pb
 from grpc_server.pb import predictions_pb2_grpc as pb_grpc
@@ -35,9 +38,13 @@ STOP_GRACE_S = 2.0
 PAIR_PATTERN = re.compile(r"^[A-Z0-9]{2,12}/[A-Z0-9]{2,12}$")
 
 
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+
+
 class PredictionService(pb_grpc.PredictionServiceServicer):
-    def __init__(self, hub: PredictionHub) -> None:
+    def __init__(self, hub: PredictionHub, ledger: Callable[[str, int, datetime], list[LiveFigures]]) -> None:
         self._hub = hub
+        self._ledger = ledger  # blocking I/O: called in a thread
 
     async def StreamPredictions(
         self, request: pb.StreamPredictionsRequest, context: grpc.aio.ServicerContext
@@ -72,6 +79,24 @@ class PredictionService(pb_grpc.PredictionServiceServicer):
                 f" horizon_s={request.horizon_s or 'any'}",
             )
         return pb.GetLatestPredictionResponse(prediction=prediction_to_proto(prediction))
+
+    async def GetLedger(
+        self, request: pb.GetLedgerRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetLedgerResponse:
+        error = _invalid_pairs([request.pair]) or (
+            "interval_s must be positive" if request.interval_s <= 0 else None
+        )
+        if error:
+            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, error)
+        since = request.since.ToDatetime(tzinfo=UTC) if request.HasField("since") else EPOCH
+        figures = await asyncio.to_thread(self._ledger, request.pair, request.interval_s, since)
+        return pb.GetLedgerResponse(
+            entries=[
+                ledger_entry_to_proto(f)
+                for f in figures
+                if not request.model_version or f.model_version == request.model_version
+            ]
+        )
 
 
 async def _abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode, details: str) -> NoReturn:
@@ -110,7 +135,12 @@ async def start_server(
     if hub is None:
         hub = PredictionHub()
     server = grpc.aio.server()
-    pb_grpc.add_PredictionServiceServicer_to_server(PredictionService(hub), server)
+    engine = sync_engine(settings.postgres)
+
+    def ledger(pair: str, interval_s: int, since: datetime) -> list[LiveFigures]:
+        return ledger_summary(engine, pair, interval_s, since)
+
+    pb_grpc.add_PredictionServiceServicer_to_server(PredictionService(hub, ledger), server)
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
@@ -140,6 +170,7 @@ async def start_server(
             with contextlib.suppress(asyncio.CancelledError):
                 await consumer_task
         await server.stop(grace)
+        engine.dispose()
         logger.info("gRPC server stopped")
 
 

@@ -66,3 +66,39 @@ class GetLatestPredictionResponse(_message.Message):
     PREDICTION_FIELD_NUMBER: _ClassVar[int]
     prediction: Prediction
     def __init__(self, prediction: _Optional[_Union[Prediction, _Mapping]] = ...) -> None: ...
+
+class GetLedgerRequest(_message.Message):
+    __slots__ = ("pair", "interval_s", "model_version", "since")
+    PAIR_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    pair: str
+    interval_s: int
+    model_version: str
+    since: _timestamp_pb2.Timestamp
+    def __init__(self, pair: _Optional[str] = ..., interval_s: _Optional[int] = ..., model_version: _Optional[str] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class LedgerEntry(_message.Message):
+    __slots__ = ("model_name", "model_version", "outcomes", "live_mae", "persistence_mae", "skill_vs_persistence", "interval_coverage")
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    OUTCOMES_FIELD_NUMBER: _ClassVar[int]
+    LIVE_MAE_FIELD_NUMBER: _ClassVar[int]
+    PERSISTENCE_MAE_FIELD_NUMBER: _ClassVar[int]
+    SKILL_VS_PERSISTENCE_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_COVERAGE_FIELD_NUMBER: _ClassVar[int]
+    model_name: str
+    model_version: str
+    outcomes: int
+    live_mae: float
+    persistence_mae: float
+    skill_vs_persistence: float
+    interval_coverage: float
+    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., outcomes: _Optional[int] = ..., live_mae: _Optional[float] = ..., persistence_mae: _Optional[float] = ..., skill_vs_persistence: _Optional[float] = ..., interval_coverage: _Optional[float] = ...) -> None: ...
+
+class GetLedgerResponse(_message.Message):
+    __slots__ = ("entries",)
+    ENTRIES_FIELD_NUMBER: _ClassVar[int]
+    entries: _containers.RepeatedCompositeFieldContainer[LedgerEntry]
+    def __init__(self, entries: _Optional[_Iterable[_Union[LedgerEntry, _Mapping]]] = ...) -> None: ...

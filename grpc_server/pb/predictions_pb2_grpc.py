@@ -45,6 +45,11 @@ class PredictionServiceStub:
                 request_serializer=cryptopredict_dot_v1_dot_predictions__pb2.GetLatestPredictionRequest.SerializeToString,
                 response_deserializer=cryptopredict_dot_v1_dot_predictions__pb2.GetLatestPredictionResponse.FromString,
                 _registered_method=True)
+        self.GetLedger = channel.unary_unary(
+                '/cryptopredict.v1.PredictionService/GetLedger',
+                request_serializer=cryptopredict_dot_v1_dot_predictions__pb2.GetLedgerRequest.SerializeToString,
+                response_deserializer=cryptopredict_dot_v1_dot_predictions__pb2.GetLedgerResponse.FromString,
+                _registered_method=True)
 
 
 class PredictionServiceServicer:
@@ -68,6 +73,14 @@ class PredictionServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetLedger(self, request, context):
+        """GetLedger returns the live figures of each model version of one pair and interval, from the
+        predictions whose target time has passed since `since`: how good each model has been.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PredictionServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -80,6 +93,11 @@ def add_PredictionServiceServicer_to_server(servicer, server):
                     servicer.GetLatestPrediction,
                     request_deserializer=cryptopredict_dot_v1_dot_predictions__pb2.GetLatestPredictionRequest.FromString,
                     response_serializer=cryptopredict_dot_v1_dot_predictions__pb2.GetLatestPredictionResponse.SerializeToString,
+            ),
+            'GetLedger': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetLedger,
+                    request_deserializer=cryptopredict_dot_v1_dot_predictions__pb2.GetLedgerRequest.FromString,
+                    response_serializer=cryptopredict_dot_v1_dot_predictions__pb2.GetLedgerResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -137,6 +155,33 @@ class PredictionService:
             '/cryptopredict.v1.PredictionService/GetLatestPrediction',
             cryptopredict_dot_v1_dot_predictions__pb2.GetLatestPredictionRequest.SerializeToString,
             cryptopredict_dot_v1_dot_predictions__pb2.GetLatestPredictionResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetLedger(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cryptopredict.v1.PredictionService/GetLedger',
+            cryptopredict_dot_v1_dot_predictions__pb2.GetLedgerRequest.SerializeToString,
+            cryptopredict_dot_v1_dot_predictions__pb2.GetLedgerResponse.FromString,
             options,
             channel_credentials,
             insecure,

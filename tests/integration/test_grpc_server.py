@@ -305,3 +305,44 @@ async def test_watch_prints_the_stream_as_a_table(running: RunningServer, target
     assert header.split()[:3] == ["feature", "time", "pair"]
     assert "2024-05-01 12:01" in first and "99.50..103.25" in first and "cryptopredict-test v1" in first
     assert "2024-05-01 12:02" in second and " - " in second  # no interval given
+
+
+async def test_get_ledger_reports_the_live_figures_of_each_version(target: str) -> None:
+    from cryptopredict.ml.synthetic import synthetic_candles
+    from cryptopredict.store.candles import async_engine, upsert_candles, upsert_predictions
+    from cryptopredict.store.migrate import migrate
+
+    settings = local_settings()
+    migrate(settings.postgres)
+    pair = f"G{uuid.uuid4().hex[:5].upper()}/USD"
+    candles = synthetic_candles(pair, 60, 5, T0, seed=3)
+    made = [
+        make_prediction(pair, minute=i).model_copy(
+            update={
+                "last_price": c.close,
+                "predicted_price": c.close + 2.0,
+                "lower_price": c.close - 100.0,
+                "upper_price": c.close + 100.0,
+                "model_version": "4",
+            }
+        )
+        for i, c in enumerate(candles[:3])
+    ]
+    engine = async_engine(settings.postgres)
+    await upsert_predictions(engine, made)
+    await upsert_candles(engine, candles)
+    await engine.dispose()
+
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = pb_grpc.PredictionServiceStub(channel)
+        response = await stub.GetLedger(pb.GetLedgerRequest(pair=pair, interval_s=60))
+        (entry,) = response.entries
+        assert (entry.model_name, entry.model_version, entry.outcomes) == ("cryptopredict-test", "4", 3)
+        realised = {c.window_end: c.close for c in candles}
+        expected = sum(abs(p.predicted_price - realised[p.target_time]) for p in made) / 3
+        assert entry.live_mae == pytest.approx(expected) and entry.interval_coverage == 1.0
+        other = await stub.GetLedger(pb.GetLedgerRequest(pair=pair, interval_s=60, model_version="5"))
+        assert list(other.entries) == []
+        with pytest.raises(grpc.aio.AioRpcError) as bad:
+            await stub.GetLedger(pb.GetLedgerRequest(pair=pair, interval_s=0))
+        assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
