@@ -7,6 +7,7 @@ Topic values are raw JSON bytes validated by the pydantic models, never Faust Re
 from __future__ import annotations
 
 import logging
+import tempfile
 from collections.abc import Awaitable
 from datetime import UTC, datetime
 
@@ -32,6 +33,8 @@ app = faust.App(
     topics.topic_name(topics.FAUST_APP_ID, prefix),
     broker=[f"kafka://{server.strip()}" for server in settings.kafka.bootstrap_servers.split(",")],
     store="memory://",
+    # Tables live in memory (rebuilt from changelogs); Faust still makes a data dir, so keep it out of the cwd.
+    datadir=f"{tempfile.gettempdir()}/cryptopredict-faust/{{conf.name}}",
     value_serializer="raw",
     topic_partitions=settings.kafka.partitions,
     topic_replication_factor=1,
