@@ -26,8 +26,8 @@ lock: | $(BIN)/python
 demo: install
 	$(CP) demo
 
-# The README's test command (CI runs exactly this): install, lint, start the stack, run every test.
-test: install
+# The README's test command (CI runs exactly this): install, lint (protos: buf), start the stack, run every test.
+test: install proto-check
 	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(CP) stack up
@@ -55,5 +55,22 @@ stack-down: install
 proto: install
 	$(BIN)/python protos/generate.py
 
+# buf from npm (@bufbuild/buf, pinned in package-lock.json), installed into node_modules/ by `npm ci`;
+# the binary comes from its platform package (an optional dependency), so its postinstall check is skipped.
+NPM ?= npm
+BUF := $(CURDIR)/node_modules/.bin/buf
+# The image of the protos as last released; cutting a release adds a new one (protos/README.md).
+PROTO_RELEASE := releases/v1.0.0.binpb
+
+node_modules/.installed: package.json package-lock.json
+	$(NPM) ci --ignore-scripts --no-audit --no-fund
+	touch $@
+
+# buf lint, then the breaking-change check against the last release (both read protos/buf.yaml).
+.PHONY: proto-check
+proto-check: node_modules/.installed
+	cd protos && $(BUF) lint
+	cd protos && $(BUF) breaking --against $(PROTO_RELEASE)
+
 clean:
-	rm -rf $(VENV)
+	rm -rf $(VENV) node_modules

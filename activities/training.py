@@ -51,10 +51,9 @@ from cryptopredict.models.training import (
     TunedCandidate,
     TuneInput,
 )
-from cryptopredict.sentiment.extractor import normalize_ticker
 from cryptopredict.settings import Settings
 from cryptopredict.store.candles import read_candles, read_indicator_values, sync_engine
-from cryptopredict.store.news import read_sentiment_features
+from cryptopredict.store.news import sentiment_at_closes
 from cryptopredict.topics import registered_model_name
 
 logger = logging.getLogger(__name__)
@@ -154,15 +153,10 @@ class TrainingActivities:
     def _sentiment(self, engine: Any, request: TrainingInput, candles: pd.DataFrame) -> pd.DataFrame | None:
         """Point-in-time sentiment of the pair's coin at each candle's close; None when the coin has no
         scores in the range (the features are then left out rather than filled with a constant)."""
-        coin = normalize_ticker(request.pair)
-        if coin is None:
-            return None
         starts = pd.DatetimeIndex(candles["window_start"])
-        closes_at = starts + pd.Timedelta(seconds=request.interval_s)
-        features = read_sentiment_features(engine, coin, closes_at)
-        if not features.filter(like="sentiment_count_").to_numpy().any():
+        features = sentiment_at_closes(engine, request.pair, starts, request.interval_s)
+        if features is None or not features.filter(like="sentiment_count_").to_numpy().any():
             return None
-        features.index = starts
         return features
 
     @activity.defn(name="ensure_champion")

@@ -312,19 +312,26 @@ def watch(
         list[str] | None, typer.Option(help="pair to watch; repeat for more (default: all)")
     ] = None,
     interval: Annotated[str, typer.Option(help="candle interval: 1m, 5m, 1h")] = "1m",
+    horizon: Annotated[int, typer.Option(help="forecast horizon in candles (0: every horizon)")] = 0,
     target: Annotated[str | None, typer.Option(help="gRPC server host:port (default from settings)")] = None,
     limit: Annotated[int, typer.Option(help="stop after this many predictions (0: never)")] = 0,
 ) -> None:
-    """Print the prediction stream as a table: the latest prediction per pair first, then live ones."""
-    from grpc_server.client import watch_predictions
+    """Print the prediction stream as a table: the latest prediction per pair first, then live ones.
+    TLS and the bearer token come from the grpc settings (tls_ca_file or tls_cert_file, client_token)."""
+    from grpc_server.client import Credentials, watch_predictions
 
     settings = get_settings()
     address = target or f"{settings.grpc.host}:{settings.grpc.port}"
+    credentials = Credentials.from_settings(settings.grpc)
 
     async def run() -> None:
         typer.echo(WATCH_FORMAT.format(*WATCH_COLUMNS))
         seen = 0
-        async for prediction in watch_predictions(address, pair or [], parse_interval(interval)):
+        interval_s = parse_interval(interval)
+        stream = watch_predictions(
+            address, pair or [], interval_s, horizon_s=horizon * interval_s, credentials=credentials
+        )
+        async for prediction in stream:
             typer.echo(WATCH_FORMAT.format(*watch_row(prediction)))
             seen += 1
             if limit and seen >= limit:
@@ -388,6 +395,21 @@ def migrate() -> None:
 def serve() -> None:
     """Run the gRPC prediction server."""
     os.execv(sys.executable, [sys.executable, "-m", "grpc_server"])
+
+
+@app.command("tls-cert")
+def tls_cert(
+    directory: Annotated[Path, typer.Option(help="where server.crt and server.key are written")] = Path(
+        ".local/tls"
+    ),
+    host: Annotated[list[str] | None, typer.Option(help="DNS name or IP; repeat (default: loopback)")] = None,
+) -> None:
+    """Create a self-signed certificate for `serve` over TLS, and print the settings that use it."""
+    from cryptopredict.tls import DEFAULT_HOSTS, write_self_signed
+
+    cert, key = write_self_signed(directory, tuple(host) if host else DEFAULT_HOSTS)
+    typer.echo(f"CRYPTOPREDICT_GRPC__TLS_CERT_FILE={cert.resolve()}")
+    typer.echo(f"CRYPTOPREDICT_GRPC__TLS_KEY_FILE={key.resolve()}")
 
 
 @app.command()

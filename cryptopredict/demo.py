@@ -167,7 +167,7 @@ async def run_demo(
                 settings,
                 PAIR,
                 settings.features.interval_s,
-                settings.model.horizon_candles,
+                settings.model.horizons_candles[0],
                 reason="demo",
                 min_rows=80,
                 folds=2,
@@ -195,7 +195,7 @@ async def run_demo(
 
     host = settings.temporal.host_port[0]
     workflow_id = topics.training_workflow_id(
-        PAIR, settings.features.interval_s, settings.model.horizon_candles
+        PAIR, settings.features.interval_s, settings.model.horizons_candles[0]
     )
     return {
         "trades": trades,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from datetime import timedelta
 from typing import Any
 
@@ -84,9 +85,9 @@ async def ensure_training_schedules(settings: Settings, client: Client | None = 
     if settings.model.retrain_every_s <= 0:
         return []
     client = client or await temporal_client(settings)
-    interval_s, horizon = settings.features.interval_s, settings.model.horizon_candles
+    interval_s = settings.features.interval_s
     created = []
-    for pair in settings.kraken.pairs:
+    for pair, horizon in itertools.product(settings.kraken.pairs, settings.model.horizons_candles):
         request = training_request(settings, pair, interval_s, horizon, reason="schedule")
         schedule_id = training_schedule_id(pair, interval_s, horizon)
         schedule = Schedule(

@@ -11,7 +11,7 @@ from functools import lru_cache
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, Field, SecretStr
+from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
@@ -160,6 +160,23 @@ class KrakenSettings(BaseModel):
 class GrpcSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = 50051
+    # Bearer tokens the server accepts in `authorization: Bearer <token>`; empty turns authentication off.
+    # Health checks stay open, for probes. A secret: set it in the environment or .env, not in code.
+    tokens: list[SecretStr] = Field(default_factory=list)
+    # PEM certificate chain and private key: with both set the server speaks TLS only.
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    # Our own clients (watch, demo) verify the server against this CA bundle; unset: tls_cert_file
+    # (right for a self-signed certificate), or plaintext when the server has no TLS.
+    tls_ca_file: Path | None = None
+    # ... and send this token; unset: the first of `tokens`.
+    client_token: SecretStr | None = None
+
+    @model_validator(mode="after")
+    def _cert_and_key_together(self) -> GrpcSettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("set both grpc.tls_cert_file and grpc.tls_key_file, or neither")
+        return self
 
 
 class FeatureSettings(BaseModel):
@@ -177,7 +194,9 @@ class FeatureSettings(BaseModel):
 
 
 class ModelSettings(BaseModel):
-    horizon_candles: int = 1
+    # Forecast horizons, in candles of features.interval_s: one champion, retrain schedule and
+    # prediction stream per (pair, horizon).
+    horizons_candles: list[int] = Field(default_factory=lambda: [1], min_length=1)
     lags: int = 10
     # Final test window, as a fraction of the newest rows: untouched until the challenger is evaluated.
     test_fraction: float = 0.2
@@ -191,6 +210,16 @@ class ModelSettings(BaseModel):
     retrain_every_s: float = Field(default=86_400.0, ge=0)
     # How often the prediction agent checks the champion alias for a new version.
     refresh_s: float = 5.0
+    # A champion that reads sentiment refuses to predict when the coin's newest score is older than this
+    # (the news poller or the LLM has stopped): its sentiment inputs would silently mean "no news".
+    max_sentiment_age_s: float = Field(default=6 * 3600.0, gt=0)
+
+    @field_validator("horizons_candles")
+    @classmethod
+    def _positive_distinct(cls, horizons: list[int]) -> list[int]:
+        if any(h < 1 for h in horizons) or len(set(horizons)) != len(horizons):
+            raise ValueError(f"horizons must be distinct positive candle counts, got {horizons}")
+        return horizons
 
 
 class Settings(BaseSettings):

@@ -6,9 +6,11 @@ Protobuf exists only at the gRPC edge; everything else speaks `cryptopredict.mod
 from __future__ import annotations
 
 from datetime import UTC, datetime
+from typing import NamedTuple
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from cryptopredict.ml.registry import AliasedVersions, VersionSummary
 from cryptopredict.models.ml import Prediction
 from cryptopredict.store.ledger import LiveFigures
 from grpc_server.pb import predictions_pb2 as pb
@@ -75,4 +77,42 @@ def ledger_entry_to_proto(figures: LiveFigures) -> pb.LedgerEntry:
         persistence_mae=figures.persistence_mae,
         skill_vs_persistence=figures.skill_vs_persistence,
         interval_coverage=figures.interval_coverage,
+    )
+
+
+class ModelTarget(NamedTuple):
+    """One forecast target and the registered model that serves it."""
+
+    name: str
+    pair: str
+    interval_s: int
+    horizon_s: int
+
+
+def model_to_proto(
+    target: ModelTarget, versions: AliasedVersions, live: dict[tuple[str, str], LiveFigures]
+) -> pb.Model:
+    """`live` maps (model name, version) to the version's ledger figures, where it has outcomes."""
+
+    def version(summary: VersionSummary | None) -> pb.ModelVersion | None:
+        if summary is None:
+            return None
+        figures = live.get((target.name, summary.version))
+        return pb.ModelVersion(
+            version=summary.version,
+            kind=summary.kind,
+            run_id=summary.run_id or "",
+            created_at=_timestamp(summary.created_at),
+            test_metrics=summary.test_metrics,
+            reason=summary.reason,
+            live=None if figures is None else ledger_entry_to_proto(figures),
+        )
+
+    return pb.Model(
+        name=target.name,
+        pair=target.pair,
+        interval_s=target.interval_s,
+        horizon_s=target.horizon_s,
+        champion=version(versions.champion),
+        challenger=version(versions.challenger),
     )

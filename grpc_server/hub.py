@@ -37,15 +37,19 @@ class Subscription:
 
     pairs: frozenset[str]  # empty means all pairs
     interval_s: int | None  # None means all intervals
-    queue: asyncio.Queue[Prediction]
+    horizon_s: int | None  # None means all horizons
+    # None is the end-of-stream marker put by `close`, behind what is still queued.
+    queue: asyncio.Queue[Prediction | None]
     dropped: int = field(default=0)
 
     def wants(self, prediction: Prediction) -> bool:
-        return (not self.pairs or prediction.pair in self.pairs) and (
-            self.interval_s is None or prediction.interval_s == self.interval_s
+        return (
+            (not self.pairs or prediction.pair in self.pairs)
+            and (self.interval_s is None or prediction.interval_s == self.interval_s)
+            and (self.horizon_s is None or prediction.horizon_s == self.horizon_s)
         )
 
-    def offer(self, prediction: Prediction) -> bool:
+    def offer(self, prediction: Prediction | None) -> bool:
         """Queue a prediction; returns True when the oldest queued one was dropped to make room."""
         dropped = self.queue.full()
         if dropped:
@@ -54,7 +58,12 @@ class Subscription:
         self.queue.put_nowait(prediction)
         return dropped
 
-    async def get(self) -> Prediction:
+    def close(self) -> bool:
+        """End the stream after the predictions already queued; True when a full queue lost its oldest."""
+        return self.offer(None)
+
+    async def get(self) -> Prediction | None:
+        """The next prediction, or None when the hub has closed and everything queued was delivered."""
         return await self.queue.get()
 
 
@@ -71,6 +80,7 @@ class PredictionHub:
         self.queue_size = queue_size
         self._latest: dict[PredictionKey, Prediction] = {}
         self._subscriptions: set[Subscription] = set()
+        self.closed = False
         # Predictions dropped for slow subscribers since start, over all of them.
         self.dropped = 0
 
@@ -105,19 +115,31 @@ class PredictionHub:
         ]
         return max(candidates, key=_recency, default=None)
 
-    def subscribe(self, pairs: Collection[str] = (), interval_s: int | None = None) -> Subscription:
+    def subscribe(
+        self, pairs: Collection[str] = (), interval_s: int | None = None, horizon_s: int | None = None
+    ) -> Subscription:
         """Register a subscriber whose queue already holds the latest prediction of each matching key.
 
         Snapshot and registration happen in one synchronous step, so no prediction published in
-        between is missed or delivered twice.
+        between is missed or delivered twice. After `close`, the subscription ends after the snapshot.
         """
-        subscription = Subscription(frozenset(pairs), interval_s, asyncio.Queue(self.queue_size))
+        subscription = Subscription(frozenset(pairs), interval_s, horizon_s, asyncio.Queue(self.queue_size))
         for prediction in sorted(self._latest.values(), key=_recency):
             if subscription.wants(prediction) and subscription.offer(prediction):
                 self.dropped += 1
+        if self.closed:
+            subscription.close()
+            return subscription
         self._subscriptions.add(subscription)
         logger.debug("subscribed %s (now %d)", sorted(subscription.pairs), self.subscriber_count)
         return subscription
+
+    def close(self) -> None:
+        """Shutdown: every stream ends once it has delivered what is queued for it (the drain)."""
+        self.closed = True
+        for subscription in self._subscriptions:
+            if subscription.close():
+                self.dropped += 1
 
     def unsubscribe(self, subscription: Subscription) -> None:
         self._subscriptions.discard(subscription)

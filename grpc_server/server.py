@@ -8,23 +8,29 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hmac
 import logging
 import re
-from collections.abc import AsyncIterator, Callable, Iterable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import NoReturn
+from typing import NoReturn, ParamSpec, TypeVar
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 from grpc_reflection.v1alpha import reflection
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+from sqlalchemy.exc import SQLAlchemyError
 
-from cryptopredict.settings import Settings
+from cryptopredict.ml.registry import AliasedVersions, aliased_versions
+from cryptopredict.settings import GrpcSettings, Settings
 from cryptopredict.store.candles import sync_engine
 from cryptopredict.store.ledger import LiveFigures, ledger_summary
+from cryptopredict.topics import registered_model_name
 from grpc_server.consumer import PredictionConsumer
-from grpc_server.convert import ledger_entry_to_proto, prediction_to_proto
+from grpc_server.convert import ModelTarget, ledger_entry_to_proto, model_to_proto, prediction_to_proto
 from grpc_server.hub import PredictionHub
 from grpc_server.pb import predictions_pb2 as pb
 from grpc_server.pb import predictions_pb2_grpc as pb_grpc
@@ -39,36 +45,116 @@ PAIR_PATTERN = re.compile(r"^[A-Z0-9]{2,12}/[A-Z0-9]{2,12}$")
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+P = ParamSpec("P")
+R = TypeVar("R")
+# Left open when tokens are configured: probes check health without credentials, and reflection only
+# tells what the public protos in the repository tell (grpcurl needs it to encode any call).
+UNAUTHENTICATED_METHODS = frozenset(
+    {
+        "/grpc.health.v1.Health/Check",
+        "/grpc.health.v1.Health/Watch",
+        "/grpc.reflection.v1alpha.ServerReflection/ServerReflectionInfo",
+        "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+    }
+)
+
+
+@dataclass(frozen=True)
+class Targets:
+    """What this deployment forecasts (from settings): requests for anything else are INVALID_ARGUMENT,
+    so a typo is told apart from "nothing yet" (NOT_FOUND)."""
+
+    pairs: tuple[str, ...]
+    interval_s: int  # predictions are made at this candle interval only
+    horizons_candles: tuple[int, ...]
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Targets:
+        return cls(
+            tuple(settings.kraken.pairs),
+            settings.features.interval_s,
+            tuple(settings.model.horizons_candles),
+        )
+
+    @property
+    def horizons_s(self) -> tuple[int, ...]:
+        return tuple(h * self.interval_s for h in self.horizons_candles)
+
+    def check(
+        self, pairs: Iterable[str], interval_s: int, horizon_s: int = 0, zero_means_any: bool = False
+    ) -> str | None:
+        """Why the request names something not served, or None. With `zero_means_any`, a zero interval
+        or horizon is a wildcard; otherwise the interval must be given."""
+        pairs = list(pairs)
+        if error := _invalid_pairs(pairs):
+            return error
+        unknown = [pair for pair in pairs if pair not in self.pairs]
+        if unknown:
+            return f"unknown pair(s) {unknown}: this server forecasts {list(self.pairs)}"
+        if not (interval_s == 0 and zero_means_any) and interval_s != self.interval_s:
+            return (
+                f"interval_s={interval_s} is not served: predictions are made at interval_s={self.interval_s}"
+            )
+        if horizon_s != 0 and horizon_s not in self.horizons_s:
+            return f"horizon_s={horizon_s} is not served: horizons are {list(self.horizons_s)} seconds"
+        return None
+
+    def model_targets(self, pairs: Iterable[str]) -> list[ModelTarget]:
+        """Every forecast target of `pairs`, ordered by pair and horizon."""
+        return [self.model_target(pair, h) for pair in pairs for h in sorted(self.horizons_candles)]
+
+    def model_target(self, pair: str, horizon_candles: int) -> ModelTarget:
+        name = registered_model_name(pair, self.interval_s, horizon_candles)
+        return ModelTarget(name, pair, self.interval_s, horizon_candles * self.interval_s)
+
+
+class Backends:
+    """The blocking lookups behind the unary RPCs (store and model registry); called in threads."""
+
+    def __init__(self, settings: Settings) -> None:
+        self._engine = sync_engine(settings.postgres)
+        self._tracking_uri = settings.mlflow.tracking_uri
+
+    def ledger(self, pair: str, interval_s: int, since: datetime) -> list[LiveFigures]:
+        return ledger_summary(self._engine, pair, interval_s, since)
+
+    def models(self, names: list[str]) -> list[AliasedVersions | None]:
+        client = MlflowClient(self._tracking_uri)
+        return [aliased_versions(client, name) for name in names]
+
+    def close(self) -> None:
+        self._engine.dispose()
 
 
 class PredictionService(pb_grpc.PredictionServiceServicer):
-    def __init__(self, hub: PredictionHub, ledger: Callable[[str, int, datetime], list[LiveFigures]]) -> None:
+    def __init__(self, hub: PredictionHub, backends: Backends, targets: Targets) -> None:
         self._hub = hub
-        self._ledger = ledger  # blocking I/O: called in a thread
+        self._backends = backends
+        self._targets = targets
 
     async def StreamPredictions(
         self, request: pb.StreamPredictionsRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[pb.StreamPredictionsResponse]:
-        if error := _invalid_pairs(request.pairs) or _negative("interval_s", request.interval_s):
+        if error := self._targets.check(
+            request.pairs, request.interval_s, request.horizon_s, zero_means_any=True
+        ):
             await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, error)
-        subscription = self._hub.subscribe(request.pairs, request.interval_s or None)
+        subscription = self._hub.subscribe(
+            request.pairs, request.interval_s or None, request.horizon_s or None
+        )
         # grpc cancels this generator when the client goes away; finally runs on that path too.
         try:
-            while True:
-                prediction = await subscription.get()
+            while (prediction := await subscription.get()) is not None:
                 yield pb.StreamPredictionsResponse(prediction=prediction_to_proto(prediction))
         finally:
             self._hub.unsubscribe(subscription)
+        # Drained at shutdown: UNAVAILABLE is the code clients retry, against this or another replica.
+        await _abort(context, grpc.StatusCode.UNAVAILABLE, "server shutting down: reconnect")
 
     async def GetLatestPrediction(
         self, request: pb.GetLatestPredictionRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetLatestPredictionResponse:
-        error = (
-            _invalid_pairs([request.pair])
-            or ("interval_s must be positive" if request.interval_s <= 0 else None)
-            or _negative("horizon_s", request.horizon_s)
-        )
-        if error:
+        if error := self._targets.check([request.pair], request.interval_s, request.horizon_s):
             await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, error)
         prediction = self._hub.latest(request.pair, request.interval_s, request.horizon_s or None)
         if prediction is None:
@@ -83,13 +169,10 @@ class PredictionService(pb_grpc.PredictionServiceServicer):
     async def GetLedger(
         self, request: pb.GetLedgerRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetLedgerResponse:
-        error = _invalid_pairs([request.pair]) or (
-            "interval_s must be positive" if request.interval_s <= 0 else None
-        )
-        if error:
+        if error := self._targets.check([request.pair], request.interval_s):
             await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, error)
         since = request.since.ToDatetime(tzinfo=UTC) if request.HasField("since") else EPOCH
-        figures = await asyncio.to_thread(self._ledger, request.pair, request.interval_s, since)
+        figures = await _call_backend(context, self._backends.ledger, request.pair, request.interval_s, since)
         return pb.GetLedgerResponse(
             entries=[
                 ledger_entry_to_proto(f)
@@ -97,6 +180,57 @@ class PredictionService(pb_grpc.PredictionServiceServicer):
                 if not request.model_version or f.model_version == request.model_version
             ]
         )
+
+    async def ListModels(
+        self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
+    ) -> pb.ListModelsResponse:
+        if error := self._targets.check(request.pairs, 0, zero_means_any=True):
+            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, error)
+        pairs = list(request.pairs) or list(self._targets.pairs)
+        models = await self._models(context, self._targets.model_targets(pairs))
+        return pb.ListModelsResponse(models=[m for m in models if m is not None])
+
+    async def GetModel(
+        self, request: pb.GetModelRequest, context: grpc.aio.ServicerContext
+    ) -> pb.GetModelResponse:
+        error = self._targets.check([request.pair], request.interval_s, request.horizon_s) or (
+            "horizon_s must be given" if request.horizon_s == 0 else None
+        )
+        if error:
+            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, error)
+        target = self._targets.model_target(request.pair, request.horizon_s // request.interval_s)
+        [model] = await self._models(context, [target])
+        if model is None:
+            await _abort(context, grpc.StatusCode.NOT_FOUND, f"no model registered yet as {target.name}")
+        return pb.GetModelResponse(model=model)
+
+    async def _models(
+        self, context: grpc.aio.ServicerContext, targets: list[ModelTarget]
+    ) -> list[pb.Model | None]:
+        """The registry entries of `targets` (None where none is registered), each version with its live
+        figures over all its predictions whose outcome is known."""
+        registered = await _call_backend(context, self._backends.models, [t.name for t in targets])
+        live: dict[tuple[str, str], LiveFigures] = {}
+        for pair in sorted({t.pair for t in targets}):
+            ledger = await _call_backend(
+                context, self._backends.ledger, pair, self._targets.interval_s, EPOCH
+            )
+            live.update({(f.model_name, f.model_version): f for f in ledger})
+        return [
+            None if versions is None else model_to_proto(target, versions, live)
+            for target, versions in zip(targets, registered, strict=True)
+        ]
+
+
+async def _call_backend(
+    context: grpc.aio.ServicerContext, function: Callable[P, R], *args: P.args, **kwargs: P.kwargs
+) -> R:
+    """Runs a blocking lookup in a thread; the store or registry being down is UNAVAILABLE, not a crash."""
+    try:
+        return await asyncio.to_thread(function, *args, **kwargs)
+    except (SQLAlchemyError, MlflowException, OSError) as exc:
+        logger.warning("%s failed: %s", getattr(function, "__name__", function), exc)
+        await _abort(context, grpc.StatusCode.UNAVAILABLE, f"backend unavailable: {type(exc).__name__}")
 
 
 async def _abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode, details: str) -> NoReturn:
@@ -110,8 +244,51 @@ def _invalid_pairs(pairs: Iterable[str]) -> str | None:
     return f"malformed pair(s) {bad}: expected e.g. 'BTC/USD'" if bad else None
 
 
-def _negative(name: str, value: int) -> str | None:
-    return f"{name} must not be negative" if value < 0 else None
+class BearerTokenAuth(grpc.aio.ServerInterceptor):
+    """Rejects calls without `authorization: Bearer <one of the tokens>` with UNAUTHENTICATED."""
+
+    def __init__(self, tokens: Iterable[str]) -> None:
+        self._tokens = [token.encode() for token in tokens]
+        self.rejected = 0
+
+    def _authorized(self, metadata: Iterable[tuple[str, str | bytes]] | None) -> bool:
+        header = dict(metadata or ()).get("authorization", "")
+        scheme, _, token = (header.decode() if isinstance(header, bytes) else header).partition(" ")
+        # Compared in constant time, and against every token, so timing tells nothing about them.
+        matches = [hmac.compare_digest(token.encode(), known) for known in self._tokens]
+        return scheme.lower() == "bearer" and any(matches)
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if (
+            handler is None
+            or details.method in UNAUTHENTICATED_METHODS
+            or self._authorized(details.invocation_metadata)
+        ):
+            return handler
+        self.rejected += 1
+        logger.warning("unauthenticated call to %s rejected (%d so far)", details.method, self.rejected)
+        message = "missing or invalid bearer token: send metadata 'authorization: Bearer <token>'"
+
+        async def deny_unary(request: object, context: grpc.aio.ServicerContext) -> NoReturn:
+            await _abort(context, grpc.StatusCode.UNAUTHENTICATED, message)
+
+        async def deny_stream(request: object, context: grpc.aio.ServicerContext) -> AsyncIterator[None]:
+            await _abort(context, grpc.StatusCode.UNAUTHENTICATED, message)
+            yield  # pragma: no cover - makes this an async generator, the shape a stream handler has
+
+        # Same request/response kind as the real method, so the client sees a clean status.
+        if handler.unary_stream:
+            return grpc.unary_stream_rpc_method_handler(
+                deny_stream, handler.request_deserializer, handler.response_serializer
+            )
+        return grpc.unary_unary_rpc_method_handler(
+            deny_unary, handler.request_deserializer, handler.response_serializer
+        )
 
 
 @dataclass
@@ -121,36 +298,52 @@ class RunningServer:
     hub: PredictionHub
     health: health_aio.HealthServicer
     consumer: PredictionConsumer | None
+    auth: BearerTokenAuth | None
 
 
 def _bind_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
 
 
+def _add_port(server: grpc.aio.Server, settings: GrpcSettings) -> int:
+    address = _bind_address(settings.host, settings.port)
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        port = server.add_insecure_port(address)
+    else:
+        credentials = grpc.ssl_server_credentials(
+            [(settings.tls_key_file.read_bytes(), settings.tls_cert_file.read_bytes())]
+        )
+        port = server.add_secure_port(address, credentials)
+    if port == 0:
+        raise RuntimeError(f"cannot bind gRPC server to {address}")
+    return port
+
+
 @contextlib.asynccontextmanager
 async def start_server(
     settings: Settings, hub: PredictionHub | None = None, consume: bool = True, grace: float = STOP_GRACE_S
 ) -> AsyncIterator[RunningServer]:
-    """Run the server (and the Kafka consumer) for the duration of the block; port 0 picks a free port."""
+    """Run the server (and the Kafka consumer) for the duration of the block; port 0 picks a free port.
+
+    On exit: health turns NOT_SERVING, the hub closes so every stream delivers what is queued for it and
+    ends with UNAVAILABLE (clients reconnect elsewhere), and calls still running after `grace` are cancelled.
+    """
     if hub is None:
         hub = PredictionHub()
-    server = grpc.aio.server()
-    engine = sync_engine(settings.postgres)
-
-    def ledger(pair: str, interval_s: int, since: datetime) -> list[LiveFigures]:
-        return ledger_summary(engine, pair, interval_s, since)
-
-    pb_grpc.add_PredictionServiceServicer_to_server(PredictionService(hub, ledger), server)
+    tokens = [token.get_secret_value() for token in settings.grpc.tokens]
+    auth = BearerTokenAuth(tokens) if tokens else None
+    server = grpc.aio.server(interceptors=[auth] if auth else None)
+    backends = Backends(settings)
+    pb_grpc.add_PredictionServiceServicer_to_server(
+        PredictionService(hub, backends, Targets.from_settings(settings)), server
+    )
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
         (SERVICE_NAME, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name, reflection.SERVICE_NAME),
         server,
     )
-
-    port = server.add_insecure_port(_bind_address(settings.grpc.host, settings.grpc.port))
-    if port == 0:
-        raise RuntimeError(f"cannot bind gRPC server to {settings.grpc.host}:{settings.grpc.port}")
+    port = _add_port(server, settings.grpc)
     consumer = PredictionConsumer(hub, settings.kafka) if consume else None
     consumer_task: asyncio.Task[None] | None = None
     await server.start()
@@ -160,8 +353,15 @@ async def start_server(
         if consumer is not None:
             consumer_task = asyncio.create_task(consumer.run(), name="prediction-consumer")
             consumer_task.add_done_callback(_log_consumer_exit)
-        logger.info("gRPC server listening on %s:%d", settings.grpc.host, port)
-        yield RunningServer(server, port, hub, health, consumer)
+        tls = "TLS" if settings.grpc.tls_cert_file else "plaintext"
+        logger.info(
+            "gRPC server listening on %s:%d (%s, %s)",
+            settings.grpc.host,
+            port,
+            tls,
+            f"{len(tokens)} bearer token(s)" if tokens else "no authentication",
+        )
+        yield RunningServer(server, port, hub, health, consumer, auth)
     finally:
         # Tell load balancers first, so new calls go elsewhere while in-flight streams drain.
         await health.enter_graceful_shutdown()
@@ -169,8 +369,9 @@ async def start_server(
             consumer_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await consumer_task
+        hub.close()
         await server.stop(grace)
-        engine.dispose()
+        backends.close()
         logger.info("gRPC server stopped")
 
 

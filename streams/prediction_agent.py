@@ -1,4 +1,5 @@
-"""Agent candles -> predictions, with the current champion of each (pair, interval, horizon).
+"""Agent candles -> predictions, with the current champion of each (pair, interval, horizon): one
+prediction (or refusal) per closed candle and configured horizon.
 
 Per pair a changelogged table keeps the recent candles and the indicator state (the same O(1) code as
 the indicator agent), so the model input is built by the code that built the training dataset. The
@@ -9,18 +10,26 @@ champion is swapped in place when a model event (promotion, rollback) arrives, a
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
+from datetime import timedelta
 
 import pandas as pd
 from pydantic import ValidationError
 from sqlalchemy import Engine
 
 from cryptopredict.features.indicators import IndicatorConfig, IndicatorState
-from cryptopredict.ml.serving import Champion, predict_next, uses_sentiment
-from cryptopredict.models import Candle, ModelEvent, PredictionRefusal
-from cryptopredict.sentiment.extractor import normalize_ticker
+from cryptopredict.ml.serving import (
+    Champion,
+    ModelLoadError,
+    predict_next,
+    refusal,
+    stale_sentiment,
+    uses_sentiment,
+)
+from cryptopredict.models import Candle, ModelEvent, Prediction, PredictionRefusal
 from cryptopredict.store.candles import sync_engine
-from cryptopredict.store.news import read_sentiment_features
+from cryptopredict.store.news import newest_sentiment_at, sentiment_at_closes
 from cryptopredict.topics import registered_model_name
 from streams.app import (
     app,
@@ -36,11 +45,13 @@ logger = logging.getLogger(__name__)
 
 prediction_state = app.Table("prediction_state", default=None, partitions=settings.kafka.partitions)
 INDICATORS = IndicatorConfig()
+HORIZONS = settings.model.horizons_candles
+MAX_SENTIMENT_AGE = timedelta(seconds=settings.model.max_sentiment_age_s)
 champions: dict[str, Champion] = {}
 
 
-def _champion_for(pair: str) -> Champion:
-    name = registered_model_name(pair, settings.features.interval_s, settings.model.horizon_candles)
+def _champion_for(pair: str, horizon: int) -> Champion:
+    name = registered_model_name(pair, settings.features.interval_s, horizon)
     if name not in champions:
         champions[name] = Champion(settings.mlflow.tracking_uri, name)
     return champions[name]
@@ -49,28 +60,30 @@ def _champion_for(pair: str) -> Champion:
 _engine: Engine | None = None
 
 
-def _sentiment_at(candle: Candle) -> pd.DataFrame:
-    """Point-in-time sentiment of the candle's coin at its close, as training saw it (blocking I/O)."""
+def _store() -> Engine:
     global _engine
     _engine = _engine or sync_engine(settings.postgres)
-    coin = normalize_ticker(candle.pair) or candle.pair
-    features = read_sentiment_features(_engine, coin, pd.DatetimeIndex([candle.window_end]))
-    features.index = pd.DatetimeIndex([candle.window_start])
-    return features
+    return _engine
 
 
-async def _refresh(pair: str) -> None:
-    champion = _champion_for(pair)
+async def _refresh(pair: str, horizon: int) -> None:
+    champion = _champion_for(pair, horizon)
     try:
         await asyncio.to_thread(champion.refresh)
+    except ModelLoadError as exc:
+        # Kept on the dead letters, where a person looks for what the pipeline could not use.
+        logger.error("%s", exc)
+        raw = json.dumps({"registered_model": champion.registered_model, "version": champion.failed_version})
+        await dead_letter("prediction_agent", raw.encode(), str(exc))
     except Exception:  # MLflow briefly unreachable: keep serving, try again next tick
-        logger.exception("champion refresh failed for %s", pair)
+        logger.exception("champion refresh failed for %s h%d", pair, horizon)
 
 
 @app.timer(interval=settings.model.refresh_s)
 async def refresh_champions() -> None:
     for pair in settings.kraken.pairs:
-        await _refresh(pair)
+        for horizon in HORIZONS:
+            await _refresh(pair, horizon)
 
 
 @app.agent(model_events_topic)
@@ -81,13 +94,13 @@ async def reload_on_model_events(stream):  # type: ignore[no-untyped-def]
         except ValidationError as exc:
             await dead_letter("prediction_agent", raw, f"invalid model event: {exc.errors()[0]['msg']}")
             continue
-        target = (event.interval_s, event.horizon_candles)
-        if event.pair in settings.kraken.pairs and target == (
-            settings.features.interval_s,
-            settings.model.horizon_candles,
+        if (
+            event.pair in settings.kraken.pairs
+            and event.interval_s == settings.features.interval_s
+            and event.horizon_candles in HORIZONS
         ):
             logger.info("model event: %s v%s %s", event.registered_model, event.champion.version, event.kind)
-            await _refresh(event.pair)
+            await _refresh(event.pair, event.horizon_candles)
 
 
 @app.agent(candles_topic)
@@ -117,24 +130,33 @@ async def predict_on_candles(stream):  # type: ignore[no-untyped-def]
             "candles": [c.model_dump(mode="json") for c in history],
             "indicators": indicators.model_dump(mode="json"),
         }
-        champion = _champion_for(candle.pair)
-        if champion.ref is None:
-            continue
-        sentiment = None
-        if uses_sentiment(champion.model):
-            sentiment = await asyncio.to_thread(_sentiment_at, candle)
-        prediction = predict_next(
-            champion.model,
-            champion.ref,
-            history,
-            values,
-            settings.model.lags,
-            settings.model.horizon_candles,
-            INDICATORS,
-            sentiment,
+        for horizon in HORIZONS:
+            outcome = await _predict(history, values, horizon)
+            if isinstance(outcome, PredictionRefusal):
+                logger.info(
+                    "no prediction for %s at %s: %s", candle.pair, candle.window_start, outcome.reason
+                )
+                await prediction_refusals_topic.send(key=candle.pair.encode(), value=outcome.to_json_bytes())
+            elif outcome is not None:
+                await predictions_topic.send(key=candle.pair.encode(), value=outcome.to_json_bytes())
+
+
+async def _predict(
+    history: list[Candle], values: dict[str, float | None], horizon: int
+) -> Prediction | PredictionRefusal | None:
+    """The champion's forecast from the newest candle of `history`; None while there is no champion."""
+    candle = history[-1]
+    serving = _champion_for(candle.pair, horizon).serving
+    if serving is None:
+        return None
+    model, ref = serving
+    sentiment = None
+    if uses_sentiment(model):
+        newest = await asyncio.to_thread(newest_sentiment_at, _store(), candle.pair, candle.window_end)
+        if reason := stale_sentiment(newest, candle.window_end, MAX_SENTIMENT_AGE):
+            return refusal(ref, candle, horizon, reason)
+        starts = pd.DatetimeIndex([candle.window_start])
+        sentiment = await asyncio.to_thread(
+            sentiment_at_closes, _store(), candle.pair, starts, candle.interval_s
         )
-        if isinstance(prediction, PredictionRefusal):
-            logger.info("no prediction for %s at %s: %s", candle.pair, candle.window_start, prediction.reason)
-            await prediction_refusals_topic.send(key=candle.pair.encode(), value=prediction.to_json_bytes())
-        else:
-            await predictions_topic.send(key=candle.pair.encode(), value=prediction.to_json_bytes())
+    return predict_next(model, ref, history, values, settings.model.lags, horizon, INDICATORS, sentiment)

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Callable
+from dataclasses import dataclass
 from datetime import UTC, datetime
 
 from mlflow import MlflowClient
@@ -75,6 +76,65 @@ def current_champion(client: MlflowClient, name: str) -> ModelVersion | None:
         raise
     version = model.aliases.get(CHAMPION)
     return None if version is None else client.get_model_version(name, str(version))
+
+
+@dataclass(frozen=True)
+class VersionSummary:
+    """What a client is told about a registered version: origin, offline test metrics, why it holds its alias."""
+
+    version: str
+    kind: str
+    run_id: str | None
+    created_at: datetime
+    test_metrics: dict[str, float]
+    reason: str
+
+
+@dataclass(frozen=True)
+class AliasedVersions:
+    name: str
+    champion: VersionSummary | None
+    challenger: VersionSummary | None
+
+
+def aliased_versions(client: MlflowClient, name: str) -> AliasedVersions | None:
+    """The versions holding `champion` and `challenger`, or None when the model is not registered."""
+    try:
+        model = client.get_registered_model(name)
+    except MlflowException as error:
+        if error.error_code == ErrorCode.Name(RESOURCE_DOES_NOT_EXIST):
+            return None
+        raise
+    summaries = {
+        alias: _summary(client.get_model_version(name, str(version)))
+        for alias, version in model.aliases.items()
+        if alias in (CHAMPION, CHALLENGER)
+    }
+    return AliasedVersions(name, summaries.get(CHAMPION), summaries.get(CHALLENGER))
+
+
+def _summary(version: ModelVersion) -> VersionSummary:
+    tags = version.tags or {}
+    metrics = {}
+    for key, value in tags.items():
+        # register_challenger stores the test metrics as `test_<name>` tags (strings: tags are text).
+        if key.startswith("test_"):
+            try:
+                metrics[key.removeprefix("test_")] = float(value)
+            except ValueError:
+                continue
+    if "rejection_reasons" in tags:
+        reason = "; ".join(json.loads(tags["rejection_reasons"]))
+    else:
+        reason = tags.get("promotion_reason", "")
+    return VersionSummary(
+        version=str(version.version),
+        kind=tags.get(KIND_TAG, ""),
+        run_id=version.run_id,
+        created_at=datetime.fromtimestamp(version.creation_timestamp / 1000, UTC),
+        test_metrics=metrics,
+        reason=reason,
+    )
 
 
 def champion_history(client: MlflowClient, name: str) -> list[str]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import logging
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
@@ -20,17 +20,32 @@ logger = logging.getLogger(__name__)
 CHAMPION = "champion"
 
 
+class ModelLoadError(RuntimeError):
+    """A new champion version could not be loaded; the previous one (if any) keeps serving."""
+
+
+class Serving(NamedTuple):
+    model: Any
+    ref: ModelRef
+
+
 class Champion:
     """The `champion` version of one registered model; `refresh` is blocking I/O (run it off-loop)."""
 
     def __init__(self, tracking_uri: str, registered_model: str) -> None:
         self.tracking_uri = tracking_uri
         self.registered_model = registered_model
-        self.ref: ModelRef | None = None
-        self.model: Any = None
+        # Model and reference in one attribute: a refresh in a thread swaps both in one assignment,
+        # so a reader never pairs the new model with the old version number.
+        self.serving: Serving | None = None
+        self.failed_version: str | None = None
 
     def refresh(self) -> bool:
-        """Loads the champion if its version changed; a failed load keeps the old model serving."""
+        """Loads the champion if its version changed; returns True when a new model now serves.
+
+        A failed load keeps the old model serving and raises ModelLoadError once per failing version
+        (later refreshes retry it quietly, so a broken version is reported, not repeated every tick).
+        """
         import mlflow
         from mlflow.exceptions import MlflowException
 
@@ -39,25 +54,32 @@ class Champion:
             version = client.get_model_version_by_alias(self.registered_model, CHAMPION)
         except MlflowException:
             return False  # no champion yet
-        if self.ref is not None and self.ref.version == str(version.version):
+        if self.serving is not None and self.serving.ref.version == str(version.version):
             return False
         mlflow.set_tracking_uri(self.tracking_uri)
         try:
-            model = mlflow.pyfunc.load_model(f"models:/{self.registered_model}@{CHAMPION}")
-        except Exception:
-            logger.exception(
-                "loading %s v%s failed; keeping the current model", self.registered_model, version.version
-            )
-            return False
-        self.model = model
-        self.ref = ModelRef(
+            # By version, not alias: the alias may have moved again since it was read above.
+            model = mlflow.pyfunc.load_model(f"models:/{self.registered_model}/{version.version}")
+        except Exception as exc:
+            first_failure = self.failed_version != str(version.version)
+            self.failed_version = str(version.version)
+            if not first_failure:
+                return False
+            serving = f"v{self.serving.ref.version}" if self.serving else "nothing"
+            raise ModelLoadError(
+                f"loading {self.registered_model} v{version.version} failed ({type(exc).__name__}: {exc});"
+                f" still serving {serving}"
+            ) from exc
+        self.failed_version = None
+        ref = ModelRef(
             name=self.registered_model,
             version=str(version.version),
             alias=CHAMPION,
             run_id=version.run_id,
             flavor=(version.tags or {}).get("kind", ""),
         )
-        logger.info("serving %s v%s (%s)", self.registered_model, self.ref.version, self.ref.flavor)
+        self.serving = Serving(model, ref)
+        logger.info("serving %s v%s (%s)", self.registered_model, ref.version, ref.flavor)
         return True
 
 
@@ -112,16 +134,7 @@ def predict_next(
     row = input_row(history, indicator_values, lags, config, sentiment)
     reason = missing_inputs(model, row)
     if reason is not None:
-        return PredictionRefusal(
-            pair=last.pair,
-            interval_s=last.interval_s,
-            horizon_s=int(horizon.total_seconds()),
-            feature_time=last.window_start,
-            model_name=ref.name,
-            model_version=ref.version,
-            reason=reason,
-            at=datetime.now(UTC),
-        )
+        return refusal(ref, last, horizon_candles, reason)
     output = predict_frame(model, row).iloc[0]
     return Prediction(
         pair=last.pair,
@@ -137,3 +150,30 @@ def predict_next(
         model_name=ref.name,
         model_version=ref.version,
     )
+
+
+def refusal(ref: ModelRef, candle: Candle, horizon_candles: int, reason: str) -> PredictionRefusal:
+    """What is published instead of a prediction from `candle` when the model's inputs are not fit."""
+    return PredictionRefusal(
+        pair=candle.pair,
+        interval_s=candle.interval_s,
+        horizon_s=candle.interval_s * horizon_candles,
+        feature_time=candle.window_start,
+        model_name=ref.name,
+        model_version=ref.version,
+        reason=reason,
+        at=datetime.now(UTC),
+    )
+
+
+def stale_sentiment(newest: datetime | None, at: datetime, max_age: timedelta) -> str | None:
+    """Why the sentiment features at `at` are too old to predict from, or None when they are fresh."""
+    if newest is None:
+        return "stale sentiment: the coin has no sentiment score yet"
+    age = at - newest
+    if age > max_age:
+        return (
+            f"stale sentiment: the newest score is {age.total_seconds() / 3600:.1f} h old"
+            f" (limit {max_age.total_seconds() / 3600:.1f} h, model.max_sentiment_age_s)"
+        )
+    return None

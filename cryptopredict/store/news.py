@@ -4,14 +4,16 @@ training and live prediction both read."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from datetime import datetime
 
 import pandas as pd
-from sqlalchemy import Engine, select
+from sqlalchemy import Engine, func, select
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cryptopredict.features.sentiment import SENTIMENT_WINDOWS, sentiment_features
 from cryptopredict.models import NewsItem, SentimentScore
+from cryptopredict.sentiment.extractor import normalize_ticker
 from cryptopredict.store.schema import news_items, sentiment_scores
 
 
@@ -53,3 +55,29 @@ def read_sentiment_features(
     with engine.connect() as conn:
         scores = pd.read_sql(query, conn)
     return sentiment_features(scores, times)
+
+
+def sentiment_at_closes(
+    engine: Engine, pair: str, starts: pd.DatetimeIndex, interval_s: int
+) -> pd.DataFrame | None:
+    """Point-in-time sentiment of the pair's coin at the close of each candle (given by window start),
+    indexed by window start as the candles are; None when the pair names no coin we know."""
+    coin = normalize_ticker(pair)
+    if coin is None:
+        return None
+    features = read_sentiment_features(engine, coin, starts + pd.Timedelta(seconds=interval_s))
+    features.index = starts
+    return features
+
+
+def newest_sentiment_at(engine: Engine, pair: str, at: datetime) -> datetime | None:
+    """When the newest score of the pair's coin at or before `at` was made; None when there is none."""
+    coin = normalize_ticker(pair)
+    if coin is None:
+        return None
+    query = select(func.max(sentiment_scores.c.scored_at)).where(
+        sentiment_scores.c.coin == coin, sentiment_scores.c.scored_at <= at
+    )
+    with engine.connect() as conn:
+        newest: datetime | None = conn.execute(query).scalar()
+    return newest

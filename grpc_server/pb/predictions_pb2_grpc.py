@@ -50,6 +50,16 @@ class PredictionServiceStub:
                 request_serializer=cryptopredict_dot_v1_dot_predictions__pb2.GetLedgerRequest.SerializeToString,
                 response_deserializer=cryptopredict_dot_v1_dot_predictions__pb2.GetLedgerResponse.FromString,
                 _registered_method=True)
+        self.ListModels = channel.unary_unary(
+                '/cryptopredict.v1.PredictionService/ListModels',
+                request_serializer=cryptopredict_dot_v1_dot_predictions__pb2.ListModelsRequest.SerializeToString,
+                response_deserializer=cryptopredict_dot_v1_dot_predictions__pb2.ListModelsResponse.FromString,
+                _registered_method=True)
+        self.GetModel = channel.unary_unary(
+                '/cryptopredict.v1.PredictionService/GetModel',
+                request_serializer=cryptopredict_dot_v1_dot_predictions__pb2.GetModelRequest.SerializeToString,
+                response_deserializer=cryptopredict_dot_v1_dot_predictions__pb2.GetModelResponse.FromString,
+                _registered_method=True)
 
 
 class PredictionServiceServicer:
@@ -59,7 +69,9 @@ class PredictionServiceServicer:
     def StreamPredictions(self, request, context):
         """StreamPredictions first sends the latest known prediction of every requested pair
         (one per interval and horizon), then every new prediction as it is made.
-        A slow client loses its oldest undelivered predictions rather than slowing the server.
+        A slow client loses its oldest undelivered predictions (it skips to the newest) rather than
+        slowing the server or other clients. At server shutdown the stream delivers what is queued for
+        it, then ends with UNAVAILABLE: reconnect.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -76,6 +88,22 @@ class PredictionServiceServicer:
     def GetLedger(self, request, context):
         """GetLedger returns the live figures of each model version of one pair and interval, from the
         predictions whose target time has passed since `since`: how good each model has been.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListModels(self, request, context):
+        """ListModels returns the registered model of every configured pair, interval and horizon that has one:
+        its champion and challenger with their offline test metrics and live ledger figures.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetModel(self, request, context):
+        """GetModel returns the registered model of one pair, interval and horizon, or NOT_FOUND when none
+        has been registered yet.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -98,6 +126,16 @@ def add_PredictionServiceServicer_to_server(servicer, server):
                     servicer.GetLedger,
                     request_deserializer=cryptopredict_dot_v1_dot_predictions__pb2.GetLedgerRequest.FromString,
                     response_serializer=cryptopredict_dot_v1_dot_predictions__pb2.GetLedgerResponse.SerializeToString,
+            ),
+            'ListModels': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListModels,
+                    request_deserializer=cryptopredict_dot_v1_dot_predictions__pb2.ListModelsRequest.FromString,
+                    response_serializer=cryptopredict_dot_v1_dot_predictions__pb2.ListModelsResponse.SerializeToString,
+            ),
+            'GetModel': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetModel,
+                    request_deserializer=cryptopredict_dot_v1_dot_predictions__pb2.GetModelRequest.FromString,
+                    response_serializer=cryptopredict_dot_v1_dot_predictions__pb2.GetModelResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -182,6 +220,60 @@ class PredictionService:
             '/cryptopredict.v1.PredictionService/GetLedger',
             cryptopredict_dot_v1_dot_predictions__pb2.GetLedgerRequest.SerializeToString,
             cryptopredict_dot_v1_dot_predictions__pb2.GetLedgerResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListModels(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cryptopredict.v1.PredictionService/ListModels',
+            cryptopredict_dot_v1_dot_predictions__pb2.ListModelsRequest.SerializeToString,
+            cryptopredict_dot_v1_dot_predictions__pb2.ListModelsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetModel(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/cryptopredict.v1.PredictionService/GetModel',
+            cryptopredict_dot_v1_dot_predictions__pb2.GetModelRequest.SerializeToString,
+            cryptopredict_dot_v1_dot_predictions__pb2.GetModelResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import sys
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -54,9 +53,22 @@ def make_prediction(
     )
 
 
-def local_settings() -> Settings:
-    # Port 0: the OS picks a free port, which start_server reports.
-    return get_settings().model_copy(update={"grpc": GrpcSettings(host="127.0.0.1", port=0)})
+# Pairs of their own for the tests that meet data of earlier runs (the topic, the store, the registry).
+KAFKA_PAIR, LEDGER_PAIR, MODEL_PAIR = (f"{c}{uuid.uuid4().hex[:5].upper()}/USD" for c in "TGM")
+PAIRS = ["BTC/USD", "ETH/USD", KAFKA_PAIR, LEDGER_PAIR, MODEL_PAIR]
+
+
+def local_settings(**grpc: object) -> Settings:
+    """The served targets: PAIRS at 1m, horizons 1 and 5 candles. Port 0: the OS picks a free port."""
+    base = get_settings()
+    return base.model_copy(
+        update={
+            "grpc": GrpcSettings.model_validate({"host": "127.0.0.1", "port": 0, **grpc}),
+            "kraken": base.kraken.model_copy(update={"pairs": PAIRS}),
+            "features": base.features.model_copy(update={"interval_s": 60}),
+            "model": base.model.model_copy(update={"horizons_candles": [1, 5]}),
+        }
+    )
 
 
 async def wait_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:  # noqa: ASYNC109
@@ -185,9 +197,12 @@ async def test_get_latest_prediction_not_found_status(target: str) -> None:
         ("", 60, 60),
         ("BTCUSD", 60, 60),
         ("btc/usd", 60, 60),
+        ("DOGE/USD", 60, 60),  # well-formed, not configured
         ("BTC/USD", 0, 60),
         ("BTC/USD", -60, 60),
+        ("BTC/USD", 300, 300),  # a candle interval, but predictions are made at 60 s
         ("BTC/USD", 60, -1),
+        ("BTC/USD", 60, 120),  # horizons are 60 and 300 s
     ],
 )
 async def test_get_latest_prediction_invalid_argument(
@@ -232,7 +247,6 @@ async def run_grpcurl(*args: str) -> str:
     return stdout.decode()
 
 
-@pytest.mark.skipif(not GRPCURL.exists(), reason=f"grpcurl not installed at {GRPCURL}")
 async def test_grpcurl_lists_and_calls_the_service(running: RunningServer, target: str) -> None:
     assert SERVICE_NAME in (await run_grpcurl("-plaintext", target, "list")).split()
     # A call described only by reflection: also proves the timestamp.proto dependency is served.
@@ -249,21 +263,10 @@ async def test_grpcurl_lists_and_calls_the_service(running: RunningServer, targe
     assert prediction["feature_time"] == "2024-05-01T12:05:00Z"
 
 
-def broker_reachable(bootstrap_servers: str) -> bool:
-    host, _, port = bootstrap_servers.split(",")[0].strip().rpartition(":")
-    try:
-        with socket.create_connection((host, int(port)), timeout=1):
-            return True
-    except OSError:
-        return False
-
-
 async def test_predictions_flow_from_kafka_to_the_stream() -> None:
     settings = local_settings()
-    if not broker_reachable(settings.kafka.bootstrap_servers):
-        pytest.skip(f"no Kafka broker at {settings.kafka.bootstrap_servers}: run `cryptopredict stack up`")
     # A pair of its own, so earlier runs' messages on the topic do not match.
-    pair = f"T{uuid.uuid4().hex[:8].upper()}/USD"
+    pair = KAFKA_PAIR
     before, live = make_prediction(pair, minute=1), make_prediction(pair, minute=2)
 
     producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers)
@@ -314,7 +317,7 @@ async def test_get_ledger_reports_the_live_figures_of_each_version(target: str) 
 
     settings = local_settings()
     migrate(settings.postgres)
-    pair = f"G{uuid.uuid4().hex[:5].upper()}/USD"
+    pair = LEDGER_PAIR
     candles = synthetic_candles(pair, 60, 5, T0, seed=3)
     made = [
         make_prediction(pair, minute=i).model_copy(
@@ -346,3 +349,110 @@ async def test_get_ledger_reports_the_live_figures_of_each_version(target: str) 
         with pytest.raises(grpc.aio.AioRpcError) as bad:
             await stub.GetLedger(pb.GetLedgerRequest(pair=pair, interval_s=0))
         assert bad.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_stream_filters_by_horizon_and_rejects_unknown_targets(
+    running: RunningServer, target: str
+) -> None:
+    running.hub.publish(make_prediction("BTC/USD", minute=1, horizon_s=60))
+    running.hub.publish(make_prediction("BTC/USD", minute=1, horizon_s=300))
+    received = await stream_predictions(target, ["BTC/USD"], 60, limit=5, timeout=2, horizon_s=300)
+    assert [p.horizon_s for p in received] == [300]
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = pb_grpc.PredictionServiceStub(channel)
+        for request in (
+            pb.StreamPredictionsRequest(pairs=["DOGE/USD"]),
+            pb.StreamPredictionsRequest(interval_s=61),
+            pb.StreamPredictionsRequest(horizon_s=120),
+        ):
+            with pytest.raises(grpc.aio.AioRpcError) as error:
+                await stub.StreamPredictions(request).read()
+            assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT, request
+            assert "not served" in error.value.details() or "unknown pair" in error.value.details()
+
+
+def log_persistence() -> tuple[str, str]:
+    """A persistence model logged in a run of the tests' experiment: (model URI, run id)."""
+    import mlflow
+
+    from cryptopredict.ml.pyfunc import log_forecast_model
+
+    mlflow.set_tracking_uri(get_settings().mlflow.tracking_uri)
+    mlflow.set_experiment("cryptopredict-grpc-tests")
+    with mlflow.start_run(run_name="persistence"):
+        info = log_forecast_model(
+            "persistence", None, [], (-0.01, 0.01), interval_s=60, horizon_candles=1, input_example=None
+        )
+    return info.model_uri, info.run_id
+
+
+async def test_list_and_get_models_report_registry_and_live_figures(target: str) -> None:
+    from mlflow import MlflowClient
+
+    from cryptopredict.ml.registry import ensure_persistence_champion, mark_challenger, register_version
+    from cryptopredict.ml.synthetic import synthetic_candles
+    from cryptopredict.store.candles import async_engine, upsert_candles, upsert_predictions
+    from cryptopredict.store.migrate import migrate
+    from cryptopredict.topics import registered_model_name
+
+    settings = local_settings()
+    name = registered_model_name(MODEL_PAIR, 60, 1)
+    client = MlflowClient(settings.mlflow.tracking_uri)
+    champion = ensure_persistence_champion(client, name, log_persistence)
+    uri, run_id = log_persistence()
+    tags = {"kind": "linear", "test_mae": "12.5", "test_skill_vs_persistence": "-0.02"}
+    challenger = register_version(client, uri, name, run_id, tags)
+    mark_challenger(client, name, str(challenger.version), ["skill -0.0200 <= 0"])
+
+    # Three predictions of the champion whose outcomes are known: the live figures come from the ledger.
+    migrate(settings.postgres)
+    candles = synthetic_candles(MODEL_PAIR, 60, 4, T0, seed=5)
+    made = [
+        make_prediction(MODEL_PAIR, minute=i).model_copy(
+            update={
+                "last_price": c.close,
+                "predicted_price": c.close + 1.0,
+                "model_name": name,
+                "model_version": str(champion.version),
+            }
+        )
+        for i, c in enumerate(candles[:3])
+    ]
+    engine = async_engine(settings.postgres)
+    await upsert_predictions(engine, made)
+    await upsert_candles(engine, candles)
+    await engine.dispose()
+
+    try:
+        async with grpc.aio.insecure_channel(target) as channel:
+            stub = pb_grpc.PredictionServiceStub(channel)
+            listed = await stub.ListModels(pb.ListModelsRequest(pairs=[MODEL_PAIR]))
+            (model,) = listed.models  # horizon 5 has no registered model: not listed
+            got = await stub.GetModel(pb.GetModelRequest(pair=MODEL_PAIR, interval_s=60, horizon_s=60))
+            assert got.model == model
+            assert (model.name, model.pair, model.interval_s, model.horizon_s) == (name, MODEL_PAIR, 60, 60)
+            assert (model.champion.version, model.champion.kind) == (str(champion.version), "persistence")
+            assert model.champion.reason == "first champion: persistence baseline"
+            assert model.champion.live.outcomes == 3 and model.champion.live.live_mae == pytest.approx(1.0)
+            assert (model.challenger.version, model.challenger.kind) == (str(challenger.version), "linear")
+            assert dict(model.challenger.test_metrics) == {"mae": 12.5, "skill_vs_persistence": -0.02}
+            assert model.challenger.reason == "skill -0.0200 <= 0"
+            assert not model.challenger.HasField("live")
+
+            everything = await stub.ListModels(pb.ListModelsRequest())
+            assert name in [m.name for m in everything.models]
+            with pytest.raises(grpc.aio.AioRpcError) as missing:
+                await stub.GetModel(pb.GetModelRequest(pair=MODEL_PAIR, interval_s=60, horizon_s=300))
+            assert missing.value.code() == grpc.StatusCode.NOT_FOUND
+            for bad in (
+                pb.GetModelRequest(pair=MODEL_PAIR, interval_s=60, horizon_s=0),
+                pb.GetModelRequest(pair="DOGE/USD", interval_s=60, horizon_s=60),
+            ):
+                with pytest.raises(grpc.aio.AioRpcError) as invalid:
+                    await stub.GetModel(bad)
+                assert invalid.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            with pytest.raises(grpc.aio.AioRpcError) as invalid_list:
+                await stub.ListModels(pb.ListModelsRequest(pairs=["DOGE/USD"]))
+            assert invalid_list.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    finally:
+        client.delete_registered_model(name)

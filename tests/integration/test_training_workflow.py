@@ -294,7 +294,7 @@ async def test_the_retrain_schedule_is_created_once_per_target(settings):
     pair = unique_pair()
     mine = settings.model_copy(update={"kraken": settings.kraken.model_copy(update={"pairs": [pair]})})
     client = await temporal_client(settings)
-    schedule_id = training_schedule_id(pair, settings.features.interval_s, settings.model.horizon_candles)
+    schedule_id = training_schedule_id(pair, settings.features.interval_s, settings.model.horizons_candles[0])
     try:
         assert await ensure_training_schedules(mine, client) == [schedule_id]
         assert await ensure_training_schedules(mine, client) == []  # every worker start calls it
@@ -302,7 +302,7 @@ async def test_the_retrain_schedule_is_created_once_per_target(settings):
         action = description.schedule.action
         assert action.workflow == "TrainingWorkflow"
         assert action.id == training_workflow_id(
-            pair, settings.features.interval_s, settings.model.horizon_candles
+            pair, settings.features.interval_s, settings.model.horizons_candles[0]
         )
         interval = description.schedule.spec.intervals[0].every
         assert interval.total_seconds() == settings.model.retrain_every_s

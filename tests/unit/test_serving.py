@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from cryptopredict.features.indicators import IndicatorConfig, IndicatorState
 from cryptopredict.ml.pyfunc import ForecastPythonModel, ForecastSpec, LinearParams
-from cryptopredict.ml.serving import predict_next
+from cryptopredict.ml.serving import predict_next, stale_sentiment
 from cryptopredict.ml.synthetic import synthetic_candles
 from cryptopredict.models import ModelRef, Prediction, PredictionRefusal
 
@@ -81,3 +82,13 @@ def test_incomplete_inputs_give_the_reason_instead_of_a_number():
 
     persistence = Loaded(ForecastSpec(family="persistence", features=[], interval=(0.0, 0.0)))
     assert isinstance(predict_next(persistence, REF, candles[-11:], values, 10, 1, CONFIG), Prediction)
+
+
+def test_sentiment_older_than_the_limit_is_stale() -> None:
+    at = datetime(2026, 5, 1, 12, tzinfo=UTC)
+    limit = timedelta(hours=6)
+    assert stale_sentiment(at - timedelta(hours=5, minutes=59), at, limit) is None
+    assert stale_sentiment(at - limit, at, limit) is None  # at the limit: still fresh
+    reason = stale_sentiment(at - timedelta(hours=7), at, limit)
+    assert reason is not None and "7.0 h old" in reason and "limit 6.0 h" in reason
+    assert stale_sentiment(None, at, limit) == "stale sentiment: the coin has no sentiment score yet"

@@ -1,0 +1,162 @@
+"""Who may call the real gRPC server and how it treats its clients: bearer tokens, TLS, a slow client
+beside a fast one, and the drain of streams at shutdown."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import grpc
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from test_grpc_server import local_settings, make_prediction, wait_until
+
+from cryptopredict.tls import write_self_signed
+from grpc_server.client import Credentials, get_latest_prediction, stream_predictions
+from grpc_server.hub import PredictionHub
+from grpc_server.pb import predictions_pb2 as pb
+from grpc_server.pb import predictions_pb2_grpc as pb_grpc
+from grpc_server.server import SERVICE_NAME, start_server
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+TOKEN = "s3cret-token"
+LATEST = pb.GetLatestPredictionRequest(pair="BTC/USD", interval_s=60, horizon_s=60)
+
+
+async def status_of_latest(target: str, credentials: Credentials) -> grpc.StatusCode:
+    async with credentials.channel(target) as channel:
+        try:
+            await pb_grpc.PredictionServiceStub(channel).GetLatestPrediction(
+                LATEST, metadata=credentials.metadata, timeout=10
+            )
+        except grpc.aio.AioRpcError as error:
+            return error.code()
+    return grpc.StatusCode.OK
+
+
+async def test_bearer_tokens_guard_every_rpc_but_health() -> None:
+    settings = local_settings(tokens=[TOKEN, "second-token"])
+    async with start_server(settings, PredictionHub(), consume=False, grace=0.5) as running:
+        running.hub.publish(make_prediction())
+        target = f"127.0.0.1:{running.port}"
+        assert await status_of_latest(target, Credentials()) == grpc.StatusCode.UNAUTHENTICATED
+        assert await status_of_latest(target, Credentials(token="wrong")) == grpc.StatusCode.UNAUTHENTICATED
+        assert await status_of_latest(target, Credentials(token=TOKEN)) == grpc.StatusCode.OK
+        assert await status_of_latest(target, Credentials(token="second-token")) == grpc.StatusCode.OK
+        # Streams too: the refusal arrives as the stream's status, before any prediction.
+        with pytest.raises(grpc.aio.AioRpcError) as refused:
+            await stream_predictions(target, ["BTC/USD"], 60, limit=1, timeout=10)
+        assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert "bearer token" in refused.value.details()
+        streamed = await stream_predictions(
+            target, ["BTC/USD"], 60, limit=1, timeout=10, credentials=Credentials(token=TOKEN)
+        )
+        assert streamed == [make_prediction()]
+        # Probes and reflection need no token.
+        async with grpc.aio.insecure_channel(target) as channel:
+            health = await health_pb2_grpc.HealthStub(channel).Check(health_pb2.HealthCheckRequest())
+            reflection = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
+                iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+            )
+            services = [s.name async for r in reflection for s in r.list_services_response.service]
+        assert health.status == health_pb2.HealthCheckResponse.SERVING
+        assert SERVICE_NAME in services
+        assert running.auth is not None and running.auth.rejected == 3
+
+
+async def test_without_tokens_no_authentication_is_asked() -> None:
+    async with start_server(local_settings(), PredictionHub(), consume=False, grace=0.5) as running:
+        assert running.auth is None
+        status = await status_of_latest(f"127.0.0.1:{running.port}", Credentials(token="anything"))
+        assert status == grpc.StatusCode.NOT_FOUND  # served (nothing published yet), not refused
+
+
+async def test_tls_server_serves_verified_clients_only(tmp_path: Path) -> None:
+    cert, key = write_self_signed(tmp_path)
+    settings = local_settings(tls_cert_file=str(cert), tls_key_file=str(key), tokens=[TOKEN])
+    async with start_server(settings, PredictionHub(), consume=False, grace=0.5) as running:
+        running.hub.publish(make_prediction())
+        target = f"127.0.0.1:{running.port}"
+        # Our own clients read the CA (the self-signed certificate) and the token from the same settings.
+        trusted = Credentials.from_settings(settings.grpc)
+        assert trusted.root_certificates == cert.read_bytes() and trusted.token == TOKEN
+        assert (
+            await get_latest_prediction(target, "BTC/USD", 60, 60, credentials=trusted) == make_prediction()
+        )
+        # Plaintext against a TLS port cannot even connect.
+        assert await status_of_latest(target, Credentials(token=TOKEN)) == grpc.StatusCode.UNAVAILABLE
+        # A client trusting another certificate refuses the server's.
+        other_cert, _ = write_self_signed(tmp_path / "other")
+        stranger = Credentials(root_certificates=other_cert.read_bytes(), token=TOKEN)
+        assert await status_of_latest(target, stranger) == grpc.StatusCode.UNAVAILABLE
+        # TLS does not replace the token.
+        untokened = Credentials(root_certificates=cert.read_bytes())
+        assert await status_of_latest(target, untokened) == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_a_slow_client_does_not_delay_a_fast_one() -> None:
+    hub = PredictionHub(queue_size=16)
+    published = 5000
+    async with (
+        start_server(local_settings(), hub, consume=False, grace=0.5) as running,
+        # Without BDP probing the stream's HTTP/2 window stays at 64 KiB (about 500 predictions): past that
+        # the server cannot write to the client that does not read, and its hub queue must take the strain.
+        grpc.aio.insecure_channel(
+            f"127.0.0.1:{running.port}", options=[("grpc.http2.bdp_probe", 0)]
+        ) as slow_channel,
+        grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as fast_channel,
+    ):
+        request = pb.StreamPredictionsRequest(pairs=["BTC/USD"], interval_s=60)
+        slow = pb_grpc.PredictionServiceStub(slow_channel).StreamPredictions(request)
+        fast = pb_grpc.PredictionServiceStub(fast_channel).StreamPredictions(request)
+        await wait_until(lambda: hub.subscriber_count == 2)
+        # The slow client never reads.
+
+        received: list[int] = []
+
+        async def read_fast() -> None:
+            while len(received) < published:
+                response = await fast.read()
+                received.append(response.prediction.feature_time.seconds)
+
+        reader = asyncio.create_task(read_fast())
+        burst = hub.queue_size // 2
+        for start in range(0, published, burst):
+            for minute in range(start, min(start + burst, published)):
+                hub.publish(make_prediction(minute=minute))
+            # The fast client catches up after every burst while the slow one sits still; were the
+            # server waiting on the slow client, this would time out.
+            done = min(start + burst, published)
+            await wait_until(lambda done=done: len(received) >= done, timeout=10)  # type: ignore[misc]
+        await asyncio.wait_for(reader, 10)
+
+        assert received == sorted(received) and len(set(received)) == published  # all of them, in order
+        dropping = [s for s in hub._subscriptions if s.dropped]
+        assert len(dropping) == 1, "the slow client's subscription, and only it, drops predictions"
+        slow_subscription = dropping[0]
+        # The slow client lost its oldest predictions (counted) and its queue never grew past the bound.
+        assert slow_subscription.dropped > 0 and hub.dropped == slow_subscription.dropped
+        assert slow_subscription.queue.qsize() <= hub.queue_size
+        slow.cancel()
+        fast.cancel()
+
+
+async def test_shutdown_drains_streams_then_ends_them_with_unavailable() -> None:
+    hub = PredictionHub()
+    async with start_server(local_settings(), hub, consume=False, grace=5.0) as running:
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{running.port}")
+        call = pb_grpc.PredictionServiceStub(channel).StreamPredictions(pb.StreamPredictionsRequest())
+        await wait_until(lambda: hub.subscriber_count == 1)
+        for minute in range(5):
+            hub.publish(make_prediction(minute=minute))
+        # Leaving the block stops the server while five predictions are still queued for the stream.
+    minutes = []
+    with pytest.raises(grpc.aio.AioRpcError) as ended:
+        async for response in call:
+            minutes.append(response.prediction.feature_time.seconds)
+    await channel.close()
+    assert len(minutes) == 5 and minutes == sorted(minutes)
+    assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert "shutting down" in ended.value.details()
