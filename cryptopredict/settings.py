@@ -179,6 +179,19 @@ class GrpcSettings(BaseModel):
         return self
 
 
+class MetricsSettings(BaseModel):
+    """Where each process exposes /metrics (Prometheus scrapes these; infra/prometheus/). A negative
+    port turns a process's endpoint off; a second process of a kind on one host needs another port."""
+
+    host: str = "127.0.0.1"
+    feed_port: int = 9101
+    stream_port: int = 9102  # the Faust worker
+    worker_port: int = 9103  # Temporal workers: the SDK runtime's endpoint, ours included
+    grpc_port: int = 9104
+    # The local Prometheus the stack starts, scraping the ports above.
+    prometheus_port: int = 9090
+
+
 class FeatureSettings(BaseModel):
     # Every interval gets candles and indicators.
     candle_intervals_s: list[int] = Field(default_factory=lambda: [60, 300, 3600])
@@ -237,6 +250,7 @@ class Settings(BaseSettings):
     news: NewsSettings = Field(default_factory=NewsSettings)
     kraken: KrakenSettings = Field(default_factory=KrakenSettings)
     grpc: GrpcSettings = Field(default_factory=GrpcSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     features: FeatureSettings = Field(default_factory=FeatureSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
 

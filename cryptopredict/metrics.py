@@ -1,0 +1,146 @@
+"""Prometheus metrics: the one catalogue of every series our processes expose, and the endpoint.
+
+Each long-running process (feed, Faust worker, gRPC server) calls `serve_metrics(port)` once at start
+and updates the series below where the event happens. Temporal workers expose the SDK's own metrics
+(workflow completions and failures by type, activity latencies) plus ours through the SDK runtime's
+Prometheus endpoint instead (see `temporal_runtime` in cryptopredict.orchestration), since workflow code
+must count through `workflow.metric_meter()` to stay correct under replay.
+
+Names follow Prometheus conventions: `_total` counters, `_seconds` histograms, base units. Labels are
+bounded: pairs and model versions are configured or registered, and free-text reasons are cut to their
+kind with `reason_kind` before they become a label.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+
+from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+
+logger = logging.getLogger(__name__)
+
+NAMESPACE = "cryptopredict"
+# Seconds: from sub-millisecond (hub fan-out, unary RPCs) to a minute (LLM calls, close delays).
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
+
+# Trade feed
+FEED_MESSAGES = Counter(
+    "feed_messages",
+    "WebSocket messages received from the exchange, by channel",
+    ["channel"],
+    namespace=NAMESPACE,
+)
+FEED_TRADES = Counter("feed_trades", "Trades published to the trades topic", ["pair"], namespace=NAMESPACE)
+FEED_RECONNECTS = Counter("feed_reconnects", "Reconnects of the exchange WebSocket", namespace=NAMESPACE)
+FEED_LAST_TRADE = Gauge(
+    "feed_last_trade_timestamp_seconds",
+    "Unix time of the newest trade published, per pair",
+    ["pair"],
+    namespace=NAMESPACE,
+)
+
+# Every stage
+DEAD_LETTERS = Counter(
+    "dead_letters", "Inputs rejected and kept on a dead-letter topic, by stage and kind of reason",
+    ["source", "reason"], namespace=NAMESPACE,
+)  # fmt: skip
+
+# Faust worker
+CANDLES_CLOSED = Counter(
+    "candles_closed", "Candles closed and published", ["pair", "interval_s"], namespace=NAMESPACE
+)
+CANDLE_CLOSE_DELAY = Histogram(
+    "candle_close_delay_seconds", "Wall-clock time from a window's end to its candle's publication",
+    ["interval_s"], namespace=NAMESPACE, buckets=LATENCY_BUCKETS,
+)  # fmt: skip
+INDICATOR_LATENCY = Histogram(
+    "indicator_latency_seconds", "Time to update a pair's indicators from one closed candle",
+    ["interval_s"], namespace=NAMESPACE, buckets=LATENCY_BUCKETS,
+)  # fmt: skip
+CONSUMER_LAG = Gauge(
+    "kafka_consumer_lag", "Records behind the end of the partition, per consumer group",
+    ["group", "topic", "partition"], namespace=NAMESPACE,
+)  # fmt: skip
+PREDICTIONS = Counter(
+    "predictions", "Predictions published", ["pair", "horizon_s", "model_version"], namespace=NAMESPACE
+)
+PREDICTION_REFUSALS = Counter(
+    "prediction_refusals", "Refusals published instead of a prediction, by kind of reason",
+    ["pair", "horizon_s", "reason"], namespace=NAMESPACE,
+)  # fmt: skip
+PREDICTION_LATENCY = Histogram(
+    "prediction_latency_seconds", "Time from a candle's arrival at the prediction agent to its prediction",
+    namespace=NAMESPACE, buckets=LATENCY_BUCKETS,
+)  # fmt: skip
+MODEL_LOADS = Counter(
+    "model_loads", "Champion loads by the prediction agent, by outcome (loaded, failed)",
+    ["model", "outcome"], namespace=NAMESPACE,
+)  # fmt: skip
+SERVING_VERSION = Gauge(
+    "serving_model_version", "Registry version of the champion the prediction agent serves", ["model"],
+    namespace=NAMESPACE,
+)  # fmt: skip
+
+# gRPC server
+GRPC_REQUEST_DURATION = Histogram(
+    "grpc_request_duration_seconds", "Unary RPC latency in the server, by method and status code",
+    ["method", "code"], namespace=NAMESPACE, buckets=LATENCY_BUCKETS,
+)  # fmt: skip
+GRPC_STREAMS = Counter(
+    "grpc_streams", "Prediction streams ended, by status code", ["code"], namespace=NAMESPACE
+)
+GRPC_ACTIVE_STREAMS = Gauge("grpc_active_streams", "Prediction streams open now", namespace=NAMESPACE)
+GRPC_DROPPED = Counter(
+    "grpc_dropped_predictions", "Predictions dropped for clients that read too slowly", namespace=NAMESPACE
+)
+LIVE_MAE = Gauge(
+    "live_mae", "Mean absolute error of a model version's predictions with known outcomes (quote currency)",
+    ["model", "version"], namespace=NAMESPACE,
+)  # fmt: skip
+LIVE_SKILL = Gauge(
+    "live_skill_vs_persistence", "1 - live MAE / persistence MAE over the same predictions",
+    ["model", "version"], namespace=NAMESPACE,
+)  # fmt: skip
+LIVE_COVERAGE = Gauge(
+    "live_interval_coverage", "Fraction of realised prices inside the prediction interval",
+    ["model", "version"], namespace=NAMESPACE,
+)  # fmt: skip
+LIVE_OUTCOMES = Gauge(
+    "live_outcomes", "Predictions of a model version whose realised price is known", ["model", "version"],
+    namespace=NAMESPACE,
+)  # fmt: skip
+
+# Temporal workers: created through the SDK's metric meter (workflow.metric_meter() /
+# activity.metric_meter()), so these are names, not prometheus_client objects. The SDK adds its own
+# temporal_workflow_completed / _failed / _endtoend_latency by workflow_type.
+WORKFLOW_STARTS = "cryptopredict_workflow_starts"  # counter, attribute workflow_type
+LLM_CALLS = "cryptopredict_llm_calls"  # counter, attribute outcome (ok, invalid_output, error)
+LLM_LATENCY = "cryptopredict_llm_latency"  # histogram, milliseconds (the SDK meter's unit)
+MODEL_DECISIONS = "cryptopredict_model_decisions"  # counter, attribute decision (promoted, kept)
+
+_REASON_KIND = re.compile(r"^[^:(\[{0-9]*")
+
+
+def reason_kind(reason: str) -> str:
+    """A bounded label for a free-text reason: its words before the first detail (colon, number,
+    bracket), e.g. "invalid trade: price must be > 0" -> "invalid trade"."""
+    kind = _REASON_KIND.match(reason)
+    text = " ".join((kind.group(0) if kind else "").split())[:60]
+    return text or "other"
+
+
+def serve_metrics(host: str, port: int, registry: CollectorRegistry = REGISTRY) -> int | None:
+    """Start the /metrics endpoint on host:`port` (0: a free port) and return the bound port. A negative
+    port turns metrics off; a port in use is logged and the process runs on without metrics (a second
+    worker on one host needs its own port setting), since metrics must never stop the pipeline."""
+    if port < 0:
+        return None
+    try:
+        server, _ = start_http_server(port, addr=host, registry=registry)
+    except OSError as exc:
+        logger.warning("no metrics endpoint: cannot bind %s:%d (%s)", host, port, exc)
+        return None
+    bound = int(server.server_port)
+    logger.info("prometheus metrics on http://%s:%d/metrics", host, bound)
+    return bound
