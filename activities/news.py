@@ -5,14 +5,15 @@ table with its reason."""
 from __future__ import annotations
 
 import logging
-from datetime import UTC, datetime
+import time
+from datetime import UTC, datetime, timedelta
 
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
-from cryptopredict import topics
+from cryptopredict import metrics, topics
 from cryptopredict.kafka_admin import ensure_topics
 from cryptopredict.models import DeadLetter, NewsItem
 from cryptopredict.models.news_flow import NewsIngestInput, NewsIngestResult, SentimentInput, SentimentResult
@@ -113,12 +114,21 @@ class NewsActivities:
     @activity.defn(name="score_news")
     async def score_news(self, request: SentimentInput) -> SentimentResult:
         item = request.item
+        meter = activity.metric_meter()
+        calls = meter.create_counter(metrics.LLM_CALLS, "LLM sentiment calls, by outcome")
+        latency = meter.create_histogram_timedelta(metrics.LLM_LATENCY, "LLM sentiment call latency")
+        started = time.perf_counter()
         try:
             result = await score_headline(self._agent, item)
         except Exception as exc:
+            latency.record(timedelta(seconds=time.perf_counter() - started))
             if is_transient(exc):
+                calls.add(1, {"outcome": "unavailable"})
                 logger.warning("LLM unavailable for %s (%s); Temporal retries", item.id, exc)
                 raise
+            calls.add(
+                1, {"outcome": "invalid_output" if isinstance(exc, SentimentOutputInvalid) else "refused"}
+            )
             # Output still invalid after the agent's bounded retries, or a request the server refuses
             # (e.g. too long): retrying cannot help, so the item is kept as a dead letter with the reason.
             kind = "invalid LLM output" if isinstance(exc, SentimentOutputInvalid) else "LLM request refused"
@@ -127,6 +137,8 @@ class NewsActivities:
             )
             await insert_dead_letters(self.engine, [letter])
             raise ApplicationError(f"{kind}: {exc}", type=INVALID_OUTPUT, non_retryable=True) from exc
+        latency.record(timedelta(seconds=time.perf_counter() - started))
+        calls.add(1, {"outcome": "ok"})
         model = self.settings.llm.model
         scores = to_scores(result, item.id, model, datetime.now(UTC))
         await insert_sentiment_scores(self.engine, scores)

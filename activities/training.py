@@ -24,6 +24,7 @@ import pandas as pd
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from cryptopredict import metrics
 from cryptopredict.features.indicators import IndicatorConfig
 from cryptopredict.ml import lifecycle, plots, pyfunc, registry
 from cryptopredict.ml.dataset import (
@@ -408,6 +409,10 @@ class TrainingActivities:
         """Applies the gate's decision: `champion` moves to the challenger (and a model event goes out),
         or the challenger keeps the `challenger` alias with the reasons and the champion stays."""
         ref = await asyncio.to_thread(self._apply_decision, request)
+        decision = "promoted" if request.evaluation.promote else "kept"
+        activity.metric_meter().create_counter(metrics.MODEL_DECISIONS, "Promotion gate decisions").add(
+            1, {"decision": decision, "model": ref.name}
+        )
         if request.evaluation.promote:
             dataset = request.step.dataset
             event = ModelEvent(

@@ -145,10 +145,13 @@ def feed(
     ] = None,
 ) -> None:
     """Publish exchange trades to the `trades` topic until interrupted."""
+    from cryptopredict.metrics import serve_metrics
     from streams.trade_feed import run_feed
 
     _logging("info")
-    asyncio.run(run_feed(get_settings(), url, rest_url=rest_url))
+    settings = get_settings()
+    serve_metrics(settings.metrics.host, settings.metrics.feed_port)
+    asyncio.run(run_feed(settings, url, rest_url=rest_url))
 
 
 @app.command()

@@ -15,8 +15,11 @@ from __future__ import annotations
 
 import logging
 import re
+from collections.abc import Iterator, Mapping
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.registry import Collector
 
 logger = logging.getLogger(__name__)
 
@@ -24,15 +27,9 @@ NAMESPACE = "cryptopredict"
 # Seconds: from sub-millisecond (hub fan-out, unary RPCs) to a minute (LLM calls, close delays).
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
-# Trade feed
-FEED_MESSAGES = Counter(
-    "feed_messages",
-    "WebSocket messages received from the exchange, by channel",
-    ["channel"],
-    namespace=NAMESPACE,
-)
+# Trade feed (plus cryptopredict_feed_events_total{event} and cryptopredict_feed_reconnects_total, read
+# from the exchange client's own counters by FeedCounts at scrape time)
 FEED_TRADES = Counter("feed_trades", "Trades published to the trades topic", ["pair"], namespace=NAMESPACE)
-FEED_RECONNECTS = Counter("feed_reconnects", "Reconnects of the exchange WebSocket", namespace=NAMESPACE)
 FEED_LAST_TRADE = Gauge(
     "feed_last_trade_timestamp_seconds",
     "Unix time of the newest trade published, per pair",
@@ -114,10 +111,39 @@ LIVE_OUTCOMES = Gauge(
 # Temporal workers: created through the SDK's metric meter (workflow.metric_meter() /
 # activity.metric_meter()), so these are names, not prometheus_client objects. The SDK adds its own
 # temporal_workflow_completed / _failed / _endtoend_latency by workflow_type.
-WORKFLOW_STARTS = "cryptopredict_workflow_starts"  # counter, attribute workflow_type
-LLM_CALLS = "cryptopredict_llm_calls"  # counter, attribute outcome (ok, invalid_output, error)
-LLM_LATENCY = "cryptopredict_llm_latency"  # histogram, milliseconds (the SDK meter's unit)
-MODEL_DECISIONS = "cryptopredict_model_decisions"  # counter, attribute decision (promoted, kept)
+# cryptopredict_workflow_starts_total (counter, attribute workflow_type) lives in workflows/interceptors.py,
+# which the workflow sandbox loads.
+LLM_CALLS = "cryptopredict_llm_calls_total"  # counter, attribute outcome (ok, unavailable, invalid_output, refused)
+LLM_LATENCY = "cryptopredict_llm_latency_seconds"  # histogram
+MODEL_DECISIONS = "cryptopredict_model_decisions_total"  # counter, attribute decision (promoted, kept)
+
+
+class FeedCounts(Collector):
+    """Exposes the exchange client's counters (trades, heartbeats, reconnects, duplicates_dropped,
+    rejected, gap_filled, status_*) as they are, so the client keeps one set of counts."""
+
+    def __init__(self) -> None:
+        self.counts: Mapping[str, int] = {}
+
+    def track(self, counts: Mapping[str, int]) -> None:
+        self.counts = counts
+
+    def collect(self) -> Iterator[Metric]:
+        events = CounterMetricFamily(
+            f"{NAMESPACE}_feed_events", "Events of the exchange feed client, by kind", labels=["event"]
+        )
+        for event, value in sorted(self.counts.items()):
+            events.add_metric([event], value)
+        yield events
+        yield CounterMetricFamily(
+            f"{NAMESPACE}_feed_reconnects",
+            "Reconnects of the exchange WebSocket",
+            value=self.counts.get("reconnects", 0),
+        )
+
+
+FEED_COUNTS = FeedCounts()
+REGISTRY.register(FEED_COUNTS)
 
 _REASON_KIND = re.compile(r"^[^:(\[{0-9]*")
 

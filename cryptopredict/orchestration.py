@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import logging
 from datetime import timedelta
 from typing import Any
 
@@ -19,6 +20,7 @@ from temporalio.client import (
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import WorkflowAlreadyStartedError
+from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
 from cryptopredict.models.backfill import BackfillInput, BackfillProgress
 from cryptopredict.models.news_flow import NewsIngestInput
@@ -31,13 +33,34 @@ from cryptopredict.topics import (
     training_workflow_id,
 )
 
+logger = logging.getLogger(__name__)
 
-async def temporal_client(settings: Settings) -> Client:
+
+async def temporal_client(settings: Settings, runtime: Runtime | None = None) -> Client:
     return await Client.connect(
         settings.temporal.address,
         namespace=settings.temporal.namespace,
         data_converter=pydantic_data_converter,
+        runtime=runtime,
     )
+
+
+def metrics_runtime(settings: Settings) -> Runtime | None:
+    """A Temporal runtime serving the SDK's metrics (and ours, made through its meter) on the worker's
+    metrics port; None (the default runtime, no endpoint) when the port is off or taken."""
+    port = settings.metrics.worker_port
+    if port < 0:
+        return None
+    try:
+        telemetry = TelemetryConfig(
+            metrics=PrometheusConfig(
+                bind_address=f"{settings.metrics.host}:{port}", durations_as_seconds=True
+            )
+        )
+        return Runtime(telemetry=telemetry)
+    except Exception as exc:  # the SDK reports a taken port as a generic error; metrics must not stop work
+        logger.warning("no worker metrics endpoint on port %d: %s", port, exc)
+        return None
 
 
 def training_request(

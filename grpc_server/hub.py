@@ -12,6 +12,7 @@ from collections.abc import Collection
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from cryptopredict import metrics
 from cryptopredict.models.ml import Prediction
 
 logger = logging.getLogger(__name__)
@@ -102,6 +103,7 @@ class PredictionHub:
         for subscription in self._subscriptions:
             if subscription.wants(prediction) and subscription.offer(prediction):
                 self.dropped += 1
+                metrics.GRPC_DROPPED.inc()
         return True
 
     def latest(self, pair: str, interval_s: int, horizon_s: int | None = None) -> Prediction | None:
@@ -127,6 +129,7 @@ class PredictionHub:
         for prediction in sorted(self._latest.values(), key=_recency):
             if subscription.wants(prediction) and subscription.offer(prediction):
                 self.dropped += 1
+                metrics.GRPC_DROPPED.inc()
         if self.closed:
             subscription.close()
             return subscription
@@ -140,6 +143,7 @@ class PredictionHub:
         for subscription in self._subscriptions:
             if subscription.close():
                 self.dropped += 1
+                metrics.GRPC_DROPPED.inc()
 
     def unsubscribe(self, subscription: Subscription) -> None:
         self._subscriptions.discard(subscription)

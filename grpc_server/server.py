@@ -10,7 +10,9 @@ import asyncio
 import contextlib
 import hmac
 import logging
+import math
 import re
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -24,6 +26,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from sqlalchemy.exc import SQLAlchemyError
 
+from cryptopredict import metrics
 from cryptopredict.ml.registry import AliasedVersions, aliased_versions
 from cryptopredict.settings import GrpcSettings, Settings
 from cryptopredict.store.candles import sync_engine
@@ -45,6 +48,8 @@ PAIR_PATTERN = re.compile(r"^[A-Z0-9]{2,12}/[A-Z0-9]{2,12}$")
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# How often the live_* gauges are refreshed from the ledger (a minute candle's outcome lands once a minute).
+LIVE_FIGURES_EVERY_S = 15.0
 P = ParamSpec("P")
 R = TypeVar("R")
 # Left open when tokens are configured: probes check health without credentials, and reflection only
@@ -142,12 +147,17 @@ class PredictionService(pb_grpc.PredictionServiceServicer):
         subscription = self._hub.subscribe(
             request.pairs, request.interval_s or None, request.horizon_s or None
         )
+        metrics.GRPC_ACTIVE_STREAMS.inc()
+        ending = "CANCELLED"  # what grpc does to this generator when the client goes away
         # grpc cancels this generator when the client goes away; finally runs on that path too.
         try:
             while (prediction := await subscription.get()) is not None:
                 yield pb.StreamPredictionsResponse(prediction=prediction_to_proto(prediction))
+            ending = "UNAVAILABLE"
         finally:
             self._hub.unsubscribe(subscription)
+            metrics.GRPC_ACTIVE_STREAMS.dec()
+            metrics.GRPC_STREAMS.labels(ending).inc()
         # Drained at shutdown: UNAVAILABLE is the code clients retry, against this or another replica.
         await _abort(context, grpc.StatusCode.UNAVAILABLE, "server shutting down: reconnect")
 
@@ -244,6 +254,38 @@ def _invalid_pairs(pairs: Iterable[str]) -> str | None:
     return f"malformed pair(s) {bad}: expected e.g. 'BTC/USD'" if bad else None
 
 
+class RequestMetrics(grpc.aio.ServerInterceptor):
+    """Observes every unary call's latency by method and status code (streams are counted in the
+    service, where their end is known)."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler]],
+        details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler:
+        handler = await continuation(details)
+        if handler is None or handler.unary_unary is None:
+            return handler
+        behavior, method = handler.unary_unary, details.method
+
+        async def observed(request: object, context: grpc.aio.ServicerContext) -> object:
+            start = time.perf_counter()
+            try:
+                response = await behavior(request, context)
+            except BaseException:
+                code = context.code()
+                # An abort sets the code; anything else is what grpc reports for an exception.
+                label = code.name if isinstance(code, grpc.StatusCode) else "UNKNOWN"
+                metrics.GRPC_REQUEST_DURATION.labels(method, label).observe(time.perf_counter() - start)
+                raise
+            metrics.GRPC_REQUEST_DURATION.labels(method, "OK").observe(time.perf_counter() - start)
+            return response
+
+        return grpc.unary_unary_rpc_method_handler(
+            observed, handler.request_deserializer, handler.response_serializer
+        )
+
+
 class BearerTokenAuth(grpc.aio.ServerInterceptor):
     """Rejects calls without `authorization: Bearer <one of the tokens>` with UNAUTHENTICATED."""
 
@@ -332,7 +374,8 @@ async def start_server(
         hub = PredictionHub()
     tokens = [token.get_secret_value() for token in settings.grpc.tokens]
     auth = BearerTokenAuth(tokens) if tokens else None
-    server = grpc.aio.server(interceptors=[auth] if auth else None)
+    # Metrics outermost, so refused calls are observed too.
+    server = grpc.aio.server(interceptors=[RequestMetrics(), *([auth] if auth else [])])
     backends = Backends(settings)
     pb_grpc.add_PredictionServiceServicer_to_server(
         PredictionService(hub, backends, Targets.from_settings(settings)), server
@@ -353,6 +396,9 @@ async def start_server(
         if consumer is not None:
             consumer_task = asyncio.create_task(consumer.run(), name="prediction-consumer")
             consumer_task.add_done_callback(_log_consumer_exit)
+        live_figures = asyncio.create_task(
+            _export_live_figures(backends, Targets.from_settings(settings)), name="live-figures"
+        )
         tls = "TLS" if settings.grpc.tls_cert_file else "plaintext"
         logger.info(
             "gRPC server listening on %s:%d (%s, %s)",
@@ -365,14 +411,37 @@ async def start_server(
     finally:
         # Tell load balancers first, so new calls go elsewhere while in-flight streams drain.
         await health.enter_graceful_shutdown()
-        if consumer_task is not None:
-            consumer_task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await consumer_task
+        for task in (consumer_task, live_figures):
+            if task is not None:
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
         hub.close()
         await server.stop(grace)
         backends.close()
         logger.info("gRPC server stopped")
+
+
+async def _export_live_figures(backends: Backends, targets: Targets) -> None:
+    """Keeps the live_* gauges (MAE, skill, coverage, outcomes per model version) at the ledger's values."""
+    while True:
+        for pair in targets.pairs:
+            try:
+                figures = await asyncio.to_thread(backends.ledger, pair, targets.interval_s, EPOCH)
+            except SQLAlchemyError as exc:  # the store down: keep the last values, try again later
+                logger.warning("live figures of %s not updated: %s", pair, exc)
+                continue
+            for f in figures:
+                labels = (f.model_name, f.model_version)
+                metrics.LIVE_OUTCOMES.labels(*labels).set(f.n)
+                metrics.LIVE_MAE.labels(*labels).set(f.live_mae)
+                metrics.LIVE_SKILL.labels(*labels).set(
+                    math.nan if f.skill_vs_persistence is None else f.skill_vs_persistence
+                )
+                metrics.LIVE_COVERAGE.labels(*labels).set(
+                    math.nan if f.interval_coverage is None else f.interval_coverage
+                )
+        await asyncio.sleep(LIVE_FIGURES_EVERY_S)
 
 
 def _log_consumer_exit(task: asyncio.Task[None]) -> None:
@@ -383,6 +452,7 @@ def _log_consumer_exit(task: asyncio.Task[None]) -> None:
 
 async def serve(settings: Settings, hub: PredictionHub | None = None, consume: bool = True) -> None:
     """Serve until cancelled (Ctrl-C / SIGTERM via the entry point), then stop gracefully."""
+    metrics.serve_metrics(settings.metrics.host, settings.metrics.grpc_port)
     async with start_server(settings, hub, consume) as running:
         # Shielded: cancelling wait_for_termination() cancels grpc's own shutdown future, and then
         # server.stop() in start_server fails with CancelledError instead of stopping gracefully.

@@ -51,6 +51,7 @@ def supervise() -> int:
 
 def run_worker() -> None:
     from cryptopredict.kafka_admin import ensure_topics
+    from cryptopredict.metrics import serve_metrics
     from streams.app import app, load_agents, settings
 
     # Faust's web server is not used, and several workers on one host would clash on its port.
@@ -59,6 +60,7 @@ def run_worker() -> None:
     # Faust does not create source topics, and a consumer that subscribes before they exist stays idle.
     asyncio.run(ensure_topics(settings.kafka))
     load_agents()
+    serve_metrics(settings.metrics.host, settings.metrics.stream_port)
     app.main()
 
 

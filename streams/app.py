@@ -14,7 +14,7 @@ from datetime import UTC, datetime
 import faust
 from faust.types import RecordMetadata
 
-from cryptopredict import topics
+from cryptopredict import metrics, topics
 from cryptopredict.models import DeadLetter
 from cryptopredict.settings import get_settings
 
@@ -77,6 +77,7 @@ async def dead_letter(
     """Keeps rejected input on the dead-letter topic (or `topic`) and logs it; the stream goes on.
     Returns the send's future, for a caller that must know the broker has it."""
     logger.warning("dead letter from %s: %s", source, reason)
+    metrics.DEAD_LETTERS.labels(source, metrics.reason_kind(reason)).inc()
     letter = DeadLetter(
         source=source, reason=reason, raw=raw.decode("utf-8", "replace"), at=datetime.now(UTC)
     )

@@ -12,12 +12,14 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 from datetime import timedelta
 
 import pandas as pd
 from pydantic import ValidationError
 from sqlalchemy import Engine
 
+from cryptopredict import metrics
 from cryptopredict.features.indicators import IndicatorConfig, IndicatorState
 from cryptopredict.ml.serving import (
     Champion,
@@ -69,8 +71,11 @@ def _store() -> Engine:
 async def _refresh(pair: str, horizon: int) -> None:
     champion = _champion_for(pair, horizon)
     try:
-        await asyncio.to_thread(champion.refresh)
+        if await asyncio.to_thread(champion.refresh) and champion.serving is not None:
+            metrics.MODEL_LOADS.labels(champion.registered_model, "loaded").inc()
+            metrics.SERVING_VERSION.labels(champion.registered_model).set(float(champion.serving.ref.version))
     except ModelLoadError as exc:
+        metrics.MODEL_LOADS.labels(champion.registered_model, "failed").inc()
         # Kept on the dead letters, where a person looks for what the pipeline could not use.
         logger.error("%s", exc)
         raw = json.dumps({"registered_model": champion.registered_model, "version": champion.failed_version})
@@ -107,6 +112,7 @@ async def reload_on_model_events(stream):  # type: ignore[no-untyped-def]
 async def predict_on_candles(stream):  # type: ignore[no-untyped-def]
     keep = settings.model.lags + 1
     async for raw in stream:
+        arrived = time.perf_counter()
         try:
             candle = Candle.model_validate_json(raw)
         except ValidationError as exc:
@@ -137,8 +143,12 @@ async def predict_on_candles(stream):  # type: ignore[no-untyped-def]
                     "no prediction for %s at %s: %s", candle.pair, candle.window_start, outcome.reason
                 )
                 await prediction_refusals_topic.send(key=candle.pair.encode(), value=outcome.to_json_bytes())
+                kind = metrics.reason_kind(outcome.reason)
+                metrics.PREDICTION_REFUSALS.labels(candle.pair, outcome.horizon_s, kind).inc()
             elif outcome is not None:
                 await predictions_topic.send(key=candle.pair.encode(), value=outcome.to_json_bytes())
+                metrics.PREDICTIONS.labels(candle.pair, outcome.horizon_s, outcome.model_version).inc()
+        metrics.PREDICTION_LATENCY.observe(time.perf_counter() - arrived)
 
 
 async def _predict(

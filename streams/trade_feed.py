@@ -12,7 +12,7 @@ from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from cryptopredict import topics
+from cryptopredict import metrics, topics
 from cryptopredict.kafka_admin import ensure_topics, last_trade_in_topic
 from cryptopredict.kraken.client import KrakenTradeClient, Rejected
 from cryptopredict.kraken.rest import KrakenRestClient
@@ -74,12 +74,14 @@ async def run_feed(
     if client.rest is not None:
         await resume_from_topic(settings, client, trades_topic)
     published = 0
+    metrics.FEED_COUNTS.track(client.counts)
     try:
         async for events in client.batches():
             trades = []
             for event in events:
                 if isinstance(event, Rejected):
                     logger.warning("rejected exchange message: %s", event.reason)
+                    metrics.DEAD_LETTERS.labels("trade_feed", metrics.reason_kind(event.reason)).inc()
                     letter = DeadLetter(
                         source="trade_feed", reason=event.reason, raw=event.raw, at=datetime.now(UTC)
                     )
@@ -92,6 +94,9 @@ async def run_feed(
                 await publisher.publish(
                     trades_topic, batch.to_json_bytes(), key=batch.pair.encode(), context=batch
                 )
+                metrics.FEED_TRADES.labels(batch.pair).inc(len(batch.trades))
+                newest = max(trade.timestamp for trade in batch.trades)
+                metrics.FEED_LAST_TRADE.labels(batch.pair).set(newest.timestamp())
             if (published + len(trades)) // 10_000 > published // 10_000:
                 logger.info("published %d trades (%s)", published + len(trades), dict(client.counts))
             published += len(trades)

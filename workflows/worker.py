@@ -13,9 +13,10 @@ from temporalio.worker import Worker
 
 from activities.backfill import BackfillActivities
 from activities.training import TrainingActivities
-from cryptopredict.orchestration import temporal_client
+from cryptopredict.orchestration import metrics_runtime, temporal_client
 from cryptopredict.settings import Settings, get_settings
 from workflows.backfill import BackfillWorkflow
+from workflows.interceptors import WorkflowMetrics
 from workflows.training import TrainingWorkflow
 
 logger = logging.getLogger(__name__)
@@ -44,6 +45,7 @@ def build_worker(
         ],
         activity_executor=executor,
         max_concurrent_activities=2,
+        interceptors=[WorkflowMetrics()],
     )
 
 
@@ -60,6 +62,7 @@ def build_news_workers(client: Client, settings: Settings) -> list[Worker]:
             task_queue=settings.temporal.news_task_queue,
             workflows=[NewsIngestWorkflow, SentimentWorkflow],
             activities=[news.ingest_news],
+            interceptors=[WorkflowMetrics()],
         ),
         Worker(
             client,
@@ -75,7 +78,7 @@ async def run_worker(settings: Settings | None = None) -> None:
     from cryptopredict.orchestration import ensure_news_schedule, ensure_training_schedules
 
     settings = settings or get_settings()
-    client = await temporal_client(settings)
+    client = await temporal_client(settings, metrics_runtime(settings))
     await ensure_llm_model(settings.llm)
     if await ensure_news_schedule(settings, client):
         logger.info("created the news schedule (every %.0f s)", settings.news.poll_interval_s)
@@ -91,7 +94,7 @@ async def run_worker(settings: Settings | None = None) -> None:
 
 async def run_training_worker(settings: Settings, task_queue: str | None = None) -> None:
     """Only the training and backfill queue (no schedules, no LLM check): for a machine that trains."""
-    client = await temporal_client(settings)
+    client = await temporal_client(settings, metrics_runtime(settings))
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as executor:
         worker = build_worker(client, settings, executor, task_queue=task_queue)
         logger.info("worker on task queue %s", worker.task_queue)

@@ -7,11 +7,14 @@ import asyncio
 from pathlib import Path
 
 import grpc
+import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from prometheus_client.parser import text_string_to_metric_families
 from test_grpc_server import local_settings, make_prediction, wait_until
 
+from cryptopredict.metrics import serve_metrics
 from cryptopredict.tls import write_self_signed
 from grpc_server.client import Credentials, get_latest_prediction, stream_predictions
 from grpc_server.hub import PredictionHub
@@ -160,3 +163,41 @@ async def test_shutdown_drains_streams_then_ends_them_with_unavailable() -> None
     assert len(minutes) == 5 and minutes == sorted(minutes)
     assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
     assert "shutting down" in ended.value.details()
+
+
+async def test_metrics_endpoint_reports_calls_streams_and_drops() -> None:
+    port = serve_metrics("127.0.0.1", 0)
+    assert port is not None
+    hub = PredictionHub(queue_size=2)
+    async with start_server(local_settings(), hub, consume=False, grace=0.5) as running:
+        target = f"127.0.0.1:{running.port}"
+        assert await status_of_latest(target, Credentials()) == grpc.StatusCode.NOT_FOUND
+        async with grpc.aio.insecure_channel(target) as channel:
+            call = pb_grpc.PredictionServiceStub(channel).StreamPredictions(pb.StreamPredictionsRequest())
+            await wait_until(lambda: hub.subscriber_count == 1)
+            scraped = await scrape(port)
+            assert scraped["cryptopredict_grpc_active_streams"] >= 1
+            for minute in range(5):  # one synchronous burst into a queue of two: three dropped
+                hub.publish(make_prediction(minute=minute))
+            call.cancel()
+            await wait_until(lambda: hub.subscriber_count == 0)
+    scraped = await scrape(port)
+    method = "/cryptopredict.v1.PredictionService/GetLatestPrediction"
+    assert (
+        scraped[f'cryptopredict_grpc_request_duration_seconds_count{{code="NOT_FOUND",method="{method}"}}']
+        >= 1
+    )
+    assert scraped["cryptopredict_grpc_dropped_predictions_total"] >= 3
+    assert scraped['cryptopredict_grpc_streams_total{code="CANCELLED"}'] >= 1
+
+
+async def scrape(port: int) -> dict[str, float]:
+    """The endpoint's samples as {"name{label="value",...}": value}, labels sorted as the client writes them."""
+    async with httpx.AsyncClient() as client:
+        text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
+    samples = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
+            samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
+    return samples
