@@ -14,6 +14,9 @@ from collections.abc import Hashable
 RESTART_EXIT_CODE = 75  # EX_TEMPFAIL: the stream worker's supervisor starts it again
 # After SIGTERM, the supervisor gives its worker this long before killing it (Faust can hang on shutdown).
 STOP_GRACE_S = 20.0
+# A partition hand-over here takes seconds (10 s broker rebalance timeout, small compacted changelogs); a
+# worker still rebalancing or recovering its tables after this long is stuck and is restarted.
+REBALANCE_STUCK_S = 30.0
 
 
 class OffsetGap(RuntimeError):

@@ -34,7 +34,7 @@ app = faust.App(
     broker=[f"kafka://{server.strip()}" for server in settings.kafka.bootstrap_servers.split(",")],
     store="memory://",
     # Tables live in memory (rebuilt from changelogs); Faust still makes a data dir, so keep it out of the cwd.
-    datadir=f"{tempfile.gettempdir()}/cryptopredict-faust/{{conf.name}}",
+    datadir=f"{tempfile.gettempdir()}/cryptopredict-faust-{{conf.name}}",
     value_serializer="raw",
     topic_partitions=settings.kafka.partitions,
     topic_replication_factor=1,
@@ -68,7 +68,7 @@ candle_input = app.topic(
 
 def load_agents() -> None:
     """Registers every agent with the app (imported lazily to avoid an import cycle)."""
-    from streams import candle_builder, indicator_agent, prediction_agent, store_sink  # noqa: F401
+    from streams import candle_builder, indicator_agent, lag_monitor, prediction_agent, store_sink  # noqa: F401
 
 
 async def dead_letter(

@@ -4,6 +4,19 @@ Faust 0.15 can drop records it fetched while the worker recovered its tables (se
 Each guarded agent checks the offsets it receives; a watchdog timer notices records that never arrive.
 Either way the worker exits with RESTART_EXIT_CODE and its supervisor (`python -m streams`) starts it
 again from the committed offsets, before a later record changed the agent's state.
+
+Partition hand-overs (rebalances) have two more holes in Faust, both of which leave the worker waiting
+forever, processing nothing, while the checks above stand aside for the rebalance:
+- On a rebalance (and on stop) Faust empties the agents' buffers but keeps the references of the events it
+  drops. A message that several agents consume (a candle: indicators, predictions, store) and that one of
+  them had already taken can then never be fully acknowledged, and `Consumer.wait_empty` waits for it
+  forever inside the revocation (the "wait_empty: Waiting for tasks" warnings, with agent tracebacks ending
+  in `async_generator_asend`; faust-streaming issue #133, robinhood/faust #402). `release_dropped_events`
+  releases those references, so the wait ends, without acknowledging such a message: not every agent got
+  it, so it is read again after the hand-over.
+- Table recovery after a hand-over can stop receiving the changelog it waits for ("No event received for
+  active tp ... since recovery start"). The watchdog restarts a worker that rebalances or recovers for
+  longer than REBALANCE_STUCK_S, as it does for skipped records.
 """
 
 from __future__ import annotations
@@ -11,12 +24,21 @@ from __future__ import annotations
 import logging
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
+from functools import partial
+from typing import Any
 
 from faust.types import TP, Message
+from faust.types.tuples import ConsumerMessage
 
-from cryptopredict.offsets import RESTART_EXIT_CODE, OffsetContinuity, OffsetGap, Stall
+from cryptopredict.offsets import (
+    REBALANCE_STUCK_S,
+    RESTART_EXIT_CODE,
+    OffsetContinuity,
+    OffsetGap,
+    Stall,
+)
 from streams.app import app
 
 logger = logging.getLogger(__name__)
@@ -74,12 +96,54 @@ async def _forget_offsets(*_args: object, **_kwargs: object) -> None:
         guard.continuity.reset()
 
 
+def _forget(message: ConsumerMessage, consumer: Any) -> bool:
+    """Final acknowledgement of a message that some agent never got: nothing waits for it any more, and its
+    offset is not marked as processed (so not committed)."""
+    message.acked = True
+    consumer._unacked_messages.discard(message)
+    return False
+
+
+def release_dropped_events(buffers: Iterable[Any], consumer: Any) -> None:
+    """Releases the reference each buffered event holds on its message, as Faust drops the events."""
+    for buffer in buffers:
+        for event in list(buffer._queue):
+            message = getattr(event, "message", None)
+            if isinstance(message, ConsumerMessage) and not message.acked:
+                # Replaces ConsumerMessage.on_final_ack (which would mark the offset processed) for the
+                # agents still holding the message: their acknowledgement ends the wait and nothing more.
+                message.on_final_ack = partial(_forget, message)  # type: ignore[method-assign]
+                message.ack(consumer)
+
+
+_clear_buffers = app.flow_control.clear
+
+
+def _release_and_clear_buffers() -> None:
+    release_dropped_events(list(app.flow_control._queues), app.consumer)
+    _clear_buffers()
+
+
+# Faust empties the agents' buffers with flow_control.clear(): on revocation, on stop and on resume.
+app.flow_control.clear = _release_and_clear_buffers  # type: ignore[method-assign]
+
+_rebalancing_since: float | None = None
+
+
 @app.timer(interval=2.0)
 async def watch_for_skipped_records() -> None:
+    global _rebalancing_since
     if app.rebalancing or app.in_recovery:
+        now = time.monotonic()
+        _rebalancing_since = _rebalancing_since or now
+        if now - _rebalancing_since >= REBALANCE_STUCK_S:
+            _restart(
+                f"the worker has been rebalancing or recovering its tables for {now - _rebalancing_since:.0f} s"
+            )
         for guard in _guarded:
             guard.stall.reset()
         return
+    _rebalancing_since = None
     watched = {guard.topic_name for guard in _guarded}
     tps = [tp for tp in app.consumer.assignment() if tp.topic in watched]
     ends = await app.consumer.highwaters(*tps) if tps else {}  # one request for every guarded partition

@@ -74,6 +74,15 @@ class Run:
         self.workers.append(start_worker(self.env, self.log))
         return self.workers[-1]
 
+    async def wait_until_working(self, timeout_s: float = 120) -> None:
+        """Until a worker has joined and closed a first candle: starting one takes 10-20 s on a busy machine,
+        and a broker stop or a kill before it joined would test nothing (or leave it with no partitions)."""
+        deadline = asyncio.get_running_loop().time() + timeout_s
+        while not await read_topic(self.kafka, topic_name(CANDLES, self.prefix), idle_s=1):
+            if asyncio.get_running_loop().time() > deadline:
+                pytest.fail(f"no candle within {timeout_s:.0f} s: the worker did not start working")
+            await asyncio.sleep(1)
+
     async def publish(self, trades) -> None:
         # Stamped with our clock on the way in and batched per pair, as the feed does.
         now = datetime.now(UTC)
@@ -91,7 +100,7 @@ async def test_kill_9_and_restart_reproduces_an_uninterrupted_run(settings, tmp_
     async with Run(settings, tmp_path, "kill") as run:
         worker = run.start_worker()
         await run.publish(trades[:first])
-        await asyncio.sleep(10)  # the worker joins and works through the first part
+        await run.wait_until_working()
         await run.publish(trades[first:second])  # a burst, and the kill lands while it is being processed
         os.killpg(worker.pid, signal.SIGKILL)
         worker.wait()
@@ -106,7 +115,7 @@ async def test_broker_restart_mid_stream_reproduces_an_uninterrupted_run(setting
     async with Run(settings, tmp_path, "broker") as run:
         run.start_worker()
         await run.publish(trades[:first])
-        await asyncio.sleep(10)
+        await run.wait_until_working()
         await run.publish(trades[first:second])
         await asyncio.to_thread(stack.down, settings, ["kafka"])  # a clean broker stop and start
         await asyncio.to_thread(stack.up, settings, ["kafka"])
