@@ -150,3 +150,25 @@ async def read_topic(kafka: KafkaSettings, topic: str, idle_s: float = 3.0) -> l
     finally:
         await consumer.stop()
     return values
+
+
+async def consumer_lag(kafka: KafkaSettings, group: str) -> dict[tuple[str, int], int]:
+    """Records behind the end of each partition the consumer group has committed offsets for."""
+    from aiokafka import AIOKafkaConsumer
+
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers, request_timeout_ms=10_000)
+    await admin.start()
+    try:
+        committed = await admin.list_consumer_group_offsets(group)
+    finally:
+        await admin.close()
+    committed = {tp: meta.offset for tp, meta in committed.items() if meta.offset >= 0}
+    if not committed:
+        return {}
+    consumer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, enable_auto_commit=False)
+    await consumer.start()
+    try:
+        ends = await consumer.end_offsets(list(committed))
+    finally:
+        await consumer.stop()
+    return {(tp.topic, tp.partition): max(0, ends[tp] - offset) for tp, offset in committed.items()}

@@ -7,11 +7,10 @@ import asyncio
 from pathlib import Path
 
 import grpc
-import httpx
 import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from prometheus_client.parser import text_string_to_metric_families
+from scrape import scrape
 from test_grpc_server import local_settings, make_prediction, wait_until
 
 from cryptopredict.metrics import serve_metrics
@@ -189,15 +188,3 @@ async def test_metrics_endpoint_reports_calls_streams_and_drops() -> None:
     )
     assert scraped["cryptopredict_grpc_dropped_predictions_total"] >= 3
     assert scraped['cryptopredict_grpc_streams_total{code="CANCELLED"}'] >= 1
-
-
-async def scrape(port: int) -> dict[str, float]:
-    """The endpoint's samples as {"name{label="value",...}": value}, labels sorted as the client writes them."""
-    async with httpx.AsyncClient() as client:
-        text = (await client.get(f"http://127.0.0.1:{port}/metrics")).text
-    samples = {}
-    for family in text_string_to_metric_families(text):
-        for sample in family.samples:
-            labels = ",".join(f'{k}="{v}"' for k, v in sorted(sample.labels.items()))
-            samples[f"{sample.name}{{{labels}}}" if labels else sample.name] = sample.value
-    return samples

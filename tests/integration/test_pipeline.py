@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -14,17 +15,20 @@ from datetime import UTC, datetime, timedelta
 import pandas as pd
 import pytest
 from aiokafka import AIOKafkaConsumer
+from prometheus_client import REGISTRY
+from scrape import scrape
 from sqlalchemy import select
 
 from cryptopredict.features.candles import CandleState
 from cryptopredict.features.indicators import indicator_frame
 from cryptopredict.kafka_admin import read_topic
 from cryptopredict.kraken.replay import ReplayExchange, csv_trades, synthetic_trades
+from cryptopredict.metrics import serve_metrics
 from cryptopredict.models import Candle, DeadLetter, Trade, TradeBatch
 from cryptopredict.publisher import ReliablePublisher
 from cryptopredict.store.candles import async_engine
 from cryptopredict.store.schema import candles, technical_indicators
-from cryptopredict.topics import DEAD_LETTERS, LATE_TRADES, TRADES, topic_name
+from cryptopredict.topics import DEAD_LETTERS, FAUST_APP_ID, LATE_TRADES, TRADES, topic_name
 from streams.trade_feed import run_feed
 
 pytestmark = pytest.mark.integration
@@ -34,6 +38,12 @@ ANCHOR = datetime(2026, 2, 1, tzinfo=UTC)
 HAND_ANCHOR = datetime(2026, 3, 1, tzinfo=UTC)
 
 
+def free_port() -> int:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
+
+
 @pytest.fixture
 def run_settings(settings):
     prefix = f"it-{uuid.uuid4().hex[:8]}-"
@@ -41,6 +51,7 @@ def run_settings(settings):
         update={
             "kafka": settings.kafka.model_copy(update={"topic_prefix": prefix}),
             "kraken": settings.kraken.model_copy(update={"pairs": [PAIR]}),
+            "metrics": settings.metrics.model_copy(update={"stream_port": free_port()}),
         }
     )
 
@@ -50,6 +61,7 @@ def faust_worker(run_settings, tmp_path):
     env = os.environ | {
         "CRYPTOPREDICT_KAFKA__TOPIC_PREFIX": run_settings.kafka.topic_prefix,
         "CRYPTOPREDICT_KRAKEN__PAIRS": f'["{PAIR}"]',
+        "CRYPTOPREDICT_METRICS__STREAM_PORT": str(run_settings.metrics.stream_port),
     }
     log = (tmp_path / "faust.log").open("wb")
     process = subprocess.Popen(
@@ -76,6 +88,18 @@ async def test_replayed_trades_become_exact_candle_rows(run_settings, faust_work
     letters = await read_dead_letters(run_settings, expected=1)
     assert [(d.source, d.raw) for d in letters] == [("candle_builder", "{not a trade")]
     assert "invalid trade" in letters[0].reason
+
+    # The worker's /metrics tells the same story: the dead letter by kind, and the group's lag (caught up).
+    group = topic_name(FAUST_APP_ID, run_settings.kafka.topic_prefix)
+    trades_lag = f'cryptopredict_kafka_consumer_lag{{group="{group}",partition="0",topic="{topic_name(TRADES, run_settings.kafka.topic_prefix)}"}}'
+    async with asyncio.timeout(60):
+        while True:
+            scraped = await scrape(run_settings.metrics.stream_port)
+            if trades_lag in scraped:
+                break
+            await asyncio.sleep(1.0)
+    assert scraped['cryptopredict_dead_letters_total{reason="invalid trade batch",source="candle_builder"}'] == 1
+    assert scraped[trades_lag] >= 0
 
 
 def hand_trade(trade_id: int, second: int, price: float) -> Trade:
@@ -168,11 +192,20 @@ async def assert_pipeline_reproduces_candles(run_settings, trades, faust_worker,
     started = datetime.now(UTC)
     exchange = ReplayExchange(trades, speed=speed)
     await exchange.start()
+    published_before = REGISTRY.get_sample_value("cryptopredict_feed_trades_total", {"pair": PAIR}) or 0.0
     try:
         counts = await asyncio.wait_for(run_feed(run_settings, exchange.url, max_trades=len(trades)), 120)
     finally:
         await exchange.stop()
     assert counts["trades"] == len(trades) and counts.get("rejected", 0) == 0
+    # The feed's metrics count what it published, and the newest trade's time.
+    feed_metrics = serve_metrics("127.0.0.1", 0)
+    assert feed_metrics is not None
+    scraped = await scrape(feed_metrics)
+    assert scraped[f'cryptopredict_feed_trades_total{{pair="{PAIR}"}}'] - published_before == len(trades)
+    newest = max(t.timestamp for t in trades).timestamp()
+    assert scraped[f'cryptopredict_feed_last_trade_timestamp_seconds{{pair="{PAIR}"}}'] == newest
+    assert scraped['cryptopredict_feed_events_total{event="trades"}'] == len(trades)
 
     engine = async_engine(run_settings.postgres)
     try:
