@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from faust.types import TP
 from pydantic import ValidationError
 
+from cryptopredict import metrics
 from cryptopredict.features.candles import CandleState
 from cryptopredict.models import Candle, Trade, TradeBatch
 from cryptopredict.topics import TRADES, topic_name
@@ -85,6 +86,13 @@ async def _deliver(closed: list[Candle], late: dict[int, tuple[Trade, list[int]]
         raw = trade.model_dump_json().encode()
         pending.append(await dead_letter("candle_builder", raw, reason, topic=late_trades_topic))
     await asyncio.gather(*pending)
+    published_at = datetime.now(UTC)
+    for candle in closed:
+        interval = str(candle.interval_s)
+        metrics.CANDLES_CLOSED.labels(candle.pair, interval).inc()
+        metrics.CANDLE_CLOSE_DELAY.labels(interval).observe(
+            (published_at - candle.window_end).total_seconds()
+        )
 
 
 async def _on_trades(raw: bytes) -> None:

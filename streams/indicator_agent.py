@@ -7,9 +7,11 @@ State lives in the `indicator_state` table (changelogged, JSON). The code is the
 from __future__ import annotations
 
 import logging
+import time
 
 from pydantic import ValidationError
 
+from cryptopredict import metrics
 from cryptopredict.features.indicators import IndicatorState
 from cryptopredict.models import Candle
 from streams.app import app, candles_topic, dead_letter, indicators_topic, settings
@@ -42,11 +44,13 @@ async def _on_candle(raw: bytes) -> None:
         if stored is None
         else IndicatorState.model_validate(stored)
     )
+    started = time.perf_counter()
     try:
         row = state.update(candle)
     except ValueError as exc:  # a candle seen before (redelivery after a restart): already counted
         logger.info("indicator update skipped for %s: %s", key, exc)
         return
+    metrics.INDICATOR_LATENCY.labels(str(candle.interval_s)).observe(time.perf_counter() - started)
     # The row first, acknowledged by the broker, then the state: a kill in between re-sends the same
     # row after the restart instead of losing it (as the candle builder does).
     await (await indicators_topic.send(key=candle.pair.encode(), value=row.to_json_bytes()))
