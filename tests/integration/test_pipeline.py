@@ -98,7 +98,9 @@ async def test_replayed_trades_become_exact_candle_rows(run_settings, faust_work
             if trades_lag in scraped:
                 break
             await asyncio.sleep(1.0)
-    assert scraped['cryptopredict_dead_letters_total{reason="invalid trade batch",source="candle_builder"}'] == 1
+    assert (
+        scraped['cryptopredict_dead_letters_total{reason="invalid trade batch",source="candle_builder"}'] == 1
+    )
     assert scraped[trades_lag] >= 0
     assert scraped[f'cryptopredict_candles_closed_total{{interval_s="60",pair="{PAIR}"}}'] >= 38
     assert scraped['cryptopredict_candle_close_delay_seconds_count{interval_s="60"}'] >= 38
