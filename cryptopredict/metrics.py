@@ -113,7 +113,9 @@ LIVE_OUTCOMES = Gauge(
 # temporal_workflow_completed / _failed / _endtoend_latency by workflow_type.
 # cryptopredict_workflow_starts_total (counter, attribute workflow_type) lives in workflows/interceptors.py,
 # which the workflow sandbox loads.
-LLM_CALLS = "cryptopredict_llm_calls_total"  # counter, attribute outcome (ok, unavailable, invalid_output, refused)
+LLM_CALLS = (
+    "cryptopredict_llm_calls_total"  # counter, attribute outcome (ok, unavailable, invalid_output, refused)
+)
 LLM_LATENCY = "cryptopredict_llm_latency_seconds"  # histogram
 MODEL_DECISIONS = "cryptopredict_model_decisions_total"  # counter, attribute decision (promoted, kept)
 
