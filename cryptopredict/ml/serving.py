@@ -136,6 +136,9 @@ def predict_next(
     if reason is not None:
         return refusal(ref, last, horizon_candles, reason)
     output = predict_frame(model, row).iloc[0]
+    # A zero-width interval (the bootstrap persistence champion has no residuals to calibrate on) is no
+    # interval: reporting it would count every outcome as outside and give coverage 0 in the ledger.
+    has_interval = bool(output["upper"] > output["lower"])
     return Prediction(
         pair=last.pair,
         interval_s=last.interval_s,
@@ -145,8 +148,8 @@ def predict_next(
         target_time=last.window_end + horizon,
         last_price=last.close,
         predicted_price=last.close * float(np.exp(output["log_return"])),
-        lower_price=last.close * float(np.exp(output["lower"])),
-        upper_price=last.close * float(np.exp(output["upper"])),
+        lower_price=last.close * float(np.exp(output["lower"])) if has_interval else None,
+        upper_price=last.close * float(np.exp(output["upper"])) if has_interval else None,
         model_name=ref.name,
         model_version=ref.version,
     )

@@ -36,6 +36,7 @@ from cryptopredict.stack.kafka import Kafka
 from cryptopredict.stack.llm import Llm
 from cryptopredict.stack.mlflow import Mlflow
 from cryptopredict.stack.postgres import Postgres
+from cryptopredict.stack.prometheus import Prometheus
 from cryptopredict.stack.temporal import Temporal
 from cryptopredict.stack.tools import install_go_tools
 
@@ -53,7 +54,7 @@ __all__ = [
 logger = logging.getLogger(__name__)
 
 # Start order; `requires` adds the ordering constraints that matter (mlflow after postgres).
-COMPONENT_CLASSES: tuple[type[Component], ...] = (Postgres, Kafka, Temporal, Mlflow, Llm)
+COMPONENT_CLASSES: tuple[type[Component], ...] = (Postgres, Kafka, Temporal, Mlflow, Llm, Prometheus)
 COMPONENT_NAMES: tuple[str, ...] = tuple(cls.name for cls in COMPONENT_CLASSES)
 
 T = TypeVar("T")

@@ -92,3 +92,13 @@ def test_sentiment_older_than_the_limit_is_stale() -> None:
     reason = stale_sentiment(at - timedelta(hours=7), at, limit)
     assert reason is not None and "7.0 h old" in reason and "limit 6.0 h" in reason
     assert stale_sentiment(None, at, limit) == "stale sentiment: the coin has no sentiment score yet"
+
+
+def test_a_zero_width_interval_gives_no_bounds():
+    # The bootstrap persistence champion is logged with interval (0, 0): it has no interval to report.
+    candles, values = history_with_indicators(100)
+    prediction = predict_next(
+        linear_on_last_return(-0.5, (0.0, 0.0)), REF, candles[-11:], values, 10, 1, CONFIG
+    )
+    assert isinstance(prediction, Prediction)
+    assert prediction.lower_price is None and prediction.upper_price is None
