@@ -376,6 +376,15 @@ class TrainingActivities:
             "residuals.png": plots.plot_residuals(
                 test[FEATURE_TIME], challenger.errors, f"{title}: price errors"
             ),
+            # The chart `cryptopredict report` draws from the live ledger, here over the test window
+            # (a rolling window of 5% of it, at least 10 rows).
+            "rolling_skill.png": plots.plot_rolling_skill(
+                test[FEATURE_TIME],
+                np.abs(challenger.errors),
+                np.abs(challenger.persistence_errors),
+                max(10, len(test) // 20),
+                f"{title}: test window",
+            ),
             "feature_importance.png": plots.plot_feature_importance(
                 features, feature_importances(challenger.model, features), f"{title}: feature importance"
             ),

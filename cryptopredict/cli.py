@@ -364,6 +364,106 @@ def watch_row(p: Prediction) -> tuple[str, ...]:
     )
 
 
+@app.command()
+def report(
+    pair: str = "BTC/USD",
+    interval: Annotated[str, typer.Option(help="candle interval: 1m, 5m, 1h")] = "1m",
+    horizon: Annotated[int, typer.Option(help="forecast horizon in candles")] = 1,
+    hours: Annotated[
+        float, typer.Option(help="recent window, ending at the newest candle; drift compares the one before")
+    ] = 24.0,
+    window: Annotated[int, typer.Option(help="outcomes per point of the rolling MAE and skill")] = 60,
+    until: Annotated[
+        datetime | None, typer.Option(help="end of the range, UTC (default: the newest candle's end)")
+    ] = None,
+    out: Annotated[
+        Path | None, typer.Option(help="folder for the PNGs (default .local/reports/<pair>-<time>/)")
+    ] = None,
+) -> None:
+    """PNG charts of one target from the feature store: realised price with the predictions and their
+    interval per model version, rolling MAE and skill vs persistence, drift (PSI per model input) of the
+    last `hours` against the window before. Prints each path, then a one-line summary of the ledger."""
+    from sqlalchemy.exc import OperationalError
+
+    from cryptopredict.ml import plots
+    from cryptopredict.store.candles import sync_engine
+    from cryptopredict.store.report import feature_psi, load_report
+
+    if hours <= 0 or window < 1 or horizon < 1:
+        raise UserError("--hours must be positive, --window and --horizon at least 1")
+    settings = get_settings()
+    interval_s = parse_interval(interval)
+
+    def progress(message: str) -> None:
+        typer.echo(f"... {message}", err=True)
+
+    engine = sync_engine(settings.postgres)
+    try:
+        data = load_report(
+            engine,
+            pair,
+            interval_s,
+            horizon * interval_s,
+            hours,
+            settings.model.lags,
+            progress,
+            until=until.replace(tzinfo=until.tzinfo or UTC) if until else None,
+        )
+    except OperationalError as exc:
+        raise ConnectionError(f"feature store: {exc.orig}") from exc
+    finally:
+        engine.dispose()
+    if data is None:
+        raise UserError(f"no candles of {pair} at {interval} in the feature store: nothing to report")
+    psi, skipped = feature_psi(data.reference, data.recent, bins=settings.drift.psi_bins)
+    stamp = f"{pair.replace('/', '')}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
+    folder = out or settings.local_dir / "reports" / stamp
+    title = f"{pair} {interval} h{horizon}"
+    progress(f"rendering charts into {folder}")
+    drift = (data.reference, data.recent, psi) if psi else None
+    figures = plots.ledger_figures(
+        data.candles, data.outcomes, title, window, drift, psi_significant=settings.drift.psi_threshold
+    )
+    for name, figure in figures.items():
+        typer.echo(plots.save_png(figure, folder / name))
+    if skipped:
+        typer.echo(skipped, err=True)
+    span = f"{data.since:%Y-%m-%d %H:%M} .. {data.until:%Y-%m-%d %H:%M} UTC"
+    typer.echo(f"{title} {span}: {data.summary.line()}")
+    if not len(data.outcomes):
+        hint = f"newest outcome at {data.newest_outcome:%Y-%m-%d %H:%M} UTC (see --until)"
+        typer.echo(hint if data.newest_outcome else "no outcomes of this target yet", err=True)
+
+
+@app.command()
+def drift(
+    pair: str = "BTC/USD",
+    interval: Annotated[str, typer.Option(help="candle interval: 1m, 5m, 1h")] = "1m",
+    horizon: Annotated[int, typer.Option(help="forecast horizon in candles")] = 1,
+    retrain: Annotated[bool, typer.Option(help="a breach starts the target's retrain")] = True,
+    wait: Annotated[bool, typer.Option(help="wait and print the report")] = True,
+) -> None:
+    """Run one drift check now through Temporal (DriftMonitorWorkflow, as the schedule does): PSI of each
+    model input between the champion's training window and the recent window, the champion's live skill
+    vs persistence; a breach starts the retrain. Prints the table, then the verdict as one JSON line."""
+    from cryptopredict.models.drift import DriftMonitorInput
+    from cryptopredict.orchestration import check_drift
+
+    settings = get_settings()
+    request = DriftMonitorInput(
+        pair=pair, interval_s=parse_interval(interval), horizon_candles=horizon, retrain=retrain
+    )
+    result = asyncio.run(check_drift(settings, request, wait=wait))
+    if result is None:
+        typer.echo("started")
+        return
+    typer.echo(result.table())
+    retrain_line = None if result.retrain is None else result.retrain.model_dump()
+    typer.echo(
+        json.dumps({"breached": result.breached, "breaches": result.breaches, "retrain": retrain_line})
+    )
+
+
 model_app = typer.Typer(no_args_is_help=True, help="Registered models: rollback")
 app.add_typer(model_app, name="model")
 

@@ -23,12 +23,15 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
 from cryptopredict.models.backfill import BackfillInput, BackfillProgress
+from cryptopredict.models.drift import DriftMonitorInput, DriftReport
 from cryptopredict.models.news_flow import NewsIngestInput
 from cryptopredict.models.training import TrainingInput, TrainingResult
 from cryptopredict.settings import Settings
 from cryptopredict.topics import (
     NEWS_SCHEDULE_ID,
     backfill_workflow_id,
+    drift_schedule_id,
+    drift_workflow_id,
     training_schedule_id,
     training_workflow_id,
 )
@@ -131,6 +134,59 @@ async def ensure_training_schedules(settings: Settings, client: Client | None = 
             continue
         created.append(schedule_id)
     return created
+
+
+async def ensure_drift_schedules(settings: Settings, client: Client | None = None) -> list[str]:
+    """Creates the drift monitor schedule of every configured (pair, horizon) unless it exists; returns
+    the ids created. The input leaves the thresholds unset, so each check uses the worker's `drift`
+    settings of the moment. Overlaps are skipped."""
+    if settings.drift.every_s <= 0:
+        return []
+    client = client or await temporal_client(settings)
+    interval_s = settings.features.interval_s
+    created = []
+    for pair, horizon in itertools.product(settings.kraken.pairs, settings.model.horizons_candles):
+        schedule_id = drift_schedule_id(pair, interval_s, horizon)
+        schedule = Schedule(
+            action=ScheduleActionStartWorkflow(
+                "DriftMonitorWorkflow",
+                DriftMonitorInput(pair=pair, interval_s=interval_s, horizon_candles=horizon),
+                id=drift_workflow_id(pair, interval_s, horizon),
+                task_queue=settings.temporal.training_task_queue,
+            ),
+            spec=ScheduleSpec(
+                intervals=[ScheduleIntervalSpec(every=timedelta(seconds=settings.drift.every_s))]
+            ),
+            policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+        )
+        try:
+            await client.create_schedule(schedule_id, schedule)
+        except ScheduleAlreadyRunningError:
+            continue
+        created.append(schedule_id)
+    return created
+
+
+async def check_drift(
+    settings: Settings,
+    request: DriftMonitorInput,
+    wait: bool = True,
+    client: Client | None = None,
+    task_queue: str | None = None,
+) -> DriftReport | None:
+    """Runs one DriftMonitorWorkflow now (id `drift-<target>-<unique>`, beside the scheduled ones)."""
+    import uuid
+
+    client = client or await temporal_client(settings)
+    workflow_id = drift_workflow_id(request.pair, request.interval_s, request.horizon_candles)
+    handle = await client.start_workflow(
+        "DriftMonitorWorkflow",
+        request,
+        id=f"{workflow_id}-manual-{uuid.uuid4().hex[:8]}",
+        task_queue=task_queue or settings.temporal.training_task_queue,
+        result_type=DriftReport,
+    )
+    return await handle.result() if wait else None
 
 
 async def start_backfill(

@@ -235,6 +235,32 @@ class ModelSettings(BaseModel):
         return horizons
 
 
+class DriftSettings(BaseModel):
+    """The drift monitor (workflows/drift.py): per (pair, horizon), how far the model inputs of the recent
+    window have moved from the champion's training window (PSI per feature, sentiment included) and the
+    champion's live skill against persistence from the outcome ledger; a breach starts a retrain."""
+
+    # A DriftMonitorWorkflow per (pair, interval, horizon) on a Temporal schedule; 0 turns it off.
+    every_s: float = Field(default=3600.0, ge=0)
+    # The recent window ends at the newest candle (not the wall clock, so replays work the same).
+    recent_window_s: float = Field(default=86_400.0, gt=0)
+    # Population stability index: < 0.1 no shift, 0.1-0.25 moderate, > 0.25 significant (conventional).
+    # A feature breaches above this plus its noise floor (what its autocorrelation gives by chance).
+    psi_threshold: float = Field(default=0.25, gt=0)
+    psi_bins: int = Field(default=10, ge=2)
+    # Model inputs compared (dataset names, e.g. "ret_lag_1", "sentiment_mean_24h"); empty: all of them.
+    features: list[str] = Field(default_factory=list)
+    # A window with fewer usable rows than this gives no PSI (the feature is reported as not compared).
+    min_rows: int = Field(default=100, ge=10)
+    # Live skill vs persistence (1 - MAE / MAE_persistence) below this, over at least min_outcomes
+    # outcomes of the champion in the recent window, is a breach.
+    skill_threshold: float = 0.0
+    min_outcomes: int = Field(default=360, ge=1)
+    # After a retrain of the target ended, a breach within this long does not start another one (a
+    # retrain the gate did not promote leaves the drift in place; this keeps it from retraining hourly).
+    retrain_cooldown_s: float = Field(default=6 * 3600.0, ge=0)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="CRYPTOPREDICT_", env_nested_delimiter="__", env_file=".env", extra="ignore"
@@ -253,6 +279,7 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     features: FeatureSettings = Field(default_factory=FeatureSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
+    drift: DriftSettings = Field(default_factory=DriftSettings)
 
 
 @lru_cache

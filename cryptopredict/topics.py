@@ -18,6 +18,8 @@ NEWS = "news"
 NEWS_SENTIMENT = "news_sentiment"
 # A champion moved (promotion or rollback): the prediction path reloads that model.
 MODEL_EVENTS = "model_events"
+# Every drift check (DriftRecord JSON): the feature store's table `drift_reports` in the RisingWave mode.
+DRIFT_REPORTS = "drift_reports"
 
 ALL_TOPICS = (
     TRADES,
@@ -31,6 +33,7 @@ ALL_TOPICS = (
     NEWS,
     NEWS_SENTIMENT,
     MODEL_EVENTS,
+    DRIFT_REPORTS,
 )
 
 FAUST_APP_ID = "cryptopredict"
@@ -51,6 +54,15 @@ def training_workflow_id(pair: str, interval_s: int, horizon_candles: int) -> st
 
 def training_schedule_id(pair: str, interval_s: int, horizon_candles: int) -> str:
     return f"schedule-{training_workflow_id(pair, interval_s, horizon_candles)}"
+
+
+def drift_workflow_id(pair: str, interval_s: int, horizon_candles: int) -> str:
+    """The drift monitor of a target (its schedule appends the scheduled time to it)."""
+    return f"drift-{pair.replace('/', '')}-{interval_s}s-h{horizon_candles}"
+
+
+def drift_schedule_id(pair: str, interval_s: int, horizon_candles: int) -> str:
+    return f"schedule-{drift_workflow_id(pair, interval_s, horizon_candles)}"
 
 
 def backfill_workflow_id(pair: str, start: datetime, end: datetime) -> str:

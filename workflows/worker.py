@@ -1,6 +1,6 @@
-"""Temporal workers: training and backfill, news, and LLM sentiment (each on its own task queue), in one
-process: `python -m workflows.worker` or `cryptopredict worker`. At start it makes sure the news and
-retrain schedules exist and checks the LLM endpoint."""
+"""Temporal workers: training, drift and backfill, news, and LLM sentiment (each on its own task queue),
+in one process: `python -m workflows.worker` or `cryptopredict worker`. At start it makes sure the news,
+retrain and drift schedules exist and checks the LLM endpoint."""
 
 from __future__ import annotations
 
@@ -12,10 +12,12 @@ from temporalio.client import Client
 from temporalio.worker import Worker
 
 from activities.backfill import BackfillActivities
+from activities.drift import DriftActivities
 from activities.training import TrainingActivities
 from cryptopredict.orchestration import metrics_runtime, temporal_client
 from cryptopredict.settings import Settings, get_settings
 from workflows.backfill import BackfillWorkflow
+from workflows.drift import DriftMonitorWorkflow
 from workflows.interceptors import WorkflowMetrics
 from workflows.training import TrainingWorkflow
 
@@ -28,10 +30,11 @@ def build_worker(
     """Sync training activities run on `executor`; the backfill activity is async on the event loop."""
     training = TrainingActivities(settings)
     backfill = BackfillActivities(settings)
+    drift = DriftActivities(settings)
     return Worker(
         client,
         task_queue=task_queue or settings.temporal.training_task_queue,
-        workflows=[TrainingWorkflow, BackfillWorkflow],
+        workflows=[TrainingWorkflow, BackfillWorkflow, DriftMonitorWorkflow],
         activities=[
             training.build_training_dataset,
             training.ensure_champion,
@@ -42,6 +45,9 @@ def build_worker(
             training.register_challenger,
             training.promote_or_keep,
             backfill.backfill_trade_pages,
+            drift.compute_drift,
+            drift.start_drift_retrain,
+            drift.record_drift_report,
         ],
         activity_executor=executor,
         max_concurrent_activities=2,
@@ -75,7 +81,11 @@ def build_news_workers(client: Client, settings: Settings) -> list[Worker]:
 
 async def run_worker(settings: Settings | None = None) -> None:
     from cryptopredict.llm_endpoint import ensure_llm_model
-    from cryptopredict.orchestration import ensure_news_schedule, ensure_training_schedules
+    from cryptopredict.orchestration import (
+        ensure_drift_schedules,
+        ensure_news_schedule,
+        ensure_training_schedules,
+    )
 
     settings = settings or get_settings()
     client = await temporal_client(settings, metrics_runtime(settings))
@@ -86,6 +96,8 @@ async def run_worker(settings: Settings | None = None) -> None:
         logger.info(
             "created the retrain schedule %s (every %.0f s)", schedule_id, settings.model.retrain_every_s
         )
+    for schedule_id in await ensure_drift_schedules(settings, client):
+        logger.info("created the drift schedule %s (every %.0f s)", schedule_id, settings.drift.every_s)
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as executor:
         workers = [build_worker(client, settings, executor), *build_news_workers(client, settings)]
         logger.info("workers on task queues %s", [w.task_queue for w in workers])

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -130,3 +131,269 @@ def save_png(fig: Figure, path: str | Path) -> Path:
     target.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(target, format="png", dpi=100)
     return target
+
+
+# PSI rules of thumb: below 0.1 stable, 0.1 to 0.25 a moderate shift, above 0.25 a significant one.
+PSI_MODERATE, PSI_SIGNIFICANT = 0.1, 0.25
+DRIFT_MAX_HISTOGRAMS = 24
+DRIFT_COLUMNS = 4
+
+
+def _time_values(times: Any) -> np.ndarray:
+    """Times as naive UTC datetime64 when they are datetimes (a tz-aware pandas column would become an
+    object array of Timestamps, which sorts and subtracts slowly); anything else unchanged."""
+    if isinstance(times, pd.Series | pd.Index) and isinstance(times.dtype, pd.DatetimeTZDtype):
+        return pd.DatetimeIndex(times).tz_convert(None).to_numpy()
+    values = np.asarray(times)
+    if values.dtype == object and values.size and hasattr(values[0], "tzinfo"):
+        return pd.DatetimeIndex(pd.to_datetime(values, utc=True)).tz_convert(None).to_numpy()
+    return values
+
+
+def _version_runs(times: np.ndarray, versions: np.ndarray) -> list[tuple[Any, str]]:
+    """(start time, version) of each run of one version in time order, one row per time (the last
+    written wins when two versions share a time): a promotion or a rollback starts a new run."""
+    order = np.argsort(times, kind="stable")
+    t, v = times[order], versions[order]
+    last_of_time = np.append(t[1:] != t[:-1], True)
+    t, v = t[last_of_time], v[last_of_time]
+    starts = np.flatnonzero(np.append(True, v[1:] != v[:-1]))
+    return [(t[i], str(v[i])) for i in starts]
+
+
+def _broken_line(times: np.ndarray, *values: np.ndarray) -> tuple[np.ndarray, ...]:
+    """Inserts a NaN point wherever consecutive times are more than 3 typical steps apart, so the line of
+    a version that served twice (or a pause in predictions) is not drawn straight across the hole."""
+    if len(times) < 3:
+        return (times, *values)
+    steps = np.diff(times)
+    holes = np.flatnonzero(steps > 3 * np.median(steps)) + 1
+    if holes.size == 0:
+        return (times, *values)
+    filled_times = np.insert(times, holes, times[holes - 1] + steps[holes - 1] / 2)
+    return (filled_times, *(np.insert(v.astype(float), holes, np.nan) for v in values))
+
+
+def _mark_runs(ax: Any, runs: list[tuple[Any, str]], label: bool) -> None:
+    for start, version in runs[1:]:
+        ax.axvline(start, color="dimgray", linestyle=":", linewidth=1)
+        if label:
+            ax.annotate(
+                f"v{version}",
+                (start, 1.0),
+                xycoords=("data", "axes fraction"),
+                xytext=(2, -2),
+                textcoords="offset points",
+                va="top",
+                fontsize=8,
+                color="dimgray",
+            )
+
+
+def plot_versioned_predictions(
+    price_times: Any,
+    price: Any,
+    target_times: Any,
+    predicted_price: Any,
+    lower_price: Any,
+    upper_price: Any,
+    versions: Sequence[str],
+    title: str,
+) -> Figure:
+    """The realised price (a candle's close at its end) with each prediction at its target time and its
+    interval band, one color per model version; a dotted vertical line marks where the serving version
+    changed (a promotion or a rollback). Missing bounds (NaN) leave the band out."""
+    pt, realised = _arrays(_time_values(price_times), price)
+    tt, predicted, lower, upper, version = _arrays(
+        _time_values(target_times), predicted_price, lower_price, upper_price, list(versions)
+    )
+    figure = _figure(12, 5)
+    ax = figure.add_subplot()
+    keep = _envelope_indices(realised.astype(float))
+    ax.plot(pt[keep], realised[keep], color="black", linewidth=1, label="realised")
+    drawn = len(keep)
+    colors = itertools.cycle(f"C{i}" for i in range(10))
+    for name in dict.fromkeys(version.tolist()):  # first appearance order
+        rows = np.flatnonzero(version == name)
+        rows = rows[np.argsort(tt[rows], kind="stable")]
+        picked = rows[_envelope_indices(predicted[rows].astype(float))]
+        drawn += len(picked)
+        t, p, lo, hi = _broken_line(tt[picked], predicted[picked], lower[picked], upper[picked])
+        color = next(colors)
+        ax.fill_between(t, lo.astype(float), hi.astype(float), color=color, alpha=0.15, linewidth=0)
+        ax.plot(t, p, color=color, linewidth=1, label=f"v{name}")
+    runs = _version_runs(tt, version) if len(tt) else []
+    _mark_runs(ax, runs, label=len(runs) <= 20)
+    ax.set_title(_title(title, drawn, len(pt) + len(tt)))
+    ax.set_ylabel("price")
+    ax.legend(loc="upper left")
+    return figure
+
+
+def rolling_skill(abs_error: Any, persistence_abs_error: Any, window: int) -> dict[str, np.ndarray]:
+    """Rolling MAE of the model and of persistence over the last `window` outcomes (values from half a
+    window on), and skill = 1 - MAE / MAE_persistence (NaN where persistence was exact)."""
+    model, baseline = (np.asarray(a, dtype=float) for a in _arrays(abs_error, persistence_abs_error))
+    min_periods = max(1, window // 2)
+    mae = _rolling_mean(model, window, min_periods)
+    persistence_mae = _rolling_mean(baseline, window, min_periods)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        skill = np.where(persistence_mae > 0, 1.0 - mae / persistence_mae, np.nan)
+    return {"mae": mae, "persistence_mae": persistence_mae, "skill": skill}
+
+
+def _rolling_mean(values: np.ndarray, window: int, min_periods: int) -> np.ndarray:
+    finite = np.isfinite(values)
+    sums = np.convolve(np.where(finite, values, 0.0), np.ones(window))[: len(values)]
+    counts = np.convolve(finite.astype(float), np.ones(window))[: len(values)]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(counts >= min_periods, sums / counts, np.nan)
+
+
+def plot_rolling_skill(
+    times: Any,
+    abs_error: Any,
+    persistence_abs_error: Any,
+    window: int,
+    title: str,
+    versions: Sequence[str] | None = None,
+) -> Figure:
+    """Top: rolling MAE of the model and of persistence (the last close) over `window` outcomes. Bottom:
+    rolling skill = 1 - MAE / MAE_persistence, above zero where the model beats persistence. The overall
+    skill is in the title; dotted lines mark version changes when `versions` is given."""
+    t, model, baseline = _arrays(_time_values(times), abs_error, persistence_abs_error)
+    order = np.argsort(t, kind="stable")
+    t, model, baseline = t[order], model[order].astype(float), baseline[order].astype(float)
+    rolled = rolling_skill(model, baseline, window)
+    overall = 1.0 - np.nanmean(model) / np.nanmean(baseline) if np.nanmean(baseline) > 0 else np.nan
+    keep = _envelope_indices(rolled["skill"])
+    figure = _figure(12, 6)
+    errors, skill = figure.subplots(2, 1, sharex=True, height_ratios=[3, 2])
+    errors.plot(t[keep], rolled["mae"][keep], color="tab:blue", linewidth=1, label="model MAE")
+    errors.plot(
+        t[keep],
+        rolled["persistence_mae"][keep],
+        color="gray",
+        linestyle="--",
+        linewidth=1,
+        label="persistence MAE",
+    )
+    errors.set_ylabel(f"MAE, last {window} outcomes")
+    errors.set_title(
+        _title(f"{title}: overall skill {overall:+.2%} over {len(t):,} outcomes", len(keep), len(t))
+    )
+    errors.legend(loc="upper left")
+    skill.plot(t[keep], rolled["skill"][keep], color="tab:green", linewidth=1)
+    skill.axhline(0.0, color="black", linewidth=0.8)
+    skill.set_ylabel("skill vs persistence")
+    if versions is not None:
+        runs = _version_runs(t, np.asarray(list(versions))[order])
+        _mark_runs(errors, runs, label=len(runs) <= 20)
+        _mark_runs(skill, runs, label=False)
+    return figure
+
+
+def plot_drift(
+    reference: Any, recent: Any, psi: dict[str, float], title: str, significant: float = PSI_SIGNIFICANT
+) -> Figure:
+    """Population stability of each feature between a reference window and a recent one: PSI per
+    feature as bars (dashed lines at 0.1 and at `significant`), then the two distributions of the features with the
+    largest PSI (`DRIFT_MAX_HISTOGRAMS` at most), on common bins of both windows' values. `reference` and
+    `recent` are frames with a column per feature of `psi`."""
+    names = sorted(psi, key=lambda n: (-np.nan_to_num(psi[n], nan=-1.0), n))
+    shown = names[:DRIFT_MAX_HISTOGRAMS]
+    rows = -(-len(shown) // DRIFT_COLUMNS)
+    figure = _figure(3.2 * DRIFT_COLUMNS, 0.15 * len(names) + 1.5 + 2.2 * rows)
+    grid = figure.add_gridspec(
+        rows + 1, DRIFT_COLUMNS, height_ratios=[0.06 * len(names) + 0.8] + [1.0] * rows
+    )
+    bars = figure.add_subplot(grid[0, :])
+    values = np.array([psi[n] for n in names], dtype=float)
+    colors = [_psi_color(v, significant) for v in values]
+    positions = np.arange(len(names))
+    bars.barh(positions, values[::-1], color=colors[::-1])
+    bars.set_yticks(positions, names[::-1], fontsize=7)
+    for threshold in (PSI_MODERATE, significant):
+        bars.axvline(threshold, color="dimgray", linestyle="--", linewidth=0.8)
+    bars.set_xlabel("PSI")
+    suffix = "" if len(shown) == len(names) else f" (distributions: top {len(shown)} of {len(names)})"
+    bars.set_title(f"{title}{suffix}")
+    for i, name in enumerate(shown):
+        ax = figure.add_subplot(grid[1 + i // DRIFT_COLUMNS, i % DRIFT_COLUMNS])
+        before = np.asarray(reference[name], dtype=float)
+        after = np.asarray(recent[name], dtype=float)
+        before, after = before[np.isfinite(before)], after[np.isfinite(after)]
+        both = np.concatenate([before, after])
+        if both.size:
+            low, high = np.quantile(both, [0.005, 0.995])
+            edges = np.linspace(low, high, 31) if high > low else np.array([low - 0.5, low + 0.5])
+            ax.hist(
+                np.clip(before, edges[0], edges[-1]),
+                bins=edges.tolist(),
+                density=True,
+                color="tab:gray",
+                alpha=0.5,
+                label="reference",
+            )
+            ax.hist(
+                np.clip(after, edges[0], edges[-1]),
+                bins=edges.tolist(),
+                density=True,
+                histtype="step",
+                color="tab:red",
+                label="recent",
+            )
+        ax.set_title(f"{name}  PSI {psi[name]:.3f}", fontsize=8, color=_psi_color(psi[name], significant))
+        ax.tick_params(labelsize=6)
+        ax.set_yticks([])
+        if i == 0:
+            ax.legend(fontsize=6, loc="upper right")
+    return figure
+
+
+def _psi_color(value: float, significant: float) -> str:
+    if not np.isfinite(value):
+        return "dimgray"
+    return "tab:red" if value >= significant else "tab:orange" if value >= PSI_MODERATE else "tab:green"
+
+
+def ledger_figures(
+    candles: Any,
+    outcomes: Any,
+    title: str,
+    window: int,
+    drift: tuple[Any, Any, dict[str, float]] | None = None,
+    psi_significant: float = PSI_SIGNIFICANT,
+) -> dict[str, Figure]:
+    """The report's figures by file name. `candles`: window_end and close; `outcomes`: rows of the ledger
+    view (target_time, model_version, predicted_price, lower_price, upper_price, abs_error,
+    persistence_abs_error); `drift`: the reference and recent model inputs and the PSI of each feature.
+    Without outcomes there is no skill to draw; without `drift`, no drift figure."""
+    versions = [str(v) for v in outcomes["model_version"]]
+    figures = {
+        "price_predictions.png": plot_versioned_predictions(
+            candles["window_end"],
+            candles["close"].astype(float),
+            outcomes["target_time"],
+            outcomes["predicted_price"].astype(float),
+            outcomes["lower_price"].astype(float),
+            outcomes["upper_price"].astype(float),
+            versions,
+            f"{title}: realised price and predictions",
+        )
+    }
+    if len(outcomes):
+        figures["rolling_skill.png"] = plot_rolling_skill(
+            outcomes["target_time"],
+            outcomes["abs_error"].astype(float),
+            outcomes["persistence_abs_error"].astype(float),
+            window,
+            f"{title}: skill vs persistence",
+            versions=versions,
+        )
+    if drift is not None and drift[2]:
+        reference, recent, psi = drift
+        figures["drift.png"] = plot_drift(
+            reference, recent, psi, f"{title}: PSI, reference window vs recent window", psi_significant
+        )
+    return figures

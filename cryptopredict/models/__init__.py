@@ -1,5 +1,6 @@
 """Pydantic domain models: the only hand-written schemas. Kafka topics carry their JSON."""
 
+from cryptopredict.models.drift import DriftMonitorInput, DriftReport
 from cryptopredict.models.market import Candle, DeadLetter, IndicatorRow, Trade, TradeBatch, trade_batches
 from cryptopredict.models.ml import ModelEvent, ModelRef, Prediction, PredictionRefusal
 from cryptopredict.models.news import NewsItem, SentimentScore
@@ -7,6 +8,8 @@ from cryptopredict.models.news import NewsItem, SentimentScore
 __all__ = [
     "Candle",
     "DeadLetter",
+    "DriftMonitorInput",
+    "DriftReport",
     "IndicatorRow",
     "ModelEvent",
     "ModelRef",

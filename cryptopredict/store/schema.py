@@ -109,3 +109,44 @@ predictions = Table(
     Column("written_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
 )
 Index("predictions_target_time", predictions.c.pair, predictions.c.interval_s, predictions.c.target_time)
+
+# One row per drift check (DriftRecord, cryptopredict.models.drift); migration 0005.
+drift_reports = Table(
+    "drift_reports",
+    metadata,
+    Column("workflow_id", Text, primary_key=True),
+    Column("run_id", Text, primary_key=True),
+    Column("pair", Text, nullable=False),
+    Column("interval_s", Integer, nullable=False),
+    Column("horizon_candles", Integer, nullable=False),
+    Column("checked_at", DateTime(timezone=True), nullable=False),
+    Column("model_name", Text, nullable=False),
+    Column("model_version", Text),
+    Column("model_kind", Text),
+    Column("reference_source", Text, nullable=False),
+    Column("reference_start", DateTime(timezone=True)),
+    Column("reference_end", DateTime(timezone=True)),
+    Column("reference_rows", Integer, nullable=False),
+    Column("recent_start", DateTime(timezone=True)),
+    Column("recent_end", DateTime(timezone=True)),
+    Column("recent_rows", Integer, nullable=False),
+    Column("psi_threshold", Double, nullable=False),
+    Column("max_psi", Double),
+    Column("max_psi_feature", Text),
+    # Feature name -> PSI (null: not compared).
+    Column("psi", JSONB, nullable=False),
+    Column("live_outcomes", Integer),
+    Column("live_skill", Double),
+    Column("breached", Boolean, nullable=False),
+    Column("reasons", ARRAY(Text), nullable=False),
+    Column("retrain_action", Text),
+    Column("retrain_workflow_id", Text),
+    Column("retrain_run_id", Text),
+    Column("written_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
+Index(
+    "drift_reports_target_checked_at",
+    drift_reports.c.pair,
+    drift_reports.c.interval_s,
+    drift_reports.c.checked_at,
+)

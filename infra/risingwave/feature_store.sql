@@ -114,6 +114,44 @@ CREATE TABLE IF NOT EXISTS predictions (
     scan.startup.mode = 'earliest'
 ) FORMAT UPSERT ENCODE JSON;
 
+-- Drift checks (migration 0005): the drift monitor publishes each as a DriftRecord on topic `drift_reports`.
+CREATE TABLE IF NOT EXISTS drift_reports (
+    workflow_id VARCHAR,
+    run_id VARCHAR,
+    pair VARCHAR,
+    interval_s INT,
+    horizon_candles INT,
+    checked_at TIMESTAMPTZ,
+    model_name VARCHAR,
+    model_version VARCHAR,
+    model_kind VARCHAR,
+    reference_source VARCHAR,
+    reference_start TIMESTAMPTZ,
+    reference_end TIMESTAMPTZ,
+    reference_rows INT,
+    recent_start TIMESTAMPTZ,
+    recent_end TIMESTAMPTZ,
+    recent_rows INT,
+    psi_threshold DOUBLE PRECISION,
+    max_psi DOUBLE PRECISION,
+    max_psi_feature VARCHAR,
+    psi JSONB,
+    live_outcomes INT,
+    live_skill DOUBLE PRECISION,
+    breached BOOLEAN,
+    reasons VARCHAR[],
+    retrain_action VARCHAR,
+    retrain_workflow_id VARCHAR,
+    retrain_run_id VARCHAR,
+    written_at TIMESTAMPTZ AS proctime(),
+    PRIMARY KEY (workflow_id, run_id)
+) WITH (
+    connector = 'kafka',
+    topic = 'drift_reports',
+    properties.bootstrap.server = 'kafka:9092',
+    scan.startup.mode = 'earliest'
+) FORMAT UPSERT ENCODE JSON;
+
 -- The outcome ledger (migration 0004 creates the same as a view on PostgreSQL).
 CREATE MATERIALIZED VIEW IF NOT EXISTS prediction_outcomes AS
 SELECT

@@ -101,7 +101,12 @@ async def test_on_a_random_walk_every_step_runs_and_persistence_stays_champion(s
         and "test_dm_pvalue_vs_persistence" in run.data.metrics
     )
     plots = {a.path for a in mlflow_client.list_artifacts(result.mlflow_run_id, "plots")}
-    assert plots == {"plots/predicted_vs_actual.png", "plots/residuals.png", "plots/feature_importance.png"}
+    assert plots == {
+        "plots/predicted_vs_actual.png",
+        "plots/residuals.png",
+        "plots/feature_importance.png",
+        "plots/rolling_skill.png",
+    }
 
     line = result.decision_line()
     assert set(line) == {
