@@ -110,30 +110,19 @@ async def ensure_training_schedules(settings: Settings, client: Client | None = 
     it exists; returns the ids created. Overlaps are skipped: a slow retrain is never doubled."""
     if settings.model.retrain_every_s <= 0:
         return []
-    client = client or await temporal_client(settings)
     interval_s = settings.features.interval_s
-    created = []
-    for pair, horizon in itertools.product(settings.kraken.pairs, settings.model.horizons_candles):
-        request = training_request(settings, pair, interval_s, horizon, reason="schedule")
-        schedule_id = training_schedule_id(pair, interval_s, horizon)
-        schedule = Schedule(
-            action=ScheduleActionStartWorkflow(
-                "TrainingWorkflow",
-                request,
-                id=training_workflow_id(pair, interval_s, horizon),
-                task_queue=settings.temporal.training_task_queue,
-            ),
-            spec=ScheduleSpec(
-                intervals=[ScheduleIntervalSpec(every=timedelta(seconds=settings.model.retrain_every_s))]
-            ),
-            policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
+    actions = {
+        training_schedule_id(pair, interval_s, horizon): ScheduleActionStartWorkflow(
+            "TrainingWorkflow",
+            training_request(settings, pair, interval_s, horizon, reason="schedule"),
+            id=training_workflow_id(pair, interval_s, horizon),
+            task_queue=settings.temporal.training_task_queue,
         )
-        try:
-            await client.create_schedule(schedule_id, schedule)
-        except ScheduleAlreadyRunningError:
-            continue
-        created.append(schedule_id)
-    return created
+        for pair, horizon in itertools.product(settings.kraken.pairs, settings.model.horizons_candles)
+    }
+    return await _ensure_schedules(
+        client or await temporal_client(settings), actions, settings.model.retrain_every_s
+    )
 
 
 async def ensure_drift_schedules(settings: Settings, client: Client | None = None) -> list[str]:
@@ -142,21 +131,29 @@ async def ensure_drift_schedules(settings: Settings, client: Client | None = Non
     settings of the moment. Overlaps are skipped."""
     if settings.drift.every_s <= 0:
         return []
-    client = client or await temporal_client(settings)
     interval_s = settings.features.interval_s
+    actions = {
+        drift_schedule_id(pair, interval_s, horizon): ScheduleActionStartWorkflow(
+            "DriftMonitorWorkflow",
+            DriftMonitorInput(pair=pair, interval_s=interval_s, horizon_candles=horizon),
+            id=drift_workflow_id(pair, interval_s, horizon),
+            task_queue=settings.temporal.training_task_queue,
+        )
+        for pair, horizon in itertools.product(settings.kraken.pairs, settings.model.horizons_candles)
+    }
+    return await _ensure_schedules(client or await temporal_client(settings), actions, settings.drift.every_s)
+
+
+async def _ensure_schedules(
+    client: Client, actions: dict[str, ScheduleActionStartWorkflow], every_s: float
+) -> list[str]:
+    """Creates each schedule (id -> action, every `every_s`, overlaps skipped) unless it exists; returns the
+    ids created."""
     created = []
-    for pair, horizon in itertools.product(settings.kraken.pairs, settings.model.horizons_candles):
-        schedule_id = drift_schedule_id(pair, interval_s, horizon)
+    for schedule_id, action in actions.items():
         schedule = Schedule(
-            action=ScheduleActionStartWorkflow(
-                "DriftMonitorWorkflow",
-                DriftMonitorInput(pair=pair, interval_s=interval_s, horizon_candles=horizon),
-                id=drift_workflow_id(pair, interval_s, horizon),
-                task_queue=settings.temporal.training_task_queue,
-            ),
-            spec=ScheduleSpec(
-                intervals=[ScheduleIntervalSpec(every=timedelta(seconds=settings.drift.every_s))]
-            ),
+            action=action,
+            spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(seconds=every_s))]),
             policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
         )
         try:

@@ -3,14 +3,18 @@ the project's launcher (`cryptopredict stack up`); unit tests never touch it."""
 
 from __future__ import annotations
 
+import importlib.util
+import sys
 from collections.abc import Iterator
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
 from cryptopredict.settings import Settings, get_settings
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+GRAFANA_GENERATOR = Path(__file__).resolve().parents[1] / "infra" / "grafana" / "generate.py"
 
 
 @pytest.fixture(scope="session")
@@ -24,6 +28,17 @@ def local_stack(settings: Settings) -> Iterator[list]:
 
     # Left running afterwards: a warm stack makes the next session start in about a second.
     yield stack.up(settings)
+
+
+@pytest.fixture(scope="session")
+def generate() -> ModuleType:
+    """infra/grafana/generate.py (a script, not a package module), loaded once."""
+    spec = importlib.util.spec_from_file_location("grafana_generate", GRAFANA_GENERATOR)
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.fixture(scope="session")

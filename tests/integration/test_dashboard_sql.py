@@ -5,8 +5,6 @@ types the generator declares."""
 
 from __future__ import annotations
 
-import importlib.util
-import sys
 import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -31,20 +29,6 @@ pytestmark = pytest.mark.integration
 
 GENERATOR = Path(__file__).resolve().parents[2] / "infra" / "grafana" / "generate.py"
 N_CANDLES = 180
-
-
-def load_generator() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("grafana_generate", GENERATOR)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="module")
-def generate() -> ModuleType:
-    return load_generator()
 
 
 @pytest.fixture(scope="module")

@@ -5,9 +5,7 @@ dashboard query and scrapes a job per process endpoint."""
 
 from __future__ import annotations
 
-import importlib.util
 import subprocess
-import sys
 from pathlib import Path
 from types import ModuleType
 
@@ -24,15 +22,6 @@ pytestmark = pytest.mark.integration
 PROMETHEUS_DIR = RULES_DIR.parent
 RULE_FILE = RULES_DIR / "cryptopredict.yml"
 GENERATOR = Path(__file__).resolve().parents[2] / "infra" / "grafana" / "generate.py"
-
-
-def load_generator() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("grafana_generate", GENERATOR)
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.fixture(scope="module")
@@ -83,8 +72,7 @@ def test_rule_unit_tests_pass(promtool: Path) -> None:
     assert result.returncode == 0, result.stdout + result.stderr
 
 
-def dashboard_promql() -> list[tuple[str, str]]:
-    generate = load_generator()
+def dashboard_promql(generate: ModuleType) -> list[tuple[str, str]]:
     return [
         (f"{file} {where}", generate.substitute_promql(expr))
         for file, board in generate.load_dashboards().items()
@@ -92,8 +80,8 @@ def dashboard_promql() -> list[tuple[str, str]]:
     ]
 
 
-def test_every_dashboard_expression_parses(promtool: Path, tmp_path: Path) -> None:
-    exprs = dashboard_promql()
+def test_every_dashboard_expression_parses(promtool: Path, tmp_path: Path, generate: ModuleType) -> None:
+    exprs = dashboard_promql(generate)
     assert len(exprs) >= 20
     # promtool checks expressions in rule files: each one becomes a recording rule.
     rules = {
@@ -111,10 +99,10 @@ def test_every_dashboard_expression_parses(promtool: Path, tmp_path: Path) -> No
     assert f"{len(exprs)} rules found" in result.stdout
 
 
-def test_prometheus_answers_every_dashboard_query(prometheus: Prometheus) -> None:
+def test_prometheus_answers_every_dashboard_query(prometheus: Prometheus, generate: ModuleType) -> None:
     failures = {}
     with httpx.Client(base_url=prometheus.endpoint, timeout=10) as http:
-        for where, expr in dashboard_promql():
+        for where, expr in dashboard_promql(generate):
             response = http.get("/api/v1/query", params={"query": expr})
             body = response.json()
             if response.status_code != 200 or body.get("status") != "success":

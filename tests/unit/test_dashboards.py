@@ -4,9 +4,7 @@ every panel reads one of the provisioned datasources."""
 
 from __future__ import annotations
 
-import importlib.util
 import re
-import sys
 from datetime import UTC, datetime
 from pathlib import Path
 from types import ModuleType
@@ -17,20 +15,6 @@ import yaml
 pytestmark = pytest.mark.unit
 
 GRAFANA = Path(__file__).resolve().parents[2] / "infra" / "grafana"
-
-
-def load_generator() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("grafana_generate", GRAFANA / "generate.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses resolve annotations through sys.modules
-    spec.loader.exec_module(module)
-    return module
-
-
-@pytest.fixture(scope="module")
-def generate() -> ModuleType:
-    return load_generator()
 
 
 def test_regenerating_the_dashboards_changes_nothing(generate: ModuleType) -> None:
