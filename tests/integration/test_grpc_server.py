@@ -18,6 +18,7 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from prometheus_client import REGISTRY
 
 from cryptopredict.models.ml import Prediction
 from cryptopredict.settings import GrpcSettings, Settings, get_settings
@@ -454,5 +455,9 @@ async def test_list_and_get_models_report_registry_and_live_figures(target: str)
             with pytest.raises(grpc.aio.AioRpcError) as invalid_list:
                 await stub.ListModels(pb.ListModelsRequest(pairs=["DOGE/USD"]))
             assert invalid_list.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        # The server keeps the live figures as gauges too (refreshed from the ledger every 15 s).
+        labels = {"model": name, "version": str(champion.version)}
+        await wait_until(lambda: REGISTRY.get_sample_value("cryptopredict_live_outcomes", labels) == 3, 40)
+        assert REGISTRY.get_sample_value("cryptopredict_live_mae", labels) == pytest.approx(1.0)
     finally:
         client.delete_registered_model(name)

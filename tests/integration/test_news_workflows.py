@@ -12,6 +12,7 @@ from datetime import timedelta
 
 import pytest
 from pydantic import SecretStr
+from scrape import scrape
 from sqlalchemy import select
 from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.common import WorkflowIDReusePolicy
@@ -20,7 +21,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from cryptopredict.demo import free_port
 from cryptopredict.models.news_flow import NewsIngestInput, NewsIngestResult, SentimentInput, SentimentResult
 from cryptopredict.news.server import INJECTION_TITLE, NewsFaults, NewsServer, sample_news_items
-from cryptopredict.orchestration import temporal_client
+from cryptopredict.orchestration import metrics_runtime, temporal_client
 from cryptopredict.stack.llm import bundled_gguf
 from cryptopredict.store.candles import async_engine
 from cryptopredict.store.migrate import migrate
@@ -33,7 +34,7 @@ pytestmark = pytest.mark.integration
 
 
 @contextlib.asynccontextmanager
-async def news_workers(settings, **llm):
+async def news_workers(settings, runtime=None, **llm):
     """Workers on task queues of their own (so other tests' workers never take these tasks)."""
     run = uuid.uuid4().hex[:8]
     run_settings = settings.model_copy(
@@ -47,7 +48,7 @@ async def news_workers(settings, **llm):
         }
     )
     migrate(run_settings.postgres)
-    client = await temporal_client(run_settings)
+    client = await temporal_client(run_settings, runtime)
     workers = build_news_workers(client, run_settings)
     tasks = [asyncio.create_task(worker.run()) for worker in workers]
     try:
@@ -200,3 +201,34 @@ async def test_output_that_stays_invalid_goes_to_the_dead_letter_table(settings)
         await engine.dispose()
     assert [letter["source"] for letter in letters] == ["sentiment"]
     assert "invalid LLM output" in letters[0]["reason"]
+
+
+async def test_the_worker_metrics_endpoint_counts_workflows_and_llm_calls(settings):
+    port = free_port()
+    runtime = metrics_runtime(
+        settings.model_copy(update={"metrics": settings.metrics.model_copy(update={"worker_port": port})})
+    )
+    assert runtime is not None
+    async with news_workers(settings, runtime) as (client, run_settings):
+        _, handle = await start_scoring(client, run_settings, "metrics")
+        assert isinstance(await handle.result(), SentimentResult)
+        async with asyncio.timeout(30):
+            while True:  # the SDK exports on scrape, but records asynchronously
+                scraped = await scrape(port)
+                starts = {
+                    k: v for k, v in scraped.items() if k.startswith("cryptopredict_workflow_starts_total")
+                }
+                if any('workflow_type="SentimentWorkflow"' in k for k in starts):
+                    break
+                await asyncio.sleep(0.5)
+    completed = [
+        v for k, v in scraped.items()
+        if k.startswith("temporal_workflow_completed") and 'workflow_type="SentimentWorkflow"' in k
+    ]  # fmt: skip
+    assert completed and completed[0] >= 1
+    calls = [
+        v for k, v in scraped.items() if k.startswith("cryptopredict_llm_calls_total") and 'outcome="ok"' in k
+    ]
+    assert calls and calls[0] >= 1
+    latency = [v for k, v in scraped.items() if k.startswith("cryptopredict_llm_latency_seconds_count")]
+    assert latency and latency[0] >= 1
