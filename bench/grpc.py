@@ -398,8 +398,8 @@ def run_unary(
         "lat": summary(latencies),
         "lag": summary(lags),
         # CPU per request (us): the server's over the measured window, the load generators' own.
-        "server_us": cpu["server_s"] / (throughput * cpu["wall_s"]) * 1e6,
-        "client_us": sum(r["cpu_s"] for r in results) / len(latencies) * 1e6,
+        "server_us": cpu["server_s"] / max(throughput * cpu["wall_s"], 1) * 1e6,
+        "client_us": sum(r["cpu_s"] for r in results) / max(len(latencies), 1) * 1e6,
         "machine_busy": cpu["machine_busy"],
         "others": others(cpu, sum(r["cpu_s"] for r in results)),
     }
