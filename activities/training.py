@@ -55,6 +55,7 @@ from cryptopredict.models.training import (
 from cryptopredict.settings import Settings
 from cryptopredict.store.candles import read_candles, read_indicator_values, sync_engine
 from cryptopredict.store.news import sentiment_at_closes
+from cryptopredict.store.report import feature_psi
 from cryptopredict.topics import registered_model_name
 
 logger = logging.getLogger(__name__)
@@ -319,7 +320,7 @@ class TrainingActivities:
                 if decision.dm_pvalue_vs_champion is not None:
                     mlflow.log_metric("test_dm_pvalue_vs_champion", decision.dm_pvalue_vs_champion)
                 mlflow.log_dict({"promote": decision.promote, "reasons": decision.reasons}, "decision.json")
-                self._log_plots(mlflow, step, data.test, challenger, features)
+                self._log_plots(mlflow, step, data.fit, data.test, challenger, features)
                 info = pyfunc.log_forecast_model(
                     best.family,
                     challenger.model,
@@ -357,6 +358,7 @@ class TrainingActivities:
         self,
         mlflow: Any,
         step: StepInput,
+        fit: pd.DataFrame,
         test: pd.DataFrame,
         challenger: lifecycle.ChallengerEvaluation,
         features: list[str],
@@ -389,6 +391,13 @@ class TrainingActivities:
                 features, feature_importances(challenger.model, features), f"{title}: feature importance"
             ),
         }
+        # The drift chart `cryptopredict report` draws, here between the rows the model was fitted on and
+        # the test window: how far the world had moved by the time it was evaluated.
+        shift, skipped = feature_psi(fit[features], test[features])
+        if skipped is None:
+            figures["drift.png"] = plots.plot_drift(
+                fit[features], test[features], shift, f"{title}: PSI, fitted rows vs test window"
+            )
         with tempfile.TemporaryDirectory() as directory:
             for name, figure in figures.items():
                 mlflow.log_artifact(str(plots.save_png(figure, Path(directory) / name)), "plots")

@@ -22,6 +22,7 @@ from sqlalchemy import Engine, func, select, text
 from cryptopredict.features.indicators import IndicatorConfig
 from cryptopredict.features.model_inputs import feature_frame
 from cryptopredict.ml.dataset import indicator_values
+from cryptopredict.ml.drift import psi
 from cryptopredict.store.schema import candles
 
 # Candles read before the reference window so that every indicator is past its warm-up there (the longest
@@ -211,11 +212,7 @@ def feature_psi(
     reference: pd.DataFrame, recent: pd.DataFrame, bins: int = 10
 ) -> tuple[dict[str, float], str | None]:
     """PSI of each model input between the two windows (`cryptopredict.ml.drift.psi` on the usable rows),
-    and why some or all are missing (too few usable rows, the drift module absent)."""
-    try:
-        from cryptopredict.ml.drift import psi
-    except ImportError:
-        return {}, "drift chart skipped: cryptopredict.ml.drift (psi) is not available"
+    and why there are none when too few rows are usable."""
     values: dict[str, float] = {}
     for name in recent.columns.intersection(reference.columns):
         before, after = reference[name].dropna().to_numpy(), recent[name].dropna().to_numpy()

@@ -106,6 +106,7 @@ async def test_on_a_random_walk_every_step_runs_and_persistence_stays_champion(s
         "plots/residuals.png",
         "plots/feature_importance.png",
         "plots/rolling_skill.png",
+        "plots/drift.png",
     }
 
     line = result.decision_line()
