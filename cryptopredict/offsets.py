@@ -36,14 +36,15 @@ class OffsetContinuity:
     def reset(self) -> None:
         self._next.clear()
 
-    def expected(self, partition: Hashable, committed: int | None) -> int | None:
-        return self._next.get(partition, committed)
+    def expected(self, partition: Hashable, start: int | None) -> int | None:
+        return self._next.get(partition, start)
 
-    def check(self, partition: Hashable, offset: int, committed: int | None) -> None:
-        """Raises OffsetGap if records before `offset` were skipped. `committed` is the partition's
-        committed offset (the next to read), the expectation for the first record after an assignment.
+    def check(self, partition: Hashable, offset: int, start: int | None) -> None:
+        """Raises OffsetGap if records before `offset` were skipped. `start` is where reading the partition
+        starts after an assignment: its committed offset (the next to read), or its first offset when
+        nothing was committed (records dropped at the very start of a topic are a hole too).
         An offset at or below the expected one is a re-delivery after a seek, and is accepted."""
-        expected = self.expected(partition, committed)
+        expected = self.expected(partition, start)
         if expected is not None and offset > expected:
             raise OffsetGap(partition, expected, offset)
         self._next[partition] = offset + 1

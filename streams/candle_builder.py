@@ -152,7 +152,7 @@ async def build_candles(stream):  # type: ignore[no-untyped-def]
         if event.message.topic == candle_ticks_topic.get_topic_name():
             await _on_tick(event.key.decode(), event.message.partition)
         else:
-            _complete_trades.check(event.message)
+            await _complete_trades.check(event.message)
             with _complete_trades.processing():
                 await _on_trades(event.value)
 

@@ -54,11 +54,22 @@ class CompleteStream:
         self.continuity = OffsetContinuity()
         self.stall = Stall(after_s=STALL_AFTER_S)
         self.busy = False  # inside a record (e.g. waiting for the broker): slow, not stalled
+        self._first_offsets: dict[TP, int] = {}
 
-    def check(self, message: Message) -> None:
+    async def start_of(self, tp: TP) -> int | None:
+        """Where reading `tp` starts after an assignment: the committed offset, or with nothing committed
+        (Faust reports a commit at 0 as none) the partition's first offset, where Faust starts reading."""
+        committed = app.consumer._committed_offset.get(tp)
+        if committed is not None:
+            return committed
+        if tp not in self._first_offsets:
+            self._first_offsets.update(await app.consumer.earliest_offsets(tp))
+        return self._first_offsets.get(tp)
+
+    async def check(self, message: Message) -> None:
         tp = TP(message.topic, message.partition)
         try:
-            self.continuity.check(tp, message.offset, app.consumer._committed_offset.get(tp))
+            self.continuity.check(tp, message.offset, await self.start_of(tp))
         except OffsetGap as gap:
             _restart(f"{self.agent}: records were skipped ({gap})")
 
@@ -70,9 +81,10 @@ class CompleteStream:
         finally:
             self.busy = False
 
-    def reset(self) -> None:
+    def forget_offsets(self) -> None:
+        """After a revocation: the partitions may come back moved on by another worker."""
         self.continuity.reset()
-        self.stall.reset()
+        self._first_offsets.clear()
 
 
 _guarded: list[CompleteStream] = []
@@ -93,7 +105,7 @@ def _restart(reason: str) -> None:
 @app.on_partitions_revoked.connect
 async def _forget_offsets(*_args: object, **_kwargs: object) -> None:
     for guard in _guarded:
-        guard.continuity.reset()
+        guard.forget_offsets()
 
 
 def _forget(message: ConsumerMessage, consumer: Any) -> bool:
@@ -150,7 +162,7 @@ async def watch_for_skipped_records() -> None:
     now = time.monotonic()
     for guard in _guarded:
         for tp in (tp for tp in tps if tp.topic == guard.topic_name):
-            expected = guard.continuity.expected(tp, app.consumer._committed_offset.get(tp))
+            expected = guard.continuity.expected(tp, await guard.start_of(tp))
             if not guard.busy and guard.stall.stalled(tp, expected, ends.get(tp), now):
                 _restart(
                     f"{guard.agent}: {tp} records {expected}..{ends[tp] - 1} are not reaching it "

@@ -26,7 +26,7 @@ _complete_candles = complete_stream("indicator_agent", candles_topic.get_topic_n
 @app.agent(candles_topic)
 async def compute_indicators(stream):  # type: ignore[no-untyped-def]
     async for event in stream.events():
-        _complete_candles.check(event.message)
+        await _complete_candles.check(event.message)
         with _complete_candles.processing():
             await _on_candle(event.value)
 

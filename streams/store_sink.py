@@ -67,7 +67,7 @@ async def _sink(
     source = complete.agent
     async for events in stream.take_events(BATCH, within=WITHIN_S):
         for event in events:
-            complete.check(event.message)
+            await complete.check(event.message)
         with complete.processing():
             rows = []
             for event in events:

@@ -8,26 +8,28 @@ pytestmark = pytest.mark.unit
 def test_contiguous_offsets_pass_and_a_hole_is_reported():
     continuity = OffsetContinuity()
     for offset in (20, 21):
-        continuity.check("trades-0", offset, committed=20)
+        continuity.check("trades-0", offset, start=20)
     with pytest.raises(OffsetGap) as gap:
-        continuity.check("trades-0", 25, committed=20)
+        continuity.check("trades-0", 25, start=20)
     assert (gap.value.expected, gap.value.got) == (22, 25)
 
 
-def test_first_record_after_an_assignment_is_checked_against_the_committed_offset():
+def test_first_record_after_an_assignment_is_checked_against_where_reading_starts():
     continuity = OffsetContinuity()
     with pytest.raises(OffsetGap):
-        continuity.check("trades-1", 7, committed=3)
-    continuity.check("trades-2", 0, committed=None)  # nothing committed yet: any start is accepted
+        continuity.check("trades-1", 7, start=3)
+    with pytest.raises(OffsetGap):  # nothing committed: the partition's first offset is expected
+        continuity.check("trades-2", 4, start=0)
+    continuity.check("trades-0", 9, start=None)  # where reading starts is not known: accepted
 
 
 def test_re_delivery_after_a_seek_and_reset_after_a_rebalance():
     continuity = OffsetContinuity()
-    continuity.check("trades-0", 10, committed=10)
-    continuity.check("trades-0", 8, committed=10)  # sought back: records come again
-    continuity.check("trades-0", 9, committed=10)
+    continuity.check("trades-0", 10, start=10)
+    continuity.check("trades-0", 8, start=10)  # sought back: records come again
+    continuity.check("trades-0", 9, start=10)
     continuity.reset()
-    continuity.check("trades-0", 50, committed=50)  # another worker moved the partition on meanwhile
+    continuity.check("trades-0", 50, start=50)  # another worker moved the partition on meanwhile
 
 
 def test_records_the_agent_does_not_get_without_progress_are_a_stall():
