@@ -41,6 +41,12 @@ def prediction_to_proto(prediction: Prediction) -> pb.Prediction:
     )
 
 
+def prediction_response_bytes(prediction: Prediction) -> bytes:
+    """The encoded StreamPredictionsResponse, which is also the encoded GetLatestPredictionResponse: both
+    messages are `Prediction prediction = 1` and nothing else (tests/unit/test_grpc_convert.py checks it)."""
+    return pb.StreamPredictionsResponse(prediction=prediction_to_proto(prediction)).SerializeToString()
+
+
 def prediction_from_proto(message: pb.Prediction) -> Prediction:
     """Validate a message into the domain model; raises pydantic.ValidationError when it is not one.
 

@@ -2,6 +2,8 @@
 
 Predictions flow in through `PredictionHub.publish` (from the Kafka consumer, or a test) and out
 through each `Subscription`'s queue. Pure asyncio, no I/O: one event loop owns it, so no locks.
+Each prediction is encoded for the wire once, in `publish`, however many streams send it: with a
+thousand subscribers, encoding per stream cost more than gRPC's own sending.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from datetime import datetime
 
 from cryptopredict import metrics
 from cryptopredict.models.ml import Prediction
+from grpc_server.convert import prediction_response_bytes
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +28,14 @@ PredictionKey = tuple[str, int, int]  # (pair, interval_s, horizon_s)
 
 def prediction_key(prediction: Prediction) -> PredictionKey:
     return prediction.pair, prediction.interval_s, prediction.horizon_s
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    """A prediction and its encoded response message, as streams and GetLatestPrediction send it."""
+
+    prediction: Prediction
+    wire: bytes
 
 
 @dataclass(eq=False)
@@ -40,30 +51,31 @@ class Subscription:
     interval_s: int | None  # None means all intervals
     horizon_s: int | None  # None means all horizons
     # None is the end-of-stream marker put by `close`, behind what is still queued.
-    queue: asyncio.Queue[Prediction | None]
+    queue: asyncio.Queue[Published | None]
     dropped: int = field(default=0)
 
-    def wants(self, prediction: Prediction) -> bool:
+    def wants(self, published: Published) -> bool:
+        prediction = published.prediction
         return (
             (not self.pairs or prediction.pair in self.pairs)
             and (self.interval_s is None or prediction.interval_s == self.interval_s)
             and (self.horizon_s is None or prediction.horizon_s == self.horizon_s)
         )
 
-    def offer(self, prediction: Prediction | None) -> bool:
+    def offer(self, published: Published | None) -> bool:
         """Queue a prediction; returns True when the oldest queued one was dropped to make room."""
         dropped = self.queue.full()
         if dropped:
             self.queue.get_nowait()
             self.dropped += 1
-        self.queue.put_nowait(prediction)
+        self.queue.put_nowait(published)
         return dropped
 
     def close(self) -> bool:
         """End the stream after the predictions already queued; True when a full queue lost its oldest."""
         return self.offer(None)
 
-    async def get(self) -> Prediction | None:
+    async def get(self) -> Published | None:
         """The next prediction, or None when the hub has closed and everything queued was delivered."""
         return await self.queue.get()
 
@@ -79,7 +91,7 @@ class PredictionHub:
         if queue_size < 1:
             raise ValueError("queue_size must be at least 1")
         self.queue_size = queue_size
-        self._latest: dict[PredictionKey, Prediction] = {}
+        self._latest: dict[PredictionKey, Published] = {}
         self._subscriptions: set[Subscription] = set()
         self.closed = False
         # Predictions dropped for slow subscribers since start, over all of them.
@@ -97,16 +109,16 @@ class PredictionHub:
         """
         key = prediction_key(prediction)
         current = self._latest.get(key)
-        if current is not None and _recency(prediction) <= _recency(current):
+        if current is not None and _recency(prediction) <= _recency(current.prediction):
             return False
-        self._latest[key] = prediction
+        published = self._latest[key] = Published(prediction, prediction_response_bytes(prediction))
         for subscription in self._subscriptions:
-            if subscription.wants(prediction) and subscription.offer(prediction):
+            if subscription.wants(published) and subscription.offer(published):
                 self.dropped += 1
                 metrics.GRPC_DROPPED.inc()
         return True
 
-    def latest(self, pair: str, interval_s: int, horizon_s: int | None = None) -> Prediction | None:
+    def latest(self, pair: str, interval_s: int, horizon_s: int | None = None) -> Published | None:
         """The latest prediction of a key; with no horizon, the newest of any horizon."""
         if horizon_s is not None:
             return self._latest.get((pair, interval_s, horizon_s))
@@ -115,7 +127,7 @@ class PredictionHub:
             for (k_pair, k_interval, _), p in self._latest.items()
             if (k_pair, k_interval) == (pair, interval_s)
         ]
-        return max(candidates, key=_recency, default=None)
+        return max(candidates, key=lambda p: _recency(p.prediction), default=None)
 
     def subscribe(
         self, pairs: Collection[str] = (), interval_s: int | None = None, horizon_s: int | None = None
@@ -126,8 +138,8 @@ class PredictionHub:
         between is missed or delivered twice. After `close`, the subscription ends after the snapshot.
         """
         subscription = Subscription(frozenset(pairs), interval_s, horizon_s, asyncio.Queue(self.queue_size))
-        for prediction in sorted(self._latest.values(), key=_recency):
-            if subscription.wants(prediction) and subscription.offer(prediction):
+        for published in sorted(self._latest.values(), key=lambda p: _recency(p.prediction)):
+            if subscription.wants(published) and subscription.offer(published):
                 self.dropped += 1
                 metrics.GRPC_DROPPED.inc()
         if self.closed:

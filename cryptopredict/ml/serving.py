@@ -131,7 +131,13 @@ def predict_next(
     model needs is missing (warm-up, a gap or a missing candle among the last `lags + 1`)."""
     last = history[-1]
     horizon = timedelta(seconds=last.interval_s) * horizon_candles
-    row = input_row(history, indicator_values, lags, config, sentiment)
+    # A model that reads no feature (persistence) needs no feature row, and building one costs ~10 ms.
+    needs_features = bool(forecast_spec(model).features)
+    row = (
+        input_row(history, indicator_values, lags, config, sentiment)
+        if needs_features
+        else pd.DataFrame(index=pd.DatetimeIndex([last.window_start]))
+    )
     reason = missing_inputs(model, row)
     if reason is not None:
         return refusal(ref, last, horizon_candles, reason)

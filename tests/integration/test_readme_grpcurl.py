@@ -286,9 +286,10 @@ def check_call(
     request = call.request
     if call.verb == f"{SERVICE_NAME}/GetLatestPrediction":
         horizon_s = int(request.get("horizon_s", 0)) or None
-        expected = served.server.hub.latest(request["pair"], int(request["interval_s"]), horizon_s)
-        assert expected is not None, "the example asks for something the test did not seed"
-        assert messages == [as_json(pb.GetLatestPredictionResponse(prediction=prediction_to_proto(expected)))]
+        latest = served.server.hub.latest(request["pair"], int(request["interval_s"]), horizon_s)
+        assert latest is not None, "the example asks for something the test did not seed"
+        expected = pb.GetLatestPredictionResponse(prediction=prediction_to_proto(latest.prediction))
+        assert messages == [as_json(expected)]
     elif call.verb == f"{SERVICE_NAME}/StreamPredictions":
         # The latest prediction of each matching key, oldest first, then the live one published meanwhile.
         assert live is not None

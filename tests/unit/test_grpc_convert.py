@@ -8,7 +8,7 @@ import pytest
 from pydantic import ValidationError
 
 from cryptopredict.models.ml import Prediction
-from grpc_server.convert import prediction_from_proto, prediction_to_proto
+from grpc_server.convert import prediction_from_proto, prediction_response_bytes, prediction_to_proto
 from grpc_server.pb import predictions_pb2 as pb
 
 pytestmark = pytest.mark.unit
@@ -73,3 +73,14 @@ def test_invalid_message_is_rejected() -> None:
     message.interval_s = 0
     with pytest.raises(ValidationError, match="interval_s"):
         prediction_from_proto(message)
+
+
+def test_one_encoding_is_both_the_stream_and_the_unary_response() -> None:
+    # The hub encodes each prediction once and the server sends those bytes for both RPCs.
+    prediction = make_prediction(lower_price=63_900.0, upper_price=64_100.75)
+    wire = prediction_response_bytes(prediction)
+    for response_type in (pb.StreamPredictionsResponse, pb.GetLatestPredictionResponse):
+        assert [(f.name, f.number) for f in response_type.DESCRIPTOR.fields] == [("prediction", 1)]
+        response = response_type.FromString(wire)
+        assert prediction_from_proto(response.prediction) == prediction
+        assert response.SerializeToString() == wire
