@@ -1,34 +1,56 @@
 """Every SQL query of the Grafana dashboards (panels, annotations, variables) runs on the stack's real
-PostgreSQL, with Grafana's macros substituted as its PostgreSQL datasource does, after the store and
-the MLflow registry are seeded through the project's own writers, and returns rows of the columns and
-types the generator declares."""
+PostgreSQL, with Grafana's macros substituted as its PostgreSQL datasource does, and returns rows of the
+columns and types the generator declares.
+
+The market side of the store is filled by replaying three hours of trades through the real pipeline:
+replay exchange -> feed (which rejects the malformed messages the exchange mixes in) -> Kafka -> Faust
+worker (candles, indicators, predictions of the champion, promoted from persistence to XGBoost halfway)
+-> store, so the ledger holds outcomes of two versions. News and scores are written by the writers the
+news workflows use (that path, with the real LLM, is tested in test_news_workflows), and the registry
+holds a challenger with the gate's reasons.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import UTC, datetime, timedelta
 from decimal import Decimal
 from pathlib import Path
 from types import ModuleType
 from typing import Any
 
+import mlflow
 import psycopg
 import pytest
 from mlflow import MlflowClient
+from sqlalchemy import text
+from test_grpc_server import log_persistence
+from test_pipeline import free_port
+from test_prediction_agent import LAGS, log_xgboost, promote, register, wait_for_log
+from test_stream_restarts import start_worker
 
-from cryptopredict.ml.registry import mark_challenger, promote, register_version
-from cryptopredict.ml.synthetic import synthetic_candles
-from cryptopredict.models import DeadLetter, NewsItem, Prediction, SentimentScore
+from cryptopredict.kafka_admin import ensure_topics
+from cryptopredict.kraken.replay import Faults, ReplayExchange
+from cryptopredict.kraken.sources import synthetic_trades
+from cryptopredict.ml.registry import mark_challenger, register_version
+from cryptopredict.ml.registry import promote as promote_version
+from cryptopredict.models import DeadLetter, NewsItem, SentimentScore
 from cryptopredict.settings import Settings
-from cryptopredict.store.candles import async_engine, insert_dead_letters, upsert_candles, upsert_predictions
+from cryptopredict.store.candles import async_engine, insert_dead_letters
 from cryptopredict.store.migrate import migrate
 from cryptopredict.store.news import insert_news_items, insert_sentiment_scores
+from cryptopredict.topics import registered_model_name
+from streams.trade_feed import run_feed
 
-pytestmark = pytest.mark.integration
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
 
 GENERATOR = Path(__file__).resolve().parents[2] / "infra" / "grafana" / "generate.py"
 N_CANDLES = 180
+PROMOTE_AT = N_CANDLES // 2  # candles in the store when the XGBoost version becomes champion
+SPEED = 300  # replay: one minute of trades every 0.2 s
 
 
 @pytest.fixture(scope="module")
@@ -44,31 +66,80 @@ def pair() -> str:
 
 
 @pytest.fixture(scope="module")
-async def seeded_store(settings: Settings, start: datetime, pair: str) -> str:
-    """Candles, predictions of two model versions, news with scores and dead letters, in the range."""
+async def replayed_store(
+    settings: Settings, start: datetime, pair: str, tmp_path_factory: pytest.TempPathFactory
+) -> AsyncIterator[str]:
     migrate(settings.postgres)
-    candles = synthetic_candles(pair, 60, N_CANDLES, start, seed=8, gap_every=50)
-    step = timedelta(minutes=1)
-    predictions = []
-    for i, candle in enumerate(candles[:-1]):
-        version, offset = ("1", 0.0) if i < N_CANDLES // 2 else ("2", 5.0)
-        predicted = candle.close + offset
-        predictions.append(
-            Prediction(
-                pair=pair,
-                interval_s=60,
-                horizon_s=60,
-                made_at=candle.window_end + timedelta(seconds=2),
-                feature_time=candle.window_start,
-                target_time=candle.window_end + step,
-                last_price=candle.close,
-                predicted_price=predicted,
-                lower_price=predicted - 30,
-                upper_price=predicted + 30,
-                model_name="dashboard-test",
-                model_version=version,
-            )
-        )
+    mlflow.set_tracking_uri(settings.mlflow.tracking_uri)
+    mlflow.set_experiment("cryptopredict-dashboard-tests")
+    client = MlflowClient(settings.mlflow.tracking_uri)
+    name = registered_model_name(pair, 60, 1)
+    promote_version(client, name, register(client, name, log_persistence(), "persistence"), "first champion")
+    prefix = f"dash-{uuid.uuid4().hex[:8]}-"
+    run_settings = settings.model_copy(
+        update={
+            "kafka": settings.kafka.model_copy(update={"topic_prefix": prefix}),
+            "kraken": settings.kraken.model_copy(update={"pairs": [pair]}),
+        }
+    )
+    await ensure_topics(run_settings.kafka)
+    env = os.environ | {
+        "CRYPTOPREDICT_KAFKA__TOPIC_PREFIX": prefix,
+        "CRYPTOPREDICT_KRAKEN__PAIRS": f'["{pair}"]',
+        "CRYPTOPREDICT_MODEL__HORIZONS_CANDLES": "[1]",
+        "CRYPTOPREDICT_FEATURES__INTERVAL_S": "60",
+        "CRYPTOPREDICT_MODEL__LAGS": str(len(LAGS)),
+        "CRYPTOPREDICT_METRICS__STREAM_PORT": str(free_port()),
+    }
+    log = tmp_path_factory.mktemp("dashboards") / "faust.log"
+    with log.open("wb") as out:
+        worker = start_worker(env, out)
+    engine = async_engine(settings.postgres)
+    try:
+        await wait_for_log(log, f"serving {name} v1")
+        trades = list(synthetic_trades(pair, start, minutes=N_CANDLES, trades_per_minute=20, seed=8))
+        exchange = ReplayExchange(trades, speed=SPEED, faults=Faults(malformed_every=400))
+        replay_started = datetime.now(UTC)
+        await exchange.start()
+        try:
+            feed = asyncio.create_task(run_feed(run_settings, exchange.url, max_trades=len(trades)))
+            stored = "SELECT count(*) FROM candles WHERE pair = :pair AND interval_s = 60"
+            await until(engine, stored, {"pair": pair}, PROMOTE_AT)
+            xgboost = register(client, name, log_xgboost(LAGS, seed=5), "xgboost")
+            await promote(run_settings, client, name, xgboost, pair=pair)
+            counts = await asyncio.wait_for(feed, 120)
+        finally:
+            await exchange.stop()
+        assert counts["trades"] == len(trades) and counts["rejected"] >= 1, counts
+        # Every prediction whose target candle was replayed has its outcome, from both versions.
+        versions = "SELECT count(DISTINCT model_version) FROM prediction_outcomes WHERE pair = :pair"
+        await until(engine, versions, {"pair": pair}, 2)
+        rejected = "SELECT count(*) FROM dead_letters WHERE source = 'trade_feed' AND at >= :since"
+        await until(engine, rejected, {"since": replay_started}, counts["rejected"])
+        await seed_news(engine, start)
+        yield pair
+    finally:
+        await engine.dispose()
+        worker.terminate()
+        worker.wait(30)
+        client.delete_registered_model(name)
+
+
+async def until(
+    engine: Any, query: str, params: dict[str, Any], at_least: int, timeout_s: float = 180
+) -> None:
+    """Polls `query` (one count) until it reaches `at_least`."""
+    async with asyncio.timeout(timeout_s):
+        while True:
+            async with engine.connect() as conn:
+                count = (await conn.execute(text(query), params)).scalar_one()
+            if count >= at_least:
+                return
+            await asyncio.sleep(0.5)
+
+
+async def seed_news(engine: Any, start: datetime) -> None:
+    """Headlines with per-coin scores and the news path's dead letters, through the store's writers."""
     tag = uuid.uuid4().hex[:8]
     news = [
         NewsItem(
@@ -100,18 +171,11 @@ async def seeded_store(settings: Settings, start: datetime, pair: str) -> str:
         DeadLetter(
             source=source, reason=f"{source} test: reason {i}", raw="{}", at=start + timedelta(minutes=7 * i)
         )
-        for i, source in enumerate(["sentiment", "news:dashboard-test", "feed", "sentiment"])
+        for i, source in enumerate(["sentiment", "news:dashboard-test", "sentiment"])
     ]
-    engine = async_engine(settings.postgres)
-    try:
-        await upsert_candles(engine, candles)
-        await upsert_predictions(engine, predictions)
-        await insert_news_items(engine, news)
-        await insert_sentiment_scores(engine, scores)
-        await insert_dead_letters(engine, letters)
-    finally:
-        await engine.dispose()
-    return pair
+    await insert_news_items(engine, news)
+    await insert_sentiment_scores(engine, scores)
+    await insert_dead_letters(engine, letters)
 
 
 @pytest.fixture(scope="module")
@@ -128,7 +192,7 @@ def seeded_registry(settings: Settings) -> Iterator[str]:
     first = register_version(
         client, f"runs:/{run_id}/persistence", name, run_id, {"kind": "persistence", "test_mae": "10.5"}
     )
-    promote(client, name, str(first.version), "first champion: persistence baseline")
+    promote_version(client, name, str(first.version), "first champion: persistence baseline")
     second = register_version(
         client,
         f"runs:/{run_id}/xgboost",
@@ -172,9 +236,9 @@ def run_query(url: str, query: str) -> tuple[list[str], list[tuple[Any, ...]]]:
 
 
 def test_every_sql_query_returns_rows_of_its_columns(
-    generate: ModuleType, settings: Settings, seeded_store: str, seeded_registry: str, start: datetime
+    generate: ModuleType, settings: Settings, replayed_store: str, seeded_registry: str, start: datetime
 ) -> None:
-    variables = {"pair": seeded_store, "interval_s": "60", "horizon_s": "60", "window": "60"}
+    variables = {"pair": replayed_store, "interval_s": "60", "horizon_s": "60", "window": "60"}
     end = datetime.now(UTC) + timedelta(minutes=5)
     checked = []
     for file, board in generate.load_dashboards().items():
@@ -200,20 +264,18 @@ def test_every_sql_query_returns_rows_of_its_columns(
 
 
 def test_the_seeded_figures_come_out(
-    generate: ModuleType, settings: Settings, seeded_store: str, start: datetime
+    generate: ModuleType, settings: Settings, replayed_store: str, start: datetime
 ) -> None:
     """Spot checks that the panels show the right numbers, not just the right shapes."""
-    variables = {"pair": seeded_store, "interval_s": "60", "horizon_s": "60", "window": "60"}
+    variables = {"pair": replayed_store, "interval_s": "60", "horizon_s": "60", "window": "60"}
     end = datetime.now(UTC) + timedelta(minutes=5)
     url = database_url(settings, "cryptopredict-features")
     _, per_version = run_query(url, generate.substitute_sql(generate.PER_VERSION.sql, start, end, variables))
     by_version = {row[1]: row for row in per_version}
     assert set(by_version) == {"1", "2"}
-    # Version 1 predicts the last close: its MAE is persistence's and its skill is zero.
+    # Version 1 (persistence) predicts the last close: its MAE is persistence's and its skill is zero.
     assert float(by_version["1"][5]) == pytest.approx(float(by_version["1"][6]))
     assert float(by_version["1"][7]) == pytest.approx(0.0, abs=1e-12)
     _, served = run_query(url, generate.substitute_sql(generate.FIRST_SERVED.sql, start, end, variables))
-    assert [row[1] for row in served] == [
-        "dashboard-test v1 starts serving",
-        "dashboard-test v2 starts serving",
-    ]
+    name = registered_model_name(replayed_store, 60, 1)
+    assert [row[1] for row in served] == [f"{name} v1 starts serving", f"{name} v2 starts serving"]

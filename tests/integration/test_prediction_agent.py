@@ -85,12 +85,15 @@ def register(client: MlflowClient, name: str, logged: tuple[str, str], kind: str
     return str(registry.register_version(client, uri, name, run_id, {registry.KIND_TAG: kind}).version)
 
 
-async def promote(settings: Settings, client: MlflowClient, name: str, version: str) -> None:
+async def promote(
+    settings: Settings, client: MlflowClient, name: str, version: str, pair: str = PAIR
+) -> None:
+    """Promotes in the registry and tells the prediction agent, as the training workflow does."""
     registry.promote(client, name, version, "test promotion")
     champion = client.get_model_version(name, version)
     event = ModelEvent(
         registered_model=name,
-        pair=PAIR,
+        pair=pair,
         interval_s=60,
         horizon_candles=1,
         champion=registry.model_ref(champion, registry.CHAMPION),
