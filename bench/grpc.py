@@ -11,8 +11,10 @@ side used, and what the rest of the machine used, are reported beside the latenc
    - closed loop: 100 clients (a channel, i.e. an HTTP/2 connection, each) calling back to back: 100
      calls always in flight. This is the capacity (req/s); its latency is mostly queueing;
    - open loop: the same 100 clients, each calling at Poisson times (together a fixed offered load),
-     never waiting for an earlier answer. Latency = call start -> answer in the client. The run at
-     1,000 req/s gives the headline `unary_p50_ms` / `unary_p99_ms`.
+     never waiting for an earlier answer. Latency = call start -> answer in the client;
+   - the headline `unary_p50_ms` / `unary_p99_ms`: 1,000 req/s from ghz (a Go load generator, built
+     from infra/go-bench into .local/bin), 100 connections: a Python client costs as much CPU per call
+     as the server, on the same 2 cores.
 2. StreamPredictions fan-out: N subscribers (1,000 for the headline, 50 streams to a channel, over 2
    client processes) stream one pair; then predictions of that pair are produced to Kafka at 2 a second.
    Publication = the producer's wall clock just before `send` (stamped into made_at); latency = the
@@ -58,6 +60,7 @@ import multiprocessing  # noqa: E402
 import os  # noqa: E402
 import queue  # noqa: E402
 import random  # noqa: E402
+import resource  # noqa: E402
 import subprocess  # noqa: E402
 import time  # noqa: E402
 import uuid  # noqa: E402
@@ -402,6 +405,57 @@ def run_unary(
         "client_us": sum(r["cpu_s"] for r in results) / max(len(latencies), 1) * 1e6,
         "machine_busy": cpu["machine_busy"],
         "others": others(cpu, sum(r["cpu_s"] for r in results)),
+    }
+
+
+GHZ_MODE = "open (ghz)"  # the headline unary load: a Go load generator
+GHZ_WARMUP = 300  # first calls left out: the connections are still being set up
+
+
+def ghz_load(ghz: Path, target: str, server_pid: int, rate: float, duration_s: float) -> dict[str, Any]:
+    """GetLatestPrediction from ghz, a Go load generator: `CLIENTS` connections with a worker each,
+    calls started at `rate` req/s in all (constant pacing; a call never waits for another's answer as
+    long as a worker is free). Its own CPU is not Python's, so the latency is nearer the server's."""
+    # One of the seeded pairs for every call: ghz's per-call templates would cost it as much CPU as the
+    # server spends, and for the server every pair is the same dictionary lookup.
+    data = json.dumps({"pair": UNARY_PAIRS[0], "interval_s": INTERVAL_S, "horizon_s": HORIZON_S})
+    command = [
+        str(ghz),
+        "--insecure",
+        "--proto", str(ROOT / "protos" / "cryptopredict" / "v1" / "predictions.proto"),
+        "--import-paths", str(ROOT / "protos"),
+        "--call", f"{SERVICE}/GetLatestPrediction",
+        "--data", data,
+        "--concurrency", str(CLIENTS),
+        "--connections", str(CLIENTS),
+        "--rps", f"{rate:.0f}",
+        "--duration", f"{duration_s + GHZ_WARMUP / rate:.1f}s",
+        "--skipFirst", str(GHZ_WARMUP),
+        "--format", "json",
+        target,
+    ]  # fmt: skip
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    meter = CpuMeter(server_pid)
+    completed = subprocess.run(command, capture_output=True, text=True, check=True)
+    cpu = meter.read()
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    client_s = (after.ru_utime + after.ru_stime) - (children.ru_utime + children.ru_stime)
+    report = json.loads(completed.stdout)
+    details = report.get("details") or []
+    latencies = [d["latency"] / 1e6 for d in details if d["status"] == "OK"]
+    throughput = report["rps"]
+    return {
+        "mode": GHZ_MODE,
+        "clients": CLIENTS,
+        "offered": rate,
+        "throughput": throughput,
+        "errors": len(details) - len(latencies),
+        "lat": summary(latencies),
+        "lag": summary([]),
+        "server_us": cpu["server_s"] / max(throughput * cpu["wall_s"], 1) * 1e6,
+        "client_us": client_s / max(len(details) + GHZ_WARMUP, 1) * 1e6,
+        "machine_busy": cpu["machine_busy"],
+        "others": others(cpu, client_s),
     }
 
 
@@ -855,6 +909,7 @@ async def run_floor(
     unary_loads: list[tuple[str, int, int, float]],
     duration_s: float,
     fanout: tuple[int, int, float],
+    ghz: Path,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The unary loads and one fan-out against `floor_server`, with the clients of the real runs."""
     subscribers, predictions, pace_per_s = fanout
@@ -876,6 +931,8 @@ async def run_floor(
                 )
             )
             report_unary("floor", unary[-1])
+        unary.append(await asyncio.to_thread(ghz_load, ghz, target, process.pid, HEADLINE_RATE, duration_s))
+        report_unary("floor", unary[-1])
         subs = Subscribers.start(ctx, target, subscribers, FANOUT_PROCESSES, [FANOUT_PAIR])
         await subs.ready()
         meter = CpuMeter(process.pid)
@@ -940,9 +997,11 @@ async def main() -> None:
 
     from cryptopredict.kafka_admin import ensure_topics
     from cryptopredict.settings import get_settings
+    from cryptopredict.stack.tools import install_go_tools
     from cryptopredict.topics import PREDICTIONS, topic_name
 
     settings = get_settings()
+    ghz = install_go_tools(settings.local_dir.resolve() / "bin", ["ghz"])["ghz"]
     ctx = multiprocessing.get_context("spawn")
     run = uuid.uuid4().hex[:6]
     prefix = f"bench-grpc-{run}-"
@@ -991,6 +1050,10 @@ async def main() -> None:
             )
             report_unary("service", unary[-1])
             services.check()
+        if "unary" in phases:
+            unary.append(await asyncio.to_thread(ghz_load, ghz, target, server_pid, HEADLINE_RATE, duration))
+            report_unary("service", unary[-1])
+            services.check()
         base = 1000
         for count in fanout_counts if "fanout" in phases else []:
             fanout.append(
@@ -1025,7 +1088,9 @@ async def main() -> None:
     floor: tuple[list[dict[str, Any]], dict[str, Any]] | None = None
     if "floor" in phases:
         floor_loads = [load for load in loads if load[0] != "open" or load[3] == HEADLINE_RATE]
-        floor = await run_floor(ctx, floor_loads, duration, (SUBSCRIBERS, fanout_predictions, FANOUT_PACE))
+        floor = await run_floor(
+            ctx, floor_loads, duration, (SUBSCRIBERS, fanout_predictions, FANOUT_PACE), ghz
+        )
 
     if phases == set(PHASES) and server_root == ROOT:
         assert candle is not None and floor is not None
@@ -1037,7 +1102,7 @@ async def main() -> None:
 def figures(
     unary: list[dict[str, Any]], fanout: list[dict[str, Any]], candle: dict[str, Any] | None
 ) -> dict[str, Any]:
-    headline = next((r for r in unary if r["mode"] == "open" and r["offered"] == HEADLINE_RATE), None)
+    headline = next((r for r in unary if r["mode"] == GHZ_MODE), None)
     big = next((r for r in fanout if r["subscribers"] == SUBSCRIBERS), None)
     return {
         "unary_p50_ms": round(headline["lat"]["p50"], 3) if headline else None,
@@ -1060,7 +1125,8 @@ def write_report(
     floor: tuple[list[dict[str, Any]], dict[str, Any]],
 ) -> None:
     figs = figures(unary, fanout, candle)
-    headline = next(r for r in unary if r["mode"] == "open" and r["offered"] == HEADLINE_RATE)
+    headline = next(r for r in unary if r["mode"] == GHZ_MODE)
+    python_open = next(r for r in unary if r["mode"] == "open" and r["offered"] == HEADLINE_RATE)
     sequential = next(r for r in unary if r["mode"] == "sequential")
     closed = next(r for r in unary if r["mode"] == "closed")
     floor_unary, floor_fanout = floor
@@ -1092,8 +1158,8 @@ def write_report(
         [fanout_row("service", r) for r in fanout] + [fanout_row("bare gRPC floor", floor_fanout)]
     )
     targets = [
-        ("GetLatestPrediction p50, 100 clients (open loop, 1,000 req/s)", "unary_p50_ms"),
-        ("GetLatestPrediction p99, 100 clients (open loop, 1,000 req/s)", "unary_p99_ms"),
+        ("GetLatestPrediction p50, 100 clients (1,000 req/s, ghz)", "unary_p50_ms"),
+        ("GetLatestPrediction p99, 100 clients (1,000 req/s, ghz)", "unary_p99_ms"),
         (f"StreamPredictions p99, publication -> each of {SUBSCRIBERS:,} subscribers", "fanout_p99_ms"),
         ("candle close -> prediction at a client, p99", "candle_to_client_p99_ms"),
     ]
@@ -1118,11 +1184,11 @@ not counted as the server's latency; the server runs as it is deployed.
 
 Against the upstream's claimed REST figures (a Rust endpoint; its load and machine are not stated):
 
-| GetLatestPrediction | upstream REST (claimed) | open loop, 100 clients, {HEADLINE_RATE:,.0f} req/s | one client, one call at a time | closed loop, 100 clients in flight |
-|---|---|---|---|---|
-| p50 (ms) | {UPSTREAM["p50"]} | {fmt(headline["lat"]["p50"])} | {fmt(sequential["lat"]["p50"])} | {fmt(closed["lat"]["p50"])} |
-| p95 (ms) | {UPSTREAM["p95"]} | {fmt(headline["lat"]["p95"])} | {fmt(sequential["lat"]["p95"])} | {fmt(closed["lat"]["p95"])} |
-| p99 (ms) | {UPSTREAM["p99"]} | {fmt(headline["lat"]["p99"])} | {fmt(sequential["lat"]["p99"])} | {fmt(closed["lat"]["p99"])} |
+| GetLatestPrediction | upstream REST (claimed) | 100 clients, {HEADLINE_RATE:,.0f} req/s, ghz (headline) | the same load from Python clients | one Python client, one call at a time | closed loop, 100 Python clients in flight |
+|---|---|---|---|---|---|
+| p50 (ms) | {UPSTREAM["p50"]} | {fmt(headline["lat"]["p50"])} | {fmt(python_open["lat"]["p50"])} | {fmt(sequential["lat"]["p50"])} | {fmt(closed["lat"]["p50"])} |
+| p95 (ms) | {UPSTREAM["p95"]} | {fmt(headline["lat"]["p95"])} | {fmt(python_open["lat"]["p95"])} | {fmt(sequential["lat"]["p95"])} | {fmt(closed["lat"]["p95"])} |
+| p99 (ms) | {UPSTREAM["p99"]} | {fmt(headline["lat"]["p99"])} | {fmt(python_open["lat"]["p99"])} | {fmt(sequential["lat"]["p99"])} | {fmt(closed["lat"]["p99"])} |
 
 **GetLatestPrediction.** One prediction for each of {len(UNARY_PAIRS)} pairs is seeded through Kafka;
 each request asks for a random one of them. Latency = call start -> answer, measured in the client.
@@ -1130,9 +1196,12 @@ each request asks for a random one of them. Latency = call start -> answer, meas
 clients, each with its own channel (HTTP/2 connection), each calling again as soon as its answer
 arrives: 100 calls always in flight, so this row is the capacity (achieved req/s) and its latency is
 queueing (about 100 / throughput). *open*: the same 100 connected clients, each calling at the times of
-a Poisson process, never waiting for an earlier answer; together they offer the stated req/s. The
-{HEADLINE_RATE:,.0f} req/s row is the headline. Load generators: {LOAD_PROCESSES} processes of 50
-clients. CPU per request: the server process's CPU (all threads) over the measured window / requests;
+a Poisson process, never waiting for an earlier answer; together they offer the stated req/s. Load
+generators: {LOAD_PROCESSES} processes of 50 clients. *open (ghz)*, the headline: the same load from
+[ghz](https://ghz.sh) (Go; built from infra/go-bench), {CLIENTS} connections with a worker each, calls
+started at a constant {HEADLINE_RATE:,.0f} req/s in all, the first {GHZ_WARMUP} left out. A Python client
+spends about as much CPU per call as the server, on the same 2 cores, so its latency is half its own;
+ghz measures what a client that costs little sees. CPU per request: the server process's CPU (all threads) over the measured window / requests;
 the load generators' own likewise. Send lag: how late the open loop's calls left against their
 schedule (p99), i.e. whether the load generators kept up. A sparse load costs more per call than a busy
 one (CPU columns): each call finds the processes idle and waits for their threads to wake.

@@ -1,27 +1,31 @@
-"""grpcurl and tctl, built with `go install` from the pinned module in infra/go-tools."""
+"""Go tools built with `go install` from pinned modules: grpcurl and tctl for the stack (infra/go-tools),
+the ghz load generator for bench/ (infra/go-bench)."""
 
 from __future__ import annotations
 
 import logging
 import os
 import subprocess
+from collections.abc import Iterable
 from pathlib import Path
 
 from cryptopredict.stack.base import REPO_ROOT, StackError, find_cmd
 
 logger = logging.getLogger(__name__)
 
-GO_MODULE_DIR = REPO_ROOT / "infra" / "go-tools"
-# `go install pkg@version` fails here (the proxy refuses version lists), so the versions are
-# pinned in go.mod and installed from inside that module.
-PACKAGES = {
-    "grpcurl": "github.com/fullstorydev/grpcurl/cmd/grpcurl",
-    "tctl": "github.com/temporalio/tctl/cmd/tctl",
+# `go install pkg@version` fails here (the proxy refuses version lists), so the versions are pinned in
+# each module's go.mod and tools are installed from inside their module.
+GO_TOOLS: dict[str, tuple[Path, str]] = {
+    "grpcurl": (REPO_ROOT / "infra" / "go-tools", "github.com/fullstorydev/grpcurl/cmd/grpcurl"),
+    "tctl": (REPO_ROOT / "infra" / "go-tools", "github.com/temporalio/tctl/cmd/tctl"),
+    "ghz": (REPO_ROOT / "infra" / "go-bench", "github.com/bojand/ghz/cmd/ghz"),
 }
+STACK_TOOLS = ("grpcurl", "tctl")
 
 
-def install_go_tools(bin_dir: Path) -> dict[str, Path]:
-    binaries = {name: bin_dir / name for name in PACKAGES}
+def install_go_tools(bin_dir: Path, names: Iterable[str] = STACK_TOOLS) -> dict[str, Path]:
+    """The named tools in `bin_dir`, built where missing."""
+    binaries = {name: bin_dir / name for name in names}
     missing = [name for name, path in binaries.items() if not path.exists()]
     if not missing:
         return binaries
@@ -29,13 +33,11 @@ def install_go_tools(bin_dir: Path) -> dict[str, Path]:
     bin_dir.mkdir(parents=True, exist_ok=True)
     logger.info("installing %s with %s into %s", ", ".join(missing), go, bin_dir)
     env = {**os.environ, "GOBIN": str(bin_dir), "GOFLAGS": "-mod=mod", "GOTOOLCHAIN": "local"}
-    result = subprocess.run(
-        [str(go), "install", *(PACKAGES[name] for name in missing)],
-        cwd=GO_MODULE_DIR,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    if result.returncode != 0:
-        raise StackError(f"go install failed:\n{result.stdout}\n{result.stderr}")
+    for module_dir in sorted({GO_TOOLS[name][0] for name in missing}):
+        packages = [GO_TOOLS[name][1] for name in missing if GO_TOOLS[name][0] == module_dir]
+        result = subprocess.run(
+            [str(go), "install", *packages], cwd=module_dir, env=env, capture_output=True, text=True
+        )
+        if result.returncode != 0:
+            raise StackError(f"go install failed:\n{result.stdout}\n{result.stderr}")
     return binaries
