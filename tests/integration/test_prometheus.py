@@ -67,9 +67,13 @@ def test_promtool_rejects_a_broken_rule(promtool: Path, tmp_path: Path) -> None:
     assert result.returncode != 0 and "FAILED" in result.stdout + result.stderr
 
 
-def test_rule_unit_tests_pass(promtool: Path) -> None:
+def test_rule_unit_tests_pass_and_cover_every_alert(promtool: Path) -> None:
     result = run(promtool, "test", "rules", PROMETHEUS_DIR / "tests.yml")
     assert result.returncode == 0, result.stdout + result.stderr
+    alerts = {r["alert"] for g in yaml.safe_load(RULE_FILE.read_text())["groups"] for r in g["rules"]}
+    tests = yaml.safe_load((PROMETHEUS_DIR / "tests.yml").read_text())["tests"]
+    tested = {case["alertname"] for test in tests for case in test.get("alert_rule_test", [])}
+    assert alerts == tested, f"alerts without a unit test: {sorted(alerts - tested)}"
 
 
 def dashboard_promql(generate: ModuleType) -> list[tuple[str, str]]:
