@@ -22,7 +22,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
+from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
 
 from cryptopredict import metrics
 from cryptopredict.features.indicators import IndicatorConfig
@@ -56,7 +56,7 @@ from cryptopredict.settings import Settings
 from cryptopredict.store.candles import read_candles, read_indicator_values, sync_engine
 from cryptopredict.store.news import sentiment_at_closes
 from cryptopredict.store.report import feature_psi
-from cryptopredict.topics import registered_model_name
+from cryptopredict.topics import registered_model_name, training_workflow_id
 
 logger = logging.getLogger(__name__)
 
@@ -106,6 +106,20 @@ class TrainingActivities:
         return lifecycle.split(
             frame, request.test_fraction, horizon_of(request), request.folds, min_train_rows(request)
         )
+
+    @activity.defn(name="start_scheduled_retrain")
+    async def start_scheduled_retrain(self, request: TrainingInput) -> str:
+        """Starts the target's TrainingWorkflow under its well-known id on this worker's queue, unless a
+        retrain of the target runs already (then this scheduled one is skipped). Safe to retry: a run this
+        activity started shows as the running one."""
+        workflow_id = training_workflow_id(request.pair, request.interval_s, request.horizon_candles)
+        try:
+            handle = await activity.client().start_workflow(
+                "TrainingWorkflow", request, id=workflow_id, task_queue=activity.info().task_queue
+            )
+        except WorkflowAlreadyStartedError:
+            return f"skipped: {workflow_id} is running already"
+        return f"started {workflow_id} (run {handle.result_run_id})"
 
     @activity.defn(name="build_training_dataset")
     def build_training_dataset(self, request: TrainingInput) -> DatasetSummary:

@@ -107,15 +107,16 @@ async def start_training(
 
 async def ensure_training_schedules(settings: Settings, client: Client | None = None) -> list[str]:
     """Creates the retrain schedule of every configured pair (interval and horizon from settings) unless
-    it exists; returns the ids created. Overlaps are skipped: a slow retrain is never doubled."""
+    it exists; returns the ids created. Each starts a ScheduledRetrainWorkflow, which starts the
+    target's TrainingWorkflow under its well-known id: a retrain already running is never doubled."""
     if settings.model.retrain_every_s <= 0:
         return []
     interval_s = settings.features.interval_s
     actions = {
         training_schedule_id(pair, interval_s, horizon): ScheduleActionStartWorkflow(
-            "TrainingWorkflow",
+            "ScheduledRetrainWorkflow",
             training_request(settings, pair, interval_s, horizon, reason="schedule"),
-            id=training_workflow_id(pair, interval_s, horizon),
+            id=training_schedule_id(pair, interval_s, horizon),
             task_queue=settings.temporal.training_task_queue,
         )
         for pair, horizon in itertools.product(settings.kraken.pairs, settings.model.horizons_candles)

@@ -141,3 +141,21 @@ class TrainingWorkflow:
             tuned=tuned,
             mlflow_run_id=mlflow_run_id,
         )
+
+
+@workflow.defn(name="ScheduledRetrainWorkflow")
+class ScheduledRetrainWorkflow:
+    """What the retrain schedule starts, every `model.retrain_every_s`: the target's TrainingWorkflow under
+    its well-known id (activity `start_scheduled_retrain`). Temporal gives a scheduled run an id of its
+    own (the action's id plus the scheduled time), so a schedule starting TrainingWorkflow itself would
+    run beside a retrain started by hand or by drift, where the well-known id keeps it to one at a time."""
+
+    @workflow.run
+    async def run(self, request: TrainingInput) -> str:
+        outcome: str = await workflow.execute_activity(
+            "start_scheduled_retrain",
+            request,
+            start_to_close_timeout=timedelta(minutes=1),
+            retry_policy=RetryPolicy(maximum_attempts=5, initial_interval=timedelta(seconds=2)),
+        )
+        return outcome

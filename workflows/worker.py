@@ -19,7 +19,7 @@ from cryptopredict.settings import Settings, get_settings
 from workflows.backfill import BackfillWorkflow
 from workflows.drift import DriftMonitorWorkflow
 from workflows.interceptors import WorkflowMetrics
-from workflows.training import TrainingWorkflow
+from workflows.training import ScheduledRetrainWorkflow, TrainingWorkflow
 
 logger = logging.getLogger(__name__)
 
@@ -34,8 +34,9 @@ def build_worker(
     return Worker(
         client,
         task_queue=task_queue or settings.temporal.training_task_queue,
-        workflows=[TrainingWorkflow, BackfillWorkflow, DriftMonitorWorkflow],
+        workflows=[TrainingWorkflow, ScheduledRetrainWorkflow, BackfillWorkflow, DriftMonitorWorkflow],
         activities=[
+            training.start_scheduled_retrain,
             training.build_training_dataset,
             training.ensure_champion,
             training.start_training_run,

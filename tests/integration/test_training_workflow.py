@@ -306,14 +306,72 @@ async def test_the_retrain_schedule_is_created_once_per_target(settings):
         assert await ensure_training_schedules(mine, client) == []  # every worker start calls it
         description = await client.get_schedule_handle(schedule_id).describe()
         action = description.schedule.action
-        assert action.workflow == "TrainingWorkflow"
-        assert action.id == training_workflow_id(
-            pair, settings.features.interval_s, settings.model.horizons_candles[0]
-        )
+        assert action.workflow == "ScheduledRetrainWorkflow"
         interval = description.schedule.spec.intervals[0].every
         assert interval.total_seconds() == settings.model.retrain_every_s
     finally:
         await client.get_schedule_handle(schedule_id).delete()
+
+
+async def test_a_scheduled_retrain_runs_under_the_target_id_and_never_beside_another(settings):
+    """Temporal appends the scheduled time to a scheduled run's id; the retrain itself must still run
+    under the target's id, so that a retrain started by hand or by drift is not doubled."""
+    from temporalio.client import WorkflowExecutionStatus
+
+    from cryptopredict.orchestration import ensure_training_schedules
+    from cryptopredict.topics import training_schedule_id
+
+    pair = unique_pair()  # no candles: a retrain that starts fails at once for want of data
+    task_queue = f"training-scheduled-{uuid.uuid4()}"
+    mine = settings.model_copy(
+        update={
+            "kraken": settings.kraken.model_copy(update={"pairs": [pair]}),
+            "temporal": settings.temporal.model_copy(update={"training_task_queue": task_queue}),
+        }
+    )
+    horizon = settings.model.horizons_candles[0]
+    target_id = training_workflow_id(pair, settings.features.interval_s, horizon)
+    schedule_id = training_schedule_id(pair, settings.features.interval_s, horizon)
+    client = await temporal_client(settings)
+    await ensure_training_schedules(mine, client)
+    schedule = client.get_schedule_handle(schedule_id)
+
+    async def next_trigger_result(seen: int) -> str:
+        await schedule.trigger()
+        async with asyncio.timeout(60):
+            while True:
+                recent = (await schedule.describe()).info.recent_actions
+                if len(recent) > seen:
+                    action = recent[-1].action
+                    break
+                await asyncio.sleep(0.2)
+        triggered = client.get_workflow_handle(action.workflow_id, run_id=action.first_execution_run_id)
+        assert action.workflow_id != target_id and action.workflow_id.startswith(schedule_id)
+        return await triggered.result()
+
+    try:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=2) as executor:
+            async with build_worker(client, mine, executor, task_queue=task_queue):
+                # A retrain of the target runs already (on a queue nobody serves, so it stays running).
+                running = await client.start_workflow(
+                    "TrainingWorkflow", quick(pair), id=target_id, task_queue=f"idle-{uuid.uuid4()}"
+                )
+                outcome = await next_trigger_result(0)
+                assert outcome == f"skipped: {target_id} is running already"
+                assert (await running.describe()).status == WorkflowExecutionStatus.RUNNING
+                await running.terminate("test")
+
+                # None runs: the schedule starts the retrain under the target's id, on the worker's queue.
+                outcome = await next_trigger_result(1)
+                assert outcome.startswith(f"started {target_id} (run ")
+                started = client.get_workflow_handle(target_id)
+                with pytest.raises(WorkflowFailureError):
+                    await started.result()  # no data for the pair
+                description = await started.describe()
+                assert description.run_id != running.result_run_id
+                assert description.task_queue == task_queue
+    finally:
+        await schedule.delete()
 
 
 async def test_cryptopredict_train_prints_the_decision_as_its_last_line(settings):
