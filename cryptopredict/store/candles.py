@@ -27,7 +27,7 @@ def sync_engine(settings: PostgresSettings) -> Engine:
 WINDOW_KEY = ("pair", "interval_s", "window_start")
 
 
-async def _upsert(
+async def upsert_rows(
     engine: AsyncEngine, table: Table, values: list[dict[str, Any]], key: tuple[str, ...] = WINDOW_KEY
 ) -> int:
     # The last row per key wins: one statement must not touch a row twice (a candle sent again after a
@@ -46,18 +46,18 @@ async def _upsert(
 
 
 async def upsert_candles(engine: AsyncEngine, rows: Sequence[Candle]) -> int:
-    return await _upsert(engine, candles, [c.model_dump() for c in rows])
+    return await upsert_rows(engine, candles, [c.model_dump() for c in rows])
 
 
 async def upsert_indicators(engine: AsyncEngine, rows: Sequence[IndicatorRow]) -> int:
-    return await _upsert(engine, technical_indicators, [r.model_dump() for r in rows])
+    return await upsert_rows(engine, technical_indicators, [r.model_dump() for r in rows])
 
 
 PREDICTION_KEY = ("pair", "interval_s", "horizon_s", "feature_time", "model_name", "model_version")
 
 
 async def upsert_predictions(engine: AsyncEngine, rows: Sequence[Prediction]) -> int:
-    return await _upsert(engine, predictions, [r.model_dump() for r in rows], PREDICTION_KEY)
+    return await upsert_rows(engine, predictions, [r.model_dump() for r in rows], PREDICTION_KEY)
 
 
 async def insert_dead_letters(engine: AsyncEngine, rows: Sequence[DeadLetter]) -> int:

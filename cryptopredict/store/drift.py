@@ -8,14 +8,14 @@ from sqlalchemy import Engine, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cryptopredict.models.drift import DriftRecord
-from cryptopredict.store.candles import _upsert
+from cryptopredict.store.candles import upsert_rows
 from cryptopredict.store.schema import drift_reports
 
 DRIFT_KEY = ("workflow_id", "run_id")
 
 
 async def upsert_drift_records(engine: AsyncEngine, records: list[DriftRecord]) -> int:
-    return await _upsert(engine, drift_reports, [r.model_dump() for r in records], DRIFT_KEY)
+    return await upsert_rows(engine, drift_reports, [r.model_dump() for r in records], DRIFT_KEY)
 
 
 def read_drift_reports(engine: Engine, pair: str, interval_s: int) -> pd.DataFrame:
