@@ -281,42 +281,48 @@ ORDER BY window_end
 """,
     {"time": "time", "realised": "number"},
 )
-ROLLING_MAE = sql(
+
+
+def threshold_at(value: float, below: str, above: str) -> dash.ThresholdsConfig:
+    """One absolute threshold: `below` under `value`, `above` from it on (drawn as THRESHOLD_LINE)."""
+    return (
+        dash.ThresholdsConfig()
+        .mode(dm.ThresholdsMode.ABSOLUTE)
+        .steps([dm.Threshold(value=None, color=below), dm.Threshold(value=value, color=above)])
+    )
+
+
+def rolling_sql(title: str, selected: str, columns: Columns) -> Sql:
+    """A figure over the last $window outcomes at each target time (window `w`: ROLLING_WINDOW)."""
+    return sql(
+        title,
+        f"""
+SELECT target_time AS "time",
+       {selected}
+FROM prediction_outcomes
+WHERE {PREDICTION_KEY} AND $__timeFilter(target_time)
+{ROLLING_WINDOW}
+ORDER BY target_time
+""",
+        {"time": "time", **columns},
+    )
+
+
+ROLLING_MAE = rolling_sql(
     "predictions: rolling MAE",
-    f"""
-SELECT target_time AS "time",
-       avg(abs_error) OVER w AS model_mae,
-       avg(persistence_abs_error) OVER w AS persistence_mae
-FROM prediction_outcomes
-WHERE {PREDICTION_KEY} AND $__timeFilter(target_time)
-{ROLLING_WINDOW}
-ORDER BY target_time
-""",
-    {"time": "time", "model_mae": "number", "persistence_mae": "number"},
+    """avg(abs_error) OVER w AS model_mae,
+       avg(persistence_abs_error) OVER w AS persistence_mae""",
+    {"model_mae": "number", "persistence_mae": "number"},
 )
-ROLLING_SKILL = sql(
+ROLLING_SKILL = rolling_sql(
     "predictions: rolling skill",
-    f"""
-SELECT target_time AS "time",
-       1 - sum(abs_error) OVER w / NULLIF(sum(persistence_abs_error) OVER w, 0) AS skill
-FROM prediction_outcomes
-WHERE {PREDICTION_KEY} AND $__timeFilter(target_time)
-{ROLLING_WINDOW}
-ORDER BY target_time
-""",
-    {"time": "time", "skill": "number"},
+    "1 - sum(abs_error) OVER w / NULLIF(sum(persistence_abs_error) OVER w, 0) AS skill",
+    {"skill": "number"},
 )
-ROLLING_COVERAGE = sql(
+ROLLING_COVERAGE = rolling_sql(
     "predictions: rolling interval coverage",
-    f"""
-SELECT target_time AS "time",
-       avg(CASE WHEN inside_interval THEN 1.0 WHEN NOT inside_interval THEN 0.0 END) OVER w AS coverage
-FROM prediction_outcomes
-WHERE {PREDICTION_KEY} AND $__timeFilter(target_time)
-{ROLLING_WINDOW}
-ORDER BY target_time
-""",
-    {"time": "time", "coverage": "number"},
+    "avg(CASE WHEN inside_interval THEN 1.0 WHEN NOT inside_interval THEN 0.0 END) OVER w AS coverage",
+    {"coverage": "number"},
 )
 PER_VERSION = sql(
     "predictions: live figures per model version",
@@ -404,11 +410,7 @@ def predictions_dashboard() -> dash.Dashboard:
             unit="percentunit",
         )
         .with_target(SqlQuery(ROLLING_SKILL))
-        .thresholds(
-            dash.ThresholdsConfig()
-            .mode(dm.ThresholdsMode.ABSOLUTE)
-            .steps([dm.Threshold(value=None, color="red"), dm.Threshold(value=0.0, color="green")])
-        )
+        .thresholds(threshold_at(0.0, "red", "green"))
         .thresholds_style(THRESHOLD_LINE),
         w=6,
     )
@@ -422,11 +424,7 @@ def predictions_dashboard() -> dash.Dashboard:
         .with_target(SqlQuery(ROLLING_COVERAGE))
         .min(0)
         .max(1)
-        .thresholds(
-            dash.ThresholdsConfig()
-            .mode(dm.ThresholdsMode.ABSOLUTE)
-            .steps([dm.Threshold(value=None, color="orange"), dm.Threshold(value=0.8, color="green")])
-        )
+        .thresholds(threshold_at(0.8, "orange", "green"))
         .thresholds_style(THRESHOLD_LINE),
         w=6,
     )
