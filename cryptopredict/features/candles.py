@@ -27,11 +27,17 @@ def window_start(ts: datetime, interval_s: int) -> datetime:
     return datetime.fromtimestamp(epoch - epoch % interval_s, tz=UTC)
 
 
+def in_runs(runs: list[list[int]], value: int) -> bool:
+    """Whether `value` is in sorted, disjoint [first, last] runs."""
+    index = bisect.bisect_right(runs, [value, math.inf])
+    return index > 0 and runs[index - 1][0] <= value <= runs[index - 1][1]
+
+
 def add_to_runs(runs: list[list[int]], value: int) -> bool:
     """Adds `value` to sorted, disjoint [first, last] runs in place; False if it was already there."""
-    index = bisect.bisect_right(runs, [value, math.inf])  # first run starting after value
-    if index > 0 and runs[index - 1][0] <= value <= runs[index - 1][1]:
+    if in_runs(runs, value):
         return False
+    index = bisect.bisect_right(runs, [value, math.inf])  # first run starting after value
     joins_left = index > 0 and runs[index - 1][1] == value - 1
     joins_right = index < len(runs) and runs[index][0] == value + 1
     if joins_left and joins_right:
@@ -44,6 +50,22 @@ def add_to_runs(runs: list[list[int]], value: int) -> bool:
     else:
         runs.insert(index, [value, value])
     return True
+
+
+def merge_runs(runs: list[list[int]], more: list[list[int]], keep: int) -> list[list[int]]:
+    """The union of two run lists as sorted, disjoint runs (adjacent ones joined), the newest `keep` of them."""
+    merged: list[list[int]] = []
+    for first, last in sorted(runs + more):
+        if merged and first <= merged[-1][1] + 1:
+            merged[-1][1] = max(merged[-1][1], last)
+        else:
+            merged.append([first, last])
+    return merged[-keep:]
+
+
+# Trade-id runs of closed windows kept per state, to tell a replayed trade from a late one. An exchange's
+# ids are consecutive, so this is one run plus one per genuinely late trade; the oldest go first.
+CLOSED_RUNS_KEPT = 64
 
 
 class OpenWindow(BaseModel):
@@ -143,6 +165,9 @@ class CandleState(BaseModel):
     windows: dict[datetime, OpenWindow] = Field(default_factory=dict)
     last_closed_start: datetime | None = None
     last_close: float | None = None
+    # Ids counted in closed windows (the newest CLOSED_RUNS_KEPT runs): such a trade coming again is a
+    # replay (after a restart or a hand-over), not a late trade.
+    closed_trade_ids: list[list[int]] = Field(default_factory=list)
     # Event-time watermark and the wall-clock time at which it last advanced (for the idle check).
     watermark: datetime | None = None
     watermark_wall: datetime | None = None
@@ -155,7 +180,7 @@ class CandleState(BaseModel):
         """Add a trade; return the candles it closes and what became of the trade."""
         start = window_start(trade.timestamp, self.interval_s)
         if self.last_closed_start is not None and start <= self.last_closed_start:
-            return [], "late"
+            return [], "duplicate" if in_runs(self.closed_trade_ids, trade.trade_id) else "late"
         window = self.windows.get(start)
         if window is None:
             self.windows[start] = OpenWindow.first(start, trade)
@@ -183,7 +208,9 @@ class CandleState(BaseModel):
             if start + self.interval + timedelta(seconds=self.grace_s) > event_time:
                 break
             closed.extend(self._gaps_before(start))
-            candle = self.windows.pop(start).to_candle(self.pair, self.interval_s)
+            window = self.windows.pop(start)
+            self.closed_trade_ids = merge_runs(self.closed_trade_ids, window.trade_id_runs, CLOSED_RUNS_KEPT)
+            candle = window.to_candle(self.pair, self.interval_s)
             closed.append(candle)
             self.last_closed_start, self.last_close = start, candle.close
         return closed

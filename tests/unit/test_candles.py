@@ -106,3 +106,26 @@ def test_id_runs_stay_compact_and_catch_every_repeat():
     assert runs == [[1, 499]]
     assert not any(add_to_runs(runs, i) for i in (1, 250, 499))
     assert add_to_runs(runs, 600) and runs == [[1, 499], [600, 600]]
+
+
+def test_a_replayed_trade_of_a_closed_window_is_a_duplicate_and_a_new_one_is_late():
+    # After a restart or a hand-over the restored state can be ahead of the committed offset: the trades
+    # read again must not land on the late-trades topic as if the exchange had sent them late.
+    s = state()
+    for trade_id, second in ((1, 10), (2, 20), (3, 70), (4, 130)):
+        s.add_trade(trade(trade_id, second, 100.0))
+    assert s.last_closed_start == T0 + timedelta(seconds=60)
+    assert s.add_trade(trade(2, 20, 100.0)) == ([], "duplicate")
+    assert s.add_trade(trade(3, 70, 100.0)) == ([], "duplicate")
+    assert s.add_trade(trade(9, 30, 100.0)) == ([], "late")
+    assert s.closed_trade_ids == [[1, 3]]
+    restored = CandleState.model_validate_json(s.model_dump_json())
+    assert restored.add_trade(trade(1, 10, 100.0)) == ([], "duplicate")
+
+
+def test_closed_id_runs_are_merged_and_bounded():
+    from cryptopredict.features.candles import merge_runs
+
+    assert merge_runs([[1, 5], [9, 9]], [[6, 8], [12, 14]], keep=10) == [[1, 9], [12, 14]]
+    assert merge_runs([[1, 2], [4, 5]], [[7, 8]], keep=2) == [[4, 5], [7, 8]]
+    assert merge_runs([], [], keep=3) == []
