@@ -54,17 +54,21 @@ class CompleteStream:
         self.continuity = OffsetContinuity()
         self.stall = Stall(after_s=STALL_AFTER_S)
         self.busy = False  # inside a record (e.g. waiting for the broker): slow, not stalled
-        self._first_offsets: dict[TP, int] = {}
+        self._starts: dict[TP, int | None] = {}
 
     async def start_of(self, tp: TP) -> int | None:
-        """Where reading `tp` starts after an assignment: the committed offset, or with nothing committed
-        (Faust reports a commit at 0 as none) the partition's first offset, where Faust starts reading."""
+        """Where reading `tp` starts after an assignment: the committed offset as Faust's consumer knows it,
+        else as the broker knows it (Faust leaves its own unset on some paths, and reports a commit at 0
+        as none), else, with nothing committed, the partition's first offset (auto_offset_reset earliest).
+        The broker is asked once per assignment."""
         committed = app.consumer._committed_offset.get(tp)
         if committed is not None:
             return committed
-        if tp not in self._first_offsets:
-            self._first_offsets.update(await app.consumer.earliest_offsets(tp))
-        return self._first_offsets.get(tp)
+        if tp not in self._starts:
+            self._starts[tp] = await _broker_committed(tp)
+            if self._starts[tp] is None:
+                self._starts[tp] = (await app.consumer.earliest_offsets(tp)).get(tp)
+        return self._starts[tp]
 
     async def check(self, message: Message) -> None:
         tp = TP(message.topic, message.partition)
@@ -84,7 +88,14 @@ class CompleteStream:
     def forget_offsets(self) -> None:
         """After a revocation: the partitions may come back moved on by another worker."""
         self.continuity.reset()
-        self._first_offsets.clear()
+        self._starts.clear()
+
+
+async def _broker_committed(tp: TP) -> int | None:
+    """The consumer group's committed offset of `tp` on the broker, asked in the consumer's own thread."""
+    thread = app.consumer._thread  # type: ignore[attr-defined]
+    committed: int | None = await thread.call_thread(thread._ensure_consumer().committed, tp)
+    return committed
 
 
 _guarded: list[CompleteStream] = []
