@@ -38,12 +38,12 @@ from cryptopredict.models.drift import (
     RetrainRequest,
 )
 from cryptopredict.orchestration import training_request
-from cryptopredict.publisher import ReliablePublisher
+from cryptopredict.publisher import publish_records
 from cryptopredict.settings import Settings
 from cryptopredict.store.candles import async_engine, read_candles, read_indicator_values, sync_engine
 from cryptopredict.store.drift import upsert_drift_records
 from cryptopredict.store.ledger import ledger_summary
-from cryptopredict.store.news import sentiment_at_closes
+from cryptopredict.store.news import scored_sentiment_at_closes
 from cryptopredict.topics import registered_model_name, training_workflow_id
 
 logger = logging.getLogger(__name__)
@@ -130,7 +130,7 @@ class DriftActivities:
                 config = IndicatorConfig()
                 stored = read_indicator_values(engine, pair, interval_s)
                 values, _ = indicator_values(candles, pair, interval_s, stored, config)
-                sentiment = self._sentiment(engine, pair, interval_s, candles)
+                sentiment = scored_sentiment_at_closes(engine, pair, candles, interval_s)
                 lags = int(params.get("lags", settings.model.lags))
                 progress("building model inputs")
                 rows, names = drift.model_input_rows(candles, interval_s, lags, values, config, sentiment)
@@ -185,17 +185,6 @@ class DriftActivities:
                 recent_span=(recent_after, newest),
                 notes=notes,
             )
-
-    def _sentiment(
-        self, engine: Any, pair: str, interval_s: int, candles: pd.DataFrame
-    ) -> pd.DataFrame | None:
-        """As the training dataset takes it (TrainingActivities._sentiment): point-in-time at each close,
-        None when the coin has no scores in the range."""
-        starts = pd.DatetimeIndex(candles["window_start"])
-        features = sentiment_at_closes(engine, pair, starts, interval_s)
-        if features is None or not features.filter(like="sentiment_count_").to_numpy().any():
-            return None
-        return features
 
     @activity.defn(name="start_drift_retrain")
     async def start_drift_retrain(self, request: RetrainRequest) -> RetrainOutcome:
@@ -286,11 +275,9 @@ class DriftActivities:
         if not self._topics_ready:
             await ensure_topics(self.settings.kafka)
             self._topics_ready = True
-        publisher = ReliablePublisher(self.settings.kafka.bootstrap_servers)
-        await publisher.start()
-        try:
-            topic = topics.topic_name(topics.DRIFT_REPORTS, self.settings.kafka.topic_prefix)
-            await publisher.publish(topic, record.to_json_bytes(), key=record.model_name.encode())
-            await publisher.flush()
-        finally:
-            await publisher.stop()
+        topic = topics.topic_name(topics.DRIFT_REPORTS, self.settings.kafka.topic_prefix)
+        await publish_records(
+            self.settings.kafka.bootstrap_servers,
+            topic,
+            [(record.model_name.encode(), record.to_json_bytes())],
+        )

@@ -24,7 +24,7 @@ from cryptopredict.news.sources import (
     NewsSourceError,
     RssSource,
 )
-from cryptopredict.publisher import ReliablePublisher
+from cryptopredict.publisher import publish_records
 from cryptopredict.sentiment.extractor import (
     PROMPT_VERSION,
     SentimentOutputInvalid,
@@ -73,15 +73,8 @@ class NewsActivities:
         if not self._topics_ready:
             await ensure_topics(self.settings.kafka)
             self._topics_ready = True
-        publisher = ReliablePublisher(self.settings.kafka.bootstrap_servers)
-        await publisher.start()
-        try:
-            for key, value in values:
-                await publisher.publish(
-                    topics.topic_name(topic, self.settings.kafka.topic_prefix), value, key=key
-                )
-        finally:
-            await publisher.stop()
+        name = topics.topic_name(topic, self.settings.kafka.topic_prefix)
+        await publish_records(self.settings.kafka.bootstrap_servers, name, values)
 
     @activity.defn(name="ingest_news")
     async def ingest_news(self, request: NewsIngestInput) -> NewsIngestResult:

@@ -54,7 +54,7 @@ from cryptopredict.models.training import (
 )
 from cryptopredict.settings import Settings
 from cryptopredict.store.candles import read_candles, read_indicator_values, sync_engine
-from cryptopredict.store.news import sentiment_at_closes
+from cryptopredict.store.news import scored_sentiment_at_closes
 from cryptopredict.store.report import feature_psi
 from cryptopredict.topics import registered_model_name, training_workflow_id
 
@@ -134,7 +134,7 @@ class TrainingActivities:
             config = IndicatorConfig()
             stored = read_indicator_values(engine, request.pair, request.interval_s)
             values, source = indicator_values(candles, request.pair, request.interval_s, stored, config)
-            sentiment = self._sentiment(engine, request, candles)
+            sentiment = scored_sentiment_at_closes(engine, request.pair, candles, request.interval_s)
             progress("building")
             dataset = build_dataset(
                 candles, request.interval_s, request.lags, request.horizon_candles, values, sentiment, config
@@ -166,15 +166,6 @@ class TrainingActivities:
             sentiment=sentiment is not None,
         )
 
-    def _sentiment(self, engine: Any, request: TrainingInput, candles: pd.DataFrame) -> pd.DataFrame | None:
-        """Point-in-time sentiment of the pair's coin at each candle's close; None when the coin has no
-        scores in the range (the features are then left out rather than filled with a constant)."""
-        starts = pd.DatetimeIndex(candles["window_start"])
-        features = sentiment_at_closes(engine, request.pair, starts, request.interval_s)
-        if features is None or not features.filter(like="sentiment_count_").to_numpy().any():
-            return None
-        return features
-
     @activity.defn(name="ensure_champion")
     def ensure_champion(self, request: TrainingInput) -> ModelRef:
         """The current champion; the persistence model becomes the first one when there is none."""
@@ -183,18 +174,7 @@ class TrainingActivities:
         registered_model = registered_model_name(request.pair, interval_s, horizon)
 
         def log_persistence() -> tuple[str, str]:
-            with mlflow.start_run(run_name=f"persistence-{registered_model}") as run:
-                mlflow.set_tag("kind", "persistence")
-                info = pyfunc.log_forecast_model(
-                    "persistence",
-                    None,
-                    [],
-                    (0.0, 0.0),
-                    interval_s=interval_s,
-                    horizon_candles=horizon,
-                    input_example=None,
-                )
-            return info.model_uri, run.info.run_id
+            return pyfunc.log_persistence(f"persistence-{registered_model}", interval_s, horizon)
 
         client = mlflow.MlflowClient()
         version = registry.ensure_persistence_champion(client, registered_model, log_persistence)

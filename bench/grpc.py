@@ -693,18 +693,7 @@ def ensure_champions(settings: Any, pairs: list[str]) -> list[str]:
     horizon_candles = HORIZON_S // INTERVAL_S
 
     def log_persistence() -> tuple[str, str]:
-        with mlflow.start_run(run_name="persistence-bench-grpc") as run:
-            mlflow.set_tag("kind", "persistence")
-            info = pyfunc.log_forecast_model(
-                "persistence",
-                None,
-                [],
-                (0.0, 0.0),
-                interval_s=INTERVAL_S,
-                horizon_candles=horizon_candles,
-                input_example=None,
-            )
-        return info.model_uri, run.info.run_id
+        return pyfunc.log_persistence("persistence-bench-grpc", INTERVAL_S, horizon_candles)
 
     return [
         str(

@@ -6,20 +6,15 @@ import asyncio
 from datetime import UTC, datetime
 
 from cryptopredict.models import ModelEvent
-from cryptopredict.publisher import ReliablePublisher
+from cryptopredict.publisher import publish_records
 from cryptopredict.settings import Settings
 from cryptopredict.topics import MODEL_EVENTS, registered_model_name, topic_name
 
 
 async def publish_model_event(settings: Settings, event: ModelEvent) -> None:
-    publisher = ReliablePublisher(settings.kafka.bootstrap_servers)
-    await publisher.start()
-    try:
-        topic = topic_name(MODEL_EVENTS, settings.kafka.topic_prefix)
-        await publisher.publish(topic, event.to_json_bytes(), key=event.registered_model.encode())
-        await publisher.flush()
-    finally:
-        await publisher.stop()
+    topic = topic_name(MODEL_EVENTS, settings.kafka.topic_prefix)
+    record = (event.registered_model.encode(), event.to_json_bytes())
+    await publish_records(settings.kafka.bootstrap_servers, topic, [record])
 
 
 async def rollback_champion(

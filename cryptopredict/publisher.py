@@ -11,7 +11,7 @@ import asyncio
 import logging
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -116,3 +116,15 @@ class ReliablePublisher:
                 logger.warning("kafka %s failed (%s); retrying in %.1fs", what, exc, delay)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, self.max_retry_backoff_s)
+
+
+async def publish_records(bootstrap_servers: str, topic: str, records: Iterable[tuple[bytes, bytes]]) -> None:
+    """Publishes (key, value) records to `topic` with a publisher of its own; returns once the broker has
+    acknowledged every one (for the occasional record of an activity or a command, not for a stream)."""
+    publisher = ReliablePublisher(bootstrap_servers)
+    await publisher.start()
+    try:
+        for key, value in records:
+            await publisher.publish(topic, value, key=key)
+    finally:
+        await publisher.stop()  # flushes: every record acknowledged

@@ -249,6 +249,25 @@ def log_forecast_model(
         )
 
 
+def log_persistence(run_name: str, interval_s: int, horizon_candles: int) -> tuple[str, str]:
+    """The persistence forecaster (no features, no interval) logged in a new run of the active MLflow
+    experiment, tagged kind=persistence: (model URI, run id)."""
+    import mlflow
+
+    with mlflow.start_run(run_name=run_name) as run:
+        mlflow.set_tag("kind", "persistence")
+        info = log_forecast_model(
+            "persistence",
+            None,
+            [],
+            (0.0, 0.0),
+            interval_s=interval_s,
+            horizon_candles=horizon_candles,
+            input_example=None,
+        )
+    return info.model_uri, run.info.run_id
+
+
 def _signature(spec: ForecastSpec) -> Any:
     """Named float inputs in spec order (none for a featureless model) and the three output columns."""
     from mlflow.models import ModelSignature

@@ -70,6 +70,19 @@ def sentiment_at_closes(
     return features
 
 
+def scored_sentiment_at_closes(
+    engine: Engine, pair: str, candles: pd.DataFrame, interval_s: int
+) -> pd.DataFrame | None:
+    """`sentiment_at_closes` of the candles, or None when the coin has no score in their range either:
+    the model inputs then leave sentiment out rather than fill it with a constant (training and the
+    drift check take it the same way)."""
+    starts = pd.DatetimeIndex(candles["window_start"])
+    features = sentiment_at_closes(engine, pair, starts, interval_s)
+    if features is None or not features.filter(like="sentiment_count_").to_numpy().any():
+        return None
+    return features
+
+
 def newest_sentiment_at(engine: Engine, pair: str, at: datetime) -> datetime | None:
     """When the newest score of the pair's coin at or before `at` was made; None when there is none."""
     coin = normalize_ticker(pair)
