@@ -15,8 +15,9 @@ side used, and what the rest of the machine used, are reported beside the latenc
    - the headline `unary_p50_ms` / `unary_p99_ms`: 1,000 req/s from ghz (a Go load generator, built
      from infra/go-bench into .local/bin), 100 connections: a Python client costs as much CPU per call
      as the server, on the same 2 cores.
-2. StreamPredictions fan-out: N subscribers (1,000 for the headline, 50 streams to a channel, over 2
-   client processes) stream one pair; then predictions of that pair are produced to Kafka at 2 a second.
+2. StreamPredictions fan-out: N subscribers (1,000 for the headline, 50 streams to a connection, in
+   one Go process built from infra/go-bench: Python subscribers spent more CPU receiving than the
+   server spent sending, on the same 2 cores) stream one pair; then predictions of that pair are produced to Kafka at 2 a second.
    Publication = the producer's wall clock just before `send` (stamped into made_at); latency = the
    client's wall clock when the message comes out of the stream - made_at. Every subscriber must receive
    every prediction (delivered / expected is reported).
@@ -58,7 +59,6 @@ import gc  # noqa: E402
 import json  # noqa: E402
 import multiprocessing  # noqa: E402
 import os  # noqa: E402
-import queue  # noqa: E402
 import random  # noqa: E402
 import resource  # noqa: E402
 import subprocess  # noqa: E402
@@ -94,7 +94,6 @@ FANOUT_PACE = 2.0  # predictions/s in the fan-out runs (each one goes to every s
 CANDLE_PACE = 2.0  # steps/s in the candle run: each closes one 1-minute candle per pair
 FLOOR_BASE = 100  # minutes of the floor server's predictions
 LOAD_PROCESSES = 2
-FANOUT_PROCESSES = 2
 STREAMS_PER_CHANNEL = 50
 T0 = datetime(2025, 7, 1, tzinfo=UTC)
 SERVICE = "cryptopredict.v1.PredictionService"
@@ -462,132 +461,69 @@ def ghz_load(ghz: Path, target: str, server_pid: int, rate: float, duration_s: f
 # ---------------------------------------------------------------- stream subscribers (child processes)
 
 
-def subscribers(target: str, streams: int, offset: int, pairs: list[str], events: Any, stop: Any) -> None:
-    """Runs in a subscriber process: `streams` StreamPredictions calls of `pairs`, STREAMS_PER_CHANNEL
-    to a channel (one HTTP/2 connection).
-
-    Puts ("ready", n) on `events` once every stream has had its first message (so it is subscribed).
-    Each message is kept as it arrives, raw, with the wall time (parsing waits until the end, so the
-    client spends as little as possible while it is measured). When the parent sets `stop`, puts
-    ("result", (records, cpu_s)): a record is (stream, pair, minute, receive time s, made_at s), cpu_s the
-    process's CPU from ready to stop."""
-    asyncio.run(_subscribers(target, streams, offset, pairs, events, stop))
-
-
-async def _subscribers(
-    target: str, streams: int, offset: int, pairs: list[str], events: Any, stop: Any
-) -> None:
-    channels = [grpc.aio.insecure_channel(target) for _ in range(-(-streams // STREAMS_PER_CHANNEL))]
-    request = pb.StreamPredictionsRequest(pairs=pairs, interval_s=INTERVAL_S)
-    # No response deserializer: the messages stay bytes until the end.
-    methods = [
-        channel.unary_stream(STREAM_METHOD, request_serializer=pb.StreamPredictionsRequest.SerializeToString)
-        for channel in channels
-    ]
-    ready = asyncio.Event()
-    subscribed = 0
-    raw: list[tuple[int, float, bytes]] = []
-
-    async def stream(index: int) -> None:
-        nonlocal subscribed
-        call = methods[index % len(methods)](request)
-        first = True
-        try:
-            async for message in call:
-                raw.append((offset + index, time.time(), message))
-                if first:
-                    first = False
-                    subscribed += 1
-                    if subscribed == streams:
-                        ready.set()
-        finally:
-            call.cancel()
-
-    tasks = [asyncio.create_task(stream(i)) for i in range(streams)]
-    await asyncio.wait_for(ready.wait(), 120)
-    pause_gc()
-    events.put(("ready", streams))
-    cpu_started = time.process_time()
-    while not stop.is_set():  # noqa: ASYNC110 - a multiprocessing event has nothing to await
-        await asyncio.sleep(0.02)
-    cpu_s = time.process_time() - cpu_started
-    gc.enable()
-    for task in tasks:
-        task.cancel()
-    await asyncio.gather(*tasks, return_exceptions=True)
-    for channel in channels:
-        await channel.close()
-    t0 = T0.timestamp()
-    records = []
-    for index, received, message in raw:
-        p = pb.StreamPredictionsResponse.FromString(message).prediction
-        minute = int((p.feature_time.seconds - t0) // 60)
-        records.append((index, p.pair, minute, received, p.made_at.seconds + p.made_at.nanos / 1e9))
-    events.put(("result", (records, cpu_s)))
-
-
 @dataclass
 class Subscribers:
-    """Subscriber processes (see `subscribers`), their events queue and stop flag."""
+    """StreamPredictions subscribers in a Go process (infra/go-bench/cmd/stream-subscribers),
+    STREAMS_PER_CHANNEL streams to a connection. A Python subscriber spends more CPU receiving a message
+    than the server spends sending it, on the same 2 cores: it would measure itself more than the server.
 
-    processes: list[multiprocessing.process.BaseProcess]
-    events: Any
-    stop: Any
+    The process reports "ready" once every stream has had its first message (so it is subscribed); it
+    keeps each message raw with the wall time it arrived, and prints them when its stdin closes."""
+
+    process: asyncio.subprocess.Process
     count: int
+    ready_line: asyncio.Task[bytes]
     cpu_s: float = 0.0
 
     @classmethod
-    def start(cls, ctx: Any, target: str, count: int, processes: int, pairs: list[str]) -> Subscribers:
-        events, stop = ctx.Queue(), ctx.Event()
-        shares = [n for n in split(count, processes) if n]
-        offsets = np.cumsum([0, *shares[:-1]]).tolist()
-        procs = [
-            ctx.Process(target=subscribers, args=(target, n, offset, pairs, events, stop), daemon=True)
-            for n, offset in zip(shares, offsets, strict=True)
-        ]
-        for p in procs:
-            p.start()
-        return cls(procs, events, stop, count)
+    async def start(cls, binary: Path, target: str, count: int, pairs: list[str]) -> Subscribers:
+        request = pb.StreamPredictionsRequest(pairs=pairs, interval_s=INTERVAL_S).SerializeToString()
+        process = await asyncio.create_subprocess_exec(
+            str(binary),
+            f"-target={target}",
+            f"-method={STREAM_METHOD}",
+            f"-request={request.hex()}",
+            f"-streams={count}",
+            f"-per-conn={STREAMS_PER_CHANNEL}",
+            stdin=asyncio.subprocess.PIPE,
+            stdout=asyncio.subprocess.PIPE,
+            limit=2**20,
+        )
+        assert process.stdout is not None
+        return cls(process, count, asyncio.create_task(process.stdout.readline()))
 
-    def poll_ready(self) -> int:
-        """Streams newly reported ready (0 when none)."""
-        try:
-            kind, n = self.events.get_nowait()
-        except queue.Empty:
-            if any(not p.is_alive() for p in self.processes):
-                raise RuntimeError("a subscriber process died") from None
-            return 0
-        assert kind == "ready"
-        return int(n)
+    def poll_ready(self) -> bool:
+        """Whether every stream has had its first message; raises when the process ended first."""
+        if self.ready_line.done():
+            if self.ready_line.result() != b"ready\n":
+                raise RuntimeError(f"the subscribers ended before all {self.count} streams were ready")
+            return True
+        if self.process.returncode is not None:
+            raise RuntimeError("the subscriber process died")
+        return False
 
     async def ready(self, timeout_s: float = 180) -> None:
-        deadline = time.monotonic() + timeout_s
-        ready = 0
-        while (ready := ready + self.poll_ready()) < self.count:
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"only {ready} of {self.count} subscribers ready")
-            await asyncio.sleep(0.05)
+        await asyncio.wait_for(asyncio.shield(self.ready_line), timeout_s)
+        self.poll_ready()
 
     async def results(self, timeout_s: float = 120) -> list[tuple[int, str, int, float, float]]:
-        """Stops the streams; every process's records. Their CPU seconds (ready to stop) go to `cpu_s`."""
-        self.stop.set()
-        records: list[tuple[int, str, int, float, float]] = []
-        self.cpu_s = 0.0
-        done = 0
-        deadline = time.monotonic() + timeout_s
-        while done < len(self.processes):
-            try:
-                kind, (value, cpu_s) = self.events.get_nowait()
-                assert kind == "result"
-                records += value
-                self.cpu_s += cpu_s
-                done += 1
-            except queue.Empty:
-                if time.monotonic() > deadline:
-                    raise TimeoutError("subscriber processes did not report") from None
-                await asyncio.sleep(0.05)
-        for p in self.processes:
-            p.join(10)
+        """Stops the streams; a record per message: (stream, pair, minute, receive time s, made_at s).
+        The process's CPU from ready to stop goes to `cpu_s`."""
+        assert self.process.stdin is not None and self.process.stdout is not None
+        self.process.stdin.close()
+        out, _ = await asyncio.wait_for(self.process.communicate(), timeout_s)
+        lines = out.decode().splitlines()
+        if self.process.returncode != 0 or not lines or lines[-1] != "end":
+            raise RuntimeError(f"the subscriber process failed (exit {self.process.returncode})")
+        self.cpu_s = float(lines[0].removeprefix("cpu "))
+        t0 = T0.timestamp()
+        records = []
+        for line in lines[1:-1]:
+            stream, received_ns, message = line.split()
+            p = pb.StreamPredictionsResponse.FromString(bytes.fromhex(message)).prediction
+            minute = int((p.feature_time.seconds - t0) // 60)
+            made_at = p.made_at.seconds + p.made_at.nanos / 1e9
+            records.append((int(stream), p.pair, minute, int(received_ns) / 1e9, made_at))
         return records
 
 
@@ -619,7 +555,7 @@ async def seed_unary(producer: Any, topic: str, target: str) -> None:
 
 
 async def run_fanout(
-    ctx: Any,
+    subscriber_binary: Path,
     producer: Any,
     topic: str,
     target: str,
@@ -633,9 +569,7 @@ async def run_fanout(
     Minutes base.. are this run's; the one at `base` is the snapshot that proves a stream subscribed."""
     await produce_predictions(producer, topic, [make_prediction(FANOUT_PAIR, base, datetime.now(UTC))])
     first, last = base + 1, base + predictions
-    subs = Subscribers.start(
-        ctx, target, count, min(FANOUT_PROCESSES, max(1, count // STREAMS_PER_CHANNEL)), [FANOUT_PAIR]
-    )
+    subs = await Subscribers.start(subscriber_binary, target, count, [FANOUT_PAIR])
     await subs.ready()
     await asyncio.sleep(1)
     meter = CpuMeter(server_pid)
@@ -706,7 +640,13 @@ def ensure_champions(settings: Any, pairs: list[str]) -> list[str]:
 
 
 async def candle_to_client(
-    ctx: Any, settings: Any, prefix: str, target: str, services: Services, steps: int, pace_per_s: float
+    subscriber_binary: Path,
+    settings: Any,
+    prefix: str,
+    target: str,
+    services: Services,
+    steps: int,
+    pace_per_s: float,
 ) -> dict[str, Any]:
     from aiokafka import AIOKafkaConsumer
 
@@ -729,7 +669,7 @@ async def candle_to_client(
     # Event time starts at T0 in every run, so the store rows (upserted by key) stay the same run to run.
     # Step m publishes, for each pair, one trade at minute m+1, 10 s in (past the 5 s grace): it closes
     # the 1-minute window m, which holds the trade of step m-1; the prediction's feature_time is minute m.
-    subs = Subscribers.start(ctx, target, 1, 1, CANDLE_PAIRS)
+    subs = await Subscribers.start(subscriber_binary, target, 1, CANDLE_PAIRS)
     candles_consumer = AIOKafkaConsumer(
         topic_name(CANDLES, prefix),
         bootstrap_servers=settings.kafka.bootstrap_servers,
@@ -899,6 +839,7 @@ async def run_floor(
     duration_s: float,
     fanout: tuple[int, int, float],
     ghz: Path,
+    subscriber_binary: Path,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The unary loads and one fan-out against `floor_server`, with the clients of the real runs."""
     subscribers, predictions, pace_per_s = fanout
@@ -922,7 +863,7 @@ async def run_floor(
             report_unary("floor", unary[-1])
         unary.append(await asyncio.to_thread(ghz_load, ghz, target, process.pid, HEADLINE_RATE, duration_s))
         report_unary("floor", unary[-1])
-        subs = Subscribers.start(ctx, target, subscribers, FANOUT_PROCESSES, [FANOUT_PAIR])
+        subs = await Subscribers.start(subscriber_binary, target, subscribers, [FANOUT_PAIR])
         await subs.ready()
         meter = CpuMeter(process.pid)
         await asyncio.sleep(1 + predictions / pace_per_s + DRAIN_S)
@@ -990,7 +931,8 @@ async def main() -> None:
     from cryptopredict.topics import PREDICTIONS, topic_name
 
     settings = get_settings()
-    ghz = install_go_tools(settings.local_dir.resolve() / "bin", ["ghz"])["ghz"]
+    go_tools = install_go_tools(settings.local_dir.resolve() / "bin", ["ghz", "stream-subscribers"])
+    ghz, subscriber_binary = go_tools["ghz"], go_tools["stream-subscribers"]
     ctx = multiprocessing.get_context("spawn")
     run = uuid.uuid4().hex[:6]
     prefix = f"bench-grpc-{run}-"
@@ -1047,7 +989,15 @@ async def main() -> None:
         for count in fanout_counts if "fanout" in phases else []:
             fanout.append(
                 await run_fanout(
-                    ctx, producer, topic, target, server_pid, count, fanout_predictions, FANOUT_PACE, base
+                    subscriber_binary,
+                    producer,
+                    topic,
+                    target,
+                    server_pid,
+                    count,
+                    fanout_predictions,
+                    FANOUT_PACE,
+                    base,
                 )
             )
             base += fanout_predictions + 10
@@ -1055,7 +1005,7 @@ async def main() -> None:
             services.check()
         if "candle" in phases:
             candle = await candle_to_client(
-                ctx,
+                subscriber_binary,
                 settings,
                 prefix,
                 target,
@@ -1078,7 +1028,12 @@ async def main() -> None:
     if "floor" in phases:
         floor_loads = [load for load in loads if load[0] != "open" or load[3] == HEADLINE_RATE]
         floor = await run_floor(
-            ctx, floor_loads, duration, (SUBSCRIBERS, fanout_predictions, FANOUT_PACE), ghz
+            ctx,
+            floor_loads,
+            duration,
+            (SUBSCRIBERS, fanout_predictions, FANOUT_PACE),
+            ghz,
+            subscriber_binary,
         )
 
     if phases == set(PHASES) and server_root == ROOT:
@@ -1200,13 +1155,15 @@ one (CPU columns): each call finds the processes idle and waits for their thread
 {unary_rows}
 
 **StreamPredictions fan-out.** N streams subscribe to one pair ({STREAMS_PER_CHANNEL} streams share a
-channel; the streams are spread over up to {FANOUT_PROCESSES} client processes); once every stream has
+connection; the streams are a Go process's, `stream-subscribers` from infra/go-bench); once every stream has
 its first message (the hub's snapshot), {figs_predictions(fanout)} new predictions of the pair are
 produced to Kafka, {FANOUT_PACE:g} a second. Publication = the producer's wall clock just before
 `send`, written into made_at; latency = the client's wall clock when the message comes out of the
 stream - made_at (one clock: same machine). It covers the Kafka produce, the server's consumer, the hub,
-gRPC and the client. Clients keep the raw messages and parse them after the run, so they spend as little
-as possible while measured. delivered / expected counts (stream, prediction) pairs: every subscriber must
+gRPC and the client. The subscribers keep the raw messages and parse them after the run, so they spend
+as little as possible while measured; they are Go because Python subscribers (earlier runs: 2 processes
+of 500 streams) spent about 68 ms of CPU receiving each prediction on 1,000 streams, more than the
+server's sending, on the same 2 cores. delivered / expected counts (stream, prediction) pairs: every subscriber must
 receive every prediction exactly once.
 
 | server | subscribers | delivered / expected | p50 (ms) | p95 (ms) | p99 (ms) | max (ms) | server CPU (ms/prediction) | subscribers' CPU (ms/prediction) | rest of the machine (cores) |

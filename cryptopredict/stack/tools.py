@@ -1,5 +1,5 @@
 """Go tools built with `go install` from pinned modules: grpcurl and tctl for the stack (infra/go-tools),
-the ghz load generator for bench/ (infra/go-bench)."""
+the ghz load generator and the stream subscribers for bench/ (infra/go-bench)."""
 
 from __future__ import annotations
 
@@ -19,6 +19,7 @@ GO_TOOLS: dict[str, tuple[Path, str]] = {
     "grpcurl": (REPO_ROOT / "infra" / "go-tools", "github.com/fullstorydev/grpcurl/cmd/grpcurl"),
     "tctl": (REPO_ROOT / "infra" / "go-tools", "github.com/temporalio/tctl/cmd/tctl"),
     "ghz": (REPO_ROOT / "infra" / "go-bench", "github.com/bojand/ghz/cmd/ghz"),
+    "stream-subscribers": (REPO_ROOT / "infra" / "go-bench", "cryptopredict/bench/cmd/stream-subscribers"),
 }
 STACK_TOOLS = ("grpcurl", "tctl")
 

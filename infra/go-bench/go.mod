@@ -2,7 +2,11 @@ module cryptopredict/bench
 
 go 1.24
 
-require github.com/bojand/ghz v0.120.0
+require (
+	github.com/bojand/ghz v0.120.0
+	google.golang.org/grpc v1.56.3
+	google.golang.org/protobuf v1.33.0
+)
 
 require (
 	cloud.google.com/go/compute v1.20.1 // indirect
@@ -50,7 +54,5 @@ require (
 	google.golang.org/genproto v0.0.0-20230530153820-e85fd2cbaebc // indirect
 	google.golang.org/genproto/googleapis/api v0.0.0-20230530153820-e85fd2cbaebc // indirect
 	google.golang.org/genproto/googleapis/rpc v0.0.0-20230530153820-e85fd2cbaebc // indirect
-	google.golang.org/grpc v1.56.3 // indirect
-	google.golang.org/protobuf v1.33.0 // indirect
 	gopkg.in/yaml.v2 v2.4.0 // indirect
 )
