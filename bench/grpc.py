@@ -186,17 +186,17 @@ def others(cpu: dict[str, float], clients_s: float) -> float:
 
 
 class CpuMeter:
-    """CPU seconds used by one process (all its threads) and the share of the machine busy, since start."""
+    """CPU seconds used by the serving processes (all their threads: the server, and the edge in front
+    of it when there is one) and the share of the machine busy, since start."""
 
-    def __init__(self, pid: int) -> None:
-        self.process = psutil.Process(pid)
+    def __init__(self, *pids: int) -> None:
+        self.processes = [psutil.Process(pid) for pid in pids]
         self.wall = time.perf_counter()
         self.server = self._process_s()
         self.machine = psutil.cpu_times()
 
     def _process_s(self) -> float:
-        times = self.process.cpu_times()
-        return times.user + times.system
+        return sum(times.user + times.system for times in (p.cpu_times() for p in self.processes))
 
     def read(self) -> dict[str, float]:
         machine = psutil.cpu_times()
@@ -219,12 +219,14 @@ class Services:
     root: Path = ROOT
     processes: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
 
-    def start(self, name: str, *args: str, extra_env: dict[str, str] | None = None) -> None:
+    def start(
+        self, name: str, *args: str, extra_env: dict[str, str] | None = None, program: str = sys.executable
+    ) -> None:
         self.log_dir.mkdir(parents=True, exist_ok=True)
         env = self.env | {"PYTHONPATH": f"{self.root}{os.pathsep}{ROOT}"} | (extra_env or {})
         with (self.log_dir / f"bench-grpc-{name}.log").open("wb") as log:
             self.processes[name] = subprocess.Popen(
-                [sys.executable, *args], cwd=self.root, env=env, stdout=log, stderr=subprocess.STDOUT
+                [program, *args], cwd=self.root, env=env, stdout=log, stderr=subprocess.STDOUT
             )
 
     def check(self) -> None:
@@ -559,7 +561,7 @@ async def run_fanout(
     producer: Any,
     topic: str,
     target: str,
-    server_pid: int,
+    serving_pids: list[int],
     count: int,
     predictions: int,
     pace_per_s: float,
@@ -572,7 +574,7 @@ async def run_fanout(
     subs = await Subscribers.start(subscriber_binary, target, count, [FANOUT_PAIR])
     await subs.ready()
     await asyncio.sleep(1)
-    meter = CpuMeter(server_pid)
+    meter = CpuMeter(*serving_pids)
     started = time.perf_counter()
     for i, minute in enumerate(range(first, last + 1)):
         delay = started + i / pace_per_s - time.perf_counter()
@@ -608,6 +610,27 @@ def fanout_result(
         "others": others(cpu, subscribers_cpu_s),
         "lat": summary(latencies),
     }
+
+
+DIRECT = "service"  # subscribers on the Python server itself
+EDGE = "service via stream edge"  # subscribers on the stream edge in front of it (the headline)
+
+
+def start_edge(services: Services, settings: Any, server_port: int, binary: Path) -> str:
+    """The stream edge (grpc_server/edge.py) in front of the bench's server; returns its target."""
+    from grpc_server.edge import edge_command
+
+    edge_settings = settings.model_copy(
+        update={
+            "grpc": settings.grpc.model_copy(
+                update={"host": "127.0.0.1", "port": server_port, "edge_port": free_port()}
+            ),
+            "metrics": settings.metrics.model_copy(update={"edge_port": -1}),
+        }
+    )
+    command, _ = edge_command(edge_settings, binary)  # its environment only adds a token: none here
+    services.start("edge", *command[1:], program=command[0])
+    return f"127.0.0.1:{edge_settings.grpc.edge_port}"
 
 
 # ---------------------------------------------------------------- candle to client
@@ -931,7 +954,9 @@ async def main() -> None:
     from cryptopredict.topics import PREDICTIONS, topic_name
 
     settings = get_settings()
-    go_tools = install_go_tools(settings.local_dir.resolve() / "bin", ["ghz", "stream-subscribers"])
+    go_tools = install_go_tools(
+        settings.local_dir.resolve() / "bin", ["ghz", "stream-subscribers", "stream-edge"]
+    )
     ghz, subscriber_binary = go_tools["ghz"], go_tools["stream-subscribers"]
     ctx = multiprocessing.get_context("spawn")
     run = uuid.uuid4().hex[:6]
@@ -963,6 +988,7 @@ async def main() -> None:
     loads = [("sequential", 1, 1, 0.0), ("closed", CLIENTS, LOAD_PROCESSES, 0.0)]
     loads += [("open", CLIENTS, LOAD_PROCESSES, rate) for rate in rates]
     fanout_counts = [1, SUBSCRIBERS] if args.quick else [1, 100, SUBSCRIBERS]
+    edge_counts = [SUBSCRIBERS] if args.quick else [1, 100, SUBSCRIBERS]
     fanout_predictions = 20 if args.quick else 60
     unary: list[dict[str, Any]] = []
     fanout: list[dict[str, Any]] = []
@@ -993,15 +1019,38 @@ async def main() -> None:
                     producer,
                     topic,
                     target,
-                    server_pid,
+                    [server_pid],
                     count,
                     fanout_predictions,
                     FANOUT_PACE,
                     base,
                 )
+                | {"server": DIRECT}
             )
             base += fanout_predictions + 10
-            report_fanout("service", fanout[-1])
+            report_fanout(DIRECT, fanout[-1])
+            services.check()
+        if "fanout" in phases:
+            # Started after the direct runs, so that those measure the server with no edge following it.
+            edge_target = start_edge(services, settings, port, go_tools["stream-edge"])
+            await wait_serving(edge_target, services)
+        for count in edge_counts if "fanout" in phases else []:
+            fanout.append(
+                await run_fanout(
+                    subscriber_binary,
+                    producer,
+                    topic,
+                    edge_target,
+                    [server_pid, services.processes["edge"].pid],
+                    count,
+                    fanout_predictions,
+                    FANOUT_PACE,
+                    base,
+                )
+                | {"server": EDGE}
+            )
+            base += fanout_predictions + 10
+            report_fanout(EDGE, fanout[-1])
             services.check()
         if "candle" in phases:
             candle = await candle_to_client(
@@ -1047,7 +1096,7 @@ def figures(
     unary: list[dict[str, Any]], fanout: list[dict[str, Any]], candle: dict[str, Any] | None
 ) -> dict[str, Any]:
     headline = next((r for r in unary if r["mode"] == GHZ_MODE), None)
-    big = next((r for r in fanout if r["subscribers"] == SUBSCRIBERS), None)
+    big = next((r for r in fanout if r["subscribers"] == SUBSCRIBERS and r["server"] == EDGE), None)
     return {
         "unary_p50_ms": round(headline["lat"]["p50"], 3) if headline else None,
         "unary_p99_ms": round(headline["lat"]["p99"], 3) if headline else None,
@@ -1099,7 +1148,7 @@ def write_report(
         [unary_row("service", r) for r in unary] + [unary_row("bare gRPC floor", r) for r in floor_unary]
     )
     fanout_rows = "\n".join(
-        [fanout_row("service", r) for r in fanout] + [fanout_row("bare gRPC floor", floor_fanout)]
+        [fanout_row(r["server"], r) for r in fanout] + [fanout_row("bare gRPC floor", floor_fanout)]
     )
     targets = [
         ("GetLatestPrediction p50, 100 clients (1,000 req/s, ghz)", "unary_p50_ms"),

@@ -500,6 +500,17 @@ def serve() -> None:
     os.execv(sys.executable, [sys.executable, "-m", "grpc_server"])
 
 
+@app.command()
+def edge() -> None:
+    """Run the stream edge (Go, built on first use) in front of the gRPC server: StreamPredictions for
+    many subscribers on grpc.edge_port, every other call relayed to the server."""
+    from grpc_server.edge import edge_binary, edge_command
+
+    settings = get_settings()
+    args, env = edge_command(settings, edge_binary(settings))
+    os.execve(args[0], args, env)
+
+
 @app.command("tls-cert")
 def tls_cert(
     directory: Annotated[Path, typer.Option(help="where server.crt and server.key are written")] = Path(

@@ -160,6 +160,8 @@ class KrakenSettings(BaseModel):
 class GrpcSettings(BaseModel):
     host: str = "127.0.0.1"
     port: int = 50051
+    # The stream edge (grpc_server/edge.py): StreamPredictions for many subscribers, the rest relayed.
+    edge_port: int = 50052
     # Bearer tokens the server accepts in `authorization: Bearer <token>`; empty turns authentication off.
     # Health checks stay open, for probes. A secret: set it in the environment or .env, not in code.
     tokens: list[SecretStr] = Field(default_factory=list)
@@ -188,6 +190,7 @@ class MetricsSettings(BaseModel):
     stream_port: int = 9102  # the Faust worker
     worker_port: int = 9103  # Temporal workers: the SDK runtime's endpoint, ours included
     grpc_port: int = 9104
+    edge_port: int = 9105  # the stream edge
     # The local Prometheus the stack starts, scraping the ports above.
     prometheus_port: int = 9090
 

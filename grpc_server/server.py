@@ -152,6 +152,9 @@ class PredictionService(pb_grpc.PredictionServiceServicer):
         ending = "CANCELLED"  # what grpc does to this generator when the client goes away
         # grpc cancels this generator when the client goes away; finally runs on that path too.
         try:
+            # Headers now, not with the first prediction: they tell a client (the stream edge among them)
+            # that the request was accepted, even before there is anything to send.
+            await context.send_initial_metadata(())
             while (published := await subscription.get()) is not None:
                 yield published.wire  # the encoded response (see PRE_ENCODED)
             ending = "UNAVAILABLE"
@@ -363,12 +366,12 @@ class RunningServer:
     auth: BearerTokenAuth | None
 
 
-def _bind_address(host: str, port: int) -> str:
+def bind_address(host: str, port: int) -> str:
     return f"[{host}]:{port}" if ":" in host and not host.startswith("[") else f"{host}:{port}"
 
 
 def _add_port(server: grpc.aio.Server, settings: GrpcSettings) -> int:
-    address = _bind_address(settings.host, settings.port)
+    address = bind_address(settings.host, settings.port)
     if settings.tls_cert_file is None or settings.tls_key_file is None:
         port = server.add_insecure_port(address)
     else:

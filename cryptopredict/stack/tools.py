@@ -1,5 +1,6 @@
-"""Go tools built with `go install` from pinned modules: grpcurl and tctl for the stack (infra/go-tools),
-the ghz load generator and the stream subscribers for bench/ (infra/go-bench)."""
+"""Go programs built with `go install` from pinned modules: grpcurl and tctl for the stack (infra/go-tools),
+the stream edge (infra/stream-edge), the ghz load generator and the stream subscribers for bench/
+(infra/go-bench)."""
 
 from __future__ import annotations
 
@@ -20,14 +21,16 @@ GO_TOOLS: dict[str, tuple[Path, str]] = {
     "tctl": (REPO_ROOT / "infra" / "go-tools", "github.com/temporalio/tctl/cmd/tctl"),
     "ghz": (REPO_ROOT / "infra" / "go-bench", "github.com/bojand/ghz/cmd/ghz"),
     "stream-subscribers": (REPO_ROOT / "infra" / "go-bench", "cryptopredict/bench/cmd/stream-subscribers"),
+    "stream-edge": (REPO_ROOT / "infra" / "stream-edge", "cryptopredict/stream-edge"),
 }
 STACK_TOOLS = ("grpcurl", "tctl")
 
 
 def install_go_tools(bin_dir: Path, names: Iterable[str] = STACK_TOOLS) -> dict[str, Path]:
-    """The named tools in `bin_dir`, built where missing."""
+    """The named tools in `bin_dir`, built where missing or out of date."""
+    bin_dir = bin_dir.resolve()  # go install wants an absolute GOBIN
     binaries = {name: bin_dir / name for name in names}
-    missing = [name for name, path in binaries.items() if not path.exists()]
+    missing = [name for name, path in binaries.items() if _stale(path, GO_TOOLS[name][0])]
     if not missing:
         return binaries
     go = find_cmd([Path("/usr/local/go/bin/go")], "go")
@@ -41,4 +44,14 @@ def install_go_tools(bin_dir: Path, names: Iterable[str] = STACK_TOOLS) -> dict[
         )
         if result.returncode != 0:
             raise StackError(f"go install failed:\n{result.stdout}\n{result.stderr}")
+    for name in missing:  # go install leaves a binary that is already up to date untouched
+        binaries[name].touch()
     return binaries
+
+
+def _stale(binary: Path, module_dir: Path) -> bool:
+    """Missing, or older than a file of its module (a changed pin or our own Go source)."""
+    if not binary.exists():
+        return True
+    built = binary.stat().st_mtime
+    return any(f.stat().st_mtime > built for f in module_dir.rglob("*") if f.is_file())

@@ -1,0 +1,158 @@
+package main
+
+import (
+	"errors"
+	"fmt"
+
+	"google.golang.org/protobuf/encoding/protowire"
+)
+
+// The few fields of protos/cryptopredict/v1/predictions.proto the edge reads. It never decodes or
+// re-encodes a whole message: predictions pass through as the upstream server encoded them.
+const (
+	requestPairs    = 1 // StreamPredictionsRequest.pairs
+	requestInterval = 2 // StreamPredictionsRequest.interval_s
+	requestHorizon  = 3 // StreamPredictionsRequest.horizon_s
+
+	responsePrediction = 1 // StreamPredictionsResponse.prediction
+
+	predictionPair        = 1
+	predictionInterval    = 2
+	predictionHorizon     = 3
+	predictionMadeAt      = 4
+	predictionFeatureTime = 5
+
+	timestampSeconds = 1
+	timestampNanos   = 2
+)
+
+// key is what the upstream keeps one latest prediction of: (pair, interval_s, horizon_s).
+type key struct {
+	pair     string
+	interval int64
+	horizon  int64
+}
+
+// filter is a StreamPredictionsRequest: empty pairs, zero interval or zero horizon mean "any".
+type filter struct {
+	pairs    map[string]bool
+	interval int64
+	horizon  int64
+}
+
+func (f filter) wants(k key) bool {
+	return (len(f.pairs) == 0 || f.pairs[k.pair]) &&
+		(f.interval == 0 || f.interval == k.interval) &&
+		(f.horizon == 0 || f.horizon == k.horizon)
+}
+
+// prediction is one StreamPredictionsResponse as received, with what the hub orders it by.
+type prediction struct {
+	key         key
+	featureTime int64 // unix ns: the newest candle wins...
+	madeAt      int64 // ...and for the same candle, the newest forecast
+	wire        []byte
+}
+
+func (p prediction) newerThan(q prediction) bool {
+	if p.featureTime != q.featureTime {
+		return p.featureTime > q.featureTime
+	}
+	return p.madeAt > q.madeAt
+}
+
+// fields calls visit for each field of message b, with the field's value for bytes and varints.
+func fields(b []byte, visit func(num protowire.Number, typ protowire.Type, value []byte, varint uint64) error) error {
+	for len(b) > 0 {
+		num, typ, n := protowire.ConsumeTag(b)
+		if n < 0 {
+			return protowire.ParseError(n)
+		}
+		b = b[n:]
+		var value []byte
+		var varint uint64
+		switch typ {
+		case protowire.BytesType:
+			value, n = protowire.ConsumeBytes(b)
+		case protowire.VarintType:
+			varint, n = protowire.ConsumeVarint(b)
+		default:
+			n = protowire.ConsumeFieldValue(num, typ, b)
+		}
+		if n < 0 {
+			return protowire.ParseError(n)
+		}
+		b = b[n:]
+		if err := visit(num, typ, value, varint); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+func parseRequest(b []byte) (filter, error) {
+	f := filter{pairs: map[string]bool{}}
+	err := fields(b, func(num protowire.Number, typ protowire.Type, value []byte, varint uint64) error {
+		switch {
+		case num == requestPairs && typ == protowire.BytesType:
+			f.pairs[string(value)] = true
+		case num == requestInterval && typ == protowire.VarintType:
+			f.interval = int64(varint)
+		case num == requestHorizon && typ == protowire.VarintType:
+			f.horizon = int64(varint)
+		}
+		return nil
+	})
+	return f, err
+}
+
+func parseTimestamp(b []byte) (int64, error) {
+	var seconds, nanos int64
+	err := fields(b, func(num protowire.Number, typ protowire.Type, _ []byte, varint uint64) error {
+		switch {
+		case num == timestampSeconds && typ == protowire.VarintType:
+			seconds = int64(varint)
+		case num == timestampNanos && typ == protowire.VarintType:
+			nanos = int64(varint)
+		}
+		return nil
+	})
+	return seconds*1_000_000_000 + nanos, err
+}
+
+func parseResponse(wire []byte) (prediction, error) {
+	p := prediction{wire: wire}
+	var body []byte
+	err := fields(wire, func(num protowire.Number, typ protowire.Type, value []byte, _ uint64) error {
+		if num == responsePrediction && typ == protowire.BytesType {
+			body = value
+		}
+		return nil
+	})
+	if err != nil {
+		return p, err
+	}
+	if body == nil {
+		return p, errors.New("response without a prediction")
+	}
+	err = fields(body, func(num protowire.Number, typ protowire.Type, value []byte, varint uint64) error {
+		var err error
+		switch {
+		case num == predictionPair && typ == protowire.BytesType:
+			p.key.pair = string(value)
+		case num == predictionInterval && typ == protowire.VarintType:
+			p.key.interval = int64(varint)
+		case num == predictionHorizon && typ == protowire.VarintType:
+			p.key.horizon = int64(varint)
+		case num == predictionMadeAt && typ == protowire.BytesType:
+			p.madeAt, err = parseTimestamp(value)
+		case num == predictionFeatureTime && typ == protowire.BytesType:
+			p.featureTime, err = parseTimestamp(value)
+		}
+		return err
+	})
+	if err == nil && p.key.pair == "" {
+		err = fmt.Errorf("prediction without a pair")
+	}
+	return p, err
+}

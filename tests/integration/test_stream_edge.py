@@ -1,0 +1,294 @@
+"""The stream edge (infra/stream-edge, Go) in front of the real gRPC server: it serves StreamPredictions
+from its own fan-out, as the server would, and relays everything else.
+
+The server runs in this process with the hub fed directly (consume=False); the edge is the real binary,
+built by the project's own Go tool installer, in a child process.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import subprocess
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import grpc
+import httpx
+import pytest
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from test_grpc_server import T0, local_settings, make_prediction, wait_until
+
+from cryptopredict.demo import free_port
+from cryptopredict.settings import MetricsSettings, Settings
+from cryptopredict.tls import write_self_signed
+from grpc_server.client import PLAINTEXT, Credentials, get_latest_prediction, stream_predictions
+from grpc_server.convert import prediction_from_proto
+from grpc_server.edge import edge_binary, edge_command
+from grpc_server.hub import PredictionHub
+from grpc_server.pb import predictions_pb2 as pb
+from grpc_server.pb import predictions_pb2_grpc as pb_grpc
+from grpc_server.server import SERVICE_NAME, RunningServer, start_server
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
+
+TOKEN = "edge-s3cret"
+
+
+@dataclass
+class Edge:
+    process: asyncio.subprocess.Process
+    target: str
+    metrics_url: str
+    log: Path
+
+    async def metric(self, name: str) -> float:
+        async with httpx.AsyncClient() as client:
+            text = (await client.get(self.metrics_url, timeout=5)).text
+        return float(next(line.split()[1] for line in text.splitlines() if line.startswith(f"{name} ")))
+
+
+async def edge_serving(target: str, credentials: Credentials) -> bool:
+    async with credentials.channel(target) as channel:
+        try:
+            response = await health_pb2_grpc.HealthStub(channel).Check(
+                health_pb2.HealthCheckRequest(), timeout=2
+            )
+        except grpc.aio.AioRpcError:
+            return False
+    return response.status == health_pb2.HealthCheckResponse.SERVING
+
+
+async def wait_for_health(
+    target: str,
+    serving: bool,
+    timeout: float,  # noqa: ASYNC109
+    credentials: Credentials = PLAINTEXT,
+) -> None:
+    # Polling: health is the edge's own state, observable only by asking.
+    async with asyncio.timeout(timeout):
+        while await edge_serving(target, credentials) != serving:  # noqa: ASYNC110
+            await asyncio.sleep(0.05)
+
+
+@contextlib.asynccontextmanager
+async def running_edge(settings: Settings, tmp_path: Path) -> AsyncIterator[Edge]:
+    """The edge for `settings` (whose grpc.port is the running server's), serving once it follows it."""
+    metrics_port = free_port()
+    settings = settings.model_copy(
+        update={
+            "grpc": settings.grpc.model_copy(update={"edge_port": free_port()}),
+            "metrics": MetricsSettings(host="127.0.0.1", edge_port=metrics_port),
+        }
+    )
+    args, env = edge_command(settings, await asyncio.to_thread(edge_binary, settings))
+    log = tmp_path / "edge.log"
+    with log.open("wb") as out:
+        process = await asyncio.create_subprocess_exec(*args, env=env, stdout=out, stderr=subprocess.STDOUT)
+    edge = Edge(
+        process, f"127.0.0.1:{settings.grpc.edge_port}", f"http://127.0.0.1:{metrics_port}/metrics", log
+    )
+    try:
+        await wait_for_health(edge.target, True, 30, Credentials.from_settings(settings.grpc))
+        yield edge
+    finally:
+        if process.returncode is None:
+            process.terminate()
+        await asyncio.wait_for(process.wait(), 15)
+
+
+@pytest.fixture
+async def server() -> AsyncIterator[RunningServer]:
+    async with start_server(local_settings(), PredictionHub(), consume=False, grace=0.5) as running:
+        yield running
+
+
+def with_port(settings: Settings, port: int) -> Settings:
+    return settings.model_copy(update={"grpc": settings.grpc.model_copy(update={"port": port})})
+
+
+def minute_of(response: pb.StreamPredictionsResponse) -> int:
+    return int((response.prediction.feature_time.ToDatetime().timestamp() - T0.timestamp()) // 60)
+
+
+async def test_edge_streams_the_latest_then_live_predictions(server: RunningServer, tmp_path: Path) -> None:
+    hub = server.hub
+    hub.publish(make_prediction("BTC/USD", minute=0))
+    hub.publish(make_prediction("BTC/USD", minute=1))  # replaces minute 0 as the latest
+    hub.publish(make_prediction("ETH/USD", minute=1))  # another pair: not requested
+    hub.publish(make_prediction("BTC/USD", minute=1, interval_s=300))  # another interval
+    async with running_edge(with_port(local_settings(), server.port), tmp_path) as edge:
+        async with grpc.aio.insecure_channel(edge.target) as channel:
+            call = pb_grpc.PredictionServiceStub(channel).StreamPredictions(
+                pb.StreamPredictionsRequest(pairs=["BTC/USD"], interval_s=60), timeout=30
+            )
+            first = await call.read()  # the snapshot: the edge has subscribed this stream
+            assert await edge.metric("cryptopredict_edge_subscribers") == 1
+            for minute in (2, 3):
+                hub.publish(make_prediction("ETH/USD", minute=minute))
+                hub.publish(make_prediction("BTC/USD", minute=minute))
+            received = [first, await call.read(), await call.read()]
+            call.cancel()
+        assert [prediction_from_proto(r.prediction) for r in received] == [
+            make_prediction("BTC/USD", minute=m) for m in (1, 2, 3)
+        ]
+        # The whole stream, every pair and interval, through the edge as through the server.
+        everything = await stream_predictions(edge.target, [], 0, limit=3, timeout=10)
+        direct = await stream_predictions(f"127.0.0.1:{server.port}", [], 0, limit=3, timeout=10)
+        assert everything == direct
+        await wait_until(lambda: hub.subscriber_count == 1)  # the edge's own stream only
+
+
+async def test_edge_refuses_what_the_server_refuses_with_its_status(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    async with running_edge(with_port(local_settings(), server.port), tmp_path) as edge:
+        for request in (
+            pb.StreamPredictionsRequest(pairs=["BTCUSD"]),  # malformed pair
+            pb.StreamPredictionsRequest(pairs=["DOGE/USD"]),  # not served
+            pb.StreamPredictionsRequest(pairs=["BTC/USD"], interval_s=7),  # unknown interval
+        ):
+            errors = []
+            for target in (f"127.0.0.1:{server.port}", edge.target):
+                async with grpc.aio.insecure_channel(target) as channel:
+                    call = pb_grpc.PredictionServiceStub(channel).StreamPredictions(request, timeout=30)
+                    with pytest.raises(grpc.aio.AioRpcError) as error:
+                        await call.read()
+                errors.append((error.value.code(), error.value.details()))
+            assert errors[0][0] == grpc.StatusCode.INVALID_ARGUMENT
+            assert errors[1] == errors[0]
+        # A message the edge cannot parse never reaches the server.
+        async with grpc.aio.insecure_channel(edge.target) as channel:
+            raw = channel.unary_stream(f"/{SERVICE_NAME}/StreamPredictions")
+            with pytest.raises(grpc.aio.AioRpcError) as error:
+                await raw(b"\xff\xff", timeout=10).read()
+        assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        assert "malformed" in error.value.details()
+        assert edge.process.returncode is None
+
+
+async def test_edge_relays_every_other_method(server: RunningServer, tmp_path: Path) -> None:
+    server.hub.publish(make_prediction("BTC/USD", minute=4))
+    async with running_edge(with_port(local_settings(), server.port), tmp_path) as edge:
+        latest = await get_latest_prediction(edge.target, "BTC/USD", 60, 60)
+        assert latest == make_prediction("BTC/USD", minute=4)
+        assert await get_latest_prediction(edge.target, "ETH/USD", 60, 60) is None  # NOT_FOUND
+        with pytest.raises(grpc.aio.AioRpcError) as invalid:
+            await get_latest_prediction(edge.target, "BTCUSD", 60, 60)
+        assert invalid.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+        # A bidirectional stream: reflection, as grpcurl uses it.
+        async with grpc.aio.insecure_channel(edge.target) as channel:
+            reflection = reflection_pb2_grpc.ServerReflectionStub(channel).ServerReflectionInfo(
+                iter([reflection_pb2.ServerReflectionRequest(list_services="")])
+            )
+            services = [s.name async for r in reflection for s in r.list_services_response.service]
+        assert SERVICE_NAME in services
+
+
+async def test_edge_passes_tokens_and_serves_tls(tmp_path: Path) -> None:
+    cert, key = write_self_signed(tmp_path)
+    settings = local_settings(tokens=[TOKEN], tls_cert_file=str(cert), tls_key_file=str(key))
+    async with start_server(settings, PredictionHub(), consume=False, grace=0.5) as running:
+        running.hub.publish(make_prediction())
+        settings = with_port(settings, running.port)
+        async with running_edge(settings, tmp_path) as edge:  # follows the server with the token, over TLS
+            tls_only = Credentials(root_certificates=cert.read_bytes())
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stream_predictions(
+                    edge.target, ["BTC/USD"], 60, limit=1, timeout=10, credentials=tls_only
+                )
+            assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            assert "bearer token" in refused.value.details()
+            with pytest.raises(grpc.aio.AioRpcError) as refused_unary:
+                await get_latest_prediction(edge.target, "BTC/USD", 60, 60, credentials=tls_only)
+            assert refused_unary.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            full = Credentials(root_certificates=cert.read_bytes(), token=TOKEN)
+            streamed = await stream_predictions(
+                edge.target, ["BTC/USD"], 60, limit=1, timeout=10, credentials=full
+            )
+            assert streamed == [make_prediction()]
+            # Plaintext against the edge's TLS port cannot even connect.
+            with pytest.raises(grpc.aio.AioRpcError) as plaintext:
+                await stream_predictions(edge.target, ["BTC/USD"], 60, limit=1, timeout=3)
+            assert plaintext.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_a_slow_subscriber_drops_its_oldest_without_delaying_a_fast_one(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    hub = server.hub
+    hub.publish(make_prediction(minute=0))
+    async with running_edge(with_port(local_settings(), server.port), tmp_path) as edge:
+        async with (
+            # No BDP probing: the slow client's HTTP/2 window stays at 64 KiB instead of growing to MiBs.
+            grpc.aio.insecure_channel(edge.target, options=[("grpc.http2.bdp_probe", 0)]) as slow_channel,
+            grpc.aio.insecure_channel(edge.target) as fast_channel,
+        ):
+            request = pb.StreamPredictionsRequest(pairs=["BTC/USD"], interval_s=60)
+            slow = pb_grpc.PredictionServiceStub(slow_channel).StreamPredictions(request, timeout=30)
+            fast = pb_grpc.PredictionServiceStub(fast_channel).StreamPredictions(request, timeout=30)
+            assert minute_of(await slow.read()) == 0  # subscribed; it reads nothing more until the end
+            assert minute_of(await fast.read()) == 0
+            last = 4000  # far more than the slow stream's queue and HTTP/2 window hold
+            fast_minutes: list[int] = []
+
+            async def read_fast() -> None:
+                while not fast_minutes or fast_minutes[-1] < last:
+                    fast_minutes.append(minute_of(await fast.read()))
+
+            reader = asyncio.create_task(read_fast())
+            for minute in range(1, last + 1):
+                hub.publish(make_prediction(minute=minute))
+                if minute % 10 == 0:
+                    await asyncio.sleep(0.005)  # let the server's stream to the edge keep up
+            await asyncio.wait_for(reader, 30)
+            assert fast_minutes == sorted(fast_minutes)
+            dropped = await edge.metric("cryptopredict_edge_dropped_total")
+            assert dropped > 0
+            # Then the slow client catches up: it ends at the newest, without what was dropped for it.
+            slow_minutes: list[int] = []
+            while not slow_minutes or slow_minutes[-1] < last:
+                slow_minutes.append(minute_of(await slow.read()))
+            assert slow_minutes == sorted(slow_minutes)
+            assert len(slow_minutes) <= last - dropped
+            slow.cancel()
+            fast.cancel()
+
+
+async def test_edge_drains_streams_at_shutdown(server: RunningServer, tmp_path: Path) -> None:
+    server.hub.publish(make_prediction())
+    async with running_edge(with_port(local_settings(), server.port), tmp_path) as edge:
+        async with grpc.aio.insecure_channel(edge.target) as channel:
+            call = pb_grpc.PredictionServiceStub(channel).StreamPredictions(
+                pb.StreamPredictionsRequest(), timeout=30
+            )
+            assert minute_of(await call.read()) == 0
+            edge.process.send_signal(signal.SIGTERM)
+            with pytest.raises(grpc.aio.AioRpcError) as ended:
+                await asyncio.wait_for(call.read(), 15)
+        assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
+        assert "reconnect" in ended.value.details()
+        assert await asyncio.wait_for(edge.process.wait(), 15) == 0
+
+
+async def test_edge_follows_the_server_again_after_it_restarts(tmp_path: Path) -> None:
+    settings = local_settings(port=free_port())
+    async with contextlib.AsyncExitStack() as first_server:
+        first = await first_server.enter_async_context(
+            start_server(settings, PredictionHub(), consume=False, grace=0.5)
+        )
+        first.hub.publish(make_prediction(minute=0))
+        async with running_edge(settings, tmp_path) as edge:
+            assert await stream_predictions(edge.target, ["BTC/USD"], 60) == [make_prediction(minute=0)]
+            await first_server.aclose()
+            # The server is gone: the edge stops saying SERVING, keeps running, and follows the next one.
+            await wait_for_health(edge.target, False, 10)
+            async with start_server(settings, PredictionHub(), consume=False, grace=0.5) as second:
+                await wait_for_health(edge.target, True, 45)
+                second.hub.publish(make_prediction(minute=9))
+                latest = await stream_predictions(edge.target, ["BTC/USD"], 60, timeout=5)
+                assert latest == [make_prediction(minute=9)]
+            assert edge.process.returncode is None
