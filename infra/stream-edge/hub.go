@@ -14,6 +14,7 @@ type hub struct {
 
 	mu          sync.Mutex
 	latest      map[key]prediction
+	confirmed   map[key]bool // keys the upstream has sent since the edge last (re)connected
 	subscribers map[*subscriber]struct{}
 	closed      bool
 
@@ -27,7 +28,12 @@ type subscriber struct {
 }
 
 func newHub(queueSize int) *hub {
-	return &hub{queueSize: queueSize, latest: map[key]prediction{}, subscribers: map[*subscriber]struct{}{}}
+	return &hub{
+		queueSize:   queueSize,
+		latest:      map[key]prediction{},
+		confirmed:   map[key]bool{},
+		subscribers: map[*subscriber]struct{}{},
+	}
 }
 
 // offer queues wire, dropping the oldest queued message when the queue is full. Only the hub sends,
@@ -56,6 +62,7 @@ func (h *hub) publish(p prediction) bool {
 	if h.closed { // the queues are closed
 		return false
 	}
+	h.confirmed[p.key] = true
 	if current, ok := h.latest[p.key]; ok && !p.newerThan(current) {
 		return false
 	}
@@ -90,6 +97,25 @@ func (h *hub) subscribe(f filter) *subscriber {
 		h.subscribers[s] = struct{}{}
 	}
 	return s
+}
+
+// latestConfirmed is the latest prediction of k as encoded, when the upstream has sent k since the
+// edge last connected to it: the upstream serves that key, and this is its latest.
+func (h *hub) latestConfirmed(k key) ([]byte, bool) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if !h.confirmed[k] {
+		return nil, false
+	}
+	return h.latest[k].wire, true
+}
+
+// unconfirm forgets which keys the upstream serves: it went away, and may come back with others.
+// The latest predictions stay, so that its snapshot on reconnecting is not sent to streams again.
+func (h *hub) unconfirm() {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	clear(h.confirmed)
 }
 
 func (h *hub) unsubscribe(s *subscriber) {

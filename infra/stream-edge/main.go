@@ -1,12 +1,18 @@
-// Command stream-edge serves StreamPredictions to many subscribers in front of the Python gRPC server
-// (grpc_server), which stays the one authority on what a request may ask and who may ask it.
+// Command stream-edge serves StreamPredictions and GetLatestPrediction in front of the Python gRPC
+// server (grpc_server), which stays the one authority on what a request may ask and who may ask it.
 //
 // Python gRPC spends about 50 µs of CPU per message sent; a new prediction to 1,000 streams is 50 ms
-// of one core. The edge follows the server's predictions on one upstream stream and sends each to its
-// own subscribers as the server encoded it, at a few µs a message. Each new subscription is first
-// opened on the server with the client's request and metadata, and accepted once the server has
-// accepted it (its initial metadata), so validation and authentication answer exactly as the server
-// does. Every other method is relayed to the server as it is.
+// of one core, and its unary calls stall now and then for milliseconds. The edge follows the server's
+// predictions on one upstream stream and sends each to its own subscribers as the server encoded it, at
+// a few µs a message.
+//
+//   - A new subscription is first opened on the server with the client's request and metadata, and
+//     served once the server has accepted it (its initial metadata): validation and authentication
+//     answer exactly as the server's.
+//   - GetLatestPrediction is answered from the edge's latest predictions when the key is one the server
+//     has sent since the edge last connected, and the caller's authorization is one the server has
+//     accepted since then; anything else goes to the server.
+//   - Every other method is relayed to the server as it is.
 package main
 
 import (
@@ -22,6 +28,8 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -39,6 +47,7 @@ import (
 const (
 	service      = "cryptopredict.v1.PredictionService"
 	streamMethod = "/" + service + "/StreamPredictions"
+	latestMethod = "/" + service + "/GetLatestPrediction"
 	// The upstream token is a secret: from the environment, never the command line.
 	tokenEnv = "STREAM_EDGE_UPSTREAM_TOKEN"
 )
@@ -69,7 +78,53 @@ type edge struct {
 	upstream *grpc.ClientConn
 	token    string
 	health   *health.Server
-	feedMsgs int64
+	accepted credentialsSeen
+
+	latestFromEdge     atomic.Int64 // GetLatestPrediction answered here
+	latestFromUpstream atomic.Int64 // ... and relayed to the server
+}
+
+// credentialsSeen holds the authorization values (joined; "" for none) the upstream accepted since the
+// edge last connected to it. A server that restarts may come back with other tokens: then it is reset.
+type credentialsSeen struct {
+	mu   sync.Mutex
+	seen map[string]bool
+}
+
+func (c *credentialsSeen) add(authorization string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	if c.seen == nil {
+		c.seen = map[string]bool{}
+	}
+	c.seen[authorization] = true
+}
+
+func (c *credentialsSeen) has(authorization string) bool {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.seen[authorization]
+}
+
+func (c *credentialsSeen) reset() {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	clear(c.seen)
+}
+
+func authorization(ctx context.Context) string {
+	md, _ := metadata.FromIncomingContext(ctx)
+	return strings.Join(md.Get("authorization"), "\n")
+}
+
+// passedAuthentication: the server answered with a code that only its handlers give, past its
+// authentication.
+func passedAuthentication(err error) bool {
+	switch status.Code(err) {
+	case codes.OK, codes.NotFound, codes.InvalidArgument:
+		return true
+	}
+	return false
 }
 
 // outgoing is the client's metadata to send upstream: its own headers (authorization among them),
@@ -120,7 +175,6 @@ func (e *edge) follow(ctx context.Context) error {
 			log.Printf("skipping an upstream message the edge cannot read: %v", err)
 			continue
 		}
-		e.feedMsgs++
 		e.hub.publish(p)
 	}
 }
@@ -133,6 +187,9 @@ func (e *edge) feed(ctx context.Context) {
 		err := e.follow(ctx)
 		e.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 		e.health.SetServingStatus(service, healthpb.HealthCheckResponse_NOT_SERVING)
+		// Until it is back, every lookup goes to the server, and fails as it would there.
+		e.hub.unconfirm()
+		e.accepted.reset()
 		if ctx.Err() != nil {
 			return
 		}
@@ -163,7 +220,11 @@ func (e *edge) admit(ctx context.Context, request []byte) error {
 	if err := up.CloseSend(); err != nil {
 		return err
 	}
-	return accepted(up)
+	if err := accepted(up); err != nil {
+		return err
+	}
+	e.accepted.add(authorization(ctx))
+	return nil
 }
 
 // accepted waits for the upstream's answer to a StreamPredictions call: its headers (nil: it accepted
@@ -221,6 +282,36 @@ func (e *edge) streamPredictions(_ any, stream grpc.ServerStream) error {
 	}
 }
 
+func (e *edge) getLatestPrediction(_ any, ctx context.Context, decode func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
+	var request []byte
+	if err := decode(&request); err != nil {
+		return nil, err
+	}
+	auth := authorization(ctx)
+	if k, exact := parseLatestRequest(request); exact && e.accepted.has(auth) {
+		if wire, ok := e.hub.latestConfirmed(k); ok {
+			e.latestFromEdge.Add(1)
+			return &wire, nil // GetLatestPredictionResponse is StreamPredictionsResponse's encoding
+		}
+	}
+	e.latestFromUpstream.Add(1)
+	var response []byte
+	var header, trailer metadata.MD
+	err := e.upstream.Invoke(
+		metadata.NewOutgoingContext(ctx, outgoing(ctx)), latestMethod, &request, &response,
+		grpc.ForceCodec(rawCodec{}), grpc.Header(&header), grpc.Trailer(&trailer),
+	)
+	if passedAuthentication(err) {
+		e.accepted.add(auth)
+	}
+	_ = grpc.SetHeader(ctx, header)
+	_ = grpc.SetTrailer(ctx, trailer)
+	if err != nil {
+		return nil, err
+	}
+	return &response, nil
+}
+
 // relay passes any other call through to the upstream: messages, headers, trailers and status.
 func (e *edge) relay(_ any, down grpc.ServerStream) error {
 	method, ok := grpc.MethodFromServerStream(down)
@@ -276,6 +367,10 @@ func (e *edge) metrics(w http.ResponseWriter, _ *http.Request) {
 	fmt.Fprintf(w, "# TYPE cryptopredict_edge_subscribers gauge\ncryptopredict_edge_subscribers %d\n", e.hub.count())
 	fmt.Fprintf(w, "# HELP cryptopredict_edge_dropped_total Predictions dropped for slow subscribers (oldest first).\n")
 	fmt.Fprintf(w, "# TYPE cryptopredict_edge_dropped_total counter\ncryptopredict_edge_dropped_total %d\n", e.hub.dropped.Load())
+	fmt.Fprintf(w, "# HELP cryptopredict_edge_latest_total GetLatestPrediction calls, by who answered them.\n")
+	fmt.Fprintf(w, "# TYPE cryptopredict_edge_latest_total counter\n")
+	fmt.Fprintf(w, "cryptopredict_edge_latest_total{answered=\"edge\"} %d\n", e.latestFromEdge.Load())
+	fmt.Fprintf(w, "cryptopredict_edge_latest_total{answered=\"upstream\"} %d\n", e.latestFromUpstream.Load())
 }
 
 func main() {
@@ -319,6 +414,7 @@ func main() {
 	server.RegisterService(&grpc.ServiceDesc{
 		ServiceName: service,
 		HandlerType: (*any)(nil),
+		Methods:     []grpc.MethodDesc{{MethodName: "GetLatestPrediction", Handler: e.getLatestPrediction}},
 		Streams:     []grpc.StreamDesc{{StreamName: "StreamPredictions", Handler: e.streamPredictions, ServerStreams: true}},
 	}, e)
 	healthpb.RegisterHealthServer(server, e.health)

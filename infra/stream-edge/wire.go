@@ -10,7 +10,7 @@ import (
 // The few fields of protos/cryptopredict/v1/predictions.proto the edge reads. It never decodes or
 // re-encodes a whole message: predictions pass through as the upstream server encoded them.
 const (
-	requestPairs    = 1 // StreamPredictionsRequest.pairs
+	requestPairs    = 1 // StreamPredictionsRequest.pairs; GetLatestPredictionRequest.pair
 	requestInterval = 2 // StreamPredictionsRequest.interval_s
 	requestHorizon  = 3 // StreamPredictionsRequest.horizon_s
 
@@ -104,6 +104,24 @@ func parseRequest(b []byte) (filter, error) {
 		return nil
 	})
 	return f, err
+}
+
+// parseLatestRequest reads a GetLatestPredictionRequest; false when it names no exact key (a zero
+// interval or horizon has the server's own meaning) or cannot be read.
+func parseLatestRequest(b []byte) (key, bool) {
+	var k key
+	err := fields(b, func(num protowire.Number, typ protowire.Type, value []byte, varint uint64) error {
+		switch {
+		case num == requestPairs && typ == protowire.BytesType:
+			k.pair = string(value)
+		case num == requestInterval && typ == protowire.VarintType:
+			k.interval = int64(varint)
+		case num == requestHorizon && typ == protowire.VarintType:
+			k.horizon = int64(varint)
+		}
+		return nil
+	})
+	return k, err == nil && k.pair != "" && k.interval > 0 && k.horizon > 0
 }
 
 func parseTimestamp(b []byte) (int64, error) {

@@ -138,7 +138,9 @@ async def test_edge_streams_the_latest_then_live_predictions(server: RunningServ
         # The whole stream, every pair and interval, through the edge as through the server.
         everything = await stream_predictions(edge.target, [], 0, limit=3, timeout=10)
         direct = await stream_predictions(f"127.0.0.1:{server.port}", [], 0, limit=3, timeout=10)
-        assert everything == direct
+        # Predictions of the same candle and time may come in either order.
+        assert sorted(everything, key=repr) == sorted(direct, key=repr)
+        assert [p.feature_time for p in everything] == sorted(p.feature_time for p in everything)
         await wait_until(lambda: hub.subscriber_count == 1)  # the edge's own stream only
 
 
@@ -188,6 +190,44 @@ async def test_edge_relays_every_other_method(server: RunningServer, tmp_path: P
         assert SERVICE_NAME in services
 
 
+ANSWERED_BY_EDGE = 'cryptopredict_edge_latest_total{answered="edge"}'
+ANSWERED_UPSTREAM = 'cryptopredict_edge_latest_total{answered="upstream"}'
+
+
+async def test_edge_answers_latest_lookups_for_keys_and_callers_the_server_vouched_for(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    hub = server.hub
+    hub.publish(make_prediction("BTC/USD", minute=4))
+    async with running_edge(with_port(local_settings(), server.port), tmp_path) as edge:
+        # The first call goes to the server: the edge has not seen it accept this caller yet.
+        assert await get_latest_prediction(edge.target, "BTC/USD", 60, 60) == make_prediction(
+            "BTC/USD", minute=4
+        )
+        assert (await edge.metric(ANSWERED_UPSTREAM), await edge.metric(ANSWERED_BY_EDGE)) == (1, 0)
+        assert await get_latest_prediction(edge.target, "BTC/USD", 60, 60) == make_prediction(
+            "BTC/USD", minute=4
+        )
+        assert (await edge.metric(ANSWERED_UPSTREAM), await edge.metric(ANSWERED_BY_EDGE)) == (1, 1)
+        # A new prediction replaces the edge's answer as soon as it has streamed through.
+        hub.publish(make_prediction("BTC/USD", minute=5))
+        await wait_until_latest(edge.target, make_prediction("BTC/USD", minute=5))
+        # What the edge has no prediction of, and a zero horizon (the server's "newest of any"), go upstream.
+        upstream = await edge.metric(ANSWERED_UPSTREAM)
+        assert await get_latest_prediction(edge.target, "ETH/USD", 60, 60) is None
+        assert await get_latest_prediction(edge.target, "BTC/USD", 60, 0) == make_prediction(
+            "BTC/USD", minute=5
+        )
+        assert await edge.metric(ANSWERED_UPSTREAM) == upstream + 2
+
+
+async def wait_until_latest(target: str, expected: object) -> None:
+    # Polling: the edge's latest prediction changes as the upstream stream delivers, with no event to await.
+    async with asyncio.timeout(10):
+        while await get_latest_prediction(target, "BTC/USD", 60, 60) != expected:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+
+
 async def test_edge_passes_tokens_and_serves_tls(tmp_path: Path) -> None:
     cert, key = write_self_signed(tmp_path)
     settings = local_settings(tokens=[TOKEN], tls_cert_file=str(cert), tls_key_file=str(key))
@@ -202,14 +242,21 @@ async def test_edge_passes_tokens_and_serves_tls(tmp_path: Path) -> None:
                 )
             assert refused.value.code() == grpc.StatusCode.UNAUTHENTICATED
             assert "bearer token" in refused.value.details()
-            with pytest.raises(grpc.aio.AioRpcError) as refused_unary:
-                await get_latest_prediction(edge.target, "BTC/USD", 60, 60, credentials=tls_only)
-            assert refused_unary.value.code() == grpc.StatusCode.UNAUTHENTICATED
+            wrong = Credentials(root_certificates=cert.read_bytes(), token="wrong")
+            for credentials in (tls_only, wrong, tls_only, wrong):  # refused by the server every time
+                with pytest.raises(grpc.aio.AioRpcError) as refused_unary:
+                    await get_latest_prediction(edge.target, "BTC/USD", 60, 60, credentials=credentials)
+                assert refused_unary.value.code() == grpc.StatusCode.UNAUTHENTICATED
             full = Credentials(root_certificates=cert.read_bytes(), token=TOKEN)
             streamed = await stream_predictions(
                 edge.target, ["BTC/USD"], 60, limit=1, timeout=10, credentials=full
             )
             assert streamed == [make_prediction()]
+            # The server accepted the token for the stream: the edge now answers its lookups itself.
+            latest = await get_latest_prediction(edge.target, "BTC/USD", 60, 60, credentials=full)
+            assert latest == make_prediction()
+            assert await edge.metric(ANSWERED_BY_EDGE) == 1
+            assert await edge.metric(ANSWERED_UPSTREAM) == 4
             # Plaintext against the edge's TLS port cannot even connect.
             with pytest.raises(grpc.aio.AioRpcError) as plaintext:
                 await stream_predictions(edge.target, ["BTC/USD"], 60, limit=1, timeout=3)
