@@ -4,7 +4,9 @@ The server is `python -m grpc_server` in its own process, on a free port, consum
 on the local broker (the real path: topic `predictions` -> PredictionConsumer -> hub -> RPCs). Clients
 are separate processes on the same machine (2 cores, shared by server, clients, broker and the rest of
 the stack), so every figure includes the client's own gRPC stack and any CPU contention; the CPU each
-side used, and what the rest of the machine used, are reported beside the latencies.
+side used, and what the rest of the machine used, are reported beside the latencies. The headline
+unary and fan-out figures are measured through the stream edge (`cryptopredict edge`, infra/stream-edge,
+Go) in front of that server; the same loads straight to the Python server are reported beside them.
 
 1. GetLatestPrediction, after seeding one prediction for each of 10 pairs through Kafka:
    - sequential: one client, one call at a time;
@@ -12,12 +14,13 @@ side used, and what the rest of the machine used, are reported beside the latenc
      calls always in flight. This is the capacity (req/s); its latency is mostly queueing;
    - open loop: the same 100 clients, each calling at Poisson times (together a fixed offered load),
      never waiting for an earlier answer. Latency = call start -> answer in the client;
-   - the headline `unary_p50_ms` / `unary_p99_ms`: 1,000 req/s from ghz (a Go load generator, built
-     from infra/go-bench into .local/bin), 100 connections: a Python client costs as much CPU per call
-     as the server, on the same 2 cores.
+   - 1,000 req/s from ghz (a Go load generator, built from infra/go-bench into .local/bin), 100
+     connections, to the server and then to the edge (the headline `unary_p50_ms` / `unary_p99_ms`):
+     a Python client costs as much CPU per call as the server, on the same 2 cores.
 2. StreamPredictions fan-out: N subscribers (1,000 for the headline, 50 streams to a connection, in
    one Go process built from infra/go-bench: Python subscribers spent more CPU receiving than the
-   server spent sending, on the same 2 cores) stream one pair; then predictions of that pair are produced to Kafka at 2 a second.
+   server spent sending, on the same 2 cores) stream one pair, from the server and then from the edge
+   (the headline `fanout_p99_ms`); then predictions of that pair are produced to Kafka at 2 a second.
    Publication = the producer's wall clock just before `send` (stamped into made_at); latency = the
    client's wall clock when the message comes out of the stream - made_at. Every subscriber must receive
    every prediction (delivered / expected is reported).
@@ -413,7 +416,9 @@ GHZ_MODE = "open (ghz)"  # the headline unary load: a Go load generator
 GHZ_WARMUP = 300  # first calls left out: the connections are still being set up
 
 
-def ghz_load(ghz: Path, target: str, server_pid: int, rate: float, duration_s: float) -> dict[str, Any]:
+def ghz_load(
+    ghz: Path, target: str, serving_pids: list[int], rate: float, duration_s: float
+) -> dict[str, Any]:
     """GetLatestPrediction from ghz, a Go load generator: `CLIENTS` connections with a worker each,
     calls started at `rate` req/s in all (constant pacing; a call never waits for another's answer as
     long as a worker is free). Its own CPU is not Python's, so the latency is nearer the server's."""
@@ -430,13 +435,14 @@ def ghz_load(ghz: Path, target: str, server_pid: int, rate: float, duration_s: f
         "--concurrency", str(CLIENTS),
         "--connections", str(CLIENTS),
         "--rps", f"{rate:.0f}",
-        "--duration", f"{duration_s + GHZ_WARMUP / rate:.1f}s",
+        # A number of calls rather than a duration: ghz cuts the calls in flight when a duration ends.
+        "--total", str(round(rate * duration_s) + GHZ_WARMUP),
         "--skipFirst", str(GHZ_WARMUP),
         "--format", "json",
         target,
     ]  # fmt: skip
     children = resource.getrusage(resource.RUSAGE_CHILDREN)
-    meter = CpuMeter(server_pid)
+    meter = CpuMeter(*serving_pids)
     completed = subprocess.run(command, capture_output=True, text=True, check=True)
     cpu = meter.read()
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -451,6 +457,7 @@ def ghz_load(ghz: Path, target: str, server_pid: int, rate: float, duration_s: f
         "offered": rate,
         "throughput": throughput,
         "errors": len(details) - len(latencies),
+        "error_kinds": sorted({d["error"] for d in details if d["status"] != "OK"}),
         "lat": summary(latencies),
         "lag": summary([]),
         "server_us": cpu["server_s"] / max(throughput * cpu["wall_s"], 1) * 1e6,
@@ -884,7 +891,7 @@ async def run_floor(
                 )
             )
             report_unary("floor", unary[-1])
-        unary.append(await asyncio.to_thread(ghz_load, ghz, target, process.pid, HEADLINE_RATE, duration_s))
+        unary.append(await asyncio.to_thread(ghz_load, ghz, target, [process.pid], HEADLINE_RATE, duration_s))
         report_unary("floor", unary[-1])
         subs = await Subscribers.start(subscriber_binary, target, subscribers, [FANOUT_PAIR])
         await subs.ready()
@@ -909,7 +916,8 @@ def report_unary(server: str, r: dict[str, Any]) -> None:
         f"{r['throughput']:,.0f} req/s, "
         f"p50 {lat['p50']:.3f} ms, p99 {lat['p99']:.3f} ms, max {lat['max']:.1f} ms, errors {r['errors']}; "
         f"send lag p99 {lag(r)} ms; CPU per request: server {r['server_us']:.0f} us, client {r['client_us']:.0f} us; "
-        f"rest of the machine {r['others']:.2f} cores",
+        f"rest of the machine {r['others']:.2f} cores"
+        + (f"; errors: {r['error_kinds']}" if r.get("error_kinds") else ""),
         file=sys.stderr,
     )
 
@@ -1004,12 +1012,16 @@ async def main() -> None:
                 await asyncio.to_thread(
                     run_unary, ctx, target, server_pid, clients, processes, mode, rate, duration
                 )
+                | {"server": DIRECT}
             )
-            report_unary("service", unary[-1])
+            report_unary(DIRECT, unary[-1])
             services.check()
         if "unary" in phases:
-            unary.append(await asyncio.to_thread(ghz_load, ghz, target, server_pid, HEADLINE_RATE, duration))
-            report_unary("service", unary[-1])
+            unary.append(
+                await asyncio.to_thread(ghz_load, ghz, target, [server_pid], HEADLINE_RATE, duration)
+                | {"server": DIRECT}
+            )
+            report_unary(DIRECT, unary[-1])
             services.check()
         base = 1000
         for count in fanout_counts if "fanout" in phases else []:
@@ -1030,10 +1042,18 @@ async def main() -> None:
             base += fanout_predictions + 10
             report_fanout(DIRECT, fanout[-1])
             services.check()
-        if "fanout" in phases:
+        if phases & {"unary", "fanout"}:
             # Started after the direct runs, so that those measure the server with no edge following it.
             edge_target = start_edge(services, settings, port, go_tools["stream-edge"])
             await wait_serving(edge_target, services)
+            serving_pids = [server_pid, services.processes["edge"].pid]
+        if "unary" in phases:
+            unary.append(
+                await asyncio.to_thread(ghz_load, ghz, edge_target, serving_pids, HEADLINE_RATE, duration)
+                | {"server": EDGE}
+            )
+            report_unary(EDGE, unary[-1])
+            services.check()
         for count in edge_counts if "fanout" in phases else []:
             fanout.append(
                 await run_fanout(
@@ -1041,7 +1061,7 @@ async def main() -> None:
                     producer,
                     topic,
                     edge_target,
-                    [server_pid, services.processes["edge"].pid],
+                    serving_pids,
                     count,
                     fanout_predictions,
                     FANOUT_PACE,
@@ -1095,7 +1115,7 @@ async def main() -> None:
 def figures(
     unary: list[dict[str, Any]], fanout: list[dict[str, Any]], candle: dict[str, Any] | None
 ) -> dict[str, Any]:
-    headline = next((r for r in unary if r["mode"] == GHZ_MODE), None)
+    headline = next((r for r in unary if r["mode"] == GHZ_MODE and r["server"] == EDGE), None)
     big = next((r for r in fanout if r["subscribers"] == SUBSCRIBERS and r["server"] == EDGE), None)
     return {
         "unary_p50_ms": round(headline["lat"]["p50"], 3) if headline else None,
@@ -1118,7 +1138,8 @@ def write_report(
     floor: tuple[list[dict[str, Any]], dict[str, Any]],
 ) -> None:
     figs = figures(unary, fanout, candle)
-    headline = next(r for r in unary if r["mode"] == GHZ_MODE)
+    headline = next(r for r in unary if r["mode"] == GHZ_MODE and r["server"] == EDGE)
+    ghz_direct = next(r for r in unary if r["mode"] == GHZ_MODE and r["server"] == DIRECT)
     python_open = next(r for r in unary if r["mode"] == "open" and r["offered"] == HEADLINE_RATE)
     sequential = next(r for r in unary if r["mode"] == "sequential")
     closed = next(r for r in unary if r["mode"] == "closed")
@@ -1145,15 +1166,18 @@ def write_report(
         return f"| {label} | {fmt(c['p50'])} | {fmt(c['p95'])} | {fmt(c['p99'])} | {fmt(c['max'])} |"
 
     unary_rows = "\n".join(
-        [unary_row("service", r) for r in unary] + [unary_row("bare gRPC floor", r) for r in floor_unary]
+        [unary_row(r["server"], r) for r in unary] + [unary_row("bare gRPC floor", r) for r in floor_unary]
     )
     fanout_rows = "\n".join(
         [fanout_row(r["server"], r) for r in fanout] + [fanout_row("bare gRPC floor", floor_fanout)]
     )
     targets = [
-        ("GetLatestPrediction p50, 100 clients (1,000 req/s, ghz)", "unary_p50_ms"),
-        ("GetLatestPrediction p99, 100 clients (1,000 req/s, ghz)", "unary_p99_ms"),
-        (f"StreamPredictions p99, publication -> each of {SUBSCRIBERS:,} subscribers", "fanout_p99_ms"),
+        ("GetLatestPrediction p50, 100 clients (1,000 req/s, ghz), via the stream edge", "unary_p50_ms"),
+        ("GetLatestPrediction p99, 100 clients (1,000 req/s, ghz), via the stream edge", "unary_p99_ms"),
+        (
+            f"StreamPredictions p99, publication -> each of {SUBSCRIBERS:,} subscribers, via the stream edge",
+            "fanout_p99_ms",
+        ),
         ("candle close -> prediction at a client, p99", "candle_to_client_p99_ms"),
     ]
     target_rows = "\n".join(
@@ -1163,7 +1187,11 @@ def write_report(
     body = f"""
 The server is `python -m grpc_server` in its own process on a free port, consuming its own topic prefix
 on the local broker, so every prediction takes the real path: producer -> topic `predictions` ->
-PredictionConsumer -> hub -> RPC. The clients are other processes on the same 2 cores, which they share
+PredictionConsumer -> hub -> RPC. *{EDGE}*: the clients call the stream edge (`cryptopredict edge`,
+infra/stream-edge, Go) in front of that server instead: it follows the server's predictions on one
+stream and fans them out itself, and answers GetLatestPrediction from them once the server has vouched
+for the key and the caller (see the README); it is started after the direct runs, and its CPU is
+counted with the server's. The clients are other processes on the same 2 cores, which they share
 with the server, the broker and the rest of the local stack, and with whatever else runs on the machine:
 "rest of the machine" is how many of the 2 cores were busy with anything but the server and the clients
 during each measurement (the broker's share of the path included), i.e. how noisy that row is. Every
@@ -1177,11 +1205,11 @@ not counted as the server's latency; the server runs as it is deployed.
 
 Against the upstream's claimed REST figures (a Rust endpoint; its load and machine are not stated):
 
-| GetLatestPrediction | upstream REST (claimed) | 100 clients, {HEADLINE_RATE:,.0f} req/s, ghz (headline) | the same load from Python clients | one Python client, one call at a time | closed loop, 100 Python clients in flight |
-|---|---|---|---|---|---|
-| p50 (ms) | {UPSTREAM["p50"]} | {fmt(headline["lat"]["p50"])} | {fmt(python_open["lat"]["p50"])} | {fmt(sequential["lat"]["p50"])} | {fmt(closed["lat"]["p50"])} |
-| p95 (ms) | {UPSTREAM["p95"]} | {fmt(headline["lat"]["p95"])} | {fmt(python_open["lat"]["p95"])} | {fmt(sequential["lat"]["p95"])} | {fmt(closed["lat"]["p95"])} |
-| p99 (ms) | {UPSTREAM["p99"]} | {fmt(headline["lat"]["p99"])} | {fmt(python_open["lat"]["p99"])} | {fmt(sequential["lat"]["p99"])} | {fmt(closed["lat"]["p99"])} |
+| GetLatestPrediction | upstream REST (claimed) | 100 clients, {HEADLINE_RATE:,.0f} req/s, ghz, via the stream edge (headline) | the same, straight to the Python server | the same load from Python clients, straight to the server | one Python client, one call at a time | closed loop, 100 Python clients in flight |
+|---|---|---|---|---|---|---|
+| p50 (ms) | {UPSTREAM["p50"]} | {fmt(headline["lat"]["p50"])} | {fmt(ghz_direct["lat"]["p50"])} | {fmt(python_open["lat"]["p50"])} | {fmt(sequential["lat"]["p50"])} | {fmt(closed["lat"]["p50"])} |
+| p95 (ms) | {UPSTREAM["p95"]} | {fmt(headline["lat"]["p95"])} | {fmt(ghz_direct["lat"]["p95"])} | {fmt(python_open["lat"]["p95"])} | {fmt(sequential["lat"]["p95"])} | {fmt(closed["lat"]["p95"])} |
+| p99 (ms) | {UPSTREAM["p99"]} | {fmt(headline["lat"]["p99"])} | {fmt(ghz_direct["lat"]["p99"])} | {fmt(python_open["lat"]["p99"])} | {fmt(sequential["lat"]["p99"])} | {fmt(closed["lat"]["p99"])} |
 
 **GetLatestPrediction.** One prediction for each of {len(UNARY_PAIRS)} pairs is seeded through Kafka;
 each request asks for a random one of them. Latency = call start -> answer, measured in the client.
@@ -1190,11 +1218,14 @@ clients, each with its own channel (HTTP/2 connection), each calling again as so
 arrives: 100 calls always in flight, so this row is the capacity (achieved req/s) and its latency is
 queueing (about 100 / throughput). *open*: the same 100 connected clients, each calling at the times of
 a Poisson process, never waiting for an earlier answer; together they offer the stated req/s. Load
-generators: {LOAD_PROCESSES} processes of 50 clients. *open (ghz)*, the headline: the same load from
+generators: {LOAD_PROCESSES} processes of 50 clients. *open (ghz)*: the same load from
 [ghz](https://ghz.sh) (Go; built from infra/go-bench), {CLIENTS} connections with a worker each, calls
 started at a constant {HEADLINE_RATE:,.0f} req/s in all, the first {GHZ_WARMUP} left out. A Python client
 spends about as much CPU per call as the server, on the same 2 cores, so its latency is half its own;
-ghz measures what a client that costs little sees. CPU per request: the server process's CPU (all threads) over the measured window / requests;
+ghz measures what a client that costs little sees. The headline is ghz against the stream edge, which
+answers these calls itself (the seeded keys are ones the server streamed, and the caller one it
+accepted on the first call). CPU per request: the serving processes' CPU (all threads) over the
+measured window / requests;
 the load generators' own likewise. Send lag: how late the open loop's calls left against their
 schedule (p99), i.e. whether the load generators kept up. A sparse load costs more per call than a busy
 one (CPU columns): each call finds the processes idle and waits for their threads to wake.
@@ -1209,7 +1240,7 @@ its first message (the hub's snapshot), {figs_predictions(fanout)} new predictio
 produced to Kafka, {FANOUT_PACE:g} a second. Publication = the producer's wall clock just before
 `send`, written into made_at; latency = the client's wall clock when the message comes out of the
 stream - made_at (one clock: same machine). It covers the Kafka produce, the server's consumer, the hub,
-gRPC and the client. The subscribers keep the raw messages and parse them after the run, so they spend
+gRPC (via the edge: the server's stream to the edge, then the edge's to each subscriber) and the client. The subscribers keep the raw messages and parse them after the run, so they spend
 as little as possible while measured; they are Go because Python subscribers (earlier runs: 2 processes
 of 500 streams) spent about 68 ms of CPU receiving each prediction on 1,000 streams, more than the
 server's sending, on the same 2 cores. delivered / expected counts (stream, prediction) pairs: every subscriber must
