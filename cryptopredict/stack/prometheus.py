@@ -41,7 +41,13 @@ UI_PACKAGES = (
 )
 SCRAPE_INTERVAL = "5s"
 # Scrape job name -> the MetricsSettings field holding that process's port.
-SCRAPE_JOBS = {"feed": "feed_port", "stream": "stream_port", "worker": "worker_port", "grpc": "grpc_port"}
+SCRAPE_JOBS = {
+    "feed": "feed_port",
+    "stream": "stream_port",
+    "worker": "worker_port",
+    "grpc": "grpc_port",
+    "edge": "edge_port",
+}
 
 
 def install_prometheus(root: Path, cache: Path) -> Path:

@@ -646,7 +646,7 @@ def pipeline_dashboard() -> dash.Dashboard:
         stat.Panel()
         .title("Metrics endpoints up")
         .description("1 when Prometheus scrapes the process's /metrics (jobs feed, stream, worker, grpc).")
-        .with_target(promql('up{job=~"feed|stream|worker|grpc"}', "{{job}}", instant=True)),
+        .with_target(promql('up{job=~"feed|stream|worker|grpc|edge"}', "{{job}}", instant=True)),
         w=24,
         h=4,
     )

@@ -201,7 +201,8 @@ func (e *edge) feed(ctx context.Context) {
 		case <-time.After(delay):
 		case <-ctx.Done():
 		}
-		delay = min(2*delay, 30*time.Second)
+		// At most a few seconds: new subscriptions, which the server accepts meanwhile, wait for it.
+		delay = min(2*delay, 5*time.Second)
 	}
 }
 

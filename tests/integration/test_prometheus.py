@@ -126,6 +126,7 @@ def test_prometheus_scrapes_every_process_and_loaded_the_rules(
         "stream": metrics.stream_port,
         "worker": metrics.worker_port,
         "grpc": metrics.grpc_port,
+        "edge": metrics.edge_port,
     }
     assert {t["labels"]["job"]: t["scrapeUrl"] for t in targets} == {
         job: f"http://{metrics.host}:{port}/metrics" for job, port in expected.items()

@@ -1,0 +1,181 @@
+package main
+
+import (
+	"testing"
+	"time"
+
+	"google.golang.org/protobuf/encoding/protowire"
+)
+
+var t0 = time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC)
+
+func timestamp(t time.Time) []byte {
+	b := protowire.AppendTag(nil, timestampSeconds, protowire.VarintType)
+	b = protowire.AppendVarint(b, uint64(t.Unix()))
+	b = protowire.AppendTag(b, timestampNanos, protowire.VarintType)
+	return protowire.AppendVarint(b, uint64(t.Nanosecond()))
+}
+
+// encoded is a StreamPredictionsResponse as the server sends it (the fields the edge reads, and one it
+// does not).
+func encoded(pair string, minute int, madeAfter time.Duration) []byte {
+	feature := t0.Add(time.Duration(minute) * time.Minute)
+	p := protowire.AppendTag(nil, predictionPair, protowire.BytesType)
+	p = protowire.AppendString(p, pair)
+	p = protowire.AppendTag(p, predictionInterval, protowire.VarintType)
+	p = protowire.AppendVarint(p, 60)
+	p = protowire.AppendTag(p, predictionHorizon, protowire.VarintType)
+	p = protowire.AppendVarint(p, 60)
+	p = protowire.AppendTag(p, predictionMadeAt, protowire.BytesType)
+	p = protowire.AppendBytes(p, timestamp(feature.Add(madeAfter)))
+	p = protowire.AppendTag(p, predictionFeatureTime, protowire.BytesType)
+	p = protowire.AppendBytes(p, timestamp(feature))
+	p = protowire.AppendTag(p, 8, protowire.Fixed64Type) // predicted_price
+	p = protowire.AppendFixed64(p, 42)
+	r := protowire.AppendTag(nil, responsePrediction, protowire.BytesType)
+	return protowire.AppendBytes(r, p)
+}
+
+func mustParse(t *testing.T, wire []byte) prediction {
+	t.Helper()
+	p, err := parseResponse(wire)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p
+}
+
+func drain(s *subscriber) []string {
+	var got []string
+	for {
+		select {
+		case wire, ok := <-s.queue:
+			if !ok {
+				return append(got, "closed")
+			}
+			p, _ := parseResponse(wire)
+			got = append(got, p.key.pair+"@"+time.Unix(0, p.featureTime).UTC().Format("15:04"))
+		default:
+			return got
+		}
+	}
+}
+
+func equal(t *testing.T, got []string, want ...string) {
+	t.Helper()
+	if len(got) != len(want) {
+		t.Fatalf("got %v, want %v", got, want)
+	}
+	for i := range got {
+		if got[i] != want[i] {
+			t.Fatalf("got %v, want %v", got, want)
+		}
+	}
+}
+
+func TestParseResponseReadsKeyAndTimes(t *testing.T) {
+	p := mustParse(t, encoded("BTC/USD", 3, 1500*time.Millisecond))
+	if p.key != (key{"BTC/USD", 60, 60}) {
+		t.Fatalf("key %v", p.key)
+	}
+	feature := t0.Add(3 * time.Minute)
+	if p.featureTime != feature.UnixNano() || p.madeAt != feature.Add(1500*time.Millisecond).UnixNano() {
+		t.Fatalf("times %d %d", p.featureTime, p.madeAt)
+	}
+	if _, err := parseResponse([]byte{0xff, 0xff}); err == nil {
+		t.Fatal("garbage parsed")
+	}
+	if _, err := parseResponse(nil); err == nil {
+		t.Fatal("a response without a prediction parsed")
+	}
+}
+
+func TestParseRequests(t *testing.T) {
+	b := protowire.AppendTag(nil, requestPairs, protowire.BytesType)
+	b = protowire.AppendString(b, "BTC/USD")
+	b = protowire.AppendTag(b, requestPairs, protowire.BytesType)
+	b = protowire.AppendString(b, "ETH/USD")
+	b = protowire.AppendTag(b, requestInterval, protowire.VarintType)
+	b = protowire.AppendVarint(b, 60)
+	f, err := parseRequest(b)
+	if err != nil || len(f.pairs) != 2 || f.interval != 60 || f.horizon != 0 {
+		t.Fatalf("filter %+v, %v", f, err)
+	}
+	if !f.wants(key{"ETH/USD", 60, 300}) || f.wants(key{"ETH/USD", 300, 60}) || f.wants(key{"XRP/USD", 60, 60}) {
+		t.Fatal("filter wants the wrong keys")
+	}
+	if _, exact := parseLatestRequest(b); exact { // no horizon: the server's "newest of any"
+		t.Fatal("a zero horizon is not an exact key")
+	}
+	b = protowire.AppendTag(b, requestHorizon, protowire.VarintType)
+	b = protowire.AppendVarint(b, 60)
+	if k, exact := parseLatestRequest(b); !exact || k != (key{"ETH/USD", 60, 60}) {
+		t.Fatalf("latest request %v %v", k, exact) // a repeated field read as singular: the last wins
+	}
+}
+
+func TestSubscriberGetsTheLatestOfEachKeyOldestFirstThenNewerOnes(t *testing.T) {
+	h := newHub(16)
+	h.publish(mustParse(t, encoded("BTC/USD", 1, time.Second)))
+	h.publish(mustParse(t, encoded("ETH/USD", 0, time.Second)))
+	h.publish(mustParse(t, encoded("XRP/USD", 2, time.Second)))
+	s := h.subscribe(filter{pairs: map[string]bool{"BTC/USD": true, "ETH/USD": true}})
+	equal(t, drain(s), "ETH/USD@12:00", "BTC/USD@12:01")
+	if h.publish(mustParse(t, encoded("BTC/USD", 1, time.Second))) { // a repeat
+		t.Fatal("a prediction no newer than the latest was published")
+	}
+	if !h.publish(mustParse(t, encoded("BTC/USD", 1, 2*time.Second))) { // same candle, newer forecast
+		t.Fatal("a newer forecast of the same candle was refused")
+	}
+	h.publish(mustParse(t, encoded("XRP/USD", 3, time.Second)))
+	h.publish(mustParse(t, encoded("BTC/USD", 2, time.Second)))
+	equal(t, drain(s), "BTC/USD@12:01", "BTC/USD@12:02")
+	h.unsubscribe(s)
+	h.publish(mustParse(t, encoded("BTC/USD", 3, time.Second)))
+	equal(t, drain(s))
+}
+
+func TestAFullQueueDropsItsOldestAndCountsThem(t *testing.T) {
+	h := newHub(4)
+	s := h.subscribe(filter{})
+	for minute := 0; minute < 10; minute++ {
+		h.publish(mustParse(t, encoded("BTC/USD", minute, time.Second)))
+	}
+	equal(t, drain(s), "BTC/USD@12:06", "BTC/USD@12:07", "BTC/USD@12:08", "BTC/USD@12:09")
+	if s.dropped.Load() != 6 || h.dropped.Load() != 6 {
+		t.Fatalf("dropped %d (hub %d)", s.dropped.Load(), h.dropped.Load())
+	}
+}
+
+func TestCloseEndsStreamsAfterWhatIsQueued(t *testing.T) {
+	h := newHub(4)
+	s := h.subscribe(filter{})
+	h.publish(mustParse(t, encoded("BTC/USD", 0, time.Second)))
+	h.close()
+	if h.publish(mustParse(t, encoded("BTC/USD", 1, time.Second))) {
+		t.Fatal("published after close")
+	}
+	equal(t, drain(s), "BTC/USD@12:00", "closed")
+	equal(t, drain(h.subscribe(filter{})), "BTC/USD@12:00", "closed") // late: the snapshot, then the end
+}
+
+func TestLookupsNeedAKeyConfirmedSinceTheLastConnect(t *testing.T) {
+	h := newHub(4)
+	btc := key{"BTC/USD", 60, 60}
+	if _, ok := h.latestConfirmed(btc); ok {
+		t.Fatal("an unknown key answered")
+	}
+	h.publish(mustParse(t, encoded("BTC/USD", 0, time.Second)))
+	if wire, ok := h.latestConfirmed(btc); !ok || mustParse(t, wire).featureTime != t0.UnixNano() {
+		t.Fatal("the latest prediction of a streamed key is not answered")
+	}
+	h.unconfirm()
+	if _, ok := h.latestConfirmed(btc); ok {
+		t.Fatal("a key answered after the upstream went away")
+	}
+	// The upstream's snapshot on reconnecting confirms the key again without a new prediction.
+	h.publish(mustParse(t, encoded("BTC/USD", 0, time.Second)))
+	if _, ok := h.latestConfirmed(btc); !ok {
+		t.Fatal("a key the upstream sent again is not answered")
+	}
+}
