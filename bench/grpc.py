@@ -1024,25 +1024,21 @@ async def main() -> None:
             )
             report_unary(DIRECT, unary[-1])
             services.check()
-        base = 1000
-        for count in fanout_counts if "fanout" in phases else []:
-            fanout.append(
-                await run_fanout(
-                    subscriber_binary,
-                    producer,
-                    topic,
-                    target,
-                    [server_pid],
-                    count,
-                    fanout_predictions,
-                    FANOUT_PACE,
-                    base,
+        base = 1000  # the minute of the next fan-out run's first prediction
+
+        async def fanout_runs(server: str, to: str, pids: list[int], counts: list[int]) -> None:
+            nonlocal base
+            for count in counts:
+                result = await run_fanout(
+                    subscriber_binary, producer, topic, to, pids, count, fanout_predictions, FANOUT_PACE, base
                 )
-                | {"server": DIRECT}
-            )
-            base += fanout_predictions + 10
-            report_fanout(DIRECT, fanout[-1])
-            services.check()
+                fanout.append(result | {"server": server})
+                base += fanout_predictions + 10
+                report_fanout(server, fanout[-1])
+                services.check()
+
+        if "fanout" in phases:
+            await fanout_runs(DIRECT, target, [server_pid], fanout_counts)
         if phases & {"unary", "fanout"}:
             # Started after the direct runs, so that those measure the server with no edge following it.
             edge_target = start_edge(services, settings, port, go_tools["stream-edge"])
@@ -1055,24 +1051,8 @@ async def main() -> None:
             )
             report_unary(EDGE, unary[-1])
             services.check()
-        for count in edge_counts if "fanout" in phases else []:
-            fanout.append(
-                await run_fanout(
-                    subscriber_binary,
-                    producer,
-                    topic,
-                    edge_target,
-                    serving_pids,
-                    count,
-                    fanout_predictions,
-                    FANOUT_PACE,
-                    base,
-                )
-                | {"server": EDGE}
-            )
-            base += fanout_predictions + 10
-            report_fanout(EDGE, fanout[-1])
-            services.check()
+        if "fanout" in phases:
+            await fanout_runs(EDGE, edge_target, serving_pids, edge_counts)
         if "candle" in phases:
             candle = await candle_to_client(
                 subscriber_binary,

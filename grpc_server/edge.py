@@ -4,7 +4,8 @@ Python gRPC spends about 50 µs of CPU per message a stream sends, so one predic
 takes 50 ms of a core. The edge follows this server's predictions on one stream and fans each out
 itself, at a few µs a message, as the server encoded it. A new subscription is opened on this server
 first (request and metadata as the client sent them) and served once the server accepted it, so
-validation and authentication answer exactly as here. Other methods are relayed unchanged.
+validation and authentication answer exactly as here. Lookups the server has vouched for are answered
+from the edge's latest predictions; other methods are relayed unchanged (README: "The stream edge").
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ UPSTREAM_TOKEN_ENV = "STREAM_EDGE_UPSTREAM_TOKEN"
 
 
 def edge_binary(settings: Settings) -> Path:
-    """The edge's executable in .local/bin, built from infra/stream-edge when missing."""
+    """The edge's executable in .local/bin, built from infra/stream-edge when missing or out of date."""
     return install_go_tools(settings.local_dir.resolve() / "bin", ["stream-edge"])["stream-edge"]
 
 

@@ -645,7 +645,9 @@ def pipeline_dashboard() -> dash.Dashboard:
     layout.add(
         stat.Panel()
         .title("Metrics endpoints up")
-        .description("1 when Prometheus scrapes the process's /metrics (jobs feed, stream, worker, grpc).")
+        .description(
+            "1 when Prometheus scrapes the process's /metrics (jobs feed, stream, worker, grpc, edge; the edge is optional)."
+        )
         .with_target(promql('up{job=~"feed|stream|worker|grpc|edge"}', "{{job}}", instant=True)),
         w=24,
         h=4,

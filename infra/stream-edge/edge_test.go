@@ -157,25 +157,51 @@ func TestCloseEndsStreamsAfterWhatIsQueued(t *testing.T) {
 	}
 	equal(t, drain(s), "BTC/USD@12:00", "closed")
 	equal(t, drain(h.subscribe(filter{})), "BTC/USD@12:00", "closed") // late: the snapshot, then the end
+	h.reset()                                                         // the upstream stream ends too as the edge shuts down: no stream is ended twice
 }
 
-func TestLookupsNeedAKeyConfirmedSinceTheLastConnect(t *testing.T) {
+func TestResetEndsStreamsAndForgetsThePredictions(t *testing.T) {
 	h := newHub(4)
+	s := h.subscribe(filter{})
+	h.publish(mustParse(t, encoded("BTC/USD", 5, time.Second)))
+	h.reset()
+	equal(t, drain(s), "BTC/USD@12:05", "closed")
+	if _, ok := h.latestOf(key{"BTC/USD", 60, 60}); ok {
+		t.Fatal("a prediction of the upstream that went away is still known")
+	}
+	// The next upstream's older prediction is its latest: it reaches new streams.
+	next := h.subscribe(filter{})
+	if !h.publish(mustParse(t, encoded("BTC/USD", 1, time.Second))) {
+		t.Fatal("the new upstream's prediction was refused")
+	}
+	equal(t, drain(next), "BTC/USD@12:01")
+}
+
+func TestVouchedNeedsKeyAndCredentialOfTheCurrentGeneration(t *testing.T) {
+	v := newVouched()
 	btc := key{"BTC/USD", 60, 60}
-	if _, ok := h.latestConfirmed(btc); ok {
-		t.Fatal("an unknown key answered")
+	g := v.current()
+	v.addKey(g, btc)
+	if v.answers("Bearer a", btc) {
+		t.Fatal("answered for a caller the upstream never accepted")
 	}
-	h.publish(mustParse(t, encoded("BTC/USD", 0, time.Second)))
-	if wire, ok := h.latestConfirmed(btc); !ok || mustParse(t, wire).featureTime != t0.UnixNano() {
-		t.Fatal("the latest prediction of a streamed key is not answered")
+	v.addCredential(g, "Bearer a")
+	if !v.answers("Bearer a", btc) || v.answers("Bearer b", btc) || v.answers("Bearer a", key{"ETH/USD", 60, 60}) {
+		t.Fatal("answers for the wrong caller or key")
 	}
-	h.unconfirm()
-	if _, ok := h.latestConfirmed(btc); ok {
-		t.Fatal("a key answered after the upstream went away")
+	v.reset()
+	if v.answers("Bearer a", btc) {
+		t.Fatal("answered after the upstream went away")
 	}
-	// The upstream's snapshot on reconnecting confirms the key again without a new prediction.
-	h.publish(mustParse(t, encoded("BTC/USD", 0, time.Second)))
-	if _, ok := h.latestConfirmed(btc); !ok {
-		t.Fatal("a key the upstream sent again is not answered")
+	v.addKey(g, btc) // answers to calls made before the reset do not count
+	v.addCredential(g, "Bearer a")
+	if v.answers("Bearer a", btc) {
+		t.Fatal("an answer of the previous upstream was recorded")
+	}
+	for i := 0; i < 2*maxCredentials; i++ {
+		v.addCredential(v.current(), string(rune(i)))
+	}
+	if len(v.credentials) != maxCredentials {
+		t.Fatalf("%d credentials remembered", len(v.credentials))
 	}
 }

@@ -14,7 +14,6 @@ type hub struct {
 
 	mu          sync.Mutex
 	latest      map[key]prediction
-	confirmed   map[key]bool // keys the upstream has sent since the edge last (re)connected
 	subscribers map[*subscriber]struct{}
 	closed      bool
 
@@ -31,7 +30,6 @@ func newHub(queueSize int) *hub {
 	return &hub{
 		queueSize:   queueSize,
 		latest:      map[key]prediction{},
-		confirmed:   map[key]bool{},
 		subscribers: map[*subscriber]struct{}{},
 	}
 }
@@ -62,7 +60,6 @@ func (h *hub) publish(p prediction) bool {
 	if h.closed { // the queues are closed
 		return false
 	}
-	h.confirmed[p.key] = true
 	if current, ok := h.latest[p.key]; ok && !p.newerThan(current) {
 		return false
 	}
@@ -99,23 +96,31 @@ func (h *hub) subscribe(f filter) *subscriber {
 	return s
 }
 
-// latestConfirmed is the latest prediction of k as encoded, when the upstream has sent k since the
-// edge last connected to it: the upstream serves that key, and this is its latest.
-func (h *hub) latestConfirmed(k key) ([]byte, bool) {
+// latestOf is the latest prediction of k as the upstream encoded it.
+func (h *hub) latestOf(k key) ([]byte, bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	if !h.confirmed[k] {
-		return nil, false
-	}
-	return h.latest[k].wire, true
+	p, ok := h.latest[k]
+	return p.wire, ok
 }
 
-// unconfirm forgets which keys the upstream serves: it went away, and may come back with others.
-// The latest predictions stay, so that its snapshot on reconnecting is not sent to streams again.
-func (h *hub) unconfirm() {
+// reset ends every stream after what is queued for it and forgets the latest predictions: the
+// upstream went away, and the one that comes back may know other keys, or older predictions. Clients
+// reconnect, as they would to a server that restarted, and get the new upstream's snapshot.
+func (h *hub) reset() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	clear(h.confirmed)
+	h.endStreams()
+	clear(h.latest)
+}
+
+// endStreams closes every subscriber's queue, once: its stream ends after what is queued. The caller
+// holds the lock.
+func (h *hub) endStreams() {
+	for s := range h.subscribers {
+		close(s.queue)
+	}
+	clear(h.subscribers)
 }
 
 func (h *hub) unsubscribe(s *subscriber) {
@@ -138,7 +143,5 @@ func (h *hub) close() {
 		return
 	}
 	h.closed = true
-	for s := range h.subscribers {
-		close(s.queue)
-	}
+	h.endStreams()
 }

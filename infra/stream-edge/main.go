@@ -9,9 +9,11 @@
 //   - A new subscription is first opened on the server with the client's request and metadata, and
 //     served once the server has accepted it (its initial metadata): validation and authentication
 //     answer exactly as the server's.
-//   - GetLatestPrediction is answered from the edge's latest predictions when the key is one the server
-//     has sent since the edge last connected, and the caller's authorization is one the server has
-//     accepted since then; anything else goes to the server.
+//   - GetLatestPrediction is answered from the edge's latest predictions when, since the edge last
+//     connected, the server has answered a lookup of that key (OK or NOT_FOUND) and accepted the
+//     caller's authorization; anything else goes to the server.
+//   - When the server goes away, the edge's streams end with UNAVAILABLE (clients reconnect, as they
+//     would to the server) and it forgets its predictions and what the server vouched for.
 //   - Every other method is relayed to the server as it is.
 package main
 
@@ -28,7 +30,6 @@ import (
 	"os"
 	"os/signal"
 	"strings"
-	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -78,38 +79,10 @@ type edge struct {
 	upstream *grpc.ClientConn
 	token    string
 	health   *health.Server
-	accepted credentialsSeen
+	vouched  *vouched
 
 	latestFromEdge     atomic.Int64 // GetLatestPrediction answered here
 	latestFromUpstream atomic.Int64 // ... and relayed to the server
-}
-
-// credentialsSeen holds the authorization values (joined; "" for none) the upstream accepted since the
-// edge last connected to it. A server that restarts may come back with other tokens: then it is reset.
-type credentialsSeen struct {
-	mu   sync.Mutex
-	seen map[string]bool
-}
-
-func (c *credentialsSeen) add(authorization string) {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	if c.seen == nil {
-		c.seen = map[string]bool{}
-	}
-	c.seen[authorization] = true
-}
-
-func (c *credentialsSeen) has(authorization string) bool {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	return c.seen[authorization]
-}
-
-func (c *credentialsSeen) reset() {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	clear(c.seen)
 }
 
 func authorization(ctx context.Context) string {
@@ -148,18 +121,8 @@ func (e *edge) follow(ctx context.Context) error {
 	if e.token != "" {
 		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+e.token)
 	}
-	up, err := e.upstream.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true}, streamMethod, grpc.ForceCodec(rawCodec{}))
+	up, err := e.openStream(ctx, []byte{}) // an empty request: every pair, interval and horizon
 	if err != nil {
-		return err
-	}
-	all := []byte{} // an empty request: every pair, interval and horizon
-	if err := up.SendMsg(&all); err != nil {
-		return err
-	}
-	if err := up.CloseSend(); err != nil {
-		return err
-	}
-	if err := accepted(up); err != nil {
 		return err
 	}
 	e.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
@@ -187,9 +150,9 @@ func (e *edge) feed(ctx context.Context) {
 		err := e.follow(ctx)
 		e.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 		e.health.SetServingStatus(service, healthpb.HealthCheckResponse_NOT_SERVING)
-		// Until it is back, every lookup goes to the server, and fails as it would there.
-		e.hub.unconfirm()
-		e.accepted.reset()
+		// Until it is back, lookups and new streams go to the server and fail as they would there.
+		e.vouched.reset()
+		e.hub.reset()
 		if ctx.Err() != nil {
 			return
 		}
@@ -201,7 +164,7 @@ func (e *edge) feed(ctx context.Context) {
 		case <-time.After(delay):
 		case <-ctx.Done():
 		}
-		// At most a few seconds: new subscriptions, which the server accepts meanwhile, wait for it.
+		// At most a few seconds: streams the server accepts meanwhile get their snapshot only then.
 		delay = min(2*delay, 5*time.Second)
 	}
 }
@@ -211,39 +174,40 @@ func (e *edge) feed(ctx context.Context) {
 func (e *edge) admit(ctx context.Context, request []byte) error {
 	ctx, cancel := context.WithTimeout(metadata.NewOutgoingContext(ctx, outgoing(ctx)), 30*time.Second)
 	defer cancel()
-	up, err := e.upstream.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true}, streamMethod, grpc.ForceCodec(rawCodec{}))
-	if err != nil {
+	generation := e.vouched.current()
+	if _, err := e.openStream(ctx, request); err != nil {
 		return err
 	}
-	if err := up.SendMsg(&request); err != nil {
-		return err
-	}
-	if err := up.CloseSend(); err != nil {
-		return err
-	}
-	if err := accepted(up); err != nil {
-		return err
-	}
-	e.accepted.add(authorization(ctx))
+	e.vouched.addCredential(generation, authorization(ctx))
 	return nil
 }
 
-// accepted waits for the upstream's answer to a StreamPredictions call: its headers (nil: it accepted
-// the call), or the status it refused the call with.
-func accepted(up grpc.ClientStream) error {
+// openStream calls StreamPredictions on the upstream and waits for its answer: its headers (the
+// stream, accepted), or the status it refused the call with.
+func (e *edge) openStream(ctx context.Context, request []byte) (grpc.ClientStream, error) {
+	up, err := e.upstream.NewStream(ctx, &grpc.StreamDesc{ServerStreams: true}, streamMethod, grpc.ForceCodec(rawCodec{}))
+	if err != nil {
+		return nil, err
+	}
+	if err := up.SendMsg(&request); err != nil {
+		return nil, err
+	}
+	if err := up.CloseSend(); err != nil {
+		return nil, err
+	}
 	header, err := up.Header()
 	if err != nil {
-		return err
+		return nil, err
 	}
 	if header != nil {
-		return nil
+		return up, nil
 	}
 	// No headers: a trailers-only response, i.e. the call already ended; RecvMsg has its status.
 	var message []byte
 	if err := up.RecvMsg(&message); err != nil && !errors.Is(err, io.EOF) {
-		return err
+		return nil, err
 	}
-	return status.Error(codes.Unavailable, "the server ended the stream at once")
+	return nil, status.Error(codes.Unavailable, "the server ended the stream at once")
 }
 
 func (e *edge) streamPredictions(_ any, stream grpc.ServerStream) error {
@@ -251,12 +215,12 @@ func (e *edge) streamPredictions(_ any, stream grpc.ServerStream) error {
 	if err := stream.RecvMsg(&request); err != nil {
 		return err
 	}
-	f, err := parseRequest(request)
-	if err != nil {
-		return status.Errorf(codes.InvalidArgument, "malformed StreamPredictionsRequest: %v", err)
-	}
 	if err := e.admit(stream.Context(), request); err != nil {
 		return err
+	}
+	f, err := parseRequest(request) // the server accepted it, so it parses; if not, say so
+	if err != nil {
+		return status.Errorf(codes.InvalidArgument, "malformed StreamPredictionsRequest: %v", err)
 	}
 	if err := stream.SendHeader(metadata.MD{}); err != nil {
 		return err
@@ -271,8 +235,8 @@ func (e *edge) streamPredictions(_ any, stream grpc.ServerStream) error {
 	for {
 		select {
 		case wire, ok := <-s.queue:
-			if !ok { // drained at shutdown: UNAVAILABLE is the code clients retry
-				return status.Error(codes.Unavailable, "edge shutting down: reconnect")
+			if !ok { // drained: UNAVAILABLE is the code clients retry
+				return status.Error(codes.Unavailable, "stream ended (the edge is shutting down or lost the server): reconnect")
 			}
 			if err := stream.SendMsg(&wire); err != nil {
 				return err
@@ -289,13 +253,15 @@ func (e *edge) getLatestPrediction(_ any, ctx context.Context, decode func(any) 
 		return nil, err
 	}
 	auth := authorization(ctx)
-	if k, exact := parseLatestRequest(request); exact && e.accepted.has(auth) {
-		if wire, ok := e.hub.latestConfirmed(k); ok {
+	k, exact := parseLatestRequest(request)
+	if exact && e.vouched.answers(auth, k) {
+		if wire, ok := e.hub.latestOf(k); ok {
 			e.latestFromEdge.Add(1)
 			return &wire, nil // GetLatestPredictionResponse is StreamPredictionsResponse's encoding
 		}
 	}
 	e.latestFromUpstream.Add(1)
+	generation := e.vouched.current()
 	var response []byte
 	var header, trailer metadata.MD
 	err := e.upstream.Invoke(
@@ -303,7 +269,10 @@ func (e *edge) getLatestPrediction(_ any, ctx context.Context, decode func(any) 
 		grpc.ForceCodec(rawCodec{}), grpc.Header(&header), grpc.Trailer(&trailer),
 	)
 	if passedAuthentication(err) {
-		e.accepted.add(auth)
+		e.vouched.addCredential(generation, auth)
+	}
+	if code := status.Code(err); exact && (code == codes.OK || code == codes.NotFound) {
+		e.vouched.addKey(generation, k)
 	}
 	_ = grpc.SetHeader(ctx, header)
 	_ = grpc.SetTrailer(ctx, trailer)
@@ -399,7 +368,16 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	e := &edge{hub: newHub(*queueSize), upstream: conn, token: os.Getenv(tokenEnv), health: health.NewServer()}
+	if *queueSize < 1 {
+		log.Fatal("-queue-size must be at least 1")
+	}
+	e := &edge{
+		hub:      newHub(*queueSize),
+		upstream: conn,
+		token:    os.Getenv(tokenEnv),
+		health:   health.NewServer(),
+		vouched:  newVouched(),
+	}
 	e.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	e.health.SetServingStatus(service, healthpb.HealthCheckResponse_NOT_SERVING)
 

@@ -162,13 +162,15 @@ async def test_edge_refuses_what_the_server_refuses_with_its_status(
                 errors.append((error.value.code(), error.value.details()))
             assert errors[0][0] == grpc.StatusCode.INVALID_ARGUMENT
             assert errors[1] == errors[0]
-        # A message the edge cannot parse never reaches the server.
-        async with grpc.aio.insecure_channel(edge.target) as channel:
-            raw = channel.unary_stream(f"/{SERVICE_NAME}/StreamPredictions")
-            with pytest.raises(grpc.aio.AioRpcError) as error:
-                await raw(b"\xff\xff", timeout=10).read()
-        assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
-        assert "malformed" in error.value.details()
+        # Bytes that are no request at all: the server's own answer.
+        errors = []
+        for target in (f"127.0.0.1:{server.port}", edge.target):
+            async with grpc.aio.insecure_channel(target) as channel:
+                raw = channel.unary_stream(f"/{SERVICE_NAME}/StreamPredictions")
+                with pytest.raises(grpc.aio.AioRpcError) as error:
+                    await raw(b"\xff\xff", timeout=10).read()
+            errors.append((error.value.code(), error.value.details()))
+        assert errors[0][0] != grpc.StatusCode.OK and errors[1] == errors[0]
         assert edge.process.returncode is None
 
 
@@ -221,6 +223,13 @@ async def test_edge_answers_latest_lookups_for_keys_and_callers_the_server_vouch
         assert await edge.metric(ANSWERED_UPSTREAM) == upstream + 2
 
 
+async def wait_until_metric(edge: Edge, name: str, value: float) -> None:
+    # Polling: the edge's figures are its own state, observable only by asking.
+    async with asyncio.timeout(10):
+        while await edge.metric(name) != value:  # noqa: ASYNC110
+            await asyncio.sleep(0.01)
+
+
 async def wait_until_latest(target: str, expected: object) -> None:
     # Polling: the edge's latest prediction changes as the upstream stream delivers, with no event to await.
     async with asyncio.timeout(10):
@@ -252,11 +261,12 @@ async def test_edge_passes_tokens_and_serves_tls(tmp_path: Path) -> None:
                 edge.target, ["BTC/USD"], 60, limit=1, timeout=10, credentials=full
             )
             assert streamed == [make_prediction()]
-            # The server accepted the token for the stream: the edge now answers its lookups itself.
-            latest = await get_latest_prediction(edge.target, "BTC/USD", 60, 60, credentials=full)
-            assert latest == make_prediction()
+            # Once the server has answered this caller's lookup of the key, the edge answers it itself.
+            for _ in range(2):
+                latest = await get_latest_prediction(edge.target, "BTC/USD", 60, 60, credentials=full)
+                assert latest == make_prediction()
+            assert await edge.metric(ANSWERED_UPSTREAM) == 5
             assert await edge.metric(ANSWERED_BY_EDGE) == 1
-            assert await edge.metric(ANSWERED_UPSTREAM) == 4
             # Plaintext against the edge's TLS port cannot even connect.
             with pytest.raises(grpc.aio.AioRpcError) as plaintext:
                 await stream_predictions(edge.target, ["BTC/USD"], 60, limit=1, timeout=3)
@@ -300,7 +310,7 @@ async def test_a_slow_subscriber_drops_its_oldest_without_delaying_a_fast_one(
             while not slow_minutes or slow_minutes[-1] < last:
                 slow_minutes.append(minute_of(await slow.read()))
             assert slow_minutes == sorted(slow_minutes)
-            assert len(slow_minutes) <= last - dropped
+            assert len(slow_minutes) < last
             slow.cancel()
             fast.cancel()
 
@@ -328,14 +338,33 @@ async def test_edge_follows_the_server_again_after_it_restarts(tmp_path: Path) -
             start_server(settings, PredictionHub(), consume=False, grace=0.5)
         )
         first.hub.publish(make_prediction(minute=0))
-        async with running_edge(settings, tmp_path) as edge:
-            assert await stream_predictions(edge.target, ["BTC/USD"], 60) == [make_prediction(minute=0)]
+        async with (
+            running_edge(settings, tmp_path) as edge,
+            grpc.aio.insecure_channel(edge.target) as channel,
+        ):
+            stub = pb_grpc.PredictionServiceStub(channel)
+            request = pb.StreamPredictionsRequest(pairs=["BTC/USD"], interval_s=60)
+            before = stub.StreamPredictions(request, timeout=60)
+            assert minute_of(await before.read()) == 0
+            assert await get_latest_prediction(edge.target, "BTC/USD", 60, 60) == make_prediction(minute=0)
             await first_server.aclose()
-            # The server is gone: the edge stops saying SERVING, keeps running, and follows the next one.
+            # The server is gone: the edge's streams end as the server's would, and it stops saying SERVING.
+            with pytest.raises(grpc.aio.AioRpcError) as ended:
+                await before.read()
+            assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
             await wait_for_health(edge.target, False, 10)
             async with start_server(settings, PredictionHub(), consume=False, grace=0.5) as second:
                 await wait_for_health(edge.target, True, 45)
+                after = stub.StreamPredictions(request, timeout=60)
+                await wait_until_metric(edge, "cryptopredict_edge_subscribers", 1)
                 second.hub.publish(make_prediction(minute=9))
-                latest = await stream_predictions(edge.target, ["BTC/USD"], 60, timeout=5)
-                assert latest == [make_prediction(minute=9)]
+                # The first server's prediction is forgotten: the new stream starts with the second's.
+                assert minute_of(await after.read()) == 9
+                after.cancel()
+                # And lookups go to the new server first, whatever the edge knew before.
+                upstream = await edge.metric(ANSWERED_UPSTREAM)
+                assert await get_latest_prediction(edge.target, "BTC/USD", 60, 60) == make_prediction(
+                    minute=9
+                )
+                assert await edge.metric(ANSWERED_UPSTREAM) == upstream + 1
             assert edge.process.returncode is None

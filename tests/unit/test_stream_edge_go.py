@@ -1,5 +1,5 @@
 """The stream edge's own Go tests (infra/stream-edge/edge_test.go): its hub (snapshot, order, drop-oldest,
-drain, confirmed keys) and its reading of the wire format. Pure logic: no services."""
+drain, reset) and what the server vouched for and its reading of the wire format. Pure logic: no services."""
 
 import os
 import subprocess
@@ -16,7 +16,7 @@ EDGE = Path(__file__).resolve().parents[2] / "infra" / "stream-edge"
 
 def test_the_stream_edge_go_tests_pass():
     go = find_cmd([Path("/usr/local/go/bin/go")], "go")
-    env = {**os.environ, "GOFLAGS": "-mod=mod", "GOTOOLCHAIN": "local"}
+    env = {**os.environ, "GOFLAGS": "-mod=readonly", "GOTOOLCHAIN": "local"}
     result = subprocess.run(
         [str(go), "test", "-count=1", "./..."], cwd=EDGE, env=env, capture_output=True, text=True, timeout=600
     )
