@@ -174,6 +174,16 @@ class GrpcSettings(BaseModel):
     # ... and send this token; unset: the first of `tokens`.
     client_token: SecretStr | None = None
 
+    @property
+    def client_ca_file(self) -> Path | None:
+        """What our clients (watch, demo, the stream edge) verify the server against; None: plaintext."""
+        return self.tls_ca_file or self.tls_cert_file
+
+    @property
+    def client_bearer_token(self) -> SecretStr | None:
+        """The token our clients send; None: none."""
+        return self.client_token or next(iter(self.tokens), None)
+
     @model_validator(mode="after")
     def _cert_and_key_together(self) -> GrpcSettings:
         if (self.tls_cert_file is None) != (self.tls_key_file is None):

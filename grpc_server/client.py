@@ -28,8 +28,8 @@ class Credentials:
 
     @classmethod
     def from_settings(cls, grpc_settings: GrpcSettings) -> Credentials:
-        ca_file = grpc_settings.tls_ca_file or grpc_settings.tls_cert_file
-        token = grpc_settings.client_token or next(iter(grpc_settings.tokens), None)
+        ca_file = grpc_settings.client_ca_file
+        token = grpc_settings.client_bearer_token
         return cls(
             root_certificates=ca_file.read_bytes() if ca_file else None,
             token=token.get_secret_value() if token else None,

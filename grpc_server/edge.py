@@ -39,11 +39,11 @@ def edge_command(settings: Settings, binary: Path) -> tuple[list[str], dict[str,
     ]
     if grpc.tls_cert_file and grpc.tls_key_file:
         args += [f"-tls-cert={grpc.tls_cert_file}", f"-tls-key={grpc.tls_key_file}"]
-        args.append(f"-upstream-ca={grpc.tls_ca_file or grpc.tls_cert_file}")
+        args.append(f"-upstream-ca={grpc.client_ca_file}")
     if settings.metrics.edge_port >= 0:
         args.append(f"-metrics={bind_address(settings.metrics.host, settings.metrics.edge_port)}")
     env = dict(os.environ)
-    token = grpc.client_token or next(iter(grpc.tokens), None)
+    token = grpc.client_bearer_token
     if token is not None:
         env[UPSTREAM_TOKEN_ENV] = token.get_secret_value()
     return args, env
