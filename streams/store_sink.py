@@ -1,8 +1,8 @@
 """Agents that write the streams into the feature store: candles, indicator rows, predictions and dead
 letters.
 
-Micro-batches (`stream.take`) with idempotent upserts keyed by (pair, interval_s, window_start), so
-replays and restarts never duplicate rows. The schema is brought up to date by the migrations first.
+Micro-batches (`stream.take_events`) with idempotent upserts keyed by (pair, interval_s, window_start),
+and dead letters by their content key, so replays and restarts never duplicate rows. The schema is brought up to date by the migrations first.
 Off when `store.sink_enabled` is false (RisingWave ingests the topics itself).
 """
 
@@ -11,11 +11,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
 from typing import Any, TypeVar
 
 from pydantic import BaseModel, ValidationError
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from cryptopredict import metrics
 from cryptopredict.models import Candle, DeadLetter, IndicatorRow, Prediction
 from cryptopredict.store.candles import (
     async_engine,
@@ -69,22 +71,36 @@ async def _sink(
         for event in events:
             await complete.check(event.message)
         with complete.processing():
-            rows = []
+            rows: list[Any] = []
             for event in events:
                 try:
                     rows.append(model.model_validate_json(event.value))
                 except ValidationError as exc:
                     reason = f"invalid {model.__name__}: {exc.errors()[0]['msg']}"
-                    await dead_letter(source, event.value, reason)
+                    if model is DeadLetter:
+                        rows.append(_unreadable_letter(source, event, reason))
+                    else:
+                        await dead_letter(source, event.value, reason)
             if rows:
                 await write(await _store(), rows)
                 logger.debug("%s wrote %d rows", source, len(rows))
+
+
+def _unreadable_letter(source: str, event: Any, reason: str) -> DeadLetter:
+    """A record of the dead-letter topic that is no dead letter is stored as one of its own, not sent
+    back to the topic (that would loop). Its time is the record's, so reading it again gives the same
+    letter (`DeadLetter.store_key`)."""
+    logger.error("%s: %s", source, reason)
+    metrics.DEAD_LETTERS.labels(source, metrics.reason_kind(reason)).inc()
+    at = datetime.fromtimestamp(event.message.timestamp, UTC)
+    return DeadLetter(source=source, reason=reason, raw=event.value.decode("utf-8", "replace"), at=at)
 
 
 if settings.store.sink_enabled:
     _complete_candles = complete_stream("candle_sink", candles_topic.get_topic_name())
     _complete_indicators = complete_stream("indicator_sink", indicators_topic.get_topic_name())
     _complete_predictions = complete_stream("prediction_sink", predictions_topic.get_topic_name())
+    _complete_dead_letters = complete_stream("dead_letter_sink", dead_letters_topic.get_topic_name())
 
     @app.agent(candles_topic)
     async def sink_candles(stream):  # type: ignore[no-untyped-def]
@@ -100,12 +116,4 @@ if settings.store.sink_enabled:
 
     @app.agent(dead_letters_topic)
     async def sink_dead_letters(stream):  # type: ignore[no-untyped-def]
-        async for values in stream.take(BATCH, within=WITHIN_S):
-            letters = []
-            for raw in values:
-                try:
-                    letters.append(DeadLetter.model_validate_json(raw))
-                except ValidationError:  # re-queuing it as a dead letter would loop forever
-                    logger.error("unreadable dead letter skipped: %r", raw[:200])
-            if letters:
-                await insert_dead_letters(await _store(), letters)
+        await _sink(stream, _complete_dead_letters, DeadLetter, insert_dead_letters)

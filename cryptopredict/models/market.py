@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterable
+from datetime import UTC, datetime, timedelta
 from typing import Literal
 
 from pydantic import Field, PositiveFloat, model_validator
@@ -24,6 +26,7 @@ class Trade(DomainModel):
 
 
 MAX_TRADE_BATCH = 500
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class TradeBatch(DomainModel):
@@ -102,3 +105,11 @@ class DeadLetter(DomainModel):
     reason: str
     raw: str
     at: UtcDatetime
+
+    def store_key(self) -> str:
+        """Identity of this letter in the store: the same letter read again (a replay of the dead-letter
+        topic after a restart) is not stored twice. Migration 0006 computes the same digest in SQL."""
+        micros = (self.at - EPOCH) // timedelta(microseconds=1)
+        return hashlib.sha256(
+            "\x1f".join((self.source, self.reason, self.raw, str(micros))).encode()
+        ).hexdigest()

@@ -61,10 +61,14 @@ async def upsert_predictions(engine: AsyncEngine, rows: Sequence[Prediction]) ->
 
 
 async def insert_dead_letters(engine: AsyncEngine, rows: Sequence[DeadLetter]) -> int:
-    if rows:
-        async with engine.begin() as conn:
-            await conn.execute(insert(dead_letters).values([r.model_dump() for r in rows]))
-    return len(rows)
+    """Stores the letters not stored yet (by `DeadLetter.store_key`); returns how many were new."""
+    if not rows:
+        return 0
+    values = [{**r.model_dump(), "letter_key": r.store_key()} for r in rows]
+    statement = insert(dead_letters).on_conflict_do_nothing(index_elements=["letter_key"])
+    async with engine.begin() as conn:
+        result = await conn.execute(statement.returning(dead_letters.c.id), values)
+        return len(result.all())
 
 
 def read_candles(engine: Engine, pair: str, interval_s: int) -> pd.DataFrame:

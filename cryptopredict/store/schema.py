@@ -61,7 +61,10 @@ dead_letters = Table(
     Column("reason", Text, nullable=False),
     Column("raw", Text, nullable=False),
     Column("at", DateTime(timezone=True), nullable=False),
+    # DeadLetter.store_key(): a letter read again is not stored twice (migration 0006).
+    Column("letter_key", Text, nullable=False),
 )
+Index("dead_letters_letter_key", dead_letters.c.letter_key, unique=True)
 
 news_items = Table(
     "news_items",

@@ -85,3 +85,43 @@ async def test_upserts_keep_the_last_copy_of_a_window_sent_twice_in_one_batch(fr
     finally:
         reader.dispose()
     assert len(rows) == 1 and rows.loc[0, "close"] == 1.5 and rows.loc[0, "trade_count"] == 3
+
+
+async def test_dead_letters_are_stored_once_and_older_copies_are_merged(fresh_database):
+    from datetime import UTC, datetime
+
+    from cryptopredict.models import DeadLetter
+    from cryptopredict.store.candles import async_engine, insert_dead_letters
+
+    letter = DeadLetter(
+        source="candle_builder", reason="invalid trade batch: x", raw='{"ü": 1}', at=datetime.now(UTC)
+    )
+    other = letter.model_copy(update={"raw": "{other"})
+    # Before revision 0006 a sink replay stored a letter twice: the upgrade keys both and keeps one.
+    migrate(fresh_database, "0005")
+    engine = create_engine(fresh_database.url_for(fresh_database.database, "postgresql+psycopg"))
+    try:
+        with engine.begin() as conn:
+            for row in (letter, letter, other):
+                conn.execute(
+                    text(
+                        "INSERT INTO dead_letters (source, reason, raw, at) VALUES (:source, :reason, :raw, :at)"
+                    ),
+                    row.model_dump(),
+                )
+        migrate(fresh_database)
+        with engine.connect() as conn:
+            keys = sorted(conn.execute(text("SELECT letter_key FROM dead_letters")).scalars())
+        assert keys == sorted([letter.store_key(), other.store_key()])
+
+        store = async_engine(fresh_database)
+        try:
+            assert await insert_dead_letters(store, [letter, other]) == 0
+            later = letter.model_copy(update={"at": datetime.now(UTC)})  # rejected again: a new letter
+            assert await insert_dead_letters(store, [later, later]) == 1
+        finally:
+            await store.dispose()
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT count(*) FROM dead_letters")).scalar() == 3
+    finally:
+        engine.dispose()

@@ -17,7 +17,7 @@ import pytest
 from aiokafka import AIOKafkaConsumer
 from prometheus_client import REGISTRY
 from scrape import scrape
-from sqlalchemy import select
+from sqlalchemy import and_, or_, select
 
 from cryptopredict.features.candles import CandleState
 from cryptopredict.features.indicators import indicator_frame
@@ -27,7 +27,7 @@ from cryptopredict.metrics import serve_metrics
 from cryptopredict.models import Candle, DeadLetter, Trade, TradeBatch
 from cryptopredict.publisher import ReliablePublisher
 from cryptopredict.store.candles import async_engine
-from cryptopredict.store.schema import candles, technical_indicators
+from cryptopredict.store.schema import candles, dead_letters, technical_indicators
 from cryptopredict.topics import DEAD_LETTERS, FAUST_APP_ID, LATE_TRADES, TRADES, topic_name
 from streams.trade_feed import run_feed
 
@@ -88,6 +88,17 @@ async def test_replayed_trades_become_exact_candle_rows(run_settings, faust_work
     letters = await read_dead_letters(run_settings, expected=1)
     assert [(d.source, d.raw) for d in letters] == [("candle_builder", "{not a trade")]
     assert "invalid trade" in letters[0].reason
+    # The store keeps it too, once; a record on the dead-letter topic that is no dead letter is kept
+    # there as well (not sent back to the topic, which would loop).
+    publisher = ReliablePublisher(run_settings.kafka.bootstrap_servers)  # a stopped producer can't restart
+    await publisher.start()
+    await publisher.publish(topic_name(DEAD_LETTERS, run_settings.kafka.topic_prefix), b"\xffno letter")
+    await publisher.stop()
+    stored = await wait_for_stored_letters(run_settings, letters[0], "\ufffdno letter")
+    assert [(r["source"], r["raw"], r["at"]) for r in stored[:1]] == [
+        ("candle_builder", "{not a trade", letters[0].at)
+    ]
+    assert stored[1]["source"] == "dead_letter_sink" and "invalid DeadLetter" in stored[1]["reason"]
 
     # The worker's /metrics tells the same story: the dead letter by kind, and the group's lag (caught up).
     group = topic_name(FAUST_APP_ID, run_settings.kafka.topic_prefix)
@@ -255,6 +266,29 @@ async def assert_pipeline_reproduces_candles(run_settings, trades, faust_worker,
                     assert value == expected_row[name], (start, name)
     finally:
         await engine.dispose()
+
+
+async def wait_for_stored_letters(run_settings, letter: DeadLetter, unreadable_raw: str) -> list[dict]:
+    """The stored rows of `letter` and of the unreadable record, each found exactly once."""
+    query = select(dead_letters).where(
+        or_(
+            dead_letters.c.letter_key == letter.store_key(),
+            and_(dead_letters.c.raw == unreadable_raw, dead_letters.c.at >= letter.at),
+        )
+    )
+    engine = async_engine(run_settings.postgres)
+    try:
+        async with asyncio.timeout(60):
+            while True:
+                async with engine.connect() as conn:
+                    rows = [dict(r._mapping) for r in await conn.execute(query.order_by(dead_letters.c.id))]
+                if len(rows) >= 2:
+                    break
+                await asyncio.sleep(0.5)
+    finally:
+        await engine.dispose()
+    assert len(rows) == 2, rows
+    return rows
 
 
 async def wait_for_rows(engine, table, interval_s, since, count, faust_worker):

@@ -1,9 +1,10 @@
+import hashlib
 from datetime import UTC, datetime, timedelta
 
 import pytest
 from pydantic import ValidationError
 
-from cryptopredict.models import Candle, Prediction, Trade
+from cryptopredict.models import Candle, DeadLetter, Prediction, Trade
 from cryptopredict.settings import Settings
 
 pytestmark = pytest.mark.unit
@@ -64,3 +65,17 @@ def test_settings_nested_env(monkeypatch):
     assert s.postgres.port == 6543 and s.postgres.database == "fs"
     assert s.postgres.async_url == "postgresql+asyncpg://u:p@db:6543/fs"
     assert s.postgres.mlflow_backend_uri == "postgresql+psycopg://u:p@db:6543/mlflow"
+
+
+def test_a_dead_letters_store_key_is_its_content():
+
+    at = datetime(2026, 1, 1, 0, 0, 0, 123456, tzinfo=UTC)
+    letter = DeadLetter(source="candle_builder", reason="invalid", raw="{x", at=at)
+    assert DeadLetter.model_validate_json(letter.to_json_bytes()).store_key() == letter.store_key()
+    # The digest migration 0006 computes in SQL for rows stored before it.
+    assert (
+        letter.store_key()
+        == hashlib.sha256(b"candle_builder\x1finvalid\x1f{x\x1f1767225600123456").hexdigest()
+    )
+    for change in ({"source": "x"}, {"reason": "x"}, {"raw": "{y"}, {"at": at.replace(microsecond=123457)}):
+        assert letter.model_copy(update=change).store_key() != letter.store_key()

@@ -32,7 +32,9 @@ def test_risingwave_tables_match_the_postgres_schema():
     for name, table in metadata.tables.items():
         expected = {c.name for c in table.columns}
         if name == "dead_letters":
-            expected -= {"id"}  # a PostgreSQL identity
+            # A PostgreSQL identity, and the key that stops our sink storing a letter it reads again:
+            # RisingWave reads each record once (its Kafka offsets are in its checkpointed state).
+            expected -= {"id", "letter_key"}
         assert declared[name] == expected, name
 
 
