@@ -11,6 +11,7 @@ import sys
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
+from itertools import islice
 
 import pandas as pd
 import pytest
@@ -18,17 +19,19 @@ from aiokafka import AIOKafkaConsumer
 from prometheus_client import REGISTRY
 from scrape import scrape
 from sqlalchemy import and_, or_, select
+from ta_parity import assert_matches_ta
 
 from cryptopredict.features.candles import CandleState
-from cryptopredict.features.indicators import indicator_frame
+from cryptopredict.features.indicators import WARM_UP, IndicatorConfig, indicator_frame, ta_frame
 from cryptopredict.kafka_admin import read_topic
 from cryptopredict.kraken.replay import ReplayExchange, csv_trades, synthetic_trades
 from cryptopredict.metrics import serve_metrics
 from cryptopredict.models import Candle, DeadLetter, Trade, TradeBatch
 from cryptopredict.publisher import ReliablePublisher
 from cryptopredict.store.candles import async_engine
+from cryptopredict.store.ohlcvt import read_ohlcvt
 from cryptopredict.store.schema import candles, dead_letters, technical_indicators
-from cryptopredict.topics import DEAD_LETTERS, FAUST_APP_ID, LATE_TRADES, TRADES, topic_name
+from cryptopredict.topics import CANDLES, DEAD_LETTERS, FAUST_APP_ID, LATE_TRADES, TRADES, topic_name
 from streams.trade_feed import run_feed
 
 pytestmark = pytest.mark.integration
@@ -204,6 +207,39 @@ async def test_real_kraken_hour_becomes_exact_candle_rows(run_settings, faust_wo
     await assert_pipeline_reproduces_candles(run_settings, trades, faust_worker, speed=600)
 
 
+@pytest.mark.realdata
+async def test_kraken_hourly_history_gets_tas_indicators_in_the_store(
+    run_settings, faust_worker, shared_data
+):
+    """Kraken's XBT/USD hours (the first 3,000 of the export, gaps included) through the candles topic,
+    the indicator agent and the store sink: the stored rows equal `ta` over the same candles."""
+    pair = "IXB/USD"  # the export under a pair of its own, so no other test's rows are touched
+    history = list(islice(read_ohlcvt(shared_data / "kraken" / "XBTUSD_60.csv", pair, 3600), 3000))
+    assert any(c.gap for c in history)
+    started = datetime.now(UTC)
+    publisher = ReliablePublisher(run_settings.kafka.bootstrap_servers)
+    await publisher.start()
+    for candle in history:
+        await publisher.publish(
+            topic_name(CANDLES, run_settings.kafka.topic_prefix), candle.to_json_bytes(), key=pair.encode()
+        )
+    await publisher.stop()
+
+    engine = async_engine(run_settings.postgres)
+    try:
+        rows = await wait_for_rows(
+            engine, technical_indicators, 3600, started, len(history), faust_worker, pair=pair, timeout_s=240
+        )
+    finally:
+        await engine.dispose()
+    config = IndicatorConfig()
+    stored = pd.DataFrame([r["values"] for r in rows], columns=config.feature_names(), dtype=float)
+    stored.index = pd.DatetimeIndex([r["window_start"] for r in rows], name="window_start")
+    stored[WARM_UP] = [r["warm_up"] for r in rows]
+    assert_matches_ta(stored, ta_frame(history, config), config)
+    assert stored[WARM_UP].tolist() == stored[config.feature_names()].isna().any(axis=1).tolist()
+
+
 async def assert_pipeline_reproduces_candles(run_settings, trades, faust_worker, speed):
     started = datetime.now(UTC)
     exchange = ReplayExchange(trades, speed=speed)
@@ -291,13 +327,13 @@ async def wait_for_stored_letters(run_settings, letter: DeadLetter, unreadable_r
     return rows
 
 
-async def wait_for_rows(engine, table, interval_s, since, count, faust_worker):
+async def wait_for_rows(engine, table, interval_s, since, count, faust_worker, pair=PAIR, timeout_s=120):
     query = (
         select(table)
-        .where(table.c.pair == PAIR, table.c.interval_s == interval_s, table.c.written_at >= since)
+        .where(table.c.pair == pair, table.c.interval_s == interval_s, table.c.written_at >= since)
         .order_by(table.c.window_start)
     )
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + timeout_s
     rows = []
     while time.monotonic() < deadline and len(rows) < count:
         await asyncio.sleep(0.5)
