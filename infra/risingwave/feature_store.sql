@@ -4,6 +4,10 @@
 -- Training and serving read these tables with the same SQL as on PostgreSQL
 -- (cryptopredict/store/candles.py: plain SELECT ... WHERE pair = ? AND interval_s = ? ORDER BY window_start).
 --
+-- FORMAT PLAIN with a PRIMARY KEY: a record whose key columns match a stored row overwrites it (a candle
+-- sent again after a restart), as the PostgreSQL sink's upserts do. Not FORMAT UPSERT: that keys rows by
+-- the Kafka message key (INCLUDE KEY), and our records are keyed by pair only, for partitioning.
+--
 -- Not executed in this repository's tests: no RisingWave build can be installed here (see the issue note).
 
 CREATE TABLE IF NOT EXISTS candles (
@@ -28,7 +32,7 @@ CREATE TABLE IF NOT EXISTS candles (
     topic = 'candles',
     properties.bootstrap.server = 'kafka:9092',
     scan.startup.mode = 'earliest'
-) FORMAT UPSERT ENCODE JSON;
+) FORMAT PLAIN ENCODE JSON;
 
 CREATE TABLE IF NOT EXISTS technical_indicators (
     pair VARCHAR,
@@ -43,7 +47,7 @@ CREATE TABLE IF NOT EXISTS technical_indicators (
     topic = 'technical_indicators',
     properties.bootstrap.server = 'kafka:9092',
     scan.startup.mode = 'earliest'
-) FORMAT UPSERT ENCODE JSON;
+) FORMAT PLAIN ENCODE JSON;
 
 CREATE TABLE IF NOT EXISTS dead_letters (
     source VARCHAR,
@@ -73,7 +77,7 @@ CREATE TABLE IF NOT EXISTS news_items (
     topic = 'news',
     properties.bootstrap.server = 'kafka:9092',
     scan.startup.mode = 'earliest'
-) FORMAT UPSERT ENCODE JSON;
+) FORMAT PLAIN ENCODE JSON;
 
 CREATE TABLE IF NOT EXISTS sentiment_scores (
     news_id VARCHAR,
@@ -90,7 +94,7 @@ CREATE TABLE IF NOT EXISTS sentiment_scores (
     topic = 'news_sentiment',
     properties.bootstrap.server = 'kafka:9092',
     scan.startup.mode = 'earliest'
-) FORMAT UPSERT ENCODE JSON;
+) FORMAT PLAIN ENCODE JSON;
 
 CREATE TABLE IF NOT EXISTS predictions (
     pair VARCHAR,
@@ -112,7 +116,7 @@ CREATE TABLE IF NOT EXISTS predictions (
     topic = 'predictions',
     properties.bootstrap.server = 'kafka:9092',
     scan.startup.mode = 'earliest'
-) FORMAT UPSERT ENCODE JSON;
+) FORMAT PLAIN ENCODE JSON;
 
 -- Drift checks (migration 0005): the drift monitor publishes each as a DriftRecord on topic `drift_reports`.
 CREATE TABLE IF NOT EXISTS drift_reports (
@@ -150,7 +154,7 @@ CREATE TABLE IF NOT EXISTS drift_reports (
     topic = 'drift_reports',
     properties.bootstrap.server = 'kafka:9092',
     scan.startup.mode = 'earliest'
-) FORMAT UPSERT ENCODE JSON;
+) FORMAT PLAIN ENCODE JSON;
 
 -- The outcome ledger (migration 0004 creates the same as a view on PostgreSQL).
 CREATE MATERIALIZED VIEW IF NOT EXISTS prediction_outcomes AS

@@ -38,6 +38,19 @@ def test_risingwave_tables_match_the_postgres_schema():
         assert declared[name] == expected, name
 
 
+def test_every_table_reads_plain_json_and_keys_rows_by_its_primary_key():
+    # FORMAT UPSERT would key rows by the Kafka message key (RisingWave requires the primary key to be the
+    # INCLUDE KEY column), and our records are keyed by pair: one row per pair would survive.
+    text = re.sub(r"--[^\n]*", "", DDL.read_text())
+    formats = re.findall(r"\) FORMAT (\w+) ENCODE (\w+);", text)
+    assert formats and set(formats) == {("PLAIN", "JSON")}
+    assert len(formats) == len(declared_tables())
+    for name, table in metadata.tables.items():
+        if name != "dead_letters":
+            keys = ", ".join(c.name for c in table.primary_key.columns)
+            assert f"PRIMARY KEY ({keys})" in text, name
+
+
 def test_the_outcome_ledger_view_is_the_same_query_on_both():
     import importlib
 
