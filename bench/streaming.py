@@ -54,6 +54,7 @@ START = datetime(2025, 6, 1, tzinfo=UTC)
 TRADES_PER_RECORD = 100
 BUSY = 600.0  # trades per minute and pair
 LIVE_RATE = 1000  # trades/s in the live-pace phase
+TARGET_RATE = 10_000  # trades/s: the throughput target, paced, to see the delay at that load
 
 
 @dataclass
@@ -184,12 +185,18 @@ async def main() -> None:
     scale = 1 if args.quick else 4
     run = uuid.uuid4().hex[:4].upper()
     # Pair names unique to this run, so rows of earlier runs in the shared store never count.
-    busy, quiet, live = ([f"{kind}{i}{run}/USD" for i in "ABC"] for kind in ("B", "Q", "L"))
+    busy, quiet, live, target = ([f"{kind}{i}{run}/USD" for i in "ABC"] for kind in ("B", "Q", "L", "T"))
     phases = [
         Phase("busy market, full speed", busy, market(busy, BUSY, 60 * scale, seed=11), None),
         Phase("quiet history replay, full speed", quiet, market(quiet, None, 3000 * scale, seed=12), None),
         Phase(
             f"busy market at {LIVE_RATE:,} trades/s", live, market(live, BUSY, 10 * scale, seed=13), LIVE_RATE
+        ),
+        Phase(
+            f"busy market at {TARGET_RATE:,} trades/s",
+            target,
+            market(target, BUSY, 30 * scale, seed=14),
+            TARGET_RATE,
         ),
     ]
     prefix = f"bench-stream-{run.lower()}-"
@@ -230,6 +237,8 @@ delay at a load the worker keeps up with.
             "close_to_store_p99_ms": round(phases[2].p99_ms, 1),
             "replay_trades_per_s": round(phases[1].trades_per_s),
             "saturated_close_to_store_p99_ms": round(phases[0].p99_ms, 1),
+            "close_to_store_p99_ms_at_10k": round(phases[3].p99_ms, 1),
+            "paced_10k_trades_per_s": round(phases[3].trades_per_s),
         },
     )
 

@@ -63,8 +63,16 @@ class Stall:
     def reset(self) -> None:
         self._since.clear()
 
-    def stalled(self, partition: Hashable, expected: int | None, end: int | None, now: float) -> bool:
-        """`expected`: the next offset the agent should see; `end`: the partition's end offset."""
+    def stalled(
+        self,
+        partition: Hashable,
+        expected: int | None,
+        end: int | None,
+        now: float,
+        after_s: float | None = None,
+    ) -> bool:
+        """`expected`: the next offset the agent should see; `end`: the partition's end offset;
+        `after_s`: this check's limit, if not the usual one."""
         if expected is None or end is None or end <= expected:
             self._since.pop(partition, None)  # the agent has seen everything there is
             return False
@@ -72,4 +80,4 @@ class Stall:
         if since is None or since[0] != expected:  # new, or the agent made progress meanwhile
             self._since[partition] = (expected, now)
             return False
-        return now - since[1] >= self.after_s
+        return now - since[1] >= (self.after_s if after_s is None else after_s)

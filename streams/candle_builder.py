@@ -35,6 +35,7 @@ from streams.app import (
     dead_letter,
     late_trades_topic,
     settings,
+    state_table,
 )
 from streams.guard import complete_stream
 
@@ -43,7 +44,7 @@ logger = logging.getLogger(__name__)
 INTERVALS = sorted(set(settings.features.candle_intervals_s))
 trades_topic_name = topic_name(TRADES, settings.kafka.topic_prefix)
 
-candle_state = app.Table("candle_state", default=None, partitions=settings.kafka.partitions)
+candle_state = state_table("candle_state")
 
 
 def state_key(pair: str, interval_s: int) -> str:

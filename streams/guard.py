@@ -44,6 +44,10 @@ from streams.app import app
 logger = logging.getLogger(__name__)
 
 STALL_AFTER_S = 15.0
+# While an agent's buffer is full, Faust's consumer waits for it to take the next record before it hands
+# out any other (flow control): under a backlog every partition can then wait far longer than a stall,
+# without any record being lost. A stuck or crashed agent still restarts the worker, after this long.
+BACKPRESSURED_STALL_AFTER_S = 120.0
 
 
 class CompleteStream:
@@ -171,14 +175,20 @@ async def watch_for_skipped_records() -> None:
     tps = [tp for tp in app.consumer.assignment() if tp.topic in watched]
     ends = await app.consumer.highwaters(*tps) if tps else {}  # one request for every guarded partition
     now = time.monotonic()
+    limit = BACKPRESSURED_STALL_AFTER_S if _backpressured() else STALL_AFTER_S
     for guard in _guarded:
         for tp in (tp for tp in tps if tp.topic == guard.topic_name):
             expected = guard.continuity.expected(tp, await guard.start_of(tp))
-            if not guard.busy and guard.stall.stalled(tp, expected, ends.get(tp), now):
+            if not guard.busy and guard.stall.stalled(tp, expected, ends.get(tp), now, limit):
                 _restart(
                     f"{guard.agent}: {tp} records {expected}..{ends[tp] - 1} are not reaching it "
                     f"({_consumer_view(tp)})"
                 )
+
+
+def _backpressured() -> bool:
+    """Some agent's buffer is full, so the consumer hands out nothing until that agent takes a record."""
+    return any(queue.full() for queue in list(app.flow_control._queues))
 
 
 def _consumer_view(tp: TP) -> str:
@@ -189,5 +199,5 @@ def _consumer_view(tp: TP) -> str:
         f"read offset {consumer._read_offset.get(tp)}, "
         f"active {active is None or tp in active}, paused {tp in consumer._paused_partitions}, "
         f"buffered {tp in consumer._buffered_partitions}, flow active {consumer.flow_active}, "
-        f"producer buffer {app.producer.buffer.size}"
+        f"producer buffer {app.producer.buffer.size}, agent buffers full {_backpressured()}"
     )

@@ -14,12 +14,12 @@ from pydantic import ValidationError
 from cryptopredict import metrics
 from cryptopredict.features.indicators import IndicatorState
 from cryptopredict.models import Candle
-from streams.app import app, candles_topic, dead_letter, indicators_topic, settings
+from streams.app import app, candles_topic, dead_letter, indicators_topic, state_table
 from streams.guard import complete_stream
 
 logger = logging.getLogger(__name__)
 
-indicator_state = app.Table("indicator_state", default=None, partitions=settings.kafka.partitions)
+indicator_state = state_table("indicator_state")
 _complete_candles = complete_stream("indicator_agent", candles_topic.get_topic_name())
 
 

@@ -41,11 +41,12 @@ from streams.app import (
     prediction_refusals_topic,
     predictions_topic,
     settings,
+    state_table,
 )
 
 logger = logging.getLogger(__name__)
 
-prediction_state = app.Table("prediction_state", default=None, partitions=settings.kafka.partitions)
+prediction_state = state_table("prediction_state")
 INDICATORS = IndicatorConfig()
 HORIZONS = settings.model.horizons_candles
 MAX_SENTIMENT_AGE = timedelta(seconds=settings.model.max_sentiment_age_s)

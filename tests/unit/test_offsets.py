@@ -47,3 +47,11 @@ def test_progress_or_nothing_unread_is_no_stall():
     assert not stall.stalled("p", expected=30, end=49, now=10)  # the agent moved on: a backlog
     assert not stall.stalled("p", expected=49, end=49, now=30)  # caught up
     assert not stall.stalled("p", expected=None, end=49, now=40)
+
+
+def test_a_longer_limit_while_backpressured_counts_from_the_same_start():
+    stall = Stall(after_s=10)
+    assert not stall.stalled("p", expected=28, end=49, now=0)
+    assert not stall.stalled("p", expected=28, end=49, now=15, after_s=120)  # waiting behind a full buffer
+    assert stall.stalled("p", expected=28, end=49, now=16)  # the buffer drained, nothing came: stalled
+    assert stall.stalled("p", expected=28, end=49, now=120, after_s=120)
