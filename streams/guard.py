@@ -44,10 +44,10 @@ from streams.app import app
 logger = logging.getLogger(__name__)
 
 STALL_AFTER_S = 15.0
-# While an agent's buffer is full, Faust's consumer waits for it to take the next record before it hands
-# out any other (flow control): under a backlog every partition can then wait far longer than a stall,
-# without any record being lost. A stuck or crashed agent still restarts the worker, after this long.
-BACKPRESSURED_STALL_AFTER_S = 120.0
+# Under a backlog a partition can wait far longer than STALL_AFTER_S for its turn without any record being
+# lost: Faust's consumer hands out a fetched batch one record at a time to every agent of its topic, and
+# waits while an agent's buffer is full. Such a partition is restarted only after this long.
+WAITING_STALL_AFTER_S = 120.0
 
 
 class CompleteStream:
@@ -175,15 +175,46 @@ async def watch_for_skipped_records() -> None:
     tps = [tp for tp in app.consumer.assignment() if tp.topic in watched]
     ends = await app.consumer.highwaters(*tps) if tps else {}  # one request for every guarded partition
     now = time.monotonic()
-    limit = BACKPRESSURED_STALL_AFTER_S if _backpressured() else STALL_AFTER_S
+    _delivery.update(now)
     for guard in _guarded:
         for tp in (tp for tp in tps if tp.topic == guard.topic_name):
             expected = guard.continuity.expected(tp, await guard.start_of(tp))
+            limit = WAITING_STALL_AFTER_S if _waiting_its_turn(tp, expected, now) else STALL_AFTER_S
             if not guard.busy and guard.stall.stalled(tp, expected, ends.get(tp), now, limit):
                 _restart(
                     f"{guard.agent}: {tp} records {expected}..{ends[tp] - 1} are not reaching it "
                     f"({_consumer_view(tp)})"
                 )
+
+
+class _Delivery:
+    """When Faust's consumer last handed any record to the agents (its read offsets moved)."""
+
+    def __init__(self) -> None:
+        self.total: int | None = None
+        self.at = 0.0
+
+    def update(self, now: float) -> None:
+        total = sum(offset for offset in app.consumer._read_offset.values() if offset is not None)
+        if total != self.total:
+            self.total, self.at = total, now
+
+
+_delivery = _Delivery()
+
+
+def _waiting_its_turn(tp: TP, expected: int | None, now: float) -> bool:
+    """The consumer has not handed out the partition's next record yet, and nothing says it never will:
+    the partition is fetched (active, not paused), and the consumer is busy with other records or held
+    back by a full buffer. (A record the consumer handed out that never reached the agent is a loss.)"""
+    consumer = app.consumer
+    read = consumer._read_offset.get(tp)
+    if expected is None or (read is not None and read >= expected):
+        return False
+    active = consumer._active_partitions
+    if (active is not None and tp not in active) or tp in consumer._paused_partitions:
+        return False
+    return _backpressured() or now - _delivery.at < STALL_AFTER_S
 
 
 def _backpressured() -> bool:
@@ -199,5 +230,6 @@ def _consumer_view(tp: TP) -> str:
         f"read offset {consumer._read_offset.get(tp)}, "
         f"active {active is None or tp in active}, paused {tp in consumer._paused_partitions}, "
         f"buffered {tp in consumer._buffered_partitions}, flow active {consumer.flow_active}, "
-        f"producer buffer {app.producer.buffer.size}, agent buffers full {_backpressured()}"
+        f"producer buffer {app.producer.buffer.size}, agent buffers full {_backpressured()}, "
+        f"last record handed out {time.monotonic() - _delivery.at:.0f} s ago"
     )

@@ -43,7 +43,7 @@ logger = logging.getLogger(__name__)
 M = TypeVar("M", bound=BaseModel)
 
 # `within` bounds how long a closed candle waits for its micro-batch: it is most of the close-to-store delay.
-BATCH, WITHIN_S = 500, 0.05
+BATCH, WITHIN_S = 500, 0.02
 
 _engine: AsyncEngine | None = None
 _engine_lock = asyncio.Lock()
