@@ -12,6 +12,7 @@ import time
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
+from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from cryptopredict.models import Trade, TradeBatch
 from cryptopredict.settings import KafkaSettings
@@ -63,6 +64,42 @@ def _raise_topic_errors(response: Any) -> None:
     ]
     if errors:
         raise TopicCreationError(f"topic creation failed: {errors}")
+
+
+DYNAMIC_TOPIC_CONFIG = 1  # DescribeConfigs config_source: set on the topic itself
+
+
+async def ensure_topic_config(kafka: KafkaSettings, names: list[str], config: dict[str, str]) -> list[str]:
+    """Sets `config` on those of the existing topics `names` that lack it, keeping the other settings made
+    on each topic (AlterConfigs replaces a topic's whole set); returns the names changed. Topics that do
+    not exist yet are left to whoever creates them."""
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers, request_timeout_ms=10_000)
+    await admin.start()
+    try:
+        existing = [name for name in names if name in set(await admin.list_topics())]
+        if not existing:
+            return []
+        resources = [ConfigResource(ConfigResourceType.TOPIC, name) for name in existing]
+        changed = []
+        for response in await admin.describe_configs(resources):
+            for _code, _message, _type, name, entries in response.resources:
+                current = {entry[0]: entry[1] for entry in entries if _set_on_topic(entry[3])}
+                if any(current.get(key) != value for key, value in config.items()):
+                    changed.append(ConfigResource(ConfigResourceType.TOPIC, name, current | config))
+        if changed:
+            logger.info("setting %s on topics %s", config, ", ".join(r.name for r in changed))
+            for response in await admin.alter_configs(changed):
+                errors = [(name, code, msg) for code, msg, _type, name in response.resources if code != 0]
+                if errors:
+                    raise TopicCreationError(f"topic configuration failed: {errors}")
+        return [r.name for r in changed]
+    finally:
+        await admin.close()
+
+
+def _set_on_topic(flag: bool | int) -> bool:
+    """DescribeConfigs v0 says `is_default` (a bool), later versions the config's source."""
+    return not flag if isinstance(flag, bool) else flag == DYNAMIC_TOPIC_CONFIG
 
 
 async def partition_numbers(kafka: KafkaSettings, topic: str) -> list[int]:

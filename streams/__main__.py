@@ -50,9 +50,9 @@ def supervise() -> int:
 
 
 def run_worker() -> None:
-    from cryptopredict.kafka_admin import ensure_topics
+    from cryptopredict.kafka_admin import ensure_topic_config, ensure_topics
     from cryptopredict.metrics import serve_metrics
-    from streams.app import app, load_agents, settings
+    from streams.app import CHANGELOG_CONFIG, app, load_agents, settings
 
     # Faust's web server is not used, and several workers on one host would clash on its port.
     if "worker" in sys.argv and "--with-web" not in sys.argv and "--without-web" not in sys.argv:
@@ -60,6 +60,9 @@ def run_worker() -> None:
     # Faust does not create source topics, and a consumer that subscribes before they exist stays idle.
     asyncio.run(ensure_topics(settings.kafka))
     load_agents()
+    # Faust configures a changelog only when it creates it: changelogs made before get the settings here.
+    changelogs = [table.changelog_topic.get_topic_name() for table in app.tables.values()]
+    asyncio.run(ensure_topic_config(settings.kafka, changelogs, CHANGELOG_CONFIG))
     serve_metrics(settings.metrics.host, settings.metrics.stream_port)
     app.main()
 

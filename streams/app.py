@@ -54,6 +54,7 @@ app = faust.App(
 # every update since the topic was made (hundreds of MB after a backfill, and Faust may drop records it
 # fetched while recovering, faust-streaming #596, so a long recovery means more restarts).
 CHANGELOG_CONFIG = {
+    "cleanup.policy": "compact",
     "segment.bytes": str(8 * 1024 * 1024),
     "segment.ms": "60000",
     "min.cleanable.dirty.ratio": "0.1",
@@ -97,6 +98,6 @@ async def dead_letter(
     logger.warning("dead letter from %s: %s", source, reason)
     metrics.DEAD_LETTERS.labels(source, metrics.reason_kind(reason)).inc()
     letter = DeadLetter(
-        source=source, reason=reason, raw=raw.decode("utf-8", "replace"), at=datetime.now(UTC)
+        source=source, reason=reason, raw=(raw or b"").decode("utf-8", "replace"), at=datetime.now(UTC)
     )
     return await (topic or dead_letters_topic).send(value=letter.to_json_bytes())

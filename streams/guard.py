@@ -208,9 +208,13 @@ def _waiting_its_turn(tp: TP, expected: int | None, now: float) -> bool:
     the partition is fetched (active, not paused), and the consumer is busy with other records or held
     back by a full buffer. (A record the consumer handed out that never reached the agent is a loss.)"""
     consumer = app.consumer
+    # The read offset is the last record handed out, or after a seek the next one to read: only past
+    # `expected` does it prove that a record was handed out and not received.
     read = consumer._read_offset.get(tp)
-    if expected is None or (read is not None and read >= expected):
+    if expected is None or (read is not None and read > expected):
         return False
+    if tp in consumer._buffered_partitions:  # held back until an agent's buffer drains (flow control)
+        return True
     active = consumer._active_partitions
     if (active is not None and tp not in active) or tp in consumer._paused_partitions:
         return False
@@ -218,8 +222,12 @@ def _waiting_its_turn(tp: TP, expected: int | None, now: float) -> bool:
 
 
 def _backpressured() -> bool:
-    """Some agent's buffer is full, so the consumer hands out nothing until that agent takes a record."""
-    return any(queue.full() for queue in list(app.flow_control._queues))
+    """An agent's buffer is (nearly) full: the consumer holds partitions back, or hands out nothing, until
+    that agent takes records."""
+    consumer = app.consumer
+    return bool(consumer._buffered_partitions) or any(
+        queue.full() for queue in list(app.flow_control._queues)
+    )
 
 
 def _consumer_view(tp: TP) -> str:

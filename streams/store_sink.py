@@ -1,8 +1,8 @@
 """Agents that write the streams into the feature store: candles, indicator rows, predictions and dead
 letters.
 
-Micro-batches (`stream.take_events`) with idempotent upserts keyed by (pair, interval_s, window_start),
-and dead letters by their content key, so replays and restarts never duplicate rows. The schema is brought up to date by the migrations first.
+Micro-batches (`stream.take_events`) with idempotent upserts keyed by (pair, interval_s,
+window_start), and dead letters by their content key, so replays and restarts never duplicate rows. The schema is brought up to date by the migrations first.
 Off when `store.sink_enabled` is false (RisingWave ingests the topics itself).
 """
 
@@ -92,8 +92,12 @@ def _unreadable_letter(source: str, event: Any, reason: str) -> DeadLetter:
     letter (`DeadLetter.store_key`)."""
     logger.error("%s: %s", source, reason)
     metrics.DEAD_LETTERS.labels(source, metrics.reason_kind(reason)).inc()
-    at = datetime.fromtimestamp(event.message.timestamp, UTC)
-    return DeadLetter(source=source, reason=reason, raw=event.value.decode("utf-8", "replace"), at=at)
+    message = event.message
+    # The record's position tells two identical records apart, and is the same when it is read again.
+    reason = f"{reason} (partition {message.partition}, offset {message.offset})"
+    at = datetime.fromtimestamp(message.timestamp, UTC)
+    raw = (event.value or b"").decode("utf-8", "replace")
+    return DeadLetter(source=source, reason=reason, raw=raw, at=at)
 
 
 if settings.store.sink_enabled:

@@ -7,7 +7,7 @@ from collections.abc import Iterable
 from datetime import UTC, datetime, timedelta
 from typing import Literal
 
-from pydantic import Field, PositiveFloat, model_validator
+from pydantic import Field, PositiveFloat, field_validator, model_validator
 
 from cryptopredict.models.base import DomainModel, UtcDatetime
 
@@ -105,6 +105,12 @@ class DeadLetter(DomainModel):
     reason: str
     raw: str
     at: UtcDatetime
+
+    @field_validator("source", "reason", "raw")
+    @classmethod
+    def _storable_text(cls, text: str) -> str:
+        # PostgreSQL text cannot hold NUL: a payload carrying one would fail every write of its batch.
+        return text.replace("\x00", "\\u0000")
 
     def store_key(self) -> str:
         """Identity of this letter in the store: the same letter read again (a replay of the dead-letter

@@ -79,3 +79,12 @@ def test_a_dead_letters_store_key_is_its_content():
     )
     for change in ({"source": "x"}, {"reason": "x"}, {"raw": "{y"}, {"at": at.replace(microsecond=123457)}):
         assert letter.model_copy(update=change).store_key() != letter.store_key()
+
+
+def test_a_dead_letter_holds_no_nul_character():
+    # PostgreSQL text refuses NUL; the letter keeps it visible as an escape instead.
+    letter = DeadLetter.model_validate_json(
+        b'{"source": "trade_feed", "reason": "bad\\u0000", "raw": "{\\"x\\": \\"\\u0000\\"}", "at": "2026-01-01T00:00:00Z"}'
+    )
+    assert "\x00" not in letter.reason + letter.raw
+    assert letter.raw == '{"x": "\\u0000"}' and letter.reason == "bad\\u0000"
