@@ -46,7 +46,8 @@ logger = logging.getLogger(__name__)
 STALL_AFTER_S = 15.0
 # Under a backlog a partition can wait far longer than STALL_AFTER_S for its turn without any record being
 # lost: Faust's consumer hands out a fetched batch one record at a time to every agent of its topic, and
-# waits while an agent's buffer is full. Such a partition is restarted only after this long.
+# waits while an agent's buffer is full; an agent's buffer holds thousands of records of all partitions
+# in that order. Such a partition is restarted only after this long.
 WAITING_STALL_AFTER_S = 120.0
 
 
@@ -58,6 +59,7 @@ class CompleteStream:
         self.continuity = OffsetContinuity()
         self.stall = Stall(after_s=STALL_AFTER_S)
         self.busy = False  # inside a record (e.g. waiting for the broker): slow, not stalled
+        self.received_at = 0.0  # when the agent last received a record of any partition
         self._starts: dict[TP, int | None] = {}
 
     async def start_of(self, tp: TP) -> int | None:
@@ -80,6 +82,7 @@ class CompleteStream:
             self.continuity.check(tp, message.offset, await self.start_of(tp))
         except OffsetGap as gap:
             _restart(f"{self.agent}: records were skipped ({gap})")
+        self.received_at = time.monotonic()
 
     @contextmanager
     def processing(self) -> Iterator[None]:
@@ -179,7 +182,7 @@ async def watch_for_skipped_records() -> None:
     for guard in _guarded:
         for tp in (tp for tp in tps if tp.topic == guard.topic_name):
             expected = guard.continuity.expected(tp, await guard.start_of(tp))
-            limit = WAITING_STALL_AFTER_S if _waiting_its_turn(tp, expected, now) else STALL_AFTER_S
+            limit = WAITING_STALL_AFTER_S if _waiting_its_turn(guard, tp, expected, now) else STALL_AFTER_S
             if not guard.busy and guard.stall.stalled(tp, expected, ends.get(tp), now, limit):
                 _restart(
                     f"{guard.agent}: {tp} records {expected}..{ends[tp] - 1} are not reaching it "
@@ -203,15 +206,19 @@ class _Delivery:
 _delivery = _Delivery()
 
 
-def _waiting_its_turn(tp: TP, expected: int | None, now: float) -> bool:
-    """The consumer has not handed out the partition's next record yet, and nothing says it never will:
-    the partition is fetched (active, not paused), and the consumer is busy with other records or held
-    back by a full buffer. (A record the consumer handed out that never reached the agent is a loss.)"""
+def _waiting_its_turn(guard: CompleteStream, tp: TP, expected: int | None, now: float) -> bool:
+    """Nothing says the partition's next record is lost: the agent is working through its buffer (which
+    holds every partition's records in the order handed out), or the consumer has not handed that record
+    out yet while the partition is fetched and the consumer is busy or held back by a full buffer.
+    A record handed out to an agent that then receives nothing is lost."""
+    if expected is None:
+        return False
+    if now - guard.received_at < STALL_AFTER_S:
+        return True
     consumer = app.consumer
-    # The read offset is the last record handed out, or after a seek the next one to read: only past
-    # `expected` does it prove that a record was handed out and not received.
+    # The read offset is the last record handed out, or after a seek the next one to read.
     read = consumer._read_offset.get(tp)
-    if expected is None or (read is not None and read > expected):
+    if read is not None and read > expected:
         return False
     if tp in consumer._buffered_partitions:  # held back until an agent's buffer drains (flow control)
         return True
