@@ -43,14 +43,14 @@ sys.path.insert(0, str(ROOT))
 
 from bench.report import publish  # noqa: E402
 from cryptopredict.features.candles import CandleState  # noqa: E402
-from cryptopredict.kafka_admin import ensure_topics  # noqa: E402
+from cryptopredict.kafka_admin import consumer_lag, ensure_topics  # noqa: E402
 from cryptopredict.kraken.sources import PairSpec, synthetic_market  # noqa: E402
 from cryptopredict.models import Candle, Trade, trade_batches  # noqa: E402
 from cryptopredict.publisher import ReliablePublisher  # noqa: E402
 from cryptopredict.settings import Settings, get_settings  # noqa: E402
 from cryptopredict.store.candles import async_engine  # noqa: E402
 from cryptopredict.store.schema import candles  # noqa: E402
-from cryptopredict.topics import CANDLES, TRADES, topic_name  # noqa: E402
+from cryptopredict.topics import CANDLE_TICKS, CANDLES, FAUST_APP_ID, TRADES, topic_name  # noqa: E402
 
 START = datetime(2025, 6, 1, tzinfo=UTC)
 TRADES_PER_RECORD = 100
@@ -179,6 +179,21 @@ async def run_phase(settings: Settings, prefix: str, phase: Phase) -> None:
     )
 
 
+async def wait_until_idle(settings: Settings, prefix: str, timeout_s: float = 900) -> None:
+    """Waits for the worker to finish what a phase left queued (indicators, predictions of a replay), so
+    that the next phase's delays are not its backlog."""
+    kafka = settings.kafka.model_copy(update={"topic_prefix": prefix})
+    group, ticks = topic_name(FAUST_APP_ID, prefix), topic_name(CANDLE_TICKS, prefix)
+    started = time.monotonic()
+    while time.monotonic() - started < timeout_s:
+        lag = await consumer_lag(kafka, group)
+        if not sum(behind for (topic, _), behind in lag.items() if topic != ticks):
+            print(f"worker idle after {time.monotonic() - started:.0f} s", file=sys.stderr)
+            return
+        await asyncio.sleep(1)
+    raise TimeoutError(f"the worker still has records to process after {timeout_s:.0f} s")
+
+
 async def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
@@ -209,6 +224,7 @@ async def main() -> None:
         await asyncio.sleep(15)  # the worker joins its group and recovers (empty) tables
         for phase in phases:
             await run_phase(settings, prefix, phase)
+            await wait_until_idle(settings, prefix)
     finally:
         worker.terminate()  # its supervisor stops it, killing it after a grace period
         worker.wait(60)
@@ -225,7 +241,8 @@ agent, store sinks) on the local broker and PostgreSQL; trades published in reco
 {TRADES_PER_RECORD} trades of one pair. trades/s = trades / (first trade produced -> last candle emitted);
 close-to-store = candle message timestamp -> row `written_at`. The two full-speed phases measure
 capacity, so their close-to-store delays are queueing behind the backlog; the paced phases show the
-delay at 1,000 trades/s and at the 10,000 trades/s target. Worker restarts during the run: {restarts}.
+delay at 1,000 trades/s and at the 10,000 trades/s target. Each phase starts once the worker has
+processed everything the previous one left. Worker restarts during the run: {restarts}.
 
 | phase | trades | candles | trades/s | close-to-store p50 (ms) | p99 (ms) |
 |---|---|---|---|---|---|
