@@ -76,7 +76,8 @@ async def ensure_topic_config(kafka: KafkaSettings, names: list[str], config: di
     admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers, request_timeout_ms=10_000)
     await admin.start()
     try:
-        existing = [name for name in names if name in set(await admin.list_topics())]
+        topics = set(await admin.list_topics())
+        existing = [name for name in names if name in topics]
         if not existing:
             return []
         resources = [ConfigResource(ConfigResourceType.TOPIC, name) for name in existing]

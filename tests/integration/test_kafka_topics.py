@@ -8,7 +8,7 @@ import pytest
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
-from cryptopredict.kafka_admin import _set_on_topic, ensure_topic_config
+from cryptopredict.kafka_admin import _set_on_topic, _wait_for_leaders, ensure_topic_config
 from streams.app import CHANGELOG_CONFIG
 
 pytestmark = pytest.mark.integration
@@ -33,6 +33,7 @@ async def test_an_existing_changelog_gets_the_settings_and_keeps_its_own(setting
                 )
             ]
         )
+        await _wait_for_leaders(admin, [name])  # a changelog made before is long settled
         missing = f"it-{uuid.uuid4().hex[:8]}-not-made"
         assert await ensure_topic_config(settings.kafka, [name, missing], CHANGELOG_CONFIG) == [name]
         assert await topic_config(admin, name) == CHANGELOG_CONFIG | {"retention.bytes": "123456789"}
