@@ -10,6 +10,7 @@ records the agent has not seen while it makes no progress (`Stall`).
 from __future__ import annotations
 
 from collections.abc import Hashable
+from dataclasses import dataclass
 
 RESTART_EXIT_CODE = 75  # EX_TEMPFAIL: the stream worker's supervisor starts it again
 # After SIGTERM, the supervisor gives its worker this long before killing it (Faust can hang on shutdown).
@@ -17,6 +18,13 @@ STOP_GRACE_S = 20.0
 # A partition hand-over here takes seconds (10 s broker rebalance timeout, small compacted changelogs); a
 # worker still rebalancing or recovering its tables after this long is stuck and is restarted.
 REBALANCE_STUCK_S = 30.0
+# A partition whose records the agent has not received, without progress for this long, has lost them.
+STALL_AFTER_S = 15.0
+# Under a backlog a partition can wait far longer for its turn without any record being lost: Faust's
+# consumer hands out a fetched batch one record at a time to every agent of its topic, and waits while an
+# agent's buffer is full; an agent's buffer holds thousands of records of all partitions in that order.
+# A partition that is shown to be waiting (`PartitionView`) is restarted only after this long.
+WAITING_STALL_AFTER_S = 120.0
 
 
 class OffsetGap(RuntimeError):
@@ -81,3 +89,37 @@ class Stall:
             self._since[partition] = (expected, now)
             return False
         return now - since[1] >= (self.after_s if after_s is None else after_s)
+
+
+@dataclass(frozen=True)
+class PartitionView:
+    """What the consumer shows of a partition whose next record (the expected one) the agent has not
+    received yet."""
+
+    queued: bool  # the expected record, or a later one of the partition, waits in an agent's buffer
+    handed_out: bool  # the consumer's read offset is past the expected record
+    held_back: bool  # the consumer holds the partition back until an agent's buffer drains
+    fetched: bool  # the partition is assigned, active and not paused
+    agent_received_s_ago: float  # since the agent last received a record of its topic (any partition)
+    backpressure_s_ago: float  # since an agent's buffer was last seen (nearly) full
+
+
+def stall_limit(view: PartitionView) -> float:
+    """How long the partition may make no progress before its records count as lost.
+
+    Long only while something shows the record is still on its way: it waits in an agent's buffer, or has
+    not been handed out while the consumer serves the agent's other partitions, holds this one back, or
+    waits for a full buffer. Records of other topics handed out meanwhile (the idle ticks, every second)
+    show nothing: Faust drops fetched records silently (#596) and goes on serving everything else.
+    """
+    if view.queued:
+        return WAITING_STALL_AFTER_S
+    if view.handed_out:  # handed out, in no buffer, never received: lost
+        return STALL_AFTER_S
+    if view.held_back:
+        return WAITING_STALL_AFTER_S
+    if not view.fetched:
+        return STALL_AFTER_S
+    if min(view.agent_received_s_ago, view.backpressure_s_ago) < STALL_AFTER_S:
+        return WAITING_STALL_AFTER_S
+    return STALL_AFTER_S

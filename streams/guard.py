@@ -35,20 +35,16 @@ from faust.types.tuples import ConsumerMessage
 from cryptopredict.offsets import (
     REBALANCE_STUCK_S,
     RESTART_EXIT_CODE,
+    STALL_AFTER_S,
     OffsetContinuity,
     OffsetGap,
+    PartitionView,
     Stall,
+    stall_limit,
 )
 from streams.app import app
 
 logger = logging.getLogger(__name__)
-
-STALL_AFTER_S = 15.0
-# Under a backlog a partition can wait far longer than STALL_AFTER_S for its turn without any record being
-# lost: Faust's consumer hands out a fetched batch one record at a time to every agent of its topic, and
-# waits while an agent's buffer is full; an agent's buffer holds thousands of records of all partitions
-# in that order. Such a partition is restarted only after this long.
-WAITING_STALL_AFTER_S = 120.0
 
 
 class CompleteStream:
@@ -59,7 +55,7 @@ class CompleteStream:
         self.continuity = OffsetContinuity()
         self.stall = Stall(after_s=STALL_AFTER_S)
         self.busy = False  # inside a record (e.g. waiting for the broker): slow, not stalled
-        self.received_at = 0.0  # when the agent last received a record of any partition
+        self.received_at = 0.0  # when the agent last received a record of its topic (any partition)
         self._starts: dict[TP, int | None] = {}
 
     async def start_of(self, tp: TP) -> int | None:
@@ -178,73 +174,58 @@ async def watch_for_skipped_records() -> None:
     tps = [tp for tp in app.consumer.assignment() if tp.topic in watched]
     ends = await app.consumer.highwaters(*tps) if tps else {}  # one request for every guarded partition
     now = time.monotonic()
-    _delivery.update(now)
+    _pressure.update(now)
+    queued = _queued_ends()
     for guard in _guarded:
         for tp in (tp for tp in tps if tp.topic == guard.topic_name):
             expected = guard.continuity.expected(tp, await guard.start_of(tp))
-            limit = WAITING_STALL_AFTER_S if _waiting_its_turn(guard, tp, expected, now) else STALL_AFTER_S
-            if not guard.busy and guard.stall.stalled(tp, expected, ends.get(tp), now, limit):
+            if expected is None or guard.busy:
+                continue
+            view = _view(guard, tp, expected, queued, now)
+            if guard.stall.stalled(tp, expected, ends.get(tp), now, stall_limit(view)):
                 _restart(
                     f"{guard.agent}: {tp} records {expected}..{ends[tp] - 1} are not reaching it "
-                    f"({_consumer_view(tp)})"
+                    f"(read offset {app.consumer._read_offset.get(tp)}, {view})"
                 )
 
 
-class _Delivery:
-    """When Faust's consumer last handed any record to the agents (its read offsets moved)."""
+class _Pressure:
+    """When an agent's buffer was last seen (nearly) full: the consumer then holds partitions back, or
+    hands out nothing, until that agent takes records. Remembered between checks, as a buffer the agent
+    is draining right now fills again as soon as the consumer hands out more."""
 
     def __init__(self) -> None:
-        self.total: int | None = None
-        self.at = 0.0
+        self.seen_at = float("-inf")
 
     def update(self, now: float) -> None:
-        total = sum(offset for offset in app.consumer._read_offset.values() if offset is not None)
-        if total != self.total:
-            self.total, self.at = total, now
+        consumer = app.consumer
+        if consumer._buffered_partitions or any(queue.full() for queue in list(app.flow_control._queues)):
+            self.seen_at = now
 
 
-_delivery = _Delivery()
+_pressure = _Pressure()
 
 
-def _waiting_its_turn(guard: CompleteStream, tp: TP, expected: int | None, now: float) -> bool:
-    """Nothing says the partition's next record is lost: the agent is working through its buffer (which
-    holds every partition's records in the order handed out), or the consumer has not handed that record
-    out yet while the partition is fetched and the consumer is busy or held back by a full buffer.
-    A record handed out to an agent that then receives nothing is lost."""
-    if expected is None:
-        return False
-    if now - guard.received_at < STALL_AFTER_S:
-        return True
+def _queued_ends() -> dict[TP, int]:
+    """The highest offset of each partition with records waiting in an agent's buffer."""
+    ends: dict[TP, int] = {}
+    for queue in list(app.flow_control._queues):
+        for event in list(queue._queue):
+            message = getattr(event, "message", None)
+            if message is not None and message.offset > ends.get(message.tp, -1):
+                ends[message.tp] = message.offset
+    return ends
+
+
+def _view(guard: CompleteStream, tp: TP, expected: int, queued: dict[TP, int], now: float) -> PartitionView:
     consumer = app.consumer
-    # The read offset is the last record handed out, or after a seek the next one to read.
-    read = consumer._read_offset.get(tp)
-    if read is not None and read > expected:
-        return False
-    if tp in consumer._buffered_partitions:  # held back until an agent's buffer drains (flow control)
-        return True
+    read = consumer._read_offset.get(tp)  # the last record handed out, or after a seek the next to read
     active = consumer._active_partitions
-    if (active is not None and tp not in active) or tp in consumer._paused_partitions:
-        return False
-    return _backpressured() or now - _delivery.at < STALL_AFTER_S
-
-
-def _backpressured() -> bool:
-    """An agent's buffer is (nearly) full: the consumer holds partitions back, or hands out nothing, until
-    that agent takes records."""
-    consumer = app.consumer
-    return bool(consumer._buffered_partitions) or any(
-        queue.full() for queue in list(app.flow_control._queues)
-    )
-
-
-def _consumer_view(tp: TP) -> str:
-    """What Faust's consumer thinks of the partition, for the log of a stall."""
-    consumer = app.consumer
-    active = consumer._active_partitions
-    return (
-        f"read offset {consumer._read_offset.get(tp)}, "
-        f"active {active is None or tp in active}, paused {tp in consumer._paused_partitions}, "
-        f"buffered {tp in consumer._buffered_partitions}, flow active {consumer.flow_active}, "
-        f"producer buffer {app.producer.buffer.size}, agent buffers full {_backpressured()}, "
-        f"last record handed out {time.monotonic() - _delivery.at:.0f} s ago"
+    return PartitionView(
+        queued=queued.get(tp, -1) >= expected,
+        handed_out=read is not None and read > expected,
+        held_back=tp in consumer._buffered_partitions,
+        fetched=(active is None or tp in active) and tp not in consumer._paused_partitions,
+        agent_received_s_ago=round(now - guard.received_at, 1),
+        backpressure_s_ago=round(now - _pressure.seen_at, 1),
     )

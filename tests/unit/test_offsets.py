@@ -1,6 +1,16 @@
+from dataclasses import replace
+
 import pytest
 
-from cryptopredict.offsets import OffsetContinuity, OffsetGap, Stall
+from cryptopredict.offsets import (
+    STALL_AFTER_S,
+    WAITING_STALL_AFTER_S,
+    OffsetContinuity,
+    OffsetGap,
+    PartitionView,
+    Stall,
+    stall_limit,
+)
 
 pytestmark = pytest.mark.unit
 
@@ -55,3 +65,37 @@ def test_a_longer_limit_while_backpressured_counts_from_the_same_start():
     assert not stall.stalled("p", expected=28, end=49, now=15, after_s=120)  # waiting behind a full buffer
     assert stall.stalled("p", expected=28, end=49, now=16)  # the buffer drained, nothing came: stalled
     assert stall.stalled("p", expected=28, end=49, now=120, after_s=120)
+
+
+# A partition fetched by an idle consumer, its next record neither handed out nor in any buffer, while the
+# agent received nothing for a minute and no buffer was full: the records Faust dropped on fetching (#596).
+DROPPED = PartitionView(
+    queued=False,
+    handed_out=False,
+    held_back=False,
+    fetched=True,
+    agent_received_s_ago=60.0,
+    backpressure_s_ago=float("inf"),
+)
+
+
+def test_records_dropped_on_fetching_are_lost_however_busy_other_topics_are():
+    # The idle ticks are handed out every second meanwhile: that is no reason to wait.
+    assert stall_limit(DROPPED) == STALL_AFTER_S
+    assert stall_limit(replace(DROPPED, fetched=False)) == STALL_AFTER_S  # paused, never resumed
+
+
+def test_a_record_on_its_way_gets_the_longer_limit():
+    waiting = [
+        replace(DROPPED, queued=True),  # in an agent's buffer, behind thousands of others
+        replace(DROPPED, held_back=True, fetched=False),  # held back until a buffer drains
+        replace(DROPPED, agent_received_s_ago=3.0),  # the agent is served the topic's other partitions
+        replace(DROPPED, backpressure_s_ago=5.0),  # a full buffer holds the whole consumer back
+    ]
+    assert [stall_limit(view) for view in waiting] == [WAITING_STALL_AFTER_S] * len(waiting)
+
+
+def test_a_record_handed_out_and_in_no_buffer_is_lost_even_while_the_agent_is_busy():
+    handed_out = replace(DROPPED, handed_out=True, agent_received_s_ago=1.0, backpressure_s_ago=1.0)
+    assert stall_limit(handed_out) == STALL_AFTER_S
+    assert stall_limit(replace(handed_out, queued=True)) == WAITING_STALL_AFTER_S
