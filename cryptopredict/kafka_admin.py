@@ -45,6 +45,25 @@ async def ensure_topics(kafka: KafkaSettings) -> list[str]:
         await admin.close()
 
 
+async def topic_names(kafka: KafkaSettings) -> set[str]:
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers, request_timeout_ms=10_000)
+    await admin.start()
+    try:
+        return set(await admin.list_topics())
+    finally:
+        await admin.close()
+
+
+async def delete_topics(kafka: KafkaSettings, names: list[str], batch: int = 200) -> None:
+    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers, request_timeout_ms=30_000)
+    await admin.start()
+    try:
+        for start in range(0, len(names), batch):
+            await admin.delete_topics(names[start : start + batch], timeout_ms=30_000)
+    finally:
+        await admin.close()
+
+
 async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str], timeout_s: float = 10.0) -> None:
     """New partitions take a moment to elect a leader; writers that start earlier get errors and retry."""
     deadline = time.monotonic() + timeout_s
