@@ -47,6 +47,10 @@ class OffsetContinuity:
     def expected(self, partition: Hashable, start: int | None) -> int | None:
         return self._next.get(partition, start)
 
+    def received(self, partition: Hashable) -> bool:
+        """Whether a record of the partition arrived since the last reset (assignment)."""
+        return partition in self._next
+
     def check(self, partition: Hashable, offset: int, start: int | None) -> None:
         """Raises OffsetGap if records before `offset` were skipped. `start` is where reading the partition
         starts after an assignment: its committed offset (the next to read), or its first offset when
@@ -101,7 +105,7 @@ class PartitionView:
     held_back: bool  # the consumer holds the partition back until an agent's buffer drains
     fetched: bool  # the partition is assigned, active and not paused
     agent_received_s_ago: float  # since the agent last received a record of its topic (any partition)
-    backpressure_s_ago: float  # since an agent's buffer was last seen (nearly) full
+    backpressure_s_ago: float  # since an agent's buffer was last seen full (the consumer then waits)
 
 
 def stall_limit(view: PartitionView) -> float:

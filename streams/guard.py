@@ -190,16 +190,16 @@ async def watch_for_skipped_records() -> None:
 
 
 class _Pressure:
-    """When an agent's buffer was last seen (nearly) full: the consumer then holds partitions back, or
-    hands out nothing, until that agent takes records. Remembered between checks, as a buffer the agent
-    is draining right now fills again as soon as the consumer hands out more."""
+    """When an agent's buffer was last seen full: the consumer then hands out nothing until that agent
+    takes records. (A nearly full one only holds its own partitions back: `PartitionView.held_back`.)
+    Remembered between checks, as a buffer the agent is draining right now fills again as soon as the
+    consumer hands out more."""
 
     def __init__(self) -> None:
         self.seen_at = float("-inf")
 
     def update(self, now: float) -> None:
-        consumer = app.consumer
-        if consumer._buffered_partitions or any(queue.full() for queue in list(app.flow_control._queues)):
+        if any(queue.full() for queue in list(app.flow_control._queues)):
             self.seen_at = now
 
 
@@ -219,11 +219,14 @@ def _queued_ends() -> dict[TP, int]:
 
 def _view(guard: CompleteStream, tp: TP, expected: int, queued: dict[TP, int], now: float) -> PartitionView:
     consumer = app.consumer
-    read = consumer._read_offset.get(tp)  # the last record handed out, or after a seek the next to read
+    # The read offset is the last record handed out; after a seek (at an assignment) it is the next one
+    # to read, so equal to the expected record only counts once a record arrived since the assignment.
+    read = consumer._read_offset.get(tp)
     active = consumer._active_partitions
     return PartitionView(
         queued=queued.get(tp, -1) >= expected,
-        handed_out=read is not None and read > expected,
+        handed_out=read is not None
+        and (read > expected or (read == expected and guard.continuity.received(tp))),
         held_back=tp in consumer._buffered_partitions,
         fetched=(active is None or tp in active) and tp not in consumer._paused_partitions,
         agent_received_s_ago=round(now - guard.received_at, 1),

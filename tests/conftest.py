@@ -12,10 +12,10 @@ from pathlib import Path
 from types import ModuleType
 
 import pytest
+import topic_prefixes
 
 from cryptopredict.kafka_admin import delete_topics, topic_names
-from cryptopredict.settings import KafkaSettings, Settings, get_settings
-from cryptopredict.topics import ALL_TOPICS, FAUST_APP_ID, topic_name
+from cryptopredict.settings import Settings, get_settings
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 GRAFANA_GENERATOR = Path(__file__).resolve().parents[1] / "infra" / "grafana" / "generate.py"
@@ -31,26 +31,19 @@ def local_stack(settings: Settings, request: pytest.FixtureRequest) -> Iterator[
     from cryptopredict import stack
 
     # Left running afterwards: a warm stack makes the next session start in about a second.
-    started = stack.up(settings)
-    before = asyncio.run(topic_names(settings.kafka))
-    yield started
-    # Tests run under topic prefixes of their own. Left behind, their partitions pile up over sessions
-    # until the broker's heap runs out (16,000 partitions did, at 512 MB): a session that passed deletes
-    # them; after a failure they stay for a person to read.
-    if request.session.testsfailed:
+    yield stack.up(settings)
+    # Left behind, the tests' topics pile up over sessions until the broker's heap runs out (16,000
+    # partitions did, at 512 MB): a session that passed deletes the ones under its own run prefixes;
+    # after a failure they stay for a person to read.
+    if request.session.testsfailed or not topic_prefixes.made:
         return
     try:
-        made = asyncio.run(topic_names(settings.kafka)) - before
-        asyncio.run(delete_topics(settings.kafka, sorted(t for t in made if _test_topic(t, settings.kafka))))
+        names = sorted(
+            t for t in asyncio.run(topic_names(settings.kafka)) if t.startswith(tuple(topic_prefixes.made))
+        )
+        asyncio.run(delete_topics(settings.kafka, names))
     except Exception as exc:  # e.g. a broker a test left down: the topics stay, as after a failure
         warnings.warn(f"test topics not deleted: {exc!r}", stacklevel=1)
-
-
-def _test_topic(name: str, kafka: KafkaSettings) -> bool:
-    """Not a topic of the configured deployment (its topics and Faust's), nor one of Kafka's own."""
-    deployment = {topic_name(t, kafka.topic_prefix) for t in ALL_TOPICS}
-    faust = topic_name(f"{FAUST_APP_ID}-", kafka.topic_prefix)
-    return not (name in deployment or name.startswith(faust) or name.startswith("_"))
 
 
 @pytest.fixture(scope="session")

@@ -15,6 +15,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from temporalio.service import RPCError
+from topic_prefixes import run_prefix
 from websockets.asyncio.client import connect
 
 from cryptopredict.kafka_admin import read_topic
@@ -56,7 +57,7 @@ async def run_exchange_to_the_end(trades: list[Trade]) -> ReplayExchange:
 async def test_backfill_survives_a_killed_worker_and_never_publishes_twice(settings, tmp_path):
     trades = synthetic_market([PairSpec(PAIR, trades_per_minute=60)], START, minutes=90, seed=3)
     exchange = await run_exchange_to_the_end(trades)
-    prefix = f"bf-{uuid.uuid4().hex[:8]}-"
+    prefix = run_prefix("bf")
     task_queue = f"backfill-{uuid.uuid4()}"
     run_settings = settings.model_copy(
         update={

@@ -31,6 +31,7 @@ from test_grpc_server import log_persistence
 from test_pipeline import free_port
 from test_prediction_agent import LAGS, log_xgboost, promote, register, wait_for_log
 from test_stream_restarts import start_worker
+from topic_prefixes import run_prefix
 
 from cryptopredict.kafka_admin import ensure_topics
 from cryptopredict.kraken.replay import Faults, ReplayExchange
@@ -75,7 +76,7 @@ async def replayed_store(
     client = MlflowClient(settings.mlflow.tracking_uri)
     name = registered_model_name(pair, 60, 1)
     promote_version(client, name, register(client, name, log_persistence(), "persistence"), "first champion")
-    prefix = f"dash-{uuid.uuid4().hex[:8]}-"
+    prefix = run_prefix("dash")
     run_settings = settings.model_copy(
         update={
             "kafka": settings.kafka.model_copy(update={"topic_prefix": prefix}),

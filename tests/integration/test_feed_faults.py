@@ -7,10 +7,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-import uuid
 from datetime import UTC, datetime
 
 import pytest
+from topic_prefixes import run_prefix
 
 from cryptopredict.kafka_admin import read_topic as read_all
 from cryptopredict.kraken.replay import Faults, ReplayExchange
@@ -37,7 +37,7 @@ FAULTS = {
 def settings_for(settings, pairs):
     return settings.model_copy(
         update={
-            "kafka": settings.kafka.model_copy(update={"topic_prefix": f"feed-{uuid.uuid4().hex[:8]}-"}),
+            "kafka": settings.kafka.model_copy(update={"topic_prefix": run_prefix("feed")}),
             "kraken": settings.kraken.model_copy(
                 update={
                     "pairs": pairs,

@@ -17,6 +17,7 @@ from sqlalchemy import select
 from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
+from topic_prefixes import run_prefix
 
 from cryptopredict.demo import free_port
 from cryptopredict.models.news_flow import NewsIngestInput, NewsIngestResult, SentimentInput, SentimentResult
@@ -43,7 +44,7 @@ async def news_workers(settings, runtime=None, **llm):
                 update={"news_task_queue": f"news-{run}", "llm_task_queue": f"llm-{run}"}
             ),
             "news": settings.news.model_copy(update={"cryptopanic_token": SecretStr("test-token")}),
-            "kafka": settings.kafka.model_copy(update={"topic_prefix": f"news-{run}-"}),
+            "kafka": settings.kafka.model_copy(update={"topic_prefix": run_prefix("news")}),
             "llm": settings.llm.model_copy(update=llm),
         }
     )

@@ -9,7 +9,6 @@ import socket
 import subprocess
 import sys
 import time
-import uuid
 from datetime import UTC, datetime, timedelta
 from itertools import islice
 
@@ -20,6 +19,7 @@ from prometheus_client import REGISTRY
 from scrape import scrape
 from sqlalchemy import and_, or_, select
 from ta_parity import assert_matches_ta
+from topic_prefixes import run_prefix
 
 from cryptopredict.features.candles import CandleState
 from cryptopredict.features.indicators import WARM_UP, IndicatorConfig, indicator_frame, ta_frame
@@ -49,7 +49,7 @@ def free_port() -> int:
 
 @pytest.fixture
 def run_settings(settings):
-    prefix = f"it-{uuid.uuid4().hex[:8]}-"
+    prefix = run_prefix("it")
     return settings.model_copy(
         update={
             "kafka": settings.kafka.model_copy(update={"topic_prefix": prefix}),

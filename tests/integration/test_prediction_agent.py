@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
+from topic_prefixes import run_prefix
 from xgboost import XGBRegressor
 
 from cryptopredict.kafka_admin import read_topic
@@ -127,7 +128,7 @@ def names(settings: Settings) -> Iterator[dict[str, str]]:
 
 @pytest.fixture
 def worker(settings: Settings, tmp_path: Path) -> Iterator[tuple[Settings, Path]]:
-    prefix = f"pa-{uuid.uuid4().hex[:8]}-"
+    prefix = run_prefix("pa")
     pairs = [PAIR, SENTIMENT_PAIR]
     run_settings = settings.model_copy(
         update={

@@ -9,12 +9,12 @@ import os
 import signal
 import subprocess
 import sys
-import uuid
 from collections import defaultdict
 from datetime import UTC, datetime
 
 import pandas as pd
 import pytest
+from topic_prefixes import run_prefix
 
 from cryptopredict import stack
 from cryptopredict.features.candles import CandleState
@@ -45,7 +45,7 @@ class Run:
     """One isolated stream run: its own topic prefix, worker processes and a publisher of trades."""
 
     def __init__(self, settings, tmp_path, name: str) -> None:
-        self.prefix = f"{name}-{uuid.uuid4().hex[:8]}-"
+        self.prefix = run_prefix(name)
         self.kafka = settings.kafka.model_copy(update={"topic_prefix": self.prefix})
         self.env = os.environ | {
             "CRYPTOPREDICT_KAFKA__TOPIC_PREFIX": self.prefix,

@@ -99,3 +99,12 @@ def test_a_record_handed_out_and_in_no_buffer_is_lost_even_while_the_agent_is_bu
     handed_out = replace(DROPPED, handed_out=True, agent_received_s_ago=1.0, backpressure_s_ago=1.0)
     assert stall_limit(handed_out) == STALL_AFTER_S
     assert stall_limit(replace(handed_out, queued=True)) == WAITING_STALL_AFTER_S
+
+
+def test_whether_a_partition_received_a_record_since_the_assignment():
+    continuity = OffsetContinuity()
+    assert not continuity.received("trades-0")
+    continuity.check("trades-0", 4, start=4)
+    assert continuity.received("trades-0") and not continuity.received("trades-1")
+    continuity.reset()
+    assert not continuity.received("trades-0")
