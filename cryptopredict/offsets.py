@@ -101,7 +101,7 @@ class PartitionView:
     received yet."""
 
     queued: bool  # the expected record, or a later one of the partition, waits in an agent's buffer
-    handed_out: bool  # the consumer's read offset is past the expected record
+    handed_out: bool  # the consumer handed the expected record out (its read offset reached it)
     held_back: bool  # the consumer holds the partition back until an agent's buffer drains
     fetched: bool  # the partition is assigned, active and not paused
     agent_received_s_ago: float  # since the agent last received a record of its topic (any partition)
