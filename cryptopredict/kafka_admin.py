@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
@@ -27,11 +29,23 @@ class TopicCreationError(RuntimeError):
     pass
 
 
-async def ensure_topics(kafka: KafkaSettings) -> list[str]:
-    """Creates missing topics; returns the names created. Safe to call concurrently."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers, request_timeout_ms=10_000)
+@asynccontextmanager
+async def _admin(
+    kafka: KafkaSettings, request_timeout_ms: int = 10_000
+) -> AsyncIterator[AIOKafkaAdminClient]:
+    admin = AIOKafkaAdminClient(
+        bootstrap_servers=kafka.bootstrap_servers, request_timeout_ms=request_timeout_ms
+    )
     await admin.start()
     try:
+        yield admin
+    finally:
+        await admin.close()
+
+
+async def ensure_topics(kafka: KafkaSettings) -> list[str]:
+    """Creates missing topics; returns the names created. Safe to call concurrently."""
+    async with _admin(kafka) as admin:
         wanted = [topic_name(t, kafka.topic_prefix) for t in ALL_TOPICS]
         existing = set(await admin.list_topics())
         missing = [t for t in wanted if t not in existing]
@@ -41,27 +55,17 @@ async def ensure_topics(kafka: KafkaSettings) -> list[str]:
             _raise_topic_errors(await admin.create_topics(new))
             await _wait_for_leaders(admin, missing)
         return missing
-    finally:
-        await admin.close()
 
 
 async def topic_names(kafka: KafkaSettings) -> set[str]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers, request_timeout_ms=10_000)
-    await admin.start()
-    try:
+    async with _admin(kafka) as admin:
         return set(await admin.list_topics())
-    finally:
-        await admin.close()
 
 
 async def delete_topics(kafka: KafkaSettings, names: list[str], batch: int = 200) -> None:
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers, request_timeout_ms=30_000)
-    await admin.start()
-    try:
+    async with _admin(kafka, request_timeout_ms=30_000) as admin:
         for start in range(0, len(names), batch):
             await admin.delete_topics(names[start : start + batch], timeout_ms=30_000)
-    finally:
-        await admin.close()
 
 
 async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str], timeout_s: float = 10.0) -> None:
@@ -92,9 +96,7 @@ async def ensure_topic_config(kafka: KafkaSettings, names: list[str], config: di
     """Sets `config` on those of the existing topics `names` that lack it, keeping the other settings made
     on each topic (AlterConfigs replaces a topic's whole set); returns the names changed. Topics that do
     not exist yet are left to whoever creates them."""
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers, request_timeout_ms=10_000)
-    await admin.start()
-    try:
+    async with _admin(kafka) as admin:
         topics = set(await admin.list_topics())
         existing = [name for name in names if name in topics]
         if not existing:
@@ -113,8 +115,6 @@ async def ensure_topic_config(kafka: KafkaSettings, names: list[str], config: di
                 if errors:
                     raise TopicCreationError(f"topic configuration failed: {errors}")
         return [r.name for r in changed]
-    finally:
-        await admin.close()
 
 
 def _set_on_topic(flag: bool | int) -> bool:
@@ -123,12 +123,8 @@ def _set_on_topic(flag: bool | int) -> bool:
 
 
 async def partition_numbers(kafka: KafkaSettings, topic: str) -> list[int]:
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers, request_timeout_ms=10_000)
-    await admin.start()
-    try:
+    async with _admin(kafka) as admin:
         (description,) = await admin.describe_topics([topic])
-    finally:
-        await admin.close()
     return sorted(p["partition"] for p in description["partitions"])
 
 
@@ -213,12 +209,8 @@ async def consumer_lag(kafka: KafkaSettings, group: str) -> dict[tuple[str, int]
     """Records behind the end of each partition the consumer group has committed offsets for."""
     from aiokafka import AIOKafkaConsumer
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=kafka.bootstrap_servers, request_timeout_ms=10_000)
-    await admin.start()
-    try:
+    async with _admin(kafka) as admin:
         committed = await admin.list_consumer_group_offsets(group)
-    finally:
-        await admin.close()
     committed = {tp: meta.offset for tp, meta in committed.items() if meta.offset >= 0}
     if not committed:
         return {}
