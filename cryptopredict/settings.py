@@ -7,9 +7,11 @@ Every endpoint is a setting so the same code runs against a local stack or remot
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
-from urllib.parse import urlsplit
+from typing import Any, Literal
+from urllib.parse import urlencode, urlsplit
 
 from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -31,11 +33,48 @@ class KafkaSettings(BaseModel):
     # Short group timeouts make a Faust worker ready in seconds instead of ~30 s (see ARCHITECTURE).
     rebalance_timeout_s: float = 10.0
     session_timeout_s: float = 10.0
+    # Every topic the project makes (its own, Faust's changelogs and repartition topics) gets these.
+    replication_factor: int = Field(default=1, ge=1)
+    min_insync_replicas: int = Field(default=1, ge=1)
+    # How every client of the project (Faust, producers, consumers, admin) talks to the brokers.
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_SSL"] = "PLAINTEXT"
+    # CA bundle the brokers' certificates are checked against (unset: the system's roots).
+    ssl_ca_file: Path | None = None
+    # Client certificate and key, for brokers that require mutual TLS.
+    ssl_cert_file: Path | None = None
+    ssl_key_file: Path | None = None
+    sasl_mechanism: Literal["SCRAM-SHA-512"] = "SCRAM-SHA-512"
+    sasl_username: str | None = None
+    sasl_password: SecretStr | None = None
+
+    @property
+    def servers(self) -> list[str]:
+        return [server.strip() for server in self.bootstrap_servers.split(",") if server.strip()]
 
     @property
     def first_host_port(self) -> tuple[str, int]:
-        host, _, port = self.bootstrap_servers.split(",")[0].strip().rpartition(":")
+        host, _, port = self.servers[0].rpartition(":")
         return host, int(port)
+
+    @property
+    def topic_config(self) -> dict[str, str]:
+        """Topic-level settings every topic the project creates carries."""
+        return {"min.insync.replicas": str(self.min_insync_replicas)}
+
+    @model_validator(mode="after")
+    def _consistent(self) -> KafkaSettings:
+        if self.min_insync_replicas > self.replication_factor:
+            raise ValueError(
+                f"kafka.min_insync_replicas ({self.min_insync_replicas}) is above "
+                f"kafka.replication_factor ({self.replication_factor}): no write could ever be acknowledged"
+            )
+        if (self.ssl_cert_file is None) != (self.ssl_key_file is None):
+            raise ValueError("set both kafka.ssl_cert_file and kafka.ssl_key_file, or neither")
+        if self.security_protocol == "SASL_SSL" and (not self.sasl_username or self.sasl_password is None):
+            raise ValueError(
+                "kafka.security_protocol SASL_SSL needs kafka.sasl_username and kafka.sasl_password"
+            )
+        return self
 
 
 class PostgresSettings(BaseModel):
@@ -43,6 +82,10 @@ class PostgresSettings(BaseModel):
     url: str = "postgresql://cryptopredict:cryptopredict@127.0.0.1:5433/features"
     mlflow_database: str = "mlflow"
     optuna_database: str = "optuna"
+    # libpq's sslmode for every connection (feature store, MLflow backend, Optuna); unset: the driver's.
+    sslmode: Literal["disable", "allow", "prefer", "require", "verify-ca", "verify-full"] | None = None
+    # CA bundle the server's certificate is checked against (verify-ca / verify-full).
+    ssl_root_cert: Path | None = None
 
     @property
     def host(self) -> str:
@@ -65,13 +108,34 @@ class PostgresSettings(BaseModel):
         return urlsplit(self.url).path.lstrip("/") or "postgres"
 
     def url_for(self, database: str, driver: str = "postgresql") -> str:
+        """A libpq-style URL (psycopg, MLflow, Optuna) for `database`, with the TLS settings as query
+        parameters. asyncpg takes TLS as a connect argument instead (`asyncpg_connect_args`)."""
         parts = urlsplit(self.url)
-        return parts._replace(scheme=driver, path=f"/{database}").geturl()
+        query = parts.query
+        if "asyncpg" not in driver:
+            tls = {"sslmode": self.sslmode, "sslrootcert": self.ssl_root_cert}
+            extra = urlencode({key: str(value) for key, value in tls.items() if value is not None})
+            query = "&".join(q for q in (query, extra) if q)
+        return parts._replace(scheme=driver, path=f"/{database}", query=query).geturl()
 
     @property
     def async_url(self) -> str:
         """SQLAlchemy URL for the asyncpg driver."""
         return self.url_for(self.database, "postgresql+asyncpg")
+
+    def asyncpg_connect_args(self) -> dict[str, Any]:
+        """asyncpg's `ssl` argument for sslmode / ssl_root_cert (asyncpg reads no libpq URL parameters)."""
+        if self.sslmode is None:
+            return {}
+        if self.sslmode in ("disable", "allow", "prefer", "require"):
+            return {"ssl": self.sslmode}
+        import ssl
+
+        context = ssl.create_default_context(
+            cafile=str(self.ssl_root_cert) if self.ssl_root_cert is not None else None
+        )
+        context.check_hostname = self.sslmode == "verify-full"
+        return {"ssl": context}
 
     @property
     def mlflow_backend_uri(self) -> str:
@@ -97,6 +161,35 @@ class TemporalSettings(BaseModel):
     news_task_queue: str = "news"
     # LLM activities get their own queue, so a worker can cap them (news.llm_concurrency) on their own.
     llm_task_queue: str = "llm"
+    # TLS to the frontend: on when `tls` is true or any of the files is set (Temporal Cloud: tls only).
+    tls: bool = False
+    tls_ca_file: Path | None = None
+    tls_cert_file: Path | None = None
+    tls_key_file: Path | None = None
+    # Name the server's certificate is checked for, when it differs from the address's host.
+    tls_server_name: str | None = None
+    # Sent as `authorization: Bearer <key>` on every call (Temporal Cloud API keys).
+    api_key: SecretStr | None = None
+    # Local cluster profile only: the launcher serves `address` with TLS and the API key check, relaying
+    # to a dev server it starts at this address.
+    relay_upstream: str | None = None
+
+    @property
+    def dev_server_address(self) -> str:
+        """Where the launcher's dev server listens: behind the relay when there is one."""
+        return self.relay_upstream or self.address
+
+    @property
+    def uses_tls(self) -> bool:
+        return self.tls or any(
+            f is not None for f in (self.tls_ca_file, self.tls_cert_file, self.tls_key_file)
+        )
+
+    @model_validator(mode="after")
+    def _cert_and_key_together(self) -> TemporalSettings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError("set both temporal.tls_cert_file and temporal.tls_key_file, or neither")
+        return self
 
     @property
     def host_port(self) -> tuple[str, int]:
@@ -295,6 +388,27 @@ class Settings(BaseSettings):
     drift: DriftSettings = Field(default_factory=DriftSettings)
 
 
+PROFILES_DIR = Path(__file__).resolve().parent.parent / "infra" / "profiles"
+
+
+def profile_env_files(profile: str | None, local_dir: Path = Path(".local")) -> tuple[Path, ...]:
+    """The env files a profile reads, later ones winning: `.env`, then `infra/profiles/<profile>.env`
+    (committed, no secrets), then `<local_dir>/<profile>/secrets.env` (made by `stack up --profile`)."""
+    if not profile:
+        return (Path(".env"),)
+    committed = PROFILES_DIR / f"{profile}.env"
+    if not committed.exists():
+        known = sorted(p.stem for p in PROFILES_DIR.glob("*.env"))
+        raise ValueError(f"unknown profile {profile!r}; known: {', '.join(known) or 'none'}")
+    return (Path(".env"), committed, local_dir / profile / "secrets.env")
+
+
+def load_settings(profile: str | None = None) -> Settings:
+    """Settings of `profile` (default: the CRYPTOPREDICT_PROFILE variable); environment variables win."""
+    profile = profile if profile is not None else os.environ.get("CRYPTOPREDICT_PROFILE") or None
+    return Settings(_env_file=profile_env_files(profile))  # type: ignore[call-arg]
+
+
 @lru_cache
 def get_settings() -> Settings:
-    return Settings()
+    return load_settings()
