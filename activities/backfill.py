@@ -52,7 +52,7 @@ class BackfillActivities:
             request.rest_url or self.settings.kraken.rest_url,
             min_interval_s=self.settings.kraken.rest_min_interval_s,
         )
-        publisher = ReliablePublisher(self.settings.kafka.bootstrap_servers)
+        publisher = ReliablePublisher(self.settings.kafka)
         await publisher.start()
         try:
             pages = 0

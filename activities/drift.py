@@ -277,7 +277,7 @@ class DriftActivities:
             self._topics_ready = True
         topic = topics.topic_name(topics.DRIFT_REPORTS, self.settings.kafka.topic_prefix)
         await publish_records(
-            self.settings.kafka.bootstrap_servers,
+            self.settings.kafka,
             topic,
             [(record.model_name.encode(), record.to_json_bytes())],
         )

@@ -74,7 +74,7 @@ class NewsActivities:
             await ensure_topics(self.settings.kafka)
             self._topics_ready = True
         name = topics.topic_name(topic, self.settings.kafka.topic_prefix)
-        await publish_records(self.settings.kafka.bootstrap_servers, name, values)
+        await publish_records(self.settings.kafka, name, values)
 
     @activity.defn(name="ingest_news")
     async def ingest_news(self, request: NewsIngestInput) -> NewsIngestResult:

@@ -680,6 +680,7 @@ async def candle_to_client(
 ) -> dict[str, Any]:
     from aiokafka import AIOKafkaConsumer
 
+    from cryptopredict.kafka_client import client_kwargs
     from cryptopredict.models import Candle, Trade, TradeBatch
     from cryptopredict.publisher import ReliablePublisher
     from cryptopredict.topics import CANDLES, TRADES, topic_name
@@ -702,7 +703,7 @@ async def candle_to_client(
     subs = await Subscribers.start(subscriber_binary, target, 1, CANDLE_PAIRS)
     candles_consumer = AIOKafkaConsumer(
         topic_name(CANDLES, prefix),
-        bootstrap_servers=settings.kafka.bootstrap_servers,
+        **client_kwargs(settings.kafka),
         auto_offset_reset="earliest",
     )
     await candles_consumer.start()
@@ -720,7 +721,7 @@ async def candle_to_client(
                         )
 
     reader = asyncio.create_task(read_candles())
-    publisher = ReliablePublisher(settings.kafka.bootstrap_servers)
+    publisher = ReliablePublisher(settings.kafka)
     await publisher.start()
     trades_topic = topic_name(TRADES, prefix)
     # (pair, closed minute) -> wall time of the closing trade's send
@@ -957,6 +958,7 @@ async def main() -> None:
     from aiokafka import AIOKafkaProducer
 
     from cryptopredict.kafka_admin import ensure_topics
+    from cryptopredict.kafka_client import client_kwargs
     from cryptopredict.settings import get_settings
     from cryptopredict.stack.tools import install_go_tools
     from cryptopredict.topics import PREDICTIONS, topic_name
@@ -990,7 +992,7 @@ async def main() -> None:
         extra_env={"CRYPTOPREDICT_KRAKEN__PAIRS": json.dumps([*UNARY_PAIRS, FANOUT_PAIR, *CANDLE_PAIRS])},
     )
     topic = topic_name(PREDICTIONS, prefix)
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers, acks="all", linger_ms=0)
+    producer = AIOKafkaProducer(**client_kwargs(settings.kafka), acks="all", linger_ms=0)
     duration = 5.0 if args.quick else 15.0
     rates = [HEADLINE_RATE] if args.quick else [100.0, HEADLINE_RATE, 2000.0]
     loads = [("sequential", 1, 1, 0.0), ("closed", CLIENTS, LOAD_PROCESSES, 0.0)]

@@ -44,10 +44,11 @@ sys.path.insert(0, str(ROOT))
 from bench.report import publish  # noqa: E402
 from cryptopredict.features.candles import CandleState  # noqa: E402
 from cryptopredict.kafka_admin import consumer_lag, ensure_topics  # noqa: E402
+from cryptopredict.kafka_client import client_kwargs  # noqa: E402
 from cryptopredict.kraken.sources import PairSpec, synthetic_market  # noqa: E402
 from cryptopredict.models import Candle, Trade, trade_batches  # noqa: E402
 from cryptopredict.publisher import ReliablePublisher  # noqa: E402
-from cryptopredict.settings import Settings, get_settings  # noqa: E402
+from cryptopredict.settings import KafkaSettings, Settings, get_settings  # noqa: E402
 from cryptopredict.store.candles import async_engine  # noqa: E402
 from cryptopredict.store.schema import candles  # noqa: E402
 from cryptopredict.topics import CANDLE_TICKS, CANDLES, FAUST_APP_ID, TRADES, topic_name  # noqa: E402
@@ -106,10 +107,10 @@ def expected_candles(
     return keys
 
 
-async def publish_trades(kafka_servers: str, topic: str, phase: Phase) -> float:
+async def publish_trades(kafka: KafkaSettings, topic: str, phase: Phase) -> float:
     """Publishes the phase's trades; returns the wall time (ms) of the first."""
     records = trade_batches(phase.trades, max_size=TRADES_PER_RECORD)
-    publisher = ReliablePublisher(kafka_servers)
+    publisher = ReliablePublisher(kafka)
     await publisher.start()
     started = time.time()
     sent = 0
@@ -126,10 +127,10 @@ async def publish_trades(kafka_servers: str, topic: str, phase: Phase) -> float:
 
 
 async def candle_messages(
-    bootstrap: str, topic: str, wanted: set[tuple[str, int, datetime]], timeout_s: float
+    kafka: KafkaSettings, topic: str, wanted: set[tuple[str, int, datetime]], timeout_s: float
 ) -> dict[tuple[str, int, datetime], int]:
     """Kafka timestamp (ms) of the first message of each wanted candle."""
-    consumer = AIOKafkaConsumer(topic, bootstrap_servers=bootstrap, auto_offset_reset="earliest")
+    consumer = AIOKafkaConsumer(topic, **client_kwargs(kafka), auto_offset_reset="earliest")
     await consumer.start()
     found: dict[tuple[str, int, datetime], int] = {}
     deadline = time.monotonic() + timeout_s
@@ -149,8 +150,8 @@ async def candle_messages(
 async def run_phase(settings: Settings, prefix: str, phase: Phase) -> None:
     kafka = settings.kafka
     wanted = expected_candles(phase.trades, phase.pairs, settings)
-    started_ms = await publish_trades(kafka.bootstrap_servers, topic_name(TRADES, prefix), phase)
-    emitted = await candle_messages(kafka.bootstrap_servers, topic_name(CANDLES, prefix), wanted, 900)
+    started_ms = await publish_trades(kafka, topic_name(TRADES, prefix), phase)
+    emitted = await candle_messages(kafka, topic_name(CANDLES, prefix), wanted, 900)
     engine = async_engine(settings.postgres)
     query = select(candles.c.pair, candles.c.interval_s, candles.c.window_start, candles.c.written_at).where(
         candles.c.pair.in_(phase.pairs), candles.c.window_start < datetime(2026, 1, 1, tzinfo=UTC)

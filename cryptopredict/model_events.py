@@ -14,7 +14,7 @@ from cryptopredict.topics import MODEL_EVENTS, registered_model_name, topic_name
 async def publish_model_event(settings: Settings, event: ModelEvent) -> None:
     topic = topic_name(MODEL_EVENTS, settings.kafka.topic_prefix)
     record = (event.registered_model.encode(), event.to_json_bytes())
-    await publish_records(settings.kafka.bootstrap_servers, topic, [record])
+    await publish_records(settings.kafka, topic, [record])
 
 
 async def rollback_champion(

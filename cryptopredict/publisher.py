@@ -18,6 +18,9 @@ from typing import Any
 from aiokafka import AIOKafkaProducer
 from aiokafka.errors import KafkaError
 
+from cryptopredict.kafka_client import client_kwargs
+from cryptopredict.settings import KafkaSettings
+
 logger = logging.getLogger(__name__)
 
 
@@ -33,13 +36,13 @@ class _Record:
 class ReliablePublisher:
     def __init__(
         self,
-        bootstrap_servers: str,
+        kafka: KafkaSettings,
         max_in_flight: int = 20_000,
         on_ack: Callable[[Any, float], None] | None = None,
         retry_backoff_s: float = 0.5,
         max_retry_backoff_s: float = 10.0,
     ) -> None:
-        self.bootstrap_servers = bootstrap_servers
+        self.kafka = kafka
         self.max_in_flight = max_in_flight
         self.on_ack = on_ack
         self.retry_backoff_s = retry_backoff_s
@@ -51,7 +54,7 @@ class ReliablePublisher:
 
     def _new_producer(self) -> AIOKafkaProducer:
         return AIOKafkaProducer(
-            bootstrap_servers=self.bootstrap_servers,
+            **client_kwargs(self.kafka),
             acks="all",
             enable_idempotence=True,
             linger_ms=2,
@@ -118,10 +121,10 @@ class ReliablePublisher:
                 delay = min(delay * 2, self.max_retry_backoff_s)
 
 
-async def publish_records(bootstrap_servers: str, topic: str, records: Iterable[tuple[bytes, bytes]]) -> None:
+async def publish_records(kafka: KafkaSettings, topic: str, records: Iterable[tuple[bytes, bytes]]) -> None:
     """Publishes (key, value) records to `topic` with a publisher of its own; returns once the broker has
     acknowledged every one (for the occasional record of an activity or a command, not for a stream)."""
-    publisher = ReliablePublisher(bootstrap_servers)
+    publisher = ReliablePublisher(kafka)
     await publisher.start()
     try:
         for key, value in records:

@@ -406,7 +406,8 @@ def profile_env_files(profile: str | None, local_dir: Path = Path(".local")) -> 
 def load_settings(profile: str | None = None) -> Settings:
     """Settings of `profile` (default: the CRYPTOPREDICT_PROFILE variable); environment variables win."""
     profile = profile if profile is not None else os.environ.get("CRYPTOPREDICT_PROFILE") or None
-    return Settings(_env_file=profile_env_files(profile))  # type: ignore[call-arg]
+    local_dir = Path(os.environ.get("CRYPTOPREDICT_LOCAL_DIR", ".local"))
+    return Settings(_env_file=profile_env_files(profile, local_dir))  # type: ignore[call-arg]
 
 
 @lru_cache

@@ -10,6 +10,7 @@ from aiokafka.errors import KafkaError
 from pydantic import ValidationError
 
 from cryptopredict.kafka_admin import ensure_topics
+from cryptopredict.kafka_client import client_kwargs
 from cryptopredict.models.ml import Prediction
 from cryptopredict.settings import KafkaSettings
 from cryptopredict.topics import PREDICTIONS, topic_name
@@ -58,7 +59,7 @@ class PredictionConsumer:
         await ensure_topics(self.kafka)
         consumer = AIOKafkaConsumer(
             self.topic,
-            bootstrap_servers=self.kafka.bootstrap_servers,
+            **client_kwargs(self.kafka),
             # No consumer group: every server replica must see every partition, and reading from the
             # earliest offset rebuilds the latest prediction per key after a restart.
             group_id=None,

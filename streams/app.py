@@ -15,6 +15,7 @@ import faust
 from faust.types import RecordMetadata
 
 from cryptopredict import metrics, topics
+from cryptopredict.kafka_client import faust_credentials
 from cryptopredict.models import DeadLetter
 from cryptopredict.settings import get_settings
 
@@ -31,13 +32,15 @@ def _topic(name: str) -> faust.TopicT:
 
 app = faust.App(
     topics.topic_name(topics.FAUST_APP_ID, prefix),
-    broker=[f"kafka://{server.strip()}" for server in settings.kafka.bootstrap_servers.split(",")],
+    broker=[f"kafka://{server}" for server in settings.kafka.servers],
+    broker_credentials=faust_credentials(settings.kafka),
     store="memory://",
     # Tables live in memory (rebuilt from changelogs); Faust still makes a data dir, so keep it out of the cwd.
     datadir=f"{tempfile.gettempdir()}/cryptopredict-faust-{{conf.name}}",
     value_serializer="raw",
     topic_partitions=settings.kafka.partitions,
-    topic_replication_factor=1,
+    # Changelogs and repartition topics: replicated like the project's own topics.
+    topic_replication_factor=settings.kafka.replication_factor,
     table_key_serializer="json",
     table_value_serializer="json",
     broker_session_timeout=settings.kafka.session_timeout_s,
@@ -58,6 +61,7 @@ CHANGELOG_CONFIG = {
     "segment.bytes": str(8 * 1024 * 1024),
     "segment.ms": "60000",
     "min.cleanable.dirty.ratio": "0.1",
+    **settings.kafka.topic_config,
 }
 
 

@@ -66,7 +66,7 @@ async def run_feed(
 ) -> dict[str, int]:
     """Publishes until cancelled (or `max_trades`); returns the client's counters."""
     client = client or trade_client(settings, url, rest_url)
-    publisher = ReliablePublisher(settings.kafka.bootstrap_servers, on_ack=on_ack)
+    publisher = ReliablePublisher(settings.kafka, on_ack=on_ack)
     trades_topic = topics.topic_name(topics.TRADES, settings.kafka.topic_prefix)
     dead_letter_topic = topics.topic_name(topics.DEAD_LETTERS, settings.kafka.topic_prefix)
     await ensure_topics(settings.kafka)

@@ -7,6 +7,7 @@ import contextlib
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import time
@@ -168,6 +169,14 @@ def live_pid(component: Component) -> int | None:
     return pid
 
 
+_URL_PASSWORD = re.compile(r"(://[^:/@\s]+:)[^@\s]+@")
+
+
+def redact_urls(text: str) -> str:
+    """Hides the passwords of URLs (a database URL on a command line) in text that is logged."""
+    return _URL_PASSWORD.sub(r"\1***@", text)
+
+
 def clear_stale_pid(component: Component) -> None:
     pid_file = component.paths.pid_file(component.name)
     if pid_file.exists() and live_pid(component) is None:
@@ -181,9 +190,10 @@ def spawn(component: Component) -> subprocess.Popen[bytes]:
     paths.logs.mkdir(parents=True, exist_ok=True)
     cmd = component.start_cmd()
     env = {**os.environ, **component.start_env()}
-    logger.info("%s: starting %s", component.name, " ".join(cmd))
+    shown = redact_urls(" ".join(cmd))
+    logger.info("%s: starting %s", component.name, shown)
     with component.log_path.open("ab") as log:
-        log.write(f"\n===== {time.strftime('%Y-%m-%d %H:%M:%S')} starting: {' '.join(cmd)}\n".encode())
+        log.write(f"\n===== {time.strftime('%Y-%m-%d %H:%M:%S')} starting: {shown}\n".encode())
         log.flush()
         # A new session detaches it from our terminal and process group, so it outlives the CLI
         # call and `down` can signal the whole tree it forks.

@@ -164,6 +164,7 @@ class Postgres(Component):
             password=self.pg.password,
             database=database,
             timeout=5,
+            **self.pg.asyncpg_connect_args(),
         )
 
     async def health(self) -> str:

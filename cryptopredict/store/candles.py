@@ -17,7 +17,9 @@ from cryptopredict.store.schema import candles, dead_letters, predictions, techn
 
 
 def async_engine(settings: PostgresSettings) -> AsyncEngine:
-    return create_async_engine(settings.async_url, pool_size=2, pool_pre_ping=True)
+    return create_async_engine(
+        settings.async_url, pool_size=2, pool_pre_ping=True, connect_args=settings.asyncpg_connect_args()
+    )
 
 
 def sync_engine(settings: PostgresSettings) -> Engine:

@@ -20,6 +20,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from prometheus_client import REGISTRY
 
+from cryptopredict.kafka_client import client_kwargs
 from cryptopredict.models.ml import Prediction
 from cryptopredict.settings import GrpcSettings, Settings, get_settings
 from cryptopredict.topics import PREDICTIONS
@@ -270,7 +271,7 @@ async def test_predictions_flow_from_kafka_to_the_stream() -> None:
     pair = KAFKA_PAIR
     before, live = make_prediction(pair, minute=1), make_prediction(pair, minute=2)
 
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers)
+    producer = AIOKafkaProducer(**client_kwargs(settings.kafka))
     await producer.start()
     try:
         # Made before the server starts: known after the start because it reads from the earliest offset.

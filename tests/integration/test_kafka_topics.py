@@ -9,6 +9,7 @@ from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
 
 from cryptopredict.kafka_admin import _set_on_topic, _wait_for_leaders, ensure_topic_config
+from cryptopredict.kafka_client import client_kwargs
 from streams.app import CHANGELOG_CONFIG
 
 pytestmark = pytest.mark.integration
@@ -22,7 +23,7 @@ async def topic_config(admin: AIOKafkaAdminClient, name: str) -> dict[str, str]:
 
 async def test_an_existing_changelog_gets_the_settings_and_keeps_its_own(settings):
     name = f"it-{uuid.uuid4().hex[:8]}-table-changelog"
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
+    admin = AIOKafkaAdminClient(**client_kwargs(settings.kafka))
     await admin.start()
     try:
         # As Faust made changelogs before: compacted, 1 GB segments, plus a setting of the operator's.

@@ -24,6 +24,7 @@ from topic_prefixes import run_prefix
 from cryptopredict.features.candles import CandleState
 from cryptopredict.features.indicators import WARM_UP, IndicatorConfig, indicator_frame, ta_frame
 from cryptopredict.kafka_admin import read_topic
+from cryptopredict.kafka_client import client_kwargs
 from cryptopredict.kraken.replay import ReplayExchange, csv_trades, synthetic_trades
 from cryptopredict.metrics import serve_metrics
 from cryptopredict.models import Candle, DeadLetter, Trade, TradeBatch
@@ -82,7 +83,7 @@ async def test_replayed_trades_become_exact_candle_rows(run_settings, faust_work
     trades = list(synthetic_trades(PAIR, ANCHOR, minutes=40, trades_per_minute=30, seed=11))
     await assert_pipeline_reproduces_candles(run_settings, trades, faust_worker, speed=1200)
     # A malformed record on the trades topic is kept as a dead letter; the stream goes on.
-    publisher = ReliablePublisher(run_settings.kafka.bootstrap_servers)
+    publisher = ReliablePublisher(run_settings.kafka)
     await publisher.start()
     await publisher.publish(
         topic_name(TRADES, run_settings.kafka.topic_prefix), b"{not a trade", key=b"ITP/USD"
@@ -93,7 +94,7 @@ async def test_replayed_trades_become_exact_candle_rows(run_settings, faust_work
     assert "invalid trade" in letters[0].reason
     # The store keeps it too, once; a record on the dead-letter topic that is no dead letter is kept
     # there as well (not sent back to the topic, which would loop).
-    publisher = ReliablePublisher(run_settings.kafka.bootstrap_servers)  # a stopped producer can't restart
+    publisher = ReliablePublisher(run_settings.kafka)  # a stopped producer can't restart
     await publisher.start()
     await publisher.publish(topic_name(DEAD_LETTERS, run_settings.kafka.topic_prefix), b"\xffno letter")
     await publisher.stop()
@@ -139,7 +140,7 @@ async def test_hand_built_sequence_out_of_order_late_and_empty_windows(run_setti
     ]
     assert run_settings.features.grace_s == 5
     started = datetime.now(UTC)
-    publisher = ReliablePublisher(run_settings.kafka.bootstrap_servers)
+    publisher = ReliablePublisher(run_settings.kafka)
     await publisher.start()
     for batch in arrivals:
         record = TradeBatch(pair=PAIR, trades=batch)
@@ -185,7 +186,7 @@ async def test_hand_built_sequence_out_of_order_late_and_empty_windows(run_setti
 async def read_dead_letters(run_settings, expected: int, timeout_s: float = 60) -> list[DeadLetter]:
     consumer = AIOKafkaConsumer(
         topic_name(DEAD_LETTERS, run_settings.kafka.topic_prefix),
-        bootstrap_servers=run_settings.kafka.bootstrap_servers,
+        **client_kwargs(run_settings.kafka),
         auto_offset_reset="earliest",
         enable_auto_commit=False,
     )
@@ -217,7 +218,7 @@ async def test_kraken_hourly_history_gets_tas_indicators_in_the_store(
     history = list(islice(read_ohlcvt(shared_data / "kraken" / "XBTUSD_60.csv", pair, 3600), 3000))
     assert any(c.gap for c in history)
     started = datetime.now(UTC)
-    publisher = ReliablePublisher(run_settings.kafka.bootstrap_servers)
+    publisher = ReliablePublisher(run_settings.kafka)
     await publisher.start()
     for candle in history:
         await publisher.publish(

@@ -190,7 +190,7 @@ async def test_predictions_follow_every_candle_and_a_promotion_swaps_the_model_w
         pair: synthetic_candles(pair, 60, 400, T0, seed=seed)
         for pair, seed in ((PAIR, 7), (SENTIMENT_PAIR, 8))
     }
-    publisher = ReliablePublisher(settings.kafka.bootstrap_servers)
+    publisher = ReliablePublisher(settings.kafka)
     await publisher.start()
     sent = 0
     progress = asyncio.Condition()

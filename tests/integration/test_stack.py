@@ -8,6 +8,7 @@ import httpx
 import pytest
 
 from cryptopredict import stack
+from cryptopredict.kafka_client import client_kwargs
 from cryptopredict.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -18,15 +19,13 @@ async def test_kafka_round_trip(settings: Settings) -> None:
 
     topic = f"stack-test-{uuid.uuid4().hex[:8]}"
     payload = uuid.uuid4().bytes
-    producer = AIOKafkaProducer(bootstrap_servers=settings.kafka.bootstrap_servers)
+    producer = AIOKafkaProducer(**client_kwargs(settings.kafka))
     await producer.start()
     try:
         await producer.send_and_wait(topic, payload, key=b"k")
     finally:
         await producer.stop()
-    consumer = AIOKafkaConsumer(
-        topic, bootstrap_servers=settings.kafka.bootstrap_servers, auto_offset_reset="earliest"
-    )
+    consumer = AIOKafkaConsumer(topic, **client_kwargs(settings.kafka), auto_offset_reset="earliest")
     await consumer.start()
     try:
         message = await consumer.getone()
@@ -40,7 +39,7 @@ async def test_kafka_app_topics_exist(settings: Settings) -> None:
 
     from cryptopredict.topics import ALL_TOPICS
 
-    admin = AIOKafkaAdminClient(bootstrap_servers=settings.kafka.bootstrap_servers)
+    admin = AIOKafkaAdminClient(**client_kwargs(settings.kafka))
     await admin.start()
     try:
         topics = await admin.describe_topics(list(ALL_TOPICS))

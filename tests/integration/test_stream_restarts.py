@@ -56,7 +56,7 @@ class Run:
         }
         self.log = (tmp_path / "faust.log").open("wb")
         self.workers: list[subprocess.Popen] = []
-        self.publisher = ReliablePublisher(self.kafka.bootstrap_servers)
+        self.publisher = ReliablePublisher(self.kafka)
 
     async def __aenter__(self) -> Run:
         await ensure_topics(self.kafka)
