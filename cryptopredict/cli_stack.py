@@ -10,9 +10,29 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 
 if TYPE_CHECKING:
+    from cryptopredict.settings import Settings
     from cryptopredict.stack import ComponentStatus
 
 stack_app = typer.Typer(help="Local stack: Postgres, Kafka, Temporal, MLflow and the LLM endpoint.")
+
+ProfileOption = Annotated[
+    str | None,
+    typer.Option(
+        "--profile",
+        help="settings profile from infra/profiles (e.g. cluster); default: $CRYPTOPREDICT_PROFILE",
+    ),
+]
+
+
+def _settings(profile: str | None) -> Settings:
+    """The profile's settings; the cluster profile's secrets are made here on first use."""
+    from cryptopredict.stack.profile import load_profile_settings
+
+    try:
+        return load_profile_settings(profile)
+    except ValueError as exc:  # an unknown profile, or settings that cannot work
+        typer.secho(str(exc), fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from exc
 
 
 def _setup_logging() -> None:
@@ -54,15 +74,15 @@ def up(
     only: Annotated[
         list[str] | None, typer.Option("--only", help="start just this component (repeatable)")
     ] = None,
+    profile: ProfileOption = None,
 ) -> None:
     """Install what is missing and start every component that is not healthy yet."""
     from cryptopredict import stack
-    from cryptopredict.settings import get_settings
 
     _setup_logging()
     started = time.monotonic()
     try:
-        statuses = stack.up(get_settings(), only=only or None)
+        statuses = stack.up(_settings(profile), only=only or None)
     except stack.StackError as exc:
         typer.secho(str(exc), fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from exc
@@ -71,13 +91,12 @@ def up(
 
 
 @stack_app.command()
-def status() -> None:
+def status(profile: ProfileOption = None) -> None:
     """Show each component's health, pid, memory and log."""
     from cryptopredict import stack
-    from cryptopredict.settings import get_settings
 
     _setup_logging()
-    statuses = stack.status(get_settings())
+    statuses = stack.status(_settings(profile))
     _print_table(statuses)
     if not all(s.healthy for s in statuses):
         raise typer.Exit(1)
@@ -88,14 +107,14 @@ def down(
     only: Annotated[
         list[str] | None, typer.Option("--only", help="stop just this component (repeatable)")
     ] = None,
+    profile: ProfileOption = None,
 ) -> None:
     """Stop the processes `up` started (data is kept)."""
     from cryptopredict import stack
-    from cryptopredict.settings import get_settings
 
     _setup_logging()
     try:
-        stack.down(get_settings(), only=only or None)
+        stack.down(_settings(profile), only=only or None)
     except stack.StackError as exc:
         typer.secho(str(exc), fg=typer.colors.RED, err=True)
         raise typer.Exit(1) from exc
@@ -106,14 +125,14 @@ def logs(
     name: Annotated[str, typer.Argument(help="component name")],
     lines: Annotated[int, typer.Option("--lines", "-n", help="lines to show")] = 50,
     follow: Annotated[bool, typer.Option("--follow", "-f", help="keep printing new lines")] = False,
+    profile: ProfileOption = None,
 ) -> None:
     """Print the end of a component's log."""
     from cryptopredict import stack
-    from cryptopredict.settings import get_settings
     from cryptopredict.stack.base import tail_lines
 
     try:
-        path = stack.logs_path(get_settings(), name)
+        path = stack.logs_path(_settings(profile), name)
     except stack.StackError as exc:
         typer.secho(str(exc), fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from exc

@@ -15,7 +15,9 @@ from typing import Any
 
 from aiokafka.admin import AIOKafkaAdminClient, NewTopic
 from aiokafka.admin.config_resource import ConfigResource, ConfigResourceType
+from aiokafka.errors import KafkaConnectionError, KafkaError
 
+from cryptopredict.kafka_client import client_kwargs
 from cryptopredict.models import Trade, TradeBatch
 from cryptopredict.settings import KafkaSettings
 from cryptopredict.topics import ALL_TOPICS, topic_name
@@ -29,41 +31,135 @@ class TopicCreationError(RuntimeError):
     pass
 
 
+class KafkaConnectError(ConnectionError):
+    """No broker of `bootstrap_servers` accepts this client; the message is one line naming the endpoint
+    and the reason (refused, untrusted certificate, wrong password), never a secret."""
+
+
+async def check_connection(kafka: KafkaSettings, timeout_s: float = 5.0) -> None:
+    """Connects to each bootstrap server in turn (TCP, TLS, SASL, one metadata request) until one serves
+    this client; raises KafkaConnectError saying why none did. Processes call it at start (and the admin
+    client after a failed bootstrap) so a bad setting ends them with that line, not a retry loop."""
+    from aiokafka.conn import create_conn
+    from aiokafka.protocol.metadata import MetadataRequest
+
+    kwargs = client_kwargs(kafka)
+    del kwargs["bootstrap_servers"]
+    reasons: dict[str, str] = {}
+    for server in kafka.servers:
+        host, _, port = server.rpartition(":")
+        conn = None
+        try:
+            async with asyncio.timeout(timeout_s):
+                conn = await create_conn(host, int(port), request_timeout_ms=int(timeout_s * 1000), **kwargs)
+                # A SASL listener answers a TLS-only client's ApiVersions, then drops it at the first request.
+                await conn.send(MetadataRequest([]))
+            return
+        except (OSError, KafkaError, TimeoutError, ValueError) as exc:
+            reasons[server] = connect_failure_reason(exc, kafka)
+        finally:
+            if conn is not None:
+                conn.close()
+    if len(set(reasons.values())) == 1:
+        raise KafkaConnectError(f"kafka {kafka.bootstrap_servers}: {next(iter(reasons.values()))}")
+    raise KafkaConnectError("; ".join(f"kafka {server}: {reason}" for server, reason in reasons.items()))
+
+
+def connect_failure_reason(exc: BaseException, kafka: KafkaSettings) -> str:
+    """Why a connection to a broker failed, in words a person can act on."""
+    import ssl
+
+    from aiokafka.errors import SaslAuthenticationFailed, UnsupportedSaslMechanismError
+
+    if isinstance(exc, SaslAuthenticationFailed):
+        return (
+            f"SASL {kafka.sasl_mechanism} authentication failed for user {kafka.sasl_username!r} "
+            "(wrong username or password)"
+        )
+    if isinstance(exc, UnsupportedSaslMechanismError):
+        return f"the broker refuses SASL {kafka.sasl_mechanism}"
+    if isinstance(exc, ssl.SSLCertVerificationError):
+        ca = kafka.ssl_ca_file or "the system's roots"
+        return f"TLS certificate not trusted ({exc.verify_message}; CA: {ca})"
+    if isinstance(exc, ssl.SSLError):
+        return f"TLS handshake failed ({exc.reason or exc}): is the listener {kafka.security_protocol}?"
+    if isinstance(exc, ConnectionRefusedError):
+        return "connection refused (no broker listening)"
+    if isinstance(exc, TimeoutError):
+        return "no answer in time (a listener of another protocol, or a hung broker?)"
+    if isinstance(exc, KafkaConnectionError | ConnectionResetError | BrokenPipeError):
+        # What a broker does to a client of another protocol (TLS to a plaintext listener and back).
+        return f"the broker closed the connection: is its listener {kafka.security_protocol}?"
+    return f"{type(exc).__name__}: {exc}"
+
+
 @asynccontextmanager
-async def _admin(
+async def admin_client(
     kafka: KafkaSettings, request_timeout_ms: int = 10_000
 ) -> AsyncIterator[AIOKafkaAdminClient]:
-    admin = AIOKafkaAdminClient(
-        bootstrap_servers=kafka.bootstrap_servers, request_timeout_ms=request_timeout_ms
-    )
-    await admin.start()
+    """A started admin client; when no broker can be reached, KafkaConnectError says why."""
+    admin = AIOKafkaAdminClient(**client_kwargs(kafka), request_timeout_ms=request_timeout_ms)
+    try:
+        await admin.start()
+    except KafkaConnectionError:
+        await admin.close()
+        # aiokafka only says "Unable to bootstrap": one direct connection finds the reason.
+        await check_connection(kafka)
+        raise
     try:
         yield admin
     finally:
         await admin.close()
 
 
+async def broker_count(admin: AIOKafkaAdminClient) -> int:
+    """Brokers registered (alive) in the cluster."""
+    return len((await admin.describe_cluster())["brokers"])
+
+
 async def ensure_topics(kafka: KafkaSettings) -> list[str]:
-    """Creates missing topics; returns the names created. Safe to call concurrently."""
-    async with _admin(kafka) as admin:
+    """Creates missing topics with the configured replication factor and topic config; returns the names
+    created. Safe to call concurrently."""
+    async with admin_client(kafka) as admin:
         wanted = [topic_name(t, kafka.topic_prefix) for t in ALL_TOPICS]
         existing = set(await admin.list_topics())
         missing = [t for t in wanted if t not in existing]
         if missing:
+            # Checked only when creating: existing topics keep working while one broker of several is down.
+            brokers = await broker_count(admin)
+            if kafka.replication_factor > brokers:
+                raise TopicCreationError(
+                    replication_refusal(kafka.replication_factor, brokers, kafka.bootstrap_servers)
+                )
             logger.info("creating topics %s", ", ".join(missing))
-            new = [NewTopic(t, num_partitions=kafka.partitions, replication_factor=1) for t in missing]
+            new = [
+                NewTopic(
+                    t,
+                    num_partitions=kafka.partitions,
+                    replication_factor=kafka.replication_factor,
+                    topic_configs=kafka.topic_config,
+                )
+                for t in missing
+            ]
             _raise_topic_errors(await admin.create_topics(new))
             await _wait_for_leaders(admin, missing)
         return missing
 
 
+def replication_refusal(replication_factor: int, brokers: int, bootstrap_servers: str) -> str:
+    return (
+        f"kafka.replication_factor {replication_factor} is above the {brokers} broker(s) at "
+        f"{bootstrap_servers}: topics cannot be created"
+    )
+
+
 async def topic_names(kafka: KafkaSettings) -> set[str]:
-    async with _admin(kafka) as admin:
+    async with admin_client(kafka) as admin:
         return set(await admin.list_topics())
 
 
 async def delete_topics(kafka: KafkaSettings, names: list[str], batch: int = 200) -> None:
-    async with _admin(kafka, request_timeout_ms=30_000) as admin:
+    async with admin_client(kafka, request_timeout_ms=30_000) as admin:
         for start in range(0, len(names), batch):
             await admin.delete_topics(names[start : start + batch], timeout_ms=30_000)
 
@@ -96,7 +192,7 @@ async def ensure_topic_config(kafka: KafkaSettings, names: list[str], config: di
     """Sets `config` on those of the existing topics `names` that lack it, keeping the other settings made
     on each topic (AlterConfigs replaces a topic's whole set); returns the names changed. Topics that do
     not exist yet are left to whoever creates them."""
-    async with _admin(kafka) as admin:
+    async with admin_client(kafka) as admin:
         topics = set(await admin.list_topics())
         existing = [name for name in names if name in topics]
         if not existing:
@@ -123,7 +219,7 @@ def _set_on_topic(flag: bool | int) -> bool:
 
 
 async def partition_numbers(kafka: KafkaSettings, topic: str) -> list[int]:
-    async with _admin(kafka) as admin:
+    async with admin_client(kafka) as admin:
         (description,) = await admin.describe_topics([topic])
     return sorted(p["partition"] for p in description["partitions"])
 
@@ -134,7 +230,7 @@ async def topic_message_count(kafka: KafkaSettings, topic: str) -> int:
 
     partitions = [TopicPartition(topic, p) for p in await partition_numbers(kafka, topic)]
     # Assigned, not subscribed: a consumer without a group stops cleanly and commits nothing.
-    consumer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**client_kwargs(kafka), enable_auto_commit=False)
     await consumer.start()
     try:
         consumer.assign(partitions)
@@ -160,7 +256,7 @@ async def last_trade_in_topic(
         return None  # no such topic yet
     # The producer's own partitioner, so this is the partition the pair's trades went to.
     partition = TopicPartition(topic, DefaultPartitioner()(pair.encode(), partitions, partitions))
-    consumer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**client_kwargs(kafka), enable_auto_commit=False)
     await consumer.start()
     try:
         consumer.assign([partition])
@@ -188,7 +284,7 @@ async def read_topic(kafka: KafkaSettings, topic: str, idle_s: float = 3.0) -> l
 
     consumer = AIOKafkaConsumer(
         topic,
-        bootstrap_servers=kafka.bootstrap_servers,
+        **client_kwargs(kafka),
         auto_offset_reset="earliest",
         enable_auto_commit=False,
     )
@@ -209,12 +305,12 @@ async def consumer_lag(kafka: KafkaSettings, group: str) -> dict[tuple[str, int]
     """Records behind the end of each partition the consumer group has committed offsets for."""
     from aiokafka import AIOKafkaConsumer
 
-    async with _admin(kafka) as admin:
+    async with admin_client(kafka) as admin:
         committed = await admin.list_consumer_group_offsets(group)
     committed = {tp: meta.offset for tp, meta in committed.items() if meta.offset >= 0}
     if not committed:
         return {}
-    consumer = AIOKafkaConsumer(bootstrap_servers=kafka.bootstrap_servers, enable_auto_commit=False)
+    consumer = AIOKafkaConsumer(**client_kwargs(kafka), enable_auto_commit=False)
     await consumer.start()
     try:
         ends = await consumer.end_offsets(list(committed))

@@ -27,6 +27,7 @@ from cryptopredict.models.drift import DriftMonitorInput, DriftReport
 from cryptopredict.models.news_flow import NewsIngestInput
 from cryptopredict.models.training import TrainingInput, TrainingResult
 from cryptopredict.settings import Settings
+from cryptopredict.temporal_connect import connect_temporal
 from cryptopredict.topics import (
     NEWS_SCHEDULE_ID,
     backfill_workflow_id,
@@ -40,12 +41,8 @@ logger = logging.getLogger(__name__)
 
 
 async def temporal_client(settings: Settings, runtime: Runtime | None = None) -> Client:
-    return await Client.connect(
-        settings.temporal.address,
-        namespace=settings.temporal.namespace,
-        data_converter=pydantic_data_converter,
-        runtime=runtime,
-    )
+    """The project's Temporal client: TLS and API key from settings.temporal, pydantic payloads."""
+    return await connect_temporal(settings.temporal, data_converter=pydantic_data_converter, runtime=runtime)
 
 
 def metrics_runtime(settings: Settings) -> Runtime | None:

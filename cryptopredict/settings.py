@@ -161,7 +161,7 @@ class TemporalSettings(BaseModel):
     news_task_queue: str = "news"
     # LLM activities get their own queue, so a worker can cap them (news.llm_concurrency) on their own.
     llm_task_queue: str = "llm"
-    # TLS to the frontend: on when `tls` is true or any of the files is set (Temporal Cloud: tls only).
+    # TLS to the frontend: on when `tls` is true, an API key or any of the files is set.
     tls: bool = False
     tls_ca_file: Path | None = None
     tls_cert_file: Path | None = None
@@ -181,9 +181,9 @@ class TemporalSettings(BaseModel):
 
     @property
     def uses_tls(self) -> bool:
-        return self.tls or any(
-            f is not None for f in (self.tls_ca_file, self.tls_cert_file, self.tls_key_file)
-        )
+        # An API key is never sent in plaintext (Temporal Cloud and its CLI turn TLS on with a key too).
+        files = (self.tls_ca_file, self.tls_cert_file, self.tls_key_file)
+        return self.tls or self.api_key is not None or any(f is not None for f in files)
 
     @model_validator(mode="after")
     def _cert_and_key_together(self) -> TemporalSettings:

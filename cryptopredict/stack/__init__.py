@@ -33,11 +33,13 @@ from cryptopredict.stack.base import (
     write_timing,
 )
 from cryptopredict.stack.kafka import Kafka
+from cryptopredict.stack.kafka_cluster import kafka_nodes
 from cryptopredict.stack.llm import Llm
 from cryptopredict.stack.mlflow import Mlflow
 from cryptopredict.stack.postgres import Postgres
 from cryptopredict.stack.prometheus import Prometheus
 from cryptopredict.stack.temporal import Temporal
+from cryptopredict.stack.temporal_relay import TemporalRelay
 from cryptopredict.stack.tools import install_go_tools
 
 __all__ = [
@@ -53,16 +55,32 @@ __all__ = [
 
 logger = logging.getLogger(__name__)
 
-# Start order; `requires` adds the ordering constraints that matter (mlflow after postgres).
-COMPONENT_CLASSES: tuple[type[Component], ...] = (Postgres, Kafka, Temporal, Mlflow, Llm, Prometheus)
+# Start order; `requires` adds the ordering constraints that matter (mlflow after postgres). A component
+# runs only where `enabled_for(settings)` (the Temporal TLS relay: in the cluster profile).
+COMPONENT_CLASSES: tuple[type[Component], ...] = (
+    Postgres,
+    Kafka,
+    Temporal,
+    TemporalRelay,
+    Mlflow,
+    Llm,
+    Prometheus,
+)
 COMPONENT_NAMES: tuple[str, ...] = tuple(cls.name for cls in COMPONENT_CLASSES)
 
 T = TypeVar("T")
 
 
-def build_components(settings: Settings) -> dict[str, Component]:
+def build_components(settings: Settings, disabled_too: bool = False) -> dict[str, Component]:
     paths = StackPaths.from_settings(settings)
-    return {cls.name: cls(settings, paths) for cls in COMPONENT_CLASSES}
+    components: list[Component] = []
+    for cls in COMPONENT_CLASSES:
+        if disabled_too or cls.enabled_for(settings):
+            components.append(cls(settings, paths))
+        if cls is Kafka:
+            # Kafka as a cluster (the cluster profile): a component per node, named kafka-1, kafka-2, ...
+            components += kafka_nodes(settings, paths, made_too=disabled_too)
+    return {component.name: component for component in components}
 
 
 def up(settings: Settings, only: Sequence[str] | None = None) -> list[ComponentStatus]:
@@ -87,9 +105,11 @@ def down(settings: Settings, only: Sequence[str] | None = None) -> None:
     """Stop the processes this launcher started (or `only` these); data under local_dir is kept."""
     from concurrent.futures import ThreadPoolExecutor
 
-    components = build_components(settings)
+    # Disabled ones too: what another profile started here is stopped all the same.
+    components = build_components(settings, disabled_too=True)
     if only is not None:
-        _check_names(only)
+        only = _expand_kafka(components, only)
+        _check_names(only, components)
         components = {name: c for name, c in components.items() if name in only}
     # Dependents stop concurrently (each takes seconds), then what they depend on.
     required = {dep for c in components.values() for dep in c.requires}
@@ -112,7 +132,7 @@ def _stop(component: Component) -> None:
 
 
 def logs_path(settings: Settings, name: str) -> Path:
-    _check_names([name])
+    _check_names([name], build_components(settings, disabled_too=True))
     return StackPaths.from_settings(settings).log(name)
 
 
@@ -249,24 +269,42 @@ def _status_of(component: Component, pid: int | None, healthy: bool, detail: str
 # --- helpers ------------------------------------------------------------------------------------
 
 
-def _check_names(names: Sequence[str]) -> None:
-    unknown = [n for n in names if n not in COMPONENT_NAMES]
+def _check_names(names: Sequence[str], components: dict[str, Component] | None = None) -> None:
+    known = list(dict.fromkeys([*COMPONENT_NAMES, *(components or {})]))
+    unknown = [n for n in names if n not in known]
     if unknown:
-        raise StackError(f"unknown component(s) {', '.join(unknown)}; known: {', '.join(COMPONENT_NAMES)}")
+        raise StackError(f"unknown component(s) {', '.join(unknown)}; known: {', '.join(known)}")
+
+
+def _expand_kafka(components: dict[str, Component], names: Sequence[str]) -> list[str]:
+    """The name "kafka" stands for the Kafka of these settings: the single node or the cluster's nodes
+    (never the other one, which `down` also knows about)."""
+    expanded: list[str] = []
+    for name in names:
+        if name == Kafka.name:
+            expanded += [
+                n for n, c in components.items() if isinstance(c, Kafka) and c.enabled_for(c.settings)
+            ]
+        else:
+            expanded.append(name)
+    return list(dict.fromkeys(expanded))
 
 
 def _with_requirements(components: dict[str, Component], only: Sequence[str] | None) -> list[str]:
     if not only:
-        return list(COMPONENT_NAMES)
-    _check_names(only)
+        return list(components)
+    only = _expand_kafka(components, only)
+    _check_names(only, components)
     wanted: set[str] = set()
     pending = list(only)
     while pending:
         name = pending.pop()
+        if name not in components:
+            raise StackError(f"{name} is not used with these settings")
         if name not in wanted:
             wanted.add(name)
             pending.extend(components[name].requires)
-    return [name for name in COMPONENT_NAMES if name in wanted]
+    return [name for name in components if name in wanted]
 
 
 @contextlib.contextmanager

@@ -87,6 +87,11 @@ class Component(ABC):
         self.settings = settings
         self.paths = paths
 
+    @classmethod
+    def enabled_for(cls, settings: Settings) -> bool:
+        """Whether these settings run this component at all (the Temporal TLS relay: cluster profile only)."""
+        return True
+
     @property
     def data_dir(self) -> Path:
         return self.paths.data(self.name)

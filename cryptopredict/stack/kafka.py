@@ -5,11 +5,11 @@ from __future__ import annotations
 import base64
 import logging
 import subprocess
+import threading
 import uuid
 from pathlib import Path
-from typing import Any
 
-from cryptopredict.settings import KafkaSettings
+from cryptopredict.settings import KafkaSettings, Settings
 from cryptopredict.stack.base import REPO_ROOT, Component, StackError, find_cmd
 
 logger = logging.getLogger(__name__)
@@ -34,10 +34,41 @@ logger.request.name = kafka.request.logger
 logger.request.level = WARN
 """
 
+# Shared by the single node and the cluster's nodes: consumers join at once, and a crashed broker is
+# replaced within seconds.
+FAST_FAILOVER = {
+    # Consumers (Faust) join at once instead of waiting 3 s for more members.
+    "group.initial.rebalance.delay.ms": "0",
+    # After a crash the controller keeps the dead broker registered for this long and
+    # rejects the restarted one (DUPLICATE_BROKER_REGISTRATION); 9 s by default.
+    "broker.heartbeat.interval.ms": "1000",
+    "broker.session.timeout.ms": "3000",
+    # Let short client session timeouts from settings through.
+    "group.min.session.timeout.ms": "1000",
+}
+
+# The cluster's nodes start at once in threads of one launcher: one Maven run, one cluster id.
+_SETUP_LOCK = threading.Lock()
+
+
+def is_cluster(kafka: KafkaSettings) -> bool:
+    """Several bootstrap servers or a secured listener: the launcher runs a cluster (stack/kafka_cluster.py)
+    instead of the single plaintext node."""
+    return len(kafka.servers) > 1 or kafka.security_protocol != "PLAINTEXT"
+
+
+def render_properties(props: dict[str, str]) -> str:
+    return "".join(f"{key}={value}\n" for key, value in props.items())
+
 
 class Kafka(Component):
     name = "kafka"
     startup_timeout_s = 90.0
+    heap: tuple[str, ...] = ("-Xms256m", "-Xmx512m")
+
+    @classmethod
+    def enabled_for(cls, settings: Settings) -> bool:
+        return not is_cluster(settings.kafka)
 
     @property
     def kafka(self) -> KafkaSettings:
@@ -63,7 +94,15 @@ class Kafka(Component):
     def log_dir(self) -> Path:
         return self.data_dir / "data"
 
+    @property
+    def cluster_id_file(self) -> Path:
+        return self.data_dir / "cluster.id"
+
     def install(self) -> None:
+        with _SETUP_LOCK:
+            self._install()
+
+    def _install(self) -> None:
         if (self.libs / KAFKA_JAR).exists():
             return
         mvn = find_cmd([], "mvn")
@@ -86,12 +125,16 @@ class Kafka(Component):
 
     def prepare(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
-        self.config.write_text(self._server_properties())
+        self.config.write_text(render_properties(self.server_properties()))
         (self.data_dir / "log4j2.properties").write_text(LOG4J2_PROPERTIES)
-        if not (self.log_dir / "meta.properties").exists():
+        if not self.formatted:
             self._format_storage()
 
-    def _server_properties(self) -> str:
+    @property
+    def formatted(self) -> bool:
+        return (self.log_dir / "meta.properties").exists()
+
+    def server_properties(self) -> dict[str, str]:
         host, port = self.kafka.first_host_port
         controller = f"{host}:{self.kafka.controller_port}"
         props = {
@@ -113,16 +156,9 @@ class Kafka(Component):
             "transaction.state.log.min.isr": "1",
             "share.coordinator.state.topic.replication.factor": "1",
             "share.coordinator.state.topic.min.isr": "1",
-            # Consumers (Faust) join at once instead of waiting 3 s for more members.
-            "group.initial.rebalance.delay.ms": "0",
-            # After a crash the controller keeps the dead broker registered for this long and
-            # rejects the restarted one (DUPLICATE_BROKER_REGISTRATION); 9 s by default.
-            "broker.heartbeat.interval.ms": "1000",
-            "broker.session.timeout.ms": "3000",
-            # Let short client session timeouts from settings through.
-            "group.min.session.timeout.ms": "1000",
+            **FAST_FAILOVER,
         }
-        return "".join(f"{key}={value}\n" for key, value in props.items())
+        return props
 
     def _java(self, main_class: str, *args: str, heap: tuple[str, ...] = ()) -> list[str]:
         log4j = self.data_dir / "log4j2.properties"
@@ -137,48 +173,44 @@ class Kafka(Component):
             *args,
         ]
 
+    def format_args(self) -> list[str]:
+        """StorageTool arguments beyond the cluster id and config: a single node is its own quorum."""
+        return ["--standalone"]
+
     def _format_storage(self) -> None:
         cluster_id = self._cluster_id()
-        logger.info("kafka: formatting storage %s (cluster id %s)", self.log_dir, cluster_id)
+        logger.info("%s: formatting storage %s (cluster id %s)", self.name, self.log_dir, cluster_id)
         cmd = self._java(
-            "kafka.tools.StorageTool",
-            "format",
-            "--standalone",
-            "-t",
-            cluster_id,
-            "-c",
-            str(self.config),
+            "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(self.config), *self.format_args()
         )
         with self.log_path.open("ab") as log:
             result = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=self.data_dir)
         if result.returncode != 0:
-            raise StackError(f"kafka: storage format failed (code {result.returncode}); see {self.log_path}")
+            raise StackError(
+                f"{self.name}: storage format failed (code {result.returncode}); see {self.log_path}"
+            )
 
     def _cluster_id(self) -> str:
-        id_file = self.data_dir / "cluster.id"
-        if not id_file.exists():
-            # Kafka's Uuid text form: URL-safe base64 of 16 random bytes, unpadded.
-            id_file.write_text(base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode())
-        return id_file.read_text().strip()
+        with _SETUP_LOCK:
+            if not self.cluster_id_file.exists():
+                self.cluster_id_file.parent.mkdir(parents=True, exist_ok=True)
+                # Kafka's Uuid text form: URL-safe base64 of 16 random bytes, unpadded.
+                cluster_id = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+                self.cluster_id_file.write_text(cluster_id)
+            return self.cluster_id_file.read_text().strip()
 
     def start_cmd(self) -> list[str]:
-        return self._java("kafka.Kafka", str(self.config), heap=("-Xms256m", "-Xmx512m"))
+        return self._java("kafka.Kafka", str(self.config), heap=self.heap)
 
     def cmdline_marker(self) -> str:
         return f"kafka.Kafka {self.config}"
 
-    def _admin(self) -> Any:
-        from aiokafka.admin import AIOKafkaAdminClient
-
-        return AIOKafkaAdminClient(bootstrap_servers=self.kafka.bootstrap_servers, request_timeout_ms=4000)
-
     async def health(self) -> str:
-        admin = self._admin()
-        try:
-            await admin.start()
+        from cryptopredict.kafka_admin import admin_client
+
+        # Through the project's admin client: the security settings, and one clear reason on failure.
+        async with admin_client(self.kafka, request_timeout_ms=4000) as admin:
             cluster = await admin.describe_cluster()
-        finally:
-            await admin.close()
         return f"cluster {cluster['cluster_id']}, {len(cluster['brokers'])} broker(s)"
 
     async def after_healthy(self) -> None:

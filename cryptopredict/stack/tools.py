@@ -1,6 +1,6 @@
 """Go programs built with `go install` from pinned modules: grpcurl and tctl for the stack (infra/go-tools),
-the stream edge (infra/stream-edge), the ghz load generator and the stream subscribers for bench/
-(infra/go-bench)."""
+the stream edge (infra/stream-edge), the Temporal TLS relay (infra/temporal-relay), the ghz load generator
+and the stream subscribers for bench/ (infra/go-bench)."""
 
 from __future__ import annotations
 
@@ -22,6 +22,7 @@ GO_TOOLS: dict[str, tuple[Path, str]] = {
     "ghz": (REPO_ROOT / "infra" / "go-bench", "github.com/bojand/ghz/cmd/ghz"),
     "stream-subscribers": (REPO_ROOT / "infra" / "go-bench", "cryptopredict/bench/cmd/stream-subscribers"),
     "stream-edge": (REPO_ROOT / "infra" / "stream-edge", "cryptopredict/stream-edge"),
+    "temporal-relay": (REPO_ROOT / "infra" / "temporal-relay", "cryptopredict/temporal-relay"),
 }
 STACK_TOOLS = ("grpcurl", "tctl")
 

@@ -51,9 +51,10 @@ async def test_kafka_app_topics_exist(settings: Settings) -> None:
 
 async def test_temporal_describes_namespace(settings: Settings) -> None:
     from temporalio.api.workflowservice.v1 import DescribeNamespaceRequest
-    from temporalio.client import Client
 
-    client = await Client.connect(settings.temporal.address, namespace=settings.temporal.namespace)
+    from cryptopredict.temporal_connect import connect_temporal
+
+    client = await connect_temporal(settings.temporal)
     response = await client.workflow_service.describe_namespace(
         DescribeNamespaceRequest(namespace=settings.temporal.namespace)
     )
@@ -110,7 +111,7 @@ def test_second_up_is_idempotent(settings: Settings, local_stack: list[stack.Com
 
 def test_status_reports_all_healthy(settings: Settings) -> None:
     statuses = stack.status(settings)
-    assert [s.name for s in statuses] == list(stack.COMPONENT_NAMES)
+    assert [s.name for s in statuses] == list(stack.build_components(settings))
     unhealthy = {s.name: s.detail for s in statuses if not s.healthy}
     assert not unhealthy
     for s in statuses:

@@ -44,16 +44,20 @@ def start_worker(env: dict[str, str], log) -> subprocess.Popen:
 class Run:
     """One isolated stream run: its own topic prefix, worker processes and a publisher of trades."""
 
-    def __init__(self, settings, tmp_path, name: str) -> None:
+    def __init__(self, settings, tmp_path, name: str, env: dict[str, str] | None = None) -> None:
         self.prefix = run_prefix(name)
         self.kafka = settings.kafka.model_copy(update={"topic_prefix": self.prefix})
-        self.env = os.environ | {
-            "CRYPTOPREDICT_KAFKA__TOPIC_PREFIX": self.prefix,
-            # The trades are old, so every window is long past its end on the wall clock: with the default
-            # the idle timer would close the open window whenever the test pauses (a quiet market), which an
-            # uninterrupted run computed from the trades alone does not do.
-            "CRYPTOPREDICT_FEATURES__IDLE_CLOSE_S": "3600",
-        }
+        self.env = (
+            os.environ
+            | (env or {})
+            | {
+                "CRYPTOPREDICT_KAFKA__TOPIC_PREFIX": self.prefix,
+                # The trades are old, so every window is long past its end on the wall clock: with the default
+                # the idle timer would close the open window whenever the test pauses (a quiet market), which an
+                # uninterrupted run computed from the trades alone does not do.
+                "CRYPTOPREDICT_FEATURES__IDLE_CLOSE_S": "3600",
+            }
+        )
         self.log = (tmp_path / "faust.log").open("wb")
         self.workers: list[subprocess.Popen] = []
         self.publisher = ReliablePublisher(self.kafka)
