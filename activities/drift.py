@@ -69,7 +69,7 @@ def thresholds_of(request: DriftMonitorInput, settings: Settings) -> DriftThresh
 
 
 def training_window(params: dict[str, str]) -> tuple[datetime, datetime] | None:
-    """The dataset range a retrain logged with its MLflow run (activities.training.start_training_run)."""
+    """The dataset range a retrain logged with its MLflow run (activities.training.build_training_dataset)."""
     if "dataset_start" not in params or "dataset_end" not in params:
         return None
     return datetime.fromisoformat(params["dataset_start"]), datetime.fromisoformat(params["dataset_end"])

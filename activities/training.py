@@ -2,7 +2,9 @@
 
 CPU-heavy steps are sync activities on the worker's thread pool. They heartbeat from a side thread
 while they compute (one XGBoost fit can outlast the heartbeat timeout), so a killed worker is noticed
-within the timeout and the step is retried elsewhere; tuning resumes its Optuna study from PostgreSQL.
+within the timeout and the step is retried elsewhere; a tuning batch resumes its Optuna study from
+PostgreSQL. Nothing passes between steps through a local disk: the dataset is an artifact of the
+retrain's MLflow run, downloaded by each worker once into its own `local_dir`.
 """
 
 from __future__ import annotations
@@ -10,6 +12,7 @@ from __future__ import annotations
 import asyncio
 import contextvars
 import logging
+import os
 import tempfile
 import threading
 from collections.abc import Callable, Iterator
@@ -32,11 +35,12 @@ from cryptopredict.ml.dataset import (
     LAST_CLOSE,
     TARGET,
     TARGET_CLOSE,
+    Dataset,
     build_dataset,
     indicator_values,
 )
 from cryptopredict.ml.screening import families_to_tune, screen_regressors
-from cryptopredict.ml.tuning import optuna_storage, tune
+from cryptopredict.ml.tuning import best_of, run_trials
 from cryptopredict.model_events import publish_model_event
 from cryptopredict.models import ModelEvent, ModelRef
 from cryptopredict.models.training import (
@@ -49,6 +53,8 @@ from cryptopredict.models.training import (
     ScreeningResult,
     StepInput,
     TrainingInput,
+    TrainingRun,
+    TrialBatch,
     TunedCandidate,
     TuneInput,
 )
@@ -66,6 +72,9 @@ def heartbeating(every_s: float = 5.0) -> Iterator[Callable[[Any], None]]:
     """Heartbeats every `every_s` while the block runs; the yielded function sets the details sent."""
     details: list[Any] = ["started"]
     stop = threading.Event()
+    timeout = activity.info().heartbeat_timeout
+    if timeout:  # a beat as long as the timeout would let the server time out a live activity
+        every_s = min(every_s, timeout.total_seconds() / 3)
 
     def beat() -> None:
         while not stop.wait(every_s):
@@ -101,11 +110,22 @@ class TrainingActivities:
         return mlflow
 
     def _load(self, step: StepInput) -> lifecycle.Split:
-        frame = pd.read_parquet(Path(step.dataset.path))
+        frame = pd.read_parquet(self._dataset_file(step.dataset))
         request = step.request
         return lifecycle.split(
             frame, request.test_fraction, horizon_of(request), request.folds, min_train_rows(request)
         )
+
+    def _dataset_file(self, dataset: DatasetSummary) -> Path:
+        """The dataset's parquet in this worker's `local_dir`, downloaded from MLflow the first time."""
+        path = self.settings.local_dir.resolve() / "datasets" / f"{dataset.content_hash}.parquet"
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            mlflow = self._mlflow()
+            with tempfile.TemporaryDirectory(dir=path.parent) as directory:
+                downloaded = mlflow.artifacts.download_artifacts(artifact_uri=dataset.uri, dst_path=directory)
+                os.replace(downloaded, path)  # atomic: concurrent steps on this worker never see half a file
+        return path
 
     @activity.defn(name="start_scheduled_retrain")
     async def start_scheduled_retrain(self, request: TrainingInput) -> str:
@@ -122,7 +142,9 @@ class TrainingActivities:
         return f"started {workflow_id} (run {handle.result_run_id})"
 
     @activity.defn(name="build_training_dataset")
-    def build_training_dataset(self, request: TrainingInput) -> DatasetSummary:
+    def build_training_dataset(self, request: TrainingInput, key: str) -> TrainingRun:
+        """Builds the dataset and starts the retrain's MLflow run (tagged with `key`) with the dataset,
+        its identity and the request logged in it, so any worker can download the dataset."""
         with heartbeating() as progress:
             engine = sync_engine(self.settings.postgres)
             candles = read_candles(engine, request.pair, request.interval_s)
@@ -140,31 +162,64 @@ class TrainingActivities:
                 candles, request.interval_s, request.lags, request.horizon_candles, values, sentiment, config
             )
             engine.dispose()
-        if len(dataset.frame) < request.min_rows:
-            # More data arrives with time; a person need not act, so a later run may succeed.
-            raise ApplicationError(
-                f"only {len(dataset.frame)} usable rows for {request.pair} ({len(candles)} candles, "
-                f"dropped {dataset.dropped}); need {request.min_rows}",
-                type="NotEnoughData",
+            if len(dataset.frame) < request.min_rows:
+                # More data arrives with time; a person need not act, so a later run may succeed.
+                raise ApplicationError(
+                    f"only {len(dataset.frame)} usable rows for {request.pair} ({len(candles)} candles, "
+                    f"dropped {dataset.dropped}); need {request.min_rows}",
+                    type="NotEnoughData",
+                )
+            progress("logging")
+            return self._start_run(request, key, dataset, source, sentiment is not None)
+
+    def _start_run(
+        self, request: TrainingInput, key: str, dataset: Dataset, indicator_source: str, sentiment: bool
+    ) -> TrainingRun:
+        """The retrain's MLflow run, tagged with `key`, holding the request, the dataset's identity and
+        the dataset itself (a parquet artifact, so every worker reads it through the tracking server)."""
+        mlflow = self._mlflow()
+        for stale in mlflow.search_runs(filter_string=f"tags.temporal_run = '{key}'", output_format="list"):
+            # An earlier attempt died before returning it; its dataset may differ from this one.
+            mlflow.delete_run(stale.info.run_id)
+        content_hash = dataset.content_hash
+        name = f"{content_hash}.parquet"
+        with (
+            mlflow.start_run(
+                run_name=f"retrain-{request.pair}-{request.interval_s}s-h{request.horizon_candles}"
+            ) as run,
+            tempfile.TemporaryDirectory() as directory,
+        ):
+            summary = DatasetSummary(
+                uri=mlflow.get_artifact_uri(f"dataset/{name}"),
+                pair=request.pair,
+                interval_s=request.interval_s,
+                horizon_candles=request.horizon_candles,
+                rows=len(dataset.frame),
+                dropped=dataset.dropped,
+                features=dataset.features,
+                start=dataset.frame[FEATURE_TIME].iloc[0].to_pydatetime(),
+                end=dataset.frame[FEATURE_TIME].iloc[-1].to_pydatetime(),
+                content_hash=content_hash,
+                indicator_source=indicator_source,
+                sentiment=sentiment,
             )
-        directory = self.settings.local_dir.resolve() / "datasets"
-        directory.mkdir(parents=True, exist_ok=True)
-        path = directory / f"{dataset.content_hash}.parquet"
-        dataset.frame.to_parquet(path, index=False)
-        return DatasetSummary(
-            path=str(path),
-            pair=request.pair,
-            interval_s=request.interval_s,
-            horizon_candles=request.horizon_candles,
-            rows=len(dataset.frame),
-            dropped=dataset.dropped,
-            features=dataset.features,
-            start=dataset.frame[FEATURE_TIME].iloc[0].to_pydatetime(),
-            end=dataset.frame[FEATURE_TIME].iloc[-1].to_pydatetime(),
-            content_hash=dataset.content_hash,
-            indicator_source=source,
-            sentiment=sentiment is not None,
-        )
+            mlflow.set_tags({"temporal_run": key, "reason": request.reason, "pair": request.pair})
+            mlflow.log_params(
+                {
+                    **{k: v for k, v in request.model_dump().items() if k != "reason"},
+                    "dataset_hash": content_hash,
+                    "dataset_rows": summary.rows,
+                    "dataset_start": summary.start.isoformat(),
+                    "dataset_end": summary.end.isoformat(),
+                    "dataset_indicator_source": indicator_source,
+                    "dataset_sentiment": sentiment,
+                    **{f"dataset_dropped_{reason}": n for reason, n in summary.dropped.items()},
+                }
+            )
+            mlflow.log_text("\n".join(summary.features), "dataset/features.txt")
+            dataset.frame.to_parquet(Path(directory) / name, index=False)
+            mlflow.log_artifact(str(Path(directory) / name), "dataset")
+        return TrainingRun(mlflow_run_id=run.info.run_id, dataset=summary)
 
     @activity.defn(name="ensure_champion")
     def ensure_champion(self, request: TrainingInput) -> ModelRef:
@@ -193,32 +248,6 @@ class TrainingActivities:
             version = replacement
         return registry.model_ref(version, registry.CHAMPION)
 
-    @activity.defn(name="start_training_run")
-    def start_training_run(self, request: TrainingInput, dataset: DatasetSummary, key: str) -> str:
-        """The MLflow run of this retrain (found again by `key` when the step is retried)."""
-        mlflow = self._mlflow()
-        found = mlflow.search_runs(filter_string=f"tags.temporal_run = '{key}'", output_format="list")
-        if found:
-            return str(found[0].info.run_id)
-        with mlflow.start_run(
-            run_name=f"retrain-{dataset.pair}-{dataset.interval_s}s-h{dataset.horizon_candles}"
-        ) as run:
-            mlflow.set_tags({"temporal_run": key, "reason": request.reason, "pair": dataset.pair})
-            mlflow.log_params(
-                {
-                    **{k: v for k, v in request.model_dump().items() if k != "reason"},
-                    "dataset_hash": dataset.content_hash,
-                    "dataset_rows": dataset.rows,
-                    "dataset_start": dataset.start.isoformat(),
-                    "dataset_end": dataset.end.isoformat(),
-                    "dataset_indicator_source": dataset.indicator_source,
-                    "dataset_sentiment": dataset.sentiment,
-                    **{f"dataset_dropped_{reason}": n for reason, n in dataset.dropped.items()},
-                }
-            )
-            mlflow.log_text("\n".join(dataset.features), "dataset/features.txt")
-            return str(run.info.run_id)
-
     @activity.defn(name="screen_candidates")
     def screen_candidates(self, step: StepInput) -> ScreeningResult:
         request, features = step.request, step.dataset.features
@@ -246,27 +275,35 @@ class TrainingActivities:
             mlflow.log_dict(result.model_dump(), "screening.json")
         return result
 
-    @activity.defn(name="tune_candidate")
-    def tune_candidate(self, request_: TuneInput) -> TunedCandidate:
-        step, request, features = request_.step, request_.step.request, request_.step.dataset.features
-        storage = optuna_storage(self.settings.postgres.optuna_storage_url)
+    @activity.defn(name="tune_trials")
+    def tune_trials(self, request_: TrialBatch) -> int:
+        """Adds one batch of trials to the family's study; returns the batch's complete trials."""
+        tune, request = request_.tune, request_.tune.step.request
+        features = tune.step.dataset.features
         with heartbeating() as progress:
-            data = self._load(step)
-            result = tune(
-                request_.family,
+            data = self._load(tune.step)
+            return run_trials(
+                tune.family,
                 data.fit[features],
                 data.fit[TARGET].to_numpy(),
                 lifecycle.recent_rows(data.folds, request.tune_max_rows),
-                storage=storage,
-                study_name=request_.study_name,
-                n_trials=request.trials,
+                storage=self.settings.postgres.optuna_storage_url,
+                study_name=tune.study_name,
+                n_trials=request_.trials,
                 timeout_s=request.tuning_timeout_s,
                 seed=request.seed,
+                batch=request_.batch,
                 on_trial=lambda number, value: progress(f"trial {number}: {value:.4g}"),
             )
-            storage.engine.dispose()
+
+    @activity.defn(name="tune_candidate")
+    def tune_candidate(self, request_: TuneInput) -> TunedCandidate:
+        """The best trial of the family's study, once its batches have run, logged to the MLflow run."""
+        result = best_of(
+            request_.family, storage=self.settings.postgres.optuna_storage_url, study_name=request_.study_name
+        )
         mlflow = self._mlflow()
-        with mlflow.start_run(run_id=step.mlflow_run_id):
+        with mlflow.start_run(run_id=request_.step.mlflow_run_id):
             mlflow.log_metric(f"cv_mae_{request_.family}", result.best_value)
             mlflow.log_dict(result.best_params, f"tuning/{request_.family}.json")
         return TunedCandidate(

@@ -72,8 +72,8 @@ class Phase:
     candles: int = 0
 
 
-def start_worker(prefix: str, log_path: Path) -> subprocess.Popen[bytes]:
-    env = os.environ | {"CRYPTOPREDICT_KAFKA__TOPIC_PREFIX": prefix}
+def start_worker(prefix: str, log_path: Path, env: dict[str, str] | None = None) -> subprocess.Popen[bytes]:
+    env = os.environ | (env or {}) | {"CRYPTOPREDICT_KAFKA__TOPIC_PREFIX": prefix}
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("wb") as log:
         return subprocess.Popen(

@@ -549,7 +549,7 @@ def main(argv: list[str] | None = None) -> int:
         typer.echo(f"error: {exc}", err=True)
         return 2
     except (ConnectionError, TimeoutError) as exc:
-        typer.echo(f"error (try again when the service is back): {exc}", err=True)
+        typer.echo(f"error: {exc}", err=True)
         return 3
     except KeyboardInterrupt:
         return 130

@@ -73,6 +73,7 @@ def training_request(
         "test_fraction": model.test_fraction,
         "folds": model.folds,
         "trials": model.trials,
+        "tuning_batches": model.tuning_batches,
         "interval_coverage": model.interval_coverage,
         "dm_alpha": model.dm_alpha,
     }

@@ -321,6 +321,8 @@ class ModelSettings(BaseModel):
     test_fraction: float = 0.2
     folds: int = Field(default=4, ge=2)
     trials: int = Field(default=20, ge=1)
+    # A family's trials run as this many activities at once, on whichever training workers are free.
+    tuning_batches: int = Field(default=4, ge=1)
     interval_coverage: float = Field(default=0.8, gt=0, lt=1)
     # The promotion gate: a challenger must beat persistence and the champion with a Diebold-Mariano
     # p-value below this.

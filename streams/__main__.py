@@ -50,7 +50,7 @@ def supervise() -> int:
 
 
 def run_worker() -> None:
-    from cryptopredict.kafka_admin import ensure_topic_config, ensure_topics
+    from cryptopredict.kafka_admin import KafkaConnectError, ensure_topic_config, ensure_topics
     from cryptopredict.metrics import serve_metrics
     from streams.app import CHANGELOG_CONFIG, app, load_agents, settings
 
@@ -58,7 +58,11 @@ def run_worker() -> None:
     if "worker" in sys.argv and "--with-web" not in sys.argv and "--without-web" not in sys.argv:
         sys.argv.append("--without-web")
     # Faust does not create source topics, and a consumer that subscribes before they exist stays idle.
-    asyncio.run(ensure_topics(settings.kafka))
+    try:
+        asyncio.run(ensure_topics(settings.kafka))
+    except KafkaConnectError as exc:  # wrong credentials or certificates: one line, no retry loop
+        print(f"stream worker: {exc}", file=sys.stderr)
+        sys.exit(2)
     load_agents()
     # Faust configures a changelog only when it creates it: changelogs made before get the settings here.
     changelogs = [table.changelog_topic.get_topic_name() for table in app.tables.values()]

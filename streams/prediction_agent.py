@@ -157,7 +157,12 @@ async def _predict(
 ) -> Prediction | PredictionRefusal | None:
     """The champion's forecast from the newest candle of `history`; None while there is no champion."""
     candle = history[-1]
-    serving = _champion_for(candle.pair, horizon).serving
+    champion = _champion_for(candle.pair, horizon)
+    if not champion.checked:
+        # A worker just (re)started: the candles it closes before the timer's first refresh must not go
+        # without the prediction an uninterrupted worker makes.
+        await _refresh(candle.pair, horizon)
+    serving = champion.serving
     if serving is None:
         return None
     model, ref = serving

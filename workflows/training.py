@@ -1,7 +1,9 @@
 """TrainingWorkflow: dataset -> screen -> tune -> evaluate -> register -> promote (or keep the champion).
 
-One activity per step, so a killed worker resumes after the last completed step; the tuning step
-itself resumes its Optuna study from the trials already stored in PostgreSQL. The `progress` query
+One activity per step, so a killed worker resumes after the last completed step. The dataset goes to the
+retrain's MLflow run and every later step downloads it, so a step may run on any training worker. Each
+family's Optuna trials run as several batch activities at once (any free worker takes one), adding to
+one study in PostgreSQL; a retried batch resumes from the trials it already stored. The `progress` query
 returns the current step and its figures. Start it with `cryptopredict train`, on the daily schedule,
 or with the Temporal CLI (README):
     temporal workflow start --type TrainingWorkflow --task-queue training \
@@ -10,6 +12,7 @@ or with the Temporal CLI (README):
 
 from __future__ import annotations
 
+import asyncio
 from datetime import timedelta
 
 from temporalio import workflow
@@ -18,7 +21,6 @@ from temporalio.common import RetryPolicy
 with workflow.unsafe.imports_passed_through():
     from cryptopredict.models import ModelRef
     from cryptopredict.models.training import (
-        DatasetSummary,
         EvaluateInput,
         Evaluation,
         PromoteInput,
@@ -28,6 +30,8 @@ with workflow.unsafe.imports_passed_through():
         TrainingInput,
         TrainingProgress,
         TrainingResult,
+        TrainingRun,
+        TrialBatch,
         TunedCandidate,
         TuneInput,
     )
@@ -35,6 +39,12 @@ with workflow.unsafe.imports_passed_through():
 
 # Configuration and data errors need a person; retrying them only delays the failure.
 NOT_RETRYABLE = ["ValueError", "KeyError", "NotEnoughData"]
+
+
+def split_trials(trials: int, batches: int) -> list[int]:
+    """`trials` in at most `batches` near-equal shares, none empty: 10 in 4 is [3, 3, 2, 2]."""
+    n = min(trials, batches)
+    return [trials // n + (i < trials % n) for i in range(n)]
 
 
 @workflow.defn(name="TrainingWorkflow")
@@ -67,18 +77,16 @@ class TrainingWorkflow:
         name = registered_model_name(request.pair, request.interval_s, request.horizon_candles)
         info = workflow.info()
         self._at("dataset", reason=request.reason)
-        dataset: DatasetSummary = await workflow.execute_activity(
-            "build_training_dataset", request, result_type=DatasetSummary, **options(20)
+        run: TrainingRun = await workflow.execute_activity(
+            "build_training_dataset",
+            args=[request, f"{info.workflow_id}/{info.run_id}"],
+            result_type=TrainingRun,
+            **options(20),
         )
+        dataset, mlflow_run_id = run.dataset, run.mlflow_run_id
         self._at("champion", rows=dataset.rows, dataset_hash=dataset.content_hash)
         champion: ModelRef = await workflow.execute_activity(
             "ensure_champion", request, result_type=ModelRef, **options(5)
-        )
-        mlflow_run_id: str = await workflow.execute_activity(
-            "start_training_run",
-            args=[request, dataset, f"{info.workflow_id}/{info.run_id}"],
-            result_type=str,
-            **options(5),
         )
         step = StepInput(
             request=request, dataset=dataset, mlflow_run_id=mlflow_run_id, workflow_id=info.workflow_id
@@ -89,16 +97,26 @@ class TrainingWorkflow:
             "screen_candidates", step, result_type=ScreeningResult, **options(60)
         )
         tuned: list[TunedCandidate] = []
-        for family in screening.families:  # one after another: each uses both cores
-            self._at("tune", family=family, screened=len(screening.screened))
+        shares = split_trials(request.trials, request.tuning_batches)
+        for family in screening.families:  # one at a time: its batches fill the workers' free slots
+            self._at("tune", family=family, screened=len(screening.screened), batches=len(shares))
+            tune = TuneInput(
+                step=step, family=family, study_name=f"{info.workflow_id}-{info.run_id}-{family}"
+            )
+            await asyncio.gather(
+                *(
+                    workflow.execute_activity(
+                        "tune_trials",
+                        TrialBatch(tune=tune, batch=batch, trials=trials),
+                        result_type=int,
+                        **options(120),
+                    )
+                    for batch, trials in enumerate(shares)
+                )
+            )
             tuned.append(
                 await workflow.execute_activity(
-                    "tune_candidate",
-                    TuneInput(
-                        step=step, family=family, study_name=f"{info.workflow_id}-{info.run_id}-{family}"
-                    ),
-                    result_type=TunedCandidate,
-                    **options(120),
+                    "tune_candidate", tune, result_type=TunedCandidate, **options(5)
                 )
             )
 

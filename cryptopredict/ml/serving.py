@@ -39,6 +39,8 @@ class Champion:
         # so a reader never pairs the new model with the old version number.
         self.serving: Serving | None = None
         self.failed_version: str | None = None
+        # False until a first refresh has asked the registry: until then "no model" means "not known yet".
+        self.checked = False
 
     def refresh(self) -> bool:
         """Loads the champion if its version changed; returns True when a new model now serves.
@@ -53,7 +55,9 @@ class Champion:
         try:
             version = client.get_model_version_by_alias(self.registered_model, CHAMPION)
         except MlflowException:
+            self.checked = True
             return False  # no champion yet
+        self.checked = True
         if self.serving is not None and self.serving.ref.version == str(version.version):
             return False
         mlflow.set_tracking_uri(self.tracking_uri)

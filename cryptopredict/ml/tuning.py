@@ -1,14 +1,17 @@
 """Hyper-parameter tuning of the servable families with Optuna, on walk-forward folds.
 
-A study lives in a storage shared by all workers (PostgreSQL in the stack) and is found again by name,
-so a tuning activity that is killed and retried, or run by several workers at once, adds trials to one
-study until it holds the requested number of complete ones, instead of starting over.
+A study lives in a storage shared by all workers (PostgreSQL in the stack) and is found again by name.
+A family's trials run in batches (activities any worker may take) that add trials to the one study, each
+until it holds its budget of complete trials of that batch, so a batch that is killed and retried
+resumes instead of starting over and the study ends with exactly the requested number; `best_of` then
+reads the best of them.
 """
 
 from __future__ import annotations
 
 import warnings
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
@@ -16,7 +19,6 @@ import numpy as np
 import optuna
 import pandas as pd
 from optuna.exceptions import ExperimentalWarning
-from optuna.study import MaxTrialsCallback
 from optuna.trial import FrozenTrial, TrialState
 from sklearn.base import BaseEstimator
 from sklearn.exceptions import ConvergenceWarning
@@ -36,6 +38,8 @@ XGBOOST_SEED = 0  # fixed: the same params must give the same booster in tuning 
 # during a long fit; two minutes leaves room for a slow database.
 HEARTBEAT_INTERVAL_S = 30
 GRACE_PERIOD_S = 120
+
+BATCH = "batch"  # the user attribute of a trial that names the batch (activity) that ran it
 
 
 @dataclass(frozen=True)
@@ -127,35 +131,38 @@ def optuna_storage(
         )
 
 
-def tune(
+def run_trials(
     family: str,
     X: pd.DataFrame,
     y: pd.Series | np.ndarray,
     folds: Folds,
     *,
-    storage: str | optuna.storages.BaseStorage | None,
+    storage: str | optuna.storages.BaseStorage,
     study_name: str,
     n_trials: int,
     timeout_s: float | None,
     seed: int,
+    batch: int = 0,
     on_trial: Callable[[int, float], None] | None = None,
-) -> TuningResult:
-    """Tune `family` until the study `study_name` holds `n_trials` complete trials or `timeout_s` passes.
+) -> int:
+    """Add trials of `family` to the study `study_name` until it holds `n_trials` complete trials of
+    `batch`, or `timeout_s` passes; returns how many complete trials of `batch` it holds.
 
     The objective is the mean validation MAE of y over `folds` ((train, validation) positional indices),
     each fold fitted on its training rows. After each fold the running mean is reported and a
     MedianPruner may stop a trial that is already worse than the median of the complete ones.
 
-    Resuming: the study is loaded if it exists and only the missing complete trials are run (pruned and
-    failed trials do not count), so a retry after a killed worker continues where it stopped, and
-    concurrent workers on the same study share the budget (each may overshoot it by the one trial it
-    was running when the budget was reached). `storage` is a URL (opened with `optuna_storage`, i.e.
-    with heartbeats, so trials left RUNNING by a dead worker are failed and never block), a storage
-    object, or None for an in-memory study.
+    Batches: several calls (activities on any worker) share one study, each with its own `batch` number
+    and budget. Every trial records its batch (user attribute "batch") and a call counts only the
+    complete trials of its own batch, so the study ends with exactly the sum of the budgets however the
+    calls interleave, and a batch retried after its worker died runs only the trials it is missing
+    (pruned, failed and RUNNING trials left by a dead worker do not count). `storage` is a URL (opened
+    with `optuna_storage`, i.e. with heartbeats, so a trial left RUNNING by a dead worker is failed and
+    never blocks) or a storage object. The sampler sees the trials of every batch.
 
-    The TPE sampler is seeded with `seed` plus the number of trials already in the study: a fresh study
-    is reproducible, and a resumed one does not replay the random start-up draws it already tried.
-    Workers that open a fresh study at the same instant share those draws.
+    The TPE sampler is seeded from `seed`, `batch` and the number of trials the batch has already
+    started: its random start-up draws are reproducible whatever the other batches do, batches started at
+    the same instant draw different points, and a resumed batch does not replay the draws it tried.
 
     `on_trial(number, mae)` is called after each complete trial of this call (a Temporal heartbeat).
     """
@@ -166,9 +173,9 @@ def tune(
     if not folds:
         raise ValueError("tuning needs at least one fold")
     targets = np.asarray(y, dtype=float)
-    owned = optuna_storage(storage) if isinstance(storage, str) else None  # disposed of at the end
 
     def objective(trial: optuna.Trial) -> float:
+        trial.set_user_attr(BATCH, batch)
         params = search_space(family, trial)
         maes: list[float] = []
         for step, (train, validation) in enumerate(folds):
@@ -183,47 +190,70 @@ def tune(
                 raise optuna.TrialPruned()
         return float(np.mean(maes))
 
-    def report(study: optuna.Study, trial: FrozenTrial) -> None:
-        if on_trial is not None and trial.state == TrialState.COMPLETE and trial.value is not None:
-            on_trial(trial.number, trial.value)
-
-    verbosity = optuna.logging.get_verbosity()
+    # Optuna logs a line per trial at INFO. Its verbosity is process-wide, so it is not restored: that
+    # would race with the batches other threads of the worker run at the same time.
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    try:
+    with _opened(storage) as opened:
         study = optuna.create_study(
-            storage=owned or storage,
+            storage=opened,
             study_name=study_name,
             direction="minimize",
             pruner=optuna.pruners.MedianPruner(),
             load_if_exists=True,
         )
-        study.sampler = optuna.samplers.TPESampler(seed=seed + len(study.get_trials(deepcopy=False)))
-        if _complete(study) < n_trials:
-            study.optimize(
-                objective,
-                timeout=timeout_s,
-                callbacks=[MaxTrialsCallback(n_trials, states=(TrialState.COMPLETE,)), report],
-            )
+        missing = n_trials - _complete(study, batch)
+
+        def after(study: optuna.Study, trial: FrozenTrial) -> None:
+            nonlocal missing
+            if trial.state == TrialState.COMPLETE and trial.value is not None:
+                missing -= 1
+                if on_trial is not None:
+                    on_trial(trial.number, trial.value)
+                if missing <= 0:
+                    study.stop()
+
+        if missing > 0:
+            started = sum(1 for t in study.get_trials(deepcopy=False) if t.user_attrs.get(BATCH) == batch)
+            study.sampler = optuna.samplers.TPESampler(seed=hash((seed, batch, started)) % 2**32)
+            study.optimize(objective, timeout=timeout_s, callbacks=[after])
+        return _complete(study, batch)
+
+
+def best_of(family: str, *, storage: str | optuna.storages.BaseStorage, study_name: str) -> TuningResult:
+    """The best complete trial of the study `study_name` (every batch's), once its trials have run."""
+    with _opened(storage) as opened:
+        study = optuna.load_study(study_name=study_name, storage=opened)
         completed = _complete(study)
         if completed == 0:
-            raise RuntimeError(f"study {study_name!r} has no complete trial after {timeout_s} s")
+            raise RuntimeError(f"study {study_name!r} has no complete trial")
         best = study.best_trial
-        assert best.value is not None  # a complete single-objective trial has a value
-        return TuningResult(
-            family=family,
-            best_params=dict(best.params),
-            best_value=best.value,
-            n_trials_completed=completed,
-            study_name=study_name,
-        )
+    assert best.value is not None  # a complete single-objective trial has a value
+    return TuningResult(
+        family=family,
+        best_params=dict(best.params),
+        best_value=best.value,
+        n_trials_completed=completed,
+        study_name=study_name,
+    )
+
+
+@contextmanager
+def _opened(storage: str | optuna.storages.BaseStorage) -> Iterator[optuna.storages.BaseStorage]:
+    """`storage`, opened with `optuna_storage` and closed afterwards when it is a URL."""
+    if not isinstance(storage, str):
+        yield storage
+        return
+    owned = optuna_storage(storage)
+    try:
+        yield owned
     finally:
-        optuna.logging.set_verbosity(verbosity)
-        if owned is not None:
-            owned.engine.dispose()
+        owned.engine.dispose()
 
 
-def _complete(study: optuna.Study) -> int:
-    return len(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)))
+def _complete(study: optuna.Study, batch: int | None = None) -> int:
+    """Complete trials of the study, or of one batch of it."""
+    trials = study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
+    return sum(1 for t in trials if batch is None or t.user_attrs.get(BATCH) == batch)
 
 
 def fit_final(

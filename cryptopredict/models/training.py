@@ -24,7 +24,9 @@ class TrainingInput(BaseModel):
     # Screening ranks many regressor families: the most recent rows of each fold are enough for that.
     screen_time_limit_s: float = Field(default=30.0, gt=0)
     screen_max_rows: int = Field(default=5_000, gt=0)
-    trials: int = Field(default=20, ge=1)
+    trials: int = Field(default=20, ge=1)  # complete Optuna trials per tuned family
+    # Each family's trials run as this many activities at once, so any free training worker takes some.
+    tuning_batches: int = Field(default=4, ge=1)
     tune_max_rows: int = Field(default=20_000, gt=0)  # most recent training rows per tuning fold
     tuning_timeout_s: float | None = Field(default=None, gt=0)
     interval_coverage: float = Field(default=0.8, gt=0, lt=1)
@@ -37,7 +39,9 @@ class TrainingInput(BaseModel):
 
 
 class DatasetSummary(BaseModel):
-    path: str
+    # The dataset's parquet file, an artifact of the retrain's MLflow run: every worker downloads it
+    # through the tracking server (mlflow-artifacts:/... in the stack), none needs another's disk.
+    uri: str
     pair: str
     interval_s: int
     horizon_candles: int
@@ -49,6 +53,13 @@ class DatasetSummary(BaseModel):
     content_hash: str
     indicator_source: str  # "store" or "computed" from the candles by the stream's code
     sentiment: bool  # sentiment aggregates of the coin are among the features
+
+
+class TrainingRun(BaseModel):
+    """What build_training_dataset returns: the retrain's MLflow run and the dataset logged in it."""
+
+    mlflow_run_id: str
+    dataset: DatasetSummary
 
 
 class StepInput(BaseModel):
@@ -71,9 +82,19 @@ class ScreeningResult(BaseModel):
 
 
 class TuneInput(BaseModel):
+    """One family's tuning: the Optuna study its trial batches add to, read by tune_candidate."""
+
     step: StepInput
     family: str
     study_name: str
+
+
+class TrialBatch(BaseModel):
+    """One activity's share of a family's trials, added to the family's study."""
+
+    tune: TuneInput
+    batch: int  # the study counts each batch's complete trials apart: a retry runs only the missing
+    trials: int = Field(ge=1)
 
 
 class TunedCandidate(BaseModel):

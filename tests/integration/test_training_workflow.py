@@ -1,6 +1,7 @@
 """TrainingWorkflow on the real Temporal server, reading the real feature store, tuning with Optuna on
 the real PostgreSQL and registering in the real MLflow: every step, the gate on a random walk, a
-promotion with its model event and a rollback, a worker killed mid-tuning, and the Temporal CLI."""
+promotion with its model event and a rollback, two workers without a shared disk tuning one study with
+one of them killed mid-tuning, and the Temporal CLI."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import concurrent.futures
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import uuid
@@ -17,6 +19,7 @@ from datetime import UTC, datetime
 import mlflow
 import optuna
 import pytest
+from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.client import WorkflowFailureError
 
 from cryptopredict.kafka_admin import ensure_topics, read_topic
@@ -27,6 +30,7 @@ from cryptopredict.models.training import TrainingInput, TrainingProgress, Train
 from cryptopredict.orchestration import start_training, temporal_client
 from cryptopredict.store.candles import async_engine, upsert_candles
 from cryptopredict.store.migrate import migrate
+from cryptopredict.temporal_connect import cli_env
 from cryptopredict.topics import MODEL_EVENTS, registered_model_name, topic_name, training_workflow_id
 from workflows.worker import build_worker
 
@@ -64,6 +68,21 @@ def scheduled_activities(history) -> list[str]:
     ]
 
 
+def retried_activities(history) -> list[str]:
+    """Activities that ended on a later attempt: the started event records the attempt that ran last."""
+    names = {
+        e.event_id: e.activity_task_scheduled_event_attributes.activity_type.name
+        for e in history.events
+        if e.HasField("activity_task_scheduled_event_attributes")
+    }
+    return [
+        names[e.activity_task_started_event_attributes.scheduled_event_id]
+        for e in history.events
+        if e.HasField("activity_task_started_event_attributes")
+        and e.activity_task_started_event_attributes.attempt > 1
+    ]
+
+
 async def test_on_a_random_walk_every_step_runs_and_persistence_stays_champion(settings):
     pair = unique_pair()
     await seed(settings, pair, ar=0.0, seed=3)
@@ -93,9 +112,12 @@ async def test_on_a_random_walk_every_step_runs_and_persistence_stays_champion(s
     assert str(challenger.version) == result.challenger.version
     assert 0.0 <= result.metrics["interval_coverage"] <= 1.0
 
-    # Everything is in the retrain's MLflow run: dataset identity, test metrics, plots, a safe model.
+    # Everything is in the retrain's MLflow run: the dataset (served by the tracking server, so a worker
+    # on another host reads it over HTTP) and its identity, test metrics, plots, a safe model.
     run = mlflow_client.get_run(result.mlflow_run_id)
     assert run.data.params["dataset_hash"] == result.dataset.content_hash
+    assert result.dataset.uri == f"{run.info.artifact_uri}/dataset/{result.dataset.content_hash}.parquet"
+    assert result.dataset.uri.startswith("mlflow-artifacts:/")
     assert (
         "test_skill_vs_persistence" in run.data.metrics
         and "test_dm_pvalue_vs_persistence" in run.data.metrics
@@ -123,9 +145,8 @@ async def test_on_a_random_walk_every_step_runs_and_persistence_stays_champion(s
     assert scheduled_activities(history) == [
         "build_training_dataset",
         "ensure_champion",
-        "start_training_run",
         "screen_candidates",
-        *(["tune_candidate"] * len(result.tuned)),
+        *(["tune_trials"] * 4 + ["tune_candidate"]) * len(result.tuned),  # 4 trial batches per family
         "evaluate_challenger",
         "register_challenger",
         "promote_or_keep",
@@ -180,59 +201,98 @@ async def test_a_learnable_series_is_promoted_announced_and_can_be_rolled_back(s
     assert again.returncode == 2 and "error:" in again.stderr  # nothing before the first champion
 
 
-async def test_a_worker_killed_mid_tuning_is_replaced_and_the_run_completes(settings, tmp_path):
+async def test_two_workers_without_a_shared_disk_tune_one_study_and_survive_a_kill(settings, tmp_path):
+    """Two training workers, each with its own local_dir, run a family's trial batches at once; the one
+    running a tuning step is killed -9, its batches are retried on the other, and every study ends with
+    exactly the requested number of complete trials."""
     pair = unique_pair()
     await seed(settings, pair, ar=0.0, seed=5)
     client = await temporal_client(settings)
     task_queue = f"training-kill-{uuid.uuid4()}"
     request = quick(pair, trials=12, heartbeat_timeout_s=5.0)
-    log = (tmp_path / "worker.log").open("wb")
 
-    def start_worker() -> subprocess.Popen:
-        command = [
-            sys.executable,
-            "-m",
-            "cryptopredict.cli",
-            "worker",
-            "--training-only",
-            "--task-queue",
-            task_queue,
-        ]
-        return subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
+    def start_worker(name: str) -> subprocess.Popen:
+        command = [sys.executable, "-m", "cryptopredict.cli", "worker", "--training-only"]
+        env = os.environ | {
+            "CRYPTOPREDICT_LOCAL_DIR": str(tmp_path / name),
+            "CRYPTOPREDICT_METRICS__WORKER_PORT": "-1",  # two workers on one host: no port to share
+        }
+        return subprocess.Popen(
+            [*command, "--task-queue", task_queue],
+            env=env,
+            stdout=(tmp_path / f"{name}.log").open("wb"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
 
-    worker = start_worker()
+    def logs() -> str:
+        return "\n".join((tmp_path / f"{name}.log").read_text()[-2000:] for name in ("a", "b"))
+
+    workers = [start_worker("a"), start_worker("b")]
+    by_identity = {f"{worker.pid}@{socket.gethostname()}": worker for worker in workers}
     try:
-        await start_training(settings, request, wait=False, client=client, task_queue=task_queue)
-        handle = client.get_workflow_handle(training_workflow_id(pair, 60, 1))
-        storage = optuna.storages.RDBStorage(settings.postgres.optuna_storage_url)
-        study_name = None
-        for _ in range(600):  # until the first tuning study has a few complete trials
-            progress = await handle.query("progress", result_type=TrainingProgress)
-            if progress.step == "tune":
-                description = await handle.describe()
-                study_name = f"{handle.id}-{description.run_id}-{progress.figures['family']}"
-                if study_name in {s.study_name for s in optuna.get_all_study_summaries(storage)}:
-                    study = optuna.load_study(study_name=study_name, storage=storage)
-                    if len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) >= 2:
-                        break
+        for _ in range(240):  # both poll before the batches are scheduled, so both get some
+            if len(await pollers(client, settings, task_queue)) == 2:
+                break
             await asyncio.sleep(0.5)
         else:
-            pytest.fail(f"tuning never started: {(tmp_path / 'worker.log').read_text()[-2000:]}")
-        os.killpg(worker.pid, signal.SIGKILL)
-        worker.wait()
-        worker = start_worker()
+            pytest.fail(f"the workers never polled: {logs()}")
+        await start_training(settings, request, wait=False, client=client, task_queue=task_queue)
+        handle = client.get_workflow_handle(training_workflow_id(pair, 60, 1), result_type=TrainingResult)
+        seen: set[str] = set()
+        for _ in range(3000):  # until both workers have run trial batches and one runs one now
+            pending = (await handle.describe()).raw_description.pending_activities
+            tuning = {
+                p.last_worker_identity
+                for p in pending
+                if p.activity_type.name == "tune_trials"
+                and p.state == PendingActivityState.PENDING_ACTIVITY_STATE_STARTED
+            }
+            seen |= tuning
+            if seen >= set(by_identity) and tuning:
+                break
+            await asyncio.sleep(0.1)
+        else:
+            pytest.fail(f"the trial batches never ran on both workers: {logs()}")
+        victim = by_identity.pop(next(iter(tuning)))
+        os.killpg(victim.pid, signal.SIGKILL)
+        victim.wait()
         result = await asyncio.wait_for(handle.result(), timeout=600)
     finally:
-        if worker.poll() is None:
-            os.killpg(worker.pid, signal.SIGTERM)
-            worker.wait(30)
-    assert isinstance(result, TrainingResult) or result is not None
-    # The interrupted study resumed: exactly the budget of complete trials, not a second full budget.
-    study = optuna.load_study(study_name=study_name, storage=storage)
-    assert len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == request.trials
+        for worker in workers:
+            if worker.poll() is None:
+                os.killpg(worker.pid, signal.SIGTERM)
+                worker.wait(30)
+    assert isinstance(result, TrainingResult), logs()
+    # Every family's study holds exactly the budget of complete trials: the killed batches resumed.
+    storage = optuna.storages.RDBStorage(settings.postgres.optuna_storage_url)
+    for tuned in result.tuned:
+        study = optuna.load_study(study_name=tuned.study_name, storage=storage)
+        assert len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == request.trials
+        assert tuned.trials == request.trials
+    storage.engine.dispose()
     history = await handle.fetch_history()
-    names = scheduled_activities(history)
-    assert names.count("build_training_dataset") == 1 and names.count("screen_candidates") == 1
+    assert "tune_trials" in retried_activities(history)
+    # The survivor read the dataset from MLflow into its own local_dir.
+    (survivor,) = by_identity.values()
+    local_dir = tmp_path / ("a" if survivor is workers[0] else "b")
+    assert (local_dir / "datasets" / f"{result.dataset.content_hash}.parquet").is_file()
+
+
+async def pollers(client, settings, task_queue: str) -> set[str]:
+    """Identities of the workers polling `task_queue` for activities."""
+    from temporalio.api.enums.v1 import TaskQueueType
+    from temporalio.api.taskqueue.v1 import TaskQueue
+    from temporalio.api.workflowservice.v1 import DescribeTaskQueueRequest
+
+    response = await client.workflow_service.describe_task_queue(
+        DescribeTaskQueueRequest(
+            namespace=settings.temporal.namespace,
+            task_queue=TaskQueue(name=task_queue),
+            task_queue_type=TaskQueueType.TASK_QUEUE_TYPE_ACTIVITY,
+        )
+    )
+    return {poller.identity for poller in response.pollers}
 
 
 async def test_temporal_cli_starts_a_training_run(settings):
@@ -261,11 +321,8 @@ async def test_temporal_cli_starts_a_training_run(settings):
                     workflow_id,
                     "--input",
                     payload,
-                    "--address",
-                    settings.temporal.address,
-                    "--namespace",
-                    settings.temporal.namespace,
                 ],
+                env={**os.environ, **cli_env(settings.temporal)},
                 capture_output=True,
                 text=True,
                 timeout=600,

@@ -1,5 +1,6 @@
-"""Optuna studies in the stack's PostgreSQL: two workers tuning the same study at once both add trials
-to it and share its budget, and a trial left RUNNING by a killed worker is failed instead of blocking."""
+"""Optuna studies in the stack's PostgreSQL: two workers running batches of one study at once both add
+trials to it and it ends with exactly the sum of their budgets, and a trial left RUNNING by a killed
+worker is failed instead of blocking."""
 
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ import pandas as pd
 import pytest
 from optuna.trial import TrialState
 
-from cryptopredict.ml.tuning import optuna_storage, tune
+from cryptopredict.ml.tuning import BATCH, best_of, optuna_storage, run_trials
 
 pytestmark = pytest.mark.integration
 
@@ -27,7 +28,7 @@ def data(n: int = 200, k: int = 4) -> tuple[pd.DataFrame, np.ndarray, list[tuple
     return X, y, [(np.arange(block[0]), block) for block in blocks[1:]]
 
 
-def test_two_concurrent_workers_share_one_study(settings):
+def test_two_concurrent_batches_fill_one_study_to_exactly_their_budgets(settings):
     url = settings.postgres.optuna_storage_url
     study_name = f"test-concurrent-{uuid.uuid4().hex[:12]}"
     X, y, folds = data()
@@ -41,19 +42,19 @@ def test_two_concurrent_workers_share_one_study(settings):
             if len(contributed[index]) == 1:
                 both_started.wait()  # neither worker can finish the study before the other joined it
 
-        result = tune(
+        return run_trials(
             "linear",
             X,
             y,
             folds,
             storage=url,
             study_name=study_name,
-            n_trials=16,
+            n_trials=8,
             timeout_s=120,
             seed=3,
+            batch=index,
             on_trial=on_trial,
         )
-        return result.n_trials_completed
 
     with ThreadPoolExecutor(max_workers=2) as pool:
         reported = list(pool.map(worker, [0, 1]))
@@ -62,10 +63,8 @@ def test_two_concurrent_workers_share_one_study(settings):
     complete = [trial.number for trial in study.get_trials(states=(TrialState.COMPLETE,))]
     assert all(contributed), contributed
     assert sorted(complete) == sorted(contributed[0] + contributed[1])
-    # The shared budget: each worker stops once the study holds 16, at most one trial over for the one
-    # the other worker was still running.
-    assert 16 <= len(complete) <= 17
-    assert max(reported) == len(complete)
+    assert reported == [8, 8] and len(complete) == 16
+    assert best_of("linear", storage=url, study_name=study_name).n_trials_completed == 16
 
 
 # The test plays the killed worker by hand, outside Study.optimize.
@@ -77,13 +76,14 @@ def test_a_trial_left_running_by_a_killed_worker_is_failed_and_does_not_block(se
     storage = optuna_storage(url, heartbeat_interval_s=1, grace_period_s=1)
     try:
         study = optuna.create_study(storage=storage, study_name=study_name, direction="minimize")
-        dead = study.ask()  # a worker takes a trial, beats once and is killed
+        dead = study.ask()  # a worker takes a trial of batch 0, beats once and is killed
+        dead.set_user_attr(BATCH, 0)
         storage.record_heartbeat(dead._trial_id)
         time.sleep(1.5)
-        result = tune(
+        held = run_trials(
             "linear", X, y, folds, storage=storage, study_name=study_name, n_trials=3, timeout_s=60, seed=0
         )
-        assert result.n_trials_completed == 3
+        assert held == 3
         assert storage.get_trial(dead._trial_id).state == TrialState.FAIL
     finally:
         storage.engine.dispose()

@@ -1,5 +1,6 @@
 """Tuning builds servable estimators from its search space, finds the regularisation a synthetic target
-calls for, and resumes a study from its storage instead of starting over."""
+calls for, and adds batches of trials to one study, each resuming from its own trials instead of
+starting over; the workflow splits a family's budget into those batches."""
 
 from __future__ import annotations
 
@@ -13,7 +14,8 @@ from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 from xgboost import XGBRegressor
 
-from cryptopredict.ml.tuning import fit_final, make_regressor, search_space, tune
+from cryptopredict.ml.tuning import BATCH, best_of, fit_final, make_regressor, run_trials, search_space
+from workflows.training import split_trials
 
 pytestmark = pytest.mark.unit
 
@@ -84,38 +86,58 @@ def grid_best(X: pd.DataFrame, y: np.ndarray, folds: list) -> float:
 def test_tuning_recovers_the_regularisation_the_data_calls_for(k, signal, regularised):
     X, y = data(240, k, signal=signal)
     folds = walk_forward(len(X), 3)
-    result = tune("linear", X, y, folds, storage=None, study_name="s", n_trials=25, timeout_s=None, seed=0)
+    storage = optuna.storages.InMemoryStorage()
+    kwargs = dict(storage=storage, study_name="s", timeout_s=None, seed=0)
+    assert run_trials("linear", X, y, folds, n_trials=25, **kwargs) == 25
+    result = best_of("linear", storage=storage, study_name="s")
     assert regularised(shrinkage(result.best_params, X, y)), result.best_params
     assert result.best_value <= 1.02 * grid_best(X, y, folds)
     assert result.n_trials_completed == 25 and result.family == "linear" and result.study_name == "s"
 
 
-def test_a_second_call_resumes_the_study_and_runs_only_the_missing_trials(tmp_path):
+def test_batches_share_one_study_and_a_retried_batch_runs_only_its_missing_trials(tmp_path):
     X, y = data(150, 4, signal=1.0)
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     folds = walk_forward(len(X), 2)
-    runs: list[list[int]] = [[], [], []]
-    for n_trials, ran in zip([4, 6, 6], runs, strict=True):
-        result = tune(
+    # A worker died in batch 1's first attempt: its trial stays RUNNING (no heartbeats in SQLite here).
+    dead = optuna.create_study(storage=storage, study_name="shared").ask()
+    dead.set_user_attr(BATCH, 1)
+    calls = [(0, 4), (1, 3), (0, 4), (1, 3), (0, 6)]  # (batch, budget): retries, then a larger budget
+    ran: list[list[int]] = [[] for _ in calls]
+    for (batch, n_trials), numbers in zip(calls, ran, strict=True):
+        held = run_trials(
             "linear",
             X,
             y,
             folds,
             storage=storage,
-            study_name="resume",
+            study_name="shared",
             n_trials=n_trials,
             timeout_s=None,
             seed=7,
-            on_trial=lambda number, mae, ran=ran: ran.append(number),
+            batch=batch,
+            on_trial=lambda number, mae, numbers=numbers: numbers.append(number),
         )
-        assert result.n_trials_completed == n_trials
-    assert [len(ran) for ran in runs] == [4, 2, 0]
-    study = optuna.load_study(study_name="resume", storage=storage)
+        assert held == n_trials
+    assert [len(numbers) for numbers in ran] == [4, 3, 0, 0, 2]
+    study = optuna.load_study(study_name="shared", storage=storage)
     complete = study.get_trials(states=(TrialState.COMPLETE,))
-    assert sorted(trial.number for trial in complete) == sorted(runs[0] + runs[1])
-    # The resumed call's sampler continued instead of replaying the first call's draws.
-    assert len({tuple(sorted(trial.params.items())) for trial in complete}) == 6
+    assert sorted(trial.number for trial in complete) == sorted(n for numbers in ran for n in numbers)
+    assert sorted(trial.user_attrs[BATCH] for trial in complete) == [0] * 6 + [1] * 3
+    # Each call's sampler drew fresh points instead of replaying another batch's or its own earlier ones.
+    assert len({tuple(sorted(trial.params.items())) for trial in complete}) == 9
+    result = best_of("linear", storage=storage, study_name="shared")
     assert result.best_value == study.best_value and result.best_params == study.best_params
+    assert result.n_trials_completed == 9
+
+
+def test_a_trial_budget_splits_into_near_equal_batches_none_empty():
+    assert split_trials(10, 4) == [3, 3, 2, 2] and split_trials(3, 4) == [1, 1, 1]
+    for trials in range(1, 30):
+        for batches in range(1, 8):
+            shares = split_trials(trials, batches)
+            assert sum(shares) == trials and len(shares) == min(trials, batches)
+            assert min(shares) >= 1 and max(shares) - min(shares) <= 1
 
 
 @pytest.mark.parametrize(
@@ -124,5 +146,8 @@ def test_a_second_call_resumes_the_study_and_runs_only_the_missing_trials(tmp_pa
 def test_unknown_family_no_folds_or_no_trials_are_refused(family, n_folds, n_trials):
     X, y = data(40, 2, signal=1.0)
     folds = walk_forward(40, n_folds) if n_folds else []
+    storage = optuna.storages.InMemoryStorage()
     with pytest.raises(ValueError):
-        tune(family, X, y, folds, storage=None, study_name="x", n_trials=n_trials, timeout_s=None, seed=0)
+        run_trials(
+            family, X, y, folds, storage=storage, study_name="x", n_trials=n_trials, timeout_s=None, seed=0
+        )

@@ -1,0 +1,322 @@
+"""The cluster drill: a replay through the cluster profile (3 Kafka nodes over SASL_SSL, Temporal behind
+TLS with an API key) with 2 stream workers, the prediction path and 2 training workers on separate
+`local_dir`s, while the broker leading `trades` partition 0 is killed -9 (back after 30 s), a stream
+worker is killed -9, and the training worker running a tuning batch is killed -9.
+
+Afterwards the store holds the candles, indicator rows and predictions of an uninterrupted run exactly
+once, the retrain completes with its full Optuna budget, the history shows the retried batch, and none
+of the run's secrets is in a log, a metric, the workflow history or the MLflow run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import uuid
+from datetime import UTC, datetime
+from pathlib import Path
+
+import httpx
+import mlflow
+import optuna
+import pytest
+from sqlalchemy import func, select
+from temporalio.client import WorkflowExecutionStatus
+from test_stream_restarts import Run, assert_same_as_uninterrupted
+
+from cryptopredict import stack
+from cryptopredict.features.candles import CandleState
+from cryptopredict.kafka_admin import admin_client
+from cryptopredict.kraken.sources import synthetic_market
+from cryptopredict.ml import pyfunc, registry
+from cryptopredict.ml.synthetic import synthetic_candles
+from cryptopredict.models.training import TrainingInput, TrainingResult
+from cryptopredict.orchestration import start_training, temporal_client
+from cryptopredict.settings import Settings
+from cryptopredict.stack.base import StackPaths, live_pid
+from cryptopredict.stack.kafka_cluster import KafkaNode
+from cryptopredict.stack.profile import load_profile_settings, read_secrets
+from cryptopredict.store.candles import async_engine, upsert_candles
+from cryptopredict.store.migrate import migrate
+from cryptopredict.store.schema import candles, predictions, technical_indicators
+from cryptopredict.topics import TRADES, registered_model_name, topic_name, training_workflow_id
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
+
+TAG = uuid.uuid4().hex[:4].upper()
+PAIRS = [f"CA{TAG}/USD", f"CB{TAG}/USD"]
+TRAIN_PAIR = f"CT{TAG}/USD"
+START = datetime(2026, 9, 1, tzinfo=UTC)
+OUTAGE_S = 30.0
+
+
+@pytest.fixture(scope="module")
+def cluster() -> Settings:
+    settings = load_profile_settings("cluster")
+    stack.up(settings, only=["kafka", "temporal-tls", "mlflow"])
+    return settings
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+async def scrape(port: int, timeout_s: float = 30) -> str:
+    """The surviving stream worker's /metrics (its supervisor may be restarting it a moment)."""
+    deadline = time.monotonic() + timeout_s
+    async with httpx.AsyncClient(timeout=5) as http:
+        while True:
+            try:
+                return (await http.get(f"http://127.0.0.1:{port}/metrics")).text
+            except httpx.TransportError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(1)
+
+
+def secrets_env(settings: Settings) -> dict[str, str]:
+    """What a worker on another host gets from its environment: the profile and its secrets."""
+    return {"CRYPTOPREDICT_PROFILE": "cluster", **read_secrets(settings.local_dir)}
+
+
+async def leader_of(settings: Settings, topic: str, partition: int) -> int:
+    async with admin_client(settings.kafka) as admin:
+        (description,) = await admin.describe_topics([topic])
+    (found,) = [p for p in description["partitions"] if p["partition"] == partition]
+    return int(found["leader"])
+
+
+def node_pid(settings: Settings, node_id: int) -> int:
+    node = KafkaNode(settings, StackPaths.from_settings(settings), node_id)
+    pid = live_pid(node)
+    assert pid is not None, f"{node.name} is not running"
+    return pid
+
+
+def start_training_worker(env: dict[str, str], local_dir: Path, task_queue: str, log) -> subprocess.Popen:
+    command = [
+        sys.executable,
+        "-m",
+        "cryptopredict.cli",
+        "worker",
+        "--training-only",
+        "--task-queue",
+        task_queue,
+    ]
+    worker_env = env | {"CRYPTOPREDICT_LOCAL_DIR": str(local_dir), "CRYPTOPREDICT_METRICS__WORKER_PORT": "-1"}
+    return subprocess.Popen(
+        command, env=worker_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+    )
+
+
+async def kill_the_worker_tuning(handle, workers: dict[int, subprocess.Popen], timeout_s: float = 300) -> int:
+    """Waits until a tuning batch runs on one of `workers`, kills that worker -9; returns its pid."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        description = await handle.describe()
+        if description.status != WorkflowExecutionStatus.RUNNING:
+            pytest.fail(f"the retrain ended ({description.status}) before a tuning batch could be killed")
+        for pending in description.raw_description.pending_activities:
+            identity = pending.last_worker_identity
+            pid = int(identity.split("@")[0]) if "@" in identity else None
+            if pending.activity_type.name == "tune_trials" and pid in workers and pending.attempt == 1:
+                if pending.HasField("last_started_time"):
+                    os.killpg(workers[pid].pid, signal.SIGKILL)
+                    workers[pid].wait()
+                    return pid
+        await asyncio.sleep(0.5)
+    pytest.fail("no tuning batch started on the training workers")
+
+
+async def test_the_cluster_survives_a_broker_a_stream_worker_and_a_training_worker_killed(
+    cluster: Settings, tmp_path: Path
+):
+    settings = cluster
+    env = secrets_env(settings) | {
+        "CRYPTOPREDICT_KRAKEN__PAIRS": json.dumps(PAIRS),
+        "CRYPTOPREDICT_FEATURES__CANDLE_INTERVALS_S": "[60, 300]",
+    }
+    known_secrets = [
+        v for k, v in read_secrets(settings.local_dir).items() if k.endswith(("PASSWORD", "KEY"))
+    ]
+    assert known_secrets
+
+    # The prediction path: a persistence champion per pair, as a first retrain registers.
+    mlflow.set_tracking_uri(settings.mlflow.tracking_uri)
+    mlflow.set_experiment("cryptopredict-cluster-drill")
+    client_ml = mlflow.MlflowClient()
+    for pair in PAIRS:
+        registry.ensure_persistence_champion(
+            client_ml,
+            registered_model_name(pair, 60, 1),
+            lambda: pyfunc.log_persistence("persistence-drill", 60, 1),
+        )
+    # The retrain's history in the store.
+    migrate(settings.postgres)
+    engine = async_engine(settings.postgres)
+    await upsert_candles(engine, synthetic_candles(TRAIN_PAIR, 60, 1500, START, seed=9, ar=0.0, gap_every=97))
+
+    trades = synthetic_market(PAIRS, START, minutes=40, seed=31)
+    first, second = len(trades) // 3, len(trades) * 2 // 3
+    task_queue = f"training-drill-{uuid.uuid4()}"
+    worker_log = (tmp_path / "training.log").open("wb")
+    training_workers = [
+        start_training_worker(env, tmp_path / f"worker-{n}", task_queue, worker_log) for n in (1, 2)
+    ]
+    client = await temporal_client(settings)
+    request = TrainingInput(
+        pair=TRAIN_PAIR,
+        interval_s=60,
+        lags=5,
+        folds=2,
+        # Two batches of 12 trials: each runs for seconds, long enough to be caught running.
+        trials=24,
+        tuning_batches=2,
+        screen_time_limit_s=3.0,
+        screen_max_rows=1000,
+        heartbeat_timeout_s=5.0,
+    )
+    try:
+        async with Run(settings, tmp_path, "drill", env=env) as run:
+            metrics_ports = [free_port(), free_port()]
+            stream_workers = []
+            for port in metrics_ports:  # two workers on one host: a metrics port each
+                run.env["CRYPTOPREDICT_METRICS__STREAM_PORT"] = str(port)
+                stream_workers.append(run.start_worker())
+            await run.publish(trades[:first])
+            await run.wait_until_working()
+
+            await start_training(settings, request, wait=False, client=client, task_queue=task_queue)
+            handle = client.get_workflow_handle(
+                training_workflow_id(TRAIN_PAIR, 60, 1), result_type=TrainingResult
+            )
+            killer = asyncio.create_task(kill_the_worker_tuning(handle, {w.pid: w for w in training_workers}))
+
+            leader = await leader_of(settings, topic_name(TRADES, run.prefix), 0)
+            os.kill(node_pid(settings, leader), signal.SIGKILL)
+            killed_at = time.monotonic()
+            await run.publish(trades[first:second])
+            os.killpg(stream_workers[1].pid, signal.SIGKILL)
+            stream_workers[1].wait()
+            await asyncio.sleep(max(0.0, OUTAGE_S - (time.monotonic() - killed_at)))
+            await asyncio.to_thread(stack.up, settings, [f"kafka-{leader}"])
+            await run.publish(trades[second:])
+
+            await assert_same_as_uninterrupted(settings, run, trades, PAIRS, tmp_path)
+            await assert_store_holds_each_once(settings, engine, trades, trades[first].timestamp)
+            metrics_text = await scrape(metrics_ports[0])
+            assert "cryptopredict_" in metrics_text
+
+            killed_pid = await asyncio.wait_for(killer, timeout=300)
+            result = await asyncio.wait_for(handle.result(), timeout=600)
+    finally:
+        await engine.dispose()
+        for worker in training_workers:
+            if worker.poll() is None:
+                os.killpg(worker.pid, signal.SIGTERM)
+                worker.wait(30)
+
+    # The retrain completed on the surviving worker with the whole budget in each family's study.
+    assert isinstance(result, TrainingResult)
+    storage = optuna.storages.RDBStorage(settings.postgres.optuna_storage_url)
+    description = await handle.describe()
+    for tuned in result.tuned:
+        study = optuna.load_study(
+            study_name=f"{handle.id}-{description.run_id}-{tuned.family}", storage=storage
+        )
+        assert len(study.get_trials(states=(optuna.trial.TrialState.COMPLETE,))) == request.trials
+    history = await handle.fetch_history()
+    retried = [
+        e.activity_task_started_event_attributes
+        for e in history.events
+        if e.HasField("activity_task_started_event_attributes")
+        and e.activity_task_started_event_attributes.attempt > 1
+    ]
+    assert retried, "the killed worker's tuning batch was not retried"
+    assert all(str(killed_pid) not in a.identity for a in retried)
+
+    # No secret anywhere a person or a tool reads.
+    logs = [
+        tmp_path / "faust.log",
+        tmp_path / "training.log",
+        *StackPaths.from_settings(settings).logs.glob("*.log"),
+    ]
+    run_data = client_ml.get_run(result.mlflow_run_id).data
+    places = {
+        "logs": "\n".join(p.read_text(errors="replace") for p in logs if p.exists()),
+        "history": json.dumps(history.to_json_dict()),
+        "mlflow params and tags": json.dumps([run_data.params, run_data.tags]),
+        "metrics": metrics_text,
+    }
+    for place, text in places.items():
+        for secret in known_secrets:
+            assert secret not in text, f"a secret is in the {place}"
+
+
+async def assert_store_holds_each_once(settings: Settings, engine, trades, faults_from: datetime) -> None:
+    """Candles and indicator rows of every closed window, and a prediction per 1-minute candle, once."""
+    expected: set[tuple[str, int, datetime]] = set()
+    for pair in PAIRS:
+        for interval_s in (60, 300):
+            state = CandleState(pair=pair, interval_s=interval_s, grace_s=settings.features.grace_s)
+            expected |= {
+                (c.pair, c.interval_s, c.window_start)
+                for t in trades
+                if t.pair == pair
+                for c in state.add_trade(t)[0]
+            }
+    deadline = time.monotonic() + 120
+    while True:
+        async with engine.connect() as conn:
+            stored = {
+                tuple(row)
+                for row in await conn.execute(
+                    select(candles.c.pair, candles.c.interval_s, candles.c.window_start).where(
+                        candles.c.pair.in_(PAIRS)
+                    )
+                )
+            }
+            indicator_rows = {
+                tuple(row)
+                for row in await conn.execute(
+                    select(
+                        technical_indicators.c.pair,
+                        technical_indicators.c.interval_s,
+                        technical_indicators.c.window_start,
+                    ).where(technical_indicators.c.pair.in_(PAIRS))
+                )
+            }
+            forecasts = (
+                await conn.execute(
+                    select(predictions.c.pair, predictions.c.feature_time, func.count())
+                    .where(predictions.c.pair.in_(PAIRS), predictions.c.interval_s == 60)
+                    .group_by(predictions.c.pair, predictions.c.feature_time)
+                )
+            ).all()
+        predicted = {(pair, feature_time) for pair, feature_time, _ in forecasts}
+        # Candles closed before the worker had loaded the champions get none (there was no model yet);
+        # from a pair's first prediction on, each of its candles gets one, and that began before the faults.
+        first = {pair: min((t for p, t in predicted if p == pair), default=faults_from) for pair in PAIRS}
+        minute_candles = {
+            (pair, start) for pair, interval_s, start in expected if interval_s == 60 and start >= first[pair]
+        }
+        if stored == expected and indicator_rows == expected and minute_candles <= predicted:
+            break
+        if time.monotonic() > deadline:
+            pytest.fail(
+                f"store after the drill: {len(expected - stored)} candles missing, {len(stored - expected)} extra; "
+                f"{len(expected - indicator_rows)} indicator rows missing; "
+                f"{len(minute_candles - predicted)} of {len(minute_candles)} candles without a prediction"
+            )
+        await asyncio.sleep(2)
+    assert all(count == 1 for _, _, count in forecasts), "a candle has two predictions"
+    assert predicted == minute_candles
+    assert all(start < faults_from for start in first.values()), f"predictions began late: {first}"
