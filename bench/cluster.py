@@ -233,7 +233,8 @@ async def main() -> None:
             rate = await throughput(settings, env, name, minutes, seed=50 + n)
             rates[name].append(rate)
             print(f"run {n + 1}: {name} {rate:,.0f} trades/s", file=sys.stderr)
-    fault = await failover(cluster, cluster_env, minutes=3 if args.quick else 5)
+    # Paced at one event-minute per second: the publishing outlasts the kill and the outage.
+    fault = await failover(cluster, cluster_env, minutes=60 if args.quick else 90)
     await asyncio.to_thread(stack.down, single, ["kafka"])
 
     cluster_rate, single_rate = (statistics.median(rates[k]) for k in ("cluster", "single"))

@@ -18,17 +18,23 @@ from cryptography.x509.oid import NameOID
 DEFAULT_HOSTS = ("localhost", "127.0.0.1", "::1")
 
 
+def subject_alternative_names(hosts: tuple[str, ...]) -> list[x509.GeneralName]:
+    """IP addresses as IP entries, everything else as DNS names."""
+    names: list[x509.GeneralName] = []
+    for host in hosts:
+        try:
+            names.append(x509.IPAddress(ipaddress.ip_address(host)))
+        except ValueError:
+            names.append(x509.DNSName(host))
+    return names
+
+
 def self_signed_certificate(hosts: tuple[str, ...] = DEFAULT_HOSTS, days: int = 365) -> tuple[bytes, bytes]:
     """(certificate PEM, private key PEM) valid for `hosts` (DNS names or IP addresses)."""
     key = ec.generate_private_key(ec.SECP256R1())
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, hosts[0])])
     now = datetime.now(UTC)
-    alternative_names: list[x509.GeneralName] = []
-    for host in hosts:
-        try:
-            alternative_names.append(x509.IPAddress(ipaddress.ip_address(host)))
-        except ValueError:
-            alternative_names.append(x509.DNSName(host))
+    alternative_names = subject_alternative_names(hosts)
     certificate = (
         x509.CertificateBuilder()
         .subject_name(name)

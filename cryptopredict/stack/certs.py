@@ -3,7 +3,6 @@ clients), made once under `<local_dir>/<profile>/certs/` and kept across restart
 
 from __future__ import annotations
 
-import ipaddress
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -12,6 +11,8 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+from cryptopredict.tls import subject_alternative_names
 
 LOOPBACK_NAMES = ("localhost", "127.0.0.1", "::1")
 
@@ -33,16 +34,6 @@ def _write_key(path: Path, key: ec.EllipticCurvePrivateKey) -> None:
             serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
         )
     )
-
-
-def _alt_names(hosts: tuple[str, ...]) -> list[x509.GeneralName]:
-    names: list[x509.GeneralName] = []
-    for host in hosts:
-        try:
-            names.append(x509.IPAddress(ipaddress.ip_address(host)))
-        except ValueError:
-            names.append(x509.DNSName(host))
-    return names
 
 
 class LocalCA:
@@ -120,7 +111,9 @@ class LocalCA:
             )
         )
         if not client:
-            builder = builder.add_extension(x509.SubjectAlternativeName(_alt_names(hosts)), critical=False)
+            builder = builder.add_extension(
+                x509.SubjectAlternativeName(subject_alternative_names(hosts)), critical=False
+            )
         cert = builder.sign(ca_key, hashes.SHA256())
         _write_key(files.key, key)
         files.cert.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
