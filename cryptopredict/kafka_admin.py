@@ -33,7 +33,12 @@ class TopicCreationError(RuntimeError):
 
 class KafkaConnectError(ConnectionError):
     """No broker of `bootstrap_servers` accepts this client; the message is one line naming the endpoint
-    and the reason (refused, untrusted certificate, wrong password), never a secret."""
+    and the reason (refused, untrusted certificate, wrong password), never a secret. `refused` is true
+    when a broker answered and turned the client away (credentials, certificates): waiting will not help."""
+
+    def __init__(self, message: str, refused: bool = False) -> None:
+        super().__init__(message)
+        self.refused = refused
 
 
 async def check_connection(kafka: KafkaSettings, timeout_s: float = 5.0) -> None:
@@ -46,6 +51,7 @@ async def check_connection(kafka: KafkaSettings, timeout_s: float = 5.0) -> None
     kwargs = client_kwargs(kafka)
     del kwargs["bootstrap_servers"]
     reasons: dict[str, str] = {}
+    refused = False
     for server in kafka.servers:
         host, _, port = server.rpartition(":")
         conn = None
@@ -57,12 +63,24 @@ async def check_connection(kafka: KafkaSettings, timeout_s: float = 5.0) -> None
             return
         except (OSError, KafkaError, TimeoutError, ValueError) as exc:
             reasons[server] = connect_failure_reason(exc, kafka)
+            refused = refused or refuses_this_client(exc)
         finally:
             if conn is not None:
                 conn.close()
     if len(set(reasons.values())) == 1:
-        raise KafkaConnectError(f"kafka {kafka.bootstrap_servers}: {next(iter(reasons.values()))}")
-    raise KafkaConnectError("; ".join(f"kafka {server}: {reason}" for server, reason in reasons.items()))
+        raise KafkaConnectError(f"kafka {kafka.bootstrap_servers}: {next(iter(reasons.values()))}", refused)
+    raise KafkaConnectError(
+        "; ".join(f"kafka {server}: {reason}" for server, reason in reasons.items()), refused
+    )
+
+
+def refuses_this_client(exc: BaseException) -> bool:
+    """A broker that answered and refused these credentials or certificates (not one that is away)."""
+    import ssl
+
+    from aiokafka.errors import SaslAuthenticationFailed, UnsupportedSaslMechanismError
+
+    return isinstance(exc, SaslAuthenticationFailed | UnsupportedSaslMechanismError | ssl.SSLError)
 
 
 def connect_failure_reason(exc: BaseException, kafka: KafkaSettings) -> str:

@@ -63,6 +63,20 @@ class ReliablePublisher:
         )
 
     async def start(self) -> None:
+        """Starts the producer, waiting for brokers that are away; a broker that refuses this client
+        (credentials, certificates) ends the start with KafkaConnectError, since waiting cannot help."""
+        from cryptopredict.kafka_admin import KafkaConnectError, check_connection
+
+        try:
+            await self._producer.start()
+            return
+        except KafkaError:
+            try:
+                await check_connection(self.kafka)
+            except KafkaConnectError as exc:
+                if exc.refused:
+                    await self._producer.stop()
+                    raise
         await self._retrying(self._producer.start, "start")
 
     async def stop(self) -> None:

@@ -296,6 +296,9 @@ class MetricsSettings(BaseModel):
     edge_port: int = 9105  # the stream edge
     # The local Prometheus the stack starts, scraping the ports above.
     prometheus_port: int = 9090
+    # More `host:port` targets per job (feed, stream, worker, grpc, edge) for processes on other hosts,
+    # e.g. '{"stream": ["10.0.0.5:9102", "10.0.0.6:9102"]}': one job per kind however many hosts run it.
+    scrape_targets: dict[str, list[str]] = Field(default_factory=dict)
 
 
 class FeatureSettings(BaseModel):

@@ -11,6 +11,7 @@ The config is generated on every start: one scrape job per process endpoint in `
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import subprocess
@@ -106,14 +107,20 @@ def render_config(metrics: MetricsSettings, rules_dir: Path = RULES_DIR) -> str:
         f"  - {rules_dir}/*.yml",
         "scrape_configs:",
     ]
+    unknown = set(metrics.scrape_targets) - set(SCRAPE_JOBS)
+    if unknown:
+        raise StackError(
+            f"metrics.scrape_targets: unknown job(s) {sorted(unknown)}; known: {sorted(SCRAPE_JOBS)}"
+        )
     for job, field in SCRAPE_JOBS.items():
         port = int(getattr(metrics, field))
-        if port < 0:
+        targets = ([f"{metrics.host}:{port}"] if port >= 0 else []) + metrics.scrape_targets.get(job, [])
+        if not targets:
             continue
         lines += [
             f"  - job_name: {job}",
             "    static_configs:",
-            f'      - targets: ["{metrics.host}:{port}"]',
+            f"      - targets: {json.dumps(targets)}",
         ]
     return "\n".join(lines) + "\n"
 

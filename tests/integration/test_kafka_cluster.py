@@ -11,8 +11,10 @@ import asyncio
 import contextlib
 import os
 import signal
+import sys
 import time
 import uuid
+from asyncio.subprocess import PIPE
 from collections.abc import AsyncIterator, Iterator
 
 import pytest
@@ -32,6 +34,7 @@ from cryptopredict.kafka_admin import (
     topic_names,
 )
 from cryptopredict.kafka_client import client_kwargs
+from cryptopredict.publisher import ReliablePublisher
 from cryptopredict.settings import KafkaSettings, Settings
 from cryptopredict.stack.base import StackPaths, live_pid
 from cryptopredict.stack.kafka_cluster import KafkaNode
@@ -153,6 +156,23 @@ async def test_a_wrong_password_is_one_clear_line_fast(cluster: Settings) -> Non
     )
     ok, detail = await node.probe()
     assert not ok and "authentication failed for user 'cryptopredict'" in detail, detail
+    # A producer (the feed's) stops at once instead of waiting for the broker to change its mind.
+    with pytest.raises(KafkaConnectError, match="authentication failed") as refused:
+        await ReliablePublisher(wrong).start()
+    assert refused.value.refused
+    # A stream worker exits with that one line.
+    env = os.environ | {
+        "CRYPTOPREDICT_PROFILE": "cluster",
+        "CRYPTOPREDICT_KAFKA__SASL_PASSWORD": password,
+        "CRYPTOPREDICT_KAFKA__TOPIC_PREFIX": cluster.kafka.topic_prefix,
+    }
+    worker = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "streams", "worker", env=env, stdout=PIPE, stderr=PIPE
+    )
+    _, stderr = await asyncio.wait_for(worker.communicate(), timeout=60)
+    assert worker.returncode == 2
+    assert stderr.decode().strip().splitlines()[-1] == f"stream worker: {message}"
+    assert password not in stderr.decode()
 
 
 async def test_a_single_broker_refuses_replication_3(settings: Settings) -> None:

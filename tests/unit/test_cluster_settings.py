@@ -85,3 +85,23 @@ def test_logged_command_lines_hide_url_passwords():
     assert (
         redact_urls(line) == "mlflow server --backend-store-uri postgresql+psycopg://user:***@db:5432/mlflow"
     )
+
+
+def test_prometheus_scrapes_each_job_on_every_host_it_is_given():
+    import yaml
+
+    from cryptopredict.settings import MetricsSettings
+    from cryptopredict.stack.base import StackError
+    from cryptopredict.stack.prometheus import render_config
+
+    metrics = MetricsSettings(
+        feed_port=-1, scrape_targets={"stream": ["10.0.0.5:9102"], "feed": ["10.0.0.7:9101"]}
+    )
+    jobs = {
+        job["job_name"]: job["static_configs"][0]["targets"]
+        for job in yaml.safe_load(render_config(metrics))["scrape_configs"]
+    }
+    assert jobs["stream"] == ["127.0.0.1:9102", "10.0.0.5:9102"]
+    assert jobs["feed"] == ["10.0.0.7:9101"]  # the local endpoint is off, the remote one is scraped
+    with pytest.raises(StackError, match="unknown job"):
+        render_config(MetricsSettings(scrape_targets={"kafka": ["h:1"]}))
