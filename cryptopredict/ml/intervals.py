@@ -12,6 +12,7 @@ import math
 
 import numpy as np
 import numpy.typing as npt
+from scipy import stats
 
 
 def conformal_offsets(residuals: npt.ArrayLike, coverage: float) -> tuple[float, float]:
@@ -45,3 +46,92 @@ def interval_coverage(actual: npt.ArrayLike, lower: npt.ArrayLike, upper: npt.Ar
     if not values.shape == low.shape == high.shape:
         raise ValueError(f"shapes differ: actual {values.shape}, lower {low.shape}, upper {high.shape}")
     return float(np.mean((values >= low) & (values <= high)))
+
+
+# --- intervals that adapt to volatility, and how to judge them -----------------------------------
+
+REGIMES = ("calm", "mid", "wild")
+
+
+def regime_cut_points(trailing_volatility: npt.ArrayLike) -> tuple[float, float]:
+    """The terciles of trailing volatility on the calibration window: fixed there, then applied to
+    whatever comes later, so a forecast's regime is known when it is made."""
+    values = _finite_values(trailing_volatility)
+    low, high = np.quantile(values, [1 / 3, 2 / 3])
+    return float(low), float(high)
+
+
+def regime_of(trailing_volatility: npt.ArrayLike, cuts: tuple[float, float]) -> np.ndarray:
+    """0 (calm), 1 (mid) or 2 (wild) for each value, by the cut points."""
+    return np.searchsorted(np.asarray(cuts), np.asarray(trailing_volatility, dtype=float), side="right")
+
+
+def mondrian_offsets(
+    scaled_residuals: npt.ArrayLike, regimes: npt.ArrayLike, coverage: float
+) -> dict[int, tuple[float, float]]:
+    """Conformal offsets of residuals divided by the volatility forecast, one pair per regime
+    (Mondrian conformal prediction): each regime's coverage holds on its own, not just on average."""
+    values, groups = np.asarray(scaled_residuals, dtype=float), np.asarray(regimes)
+    if values.shape != groups.shape:
+        raise ValueError(f"shapes differ: residuals {values.shape}, regimes {groups.shape}")
+    return {int(g): conformal_offsets(values[groups == g], coverage) for g in np.unique(groups)}
+
+
+def winkler_score(
+    actual: npt.ArrayLike, lower: npt.ArrayLike, upper: npt.ArrayLike, coverage: float
+) -> float:
+    """Mean interval score (Winkler 1972; Gneiting & Raftery 2007): width, plus 2 / alpha times how far
+    an outcome falls outside. Lower is better; it rewards narrow intervals that still cover."""
+    values, low, high = (np.asarray(a, dtype=float) for a in (actual, lower, upper))
+    alpha = 1.0 - coverage
+    below, above = np.clip(low - values, 0, None), np.clip(values - high, 0, None)
+    return float(np.mean((high - low) + 2.0 / alpha * (below + above)))
+
+
+def pinball_loss(actual: npt.ArrayLike, predicted_quantile: npt.ArrayLike, level: float) -> float:
+    """Mean quantile (pinball) loss of a forecast of the `level` quantile."""
+    difference = np.asarray(actual, dtype=float) - np.asarray(predicted_quantile, dtype=float)
+    return float(np.mean(np.maximum(level * difference, (level - 1.0) * difference)))
+
+
+def kupiec_pvalue(inside: npt.ArrayLike, coverage: float) -> float:
+    """Kupiec's unconditional coverage test: p-value of 'the share of outcomes inside is `coverage`'
+    (likelihood ratio, chi-squared with 1 degree of freedom). Small: the interval misses too often or
+    too seldom."""
+    hits = np.asarray(inside, dtype=bool)
+    n, misses = hits.size, int(np.sum(~hits))
+    if n == 0:
+        raise ValueError("no outcomes to test")
+    p, observed = 1.0 - coverage, misses / n
+    ratio = -2.0 * (_bernoulli_log_likelihood(misses, n, p) - _bernoulli_log_likelihood(misses, n, observed))
+    return float(stats.chi2.sf(max(ratio, 0.0), df=1))
+
+
+def christoffersen_pvalue(inside: npt.ArrayLike) -> float:
+    """Christoffersen's independence test: p-value of 'a miss is as likely after a miss as after a
+    hit'. Small: misses come in clusters, as they do when an interval ignores volatility."""
+    misses = ~np.asarray(inside, dtype=bool)
+    previous, current = misses[:-1], misses[1:]
+    n00, n01 = int(np.sum(~previous & ~current)), int(np.sum(~previous & current))
+    n10, n11 = int(np.sum(previous & ~current)), int(np.sum(previous & current))
+    if n00 + n01 == 0 or n10 + n11 == 0:
+        return 1.0  # all hits or all misses: no transitions to compare
+    pi0, pi1 = n01 / (n00 + n01), n11 / (n10 + n11)
+    pi = (n01 + n11) / (n00 + n01 + n10 + n11)
+    independent = _bernoulli_log_likelihood(n01 + n11, n00 + n01 + n10 + n11, pi)
+    markov = _bernoulli_log_likelihood(n01, n00 + n01, pi0) + _bernoulli_log_likelihood(n11, n10 + n11, pi1)
+    return float(stats.chi2.sf(max(-2.0 * (independent - markov), 0.0), df=1))
+
+
+def _bernoulli_log_likelihood(successes: int, n: int, p: float) -> float:
+    # 0 * log(0) counts as 0: a probability of exactly 0 or 1 that matches the data loses nothing.
+    failures = n - successes
+    return (successes * math.log(p) if successes else 0.0) + (failures * math.log1p(-p) if failures else 0.0)
+
+
+def _finite_values(values: npt.ArrayLike) -> np.ndarray:
+    array = np.asarray(values, dtype=float)
+    array = array[np.isfinite(array)]
+    if array.size == 0:
+        raise ValueError("no finite values")
+    return array

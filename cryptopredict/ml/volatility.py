@@ -1,0 +1,71 @@
+"""Volatility targets and forecasts: the realized volatility of the next H candles, the naive trailing
+mean (the baseline a volatility model must beat, as persistence is for prices) and a HAR regression.
+
+Volatility here is the mean absolute log return per candle: robust to the fat tails of crypto returns
+and in the same unit as a price interval's half-width. HAR (Corsi 2009) regresses the log of the future
+volatility on the logs of trailing volatilities over a day, a week and shorter windows: the long memory
+of volatility in a few coefficients, fitted by least squares.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+# Trailing windows of the HAR regression, in candles: the last candle, 6, 24 and 168 (a week of hours).
+HAR_WINDOWS = (1, 6, 24, 168)
+# A candle without any price move has volatility 0, whose log is -inf; this floor keeps logs finite.
+FLOOR = 1e-6
+
+
+def absolute_returns(close: pd.Series) -> pd.Series:
+    """|log(close_t / close_{t-1})|, NaN for the first candle."""
+    return np.log(close).diff().abs()
+
+
+def future_volatility(abs_returns: pd.Series, horizon: int) -> pd.Series:
+    """The target at t: the mean absolute return of candles t+1 .. t+horizon (NaN where not all known)."""
+    if horizon < 1:
+        raise ValueError(f"horizon must be at least 1 candle, got {horizon}")
+    return abs_returns.rolling(horizon).mean().shift(-horizon)
+
+
+def trailing_volatility(abs_returns: pd.Series, window: int) -> pd.Series:
+    """The mean absolute return of candles t-window+1 .. t: known at t."""
+    return abs_returns.rolling(window).mean()
+
+
+def har_features(abs_returns: pd.Series, windows: tuple[int, ...] = HAR_WINDOWS) -> pd.DataFrame:
+    """log trailing volatility over each window, one column per window (NaN during warm-up)."""
+    return pd.DataFrame(
+        {f"log_vol_{w}": np.log(trailing_volatility(abs_returns, w).clip(lower=FLOOR)) for w in windows}
+    )
+
+
+@dataclass(frozen=True)
+class HarModel:
+    """log(future volatility) = intercept + coefficients . log(trailing volatilities); the forecast is
+    exp of that times a smearing factor (the mean of exp(residual)), so it estimates the mean volatility
+    rather than its median."""
+
+    intercept: float
+    coefficients: tuple[float, ...]
+    smearing: float
+
+    @classmethod
+    def fit(cls, features: pd.DataFrame, target: pd.Series) -> HarModel:
+        rows = features.notna().all(axis=1) & target.notna()
+        if rows.sum() <= features.shape[1] + 1:
+            raise ValueError(f"{int(rows.sum())} complete rows are too few to fit HAR")
+        x = np.column_stack([np.ones(int(rows.sum())), features[rows].to_numpy()])
+        y = np.log(target[rows].clip(lower=FLOOR).to_numpy())
+        beta, *_ = np.linalg.lstsq(x, y, rcond=None)
+        residuals = y - x @ beta
+        return cls(float(beta[0]), tuple(float(b) for b in beta[1:]), float(np.mean(np.exp(residuals))))
+
+    def predict(self, features: pd.DataFrame) -> pd.Series:
+        """The volatility forecast: positive and finite where every feature is known, NaN elsewhere."""
+        log_forecast = self.intercept + features.to_numpy() @ np.asarray(self.coefficients)
+        return pd.Series(np.exp(log_forecast) * self.smearing, index=features.index)
