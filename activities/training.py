@@ -184,8 +184,10 @@ class TrainingActivities:
         content_hash = dataset.content_hash
         name = f"{content_hash}.parquet"
         with (
+            # Tagged as it is made: an attempt that dies at once still leaves a run the retry finds.
             mlflow.start_run(
-                run_name=f"retrain-{request.pair}-{request.interval_s}s-h{request.horizon_candles}"
+                run_name=f"retrain-{request.pair}-{request.interval_s}s-h{request.horizon_candles}",
+                tags={"temporal_run": key, "reason": request.reason, "pair": request.pair},
             ) as run,
             tempfile.TemporaryDirectory() as directory,
         ):
@@ -203,7 +205,6 @@ class TrainingActivities:
                 indicator_source=indicator_source,
                 sentiment=sentiment,
             )
-            mlflow.set_tags({"temporal_run": key, "reason": request.reason, "pair": request.pair})
             mlflow.log_params(
                 {
                     **{k: v for k, v in request.model_dump().items() if k != "reason"},

@@ -12,9 +12,10 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Annotated
 
 import typer
+from pydantic import ValidationError
 
 from cryptopredict.cli_stack import stack_app
-from cryptopredict.settings import get_settings
+from cryptopredict.settings import get_settings, validation_error_line
 
 if TYPE_CHECKING:
     from cryptopredict.models import Prediction
@@ -544,9 +545,13 @@ def demo(
 
 def main(argv: list[str] | None = None) -> int:
     try:
-        app(args=argv, standalone_mode=False)
+        # Without standalone mode, click returns the code of a `typer.Exit` instead of exiting.
+        result = app(args=argv, standalone_mode=False)
     except UserError as exc:
         typer.echo(f"error: {exc}", err=True)
+        return 2
+    except ValidationError as exc:  # settings that cannot work, or a request that is not valid
+        typer.echo(f"error: {validation_error_line(exc)}", err=True)
         return 2
     except (ConnectionError, TimeoutError) as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -562,7 +567,7 @@ def main(argv: list[str] | None = None) -> int:
         if hasattr(exc, "show"):
             exc.show()
         return int(code)
-    return 0
+    return result if isinstance(result, int) else 0
 
 
 if __name__ == "__main__":

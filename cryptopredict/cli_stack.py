@@ -26,11 +26,17 @@ ProfileOption = Annotated[
 
 def _settings(profile: str | None) -> Settings:
     """The profile's settings; the cluster profile's secrets are made here on first use."""
+    from pydantic import ValidationError
+
+    from cryptopredict.settings import validation_error_line
     from cryptopredict.stack.profile import load_profile_settings
 
     try:
         return load_profile_settings(profile)
-    except ValueError as exc:  # an unknown profile, or settings that cannot work
+    except ValidationError as exc:  # settings that cannot work
+        typer.secho(validation_error_line(exc), fg=typer.colors.RED, err=True)
+        raise typer.Exit(2) from exc
+    except ValueError as exc:  # an unknown profile
         typer.secho(str(exc), fg=typer.colors.RED, err=True)
         raise typer.Exit(2) from exc
 

@@ -13,7 +13,15 @@ from pathlib import Path
 from typing import Any, Literal
 from urllib.parse import urlencode, urlsplit
 
-from pydantic import BaseModel, Field, SecretStr, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
@@ -23,7 +31,13 @@ def is_loopback(host: str) -> bool:
     return host in LOOPBACK_HOSTS or host.startswith("127.")
 
 
-class KafkaSettings(BaseModel):
+class Section(BaseModel):
+    """A settings section: a refused value is named, never echoed (it may be a password or a key)."""
+
+    model_config = ConfigDict(hide_input_in_errors=True)
+
+
+class KafkaSettings(Section):
     bootstrap_servers: str = "127.0.0.1:9092"
     # Controller listener of the local single-node KRaft broker.
     controller_port: int = 9093
@@ -77,7 +91,7 @@ class KafkaSettings(BaseModel):
         return self
 
 
-class PostgresSettings(BaseModel):
+class PostgresSettings(Section):
     # Feature store. The MLflow backend and the Optuna studies live in databases on the same server.
     url: str = "postgresql://cryptopredict:cryptopredict@127.0.0.1:5433/features"
     mlflow_database: str = "mlflow"
@@ -148,12 +162,12 @@ class PostgresSettings(BaseModel):
         return self.url_for(self.optuna_database, "postgresql+psycopg")
 
 
-class StoreSettings(BaseModel):
+class StoreSettings(Section):
     # False in the RisingWave mode: RisingWave ingests the topics itself (infra/risingwave/).
     sink_enabled: bool = True
 
 
-class TemporalSettings(BaseModel):
+class TemporalSettings(Section):
     address: str = "127.0.0.1:7233"
     namespace: str = "default"
     ui_port: int = 8233
@@ -197,12 +211,12 @@ class TemporalSettings(BaseModel):
         return host, int(port)
 
 
-class MlflowSettings(BaseModel):
+class MlflowSettings(Section):
     tracking_uri: str = "http://127.0.0.1:5000"
     experiment: str = "cryptopredict-training"
 
 
-class LlmSettings(BaseModel):
+class LlmSettings(Section):
     # OpenAI-compatible endpoint: Ollama's /v1 in production, a local llama.cpp server here.
     base_url: str = "http://127.0.0.1:8081/v1"
     model: str = "smollm2-135m-instruct"
@@ -214,7 +228,7 @@ class LlmSettings(BaseModel):
     pull_model: bool = False
 
 
-class NewsSettings(BaseModel):
+class NewsSettings(Section):
     poll_interval_s: float = 300.0
     # A schedule that missed runs (server or worker down) runs once for what it missed within this window.
     catch_up_window_s: float = 600.0
@@ -233,7 +247,7 @@ class NewsSettings(BaseModel):
     llm_concurrency: int = Field(default=1, ge=1)
 
 
-class KrakenSettings(BaseModel):
+class KrakenSettings(Section):
     ws_url: str = "wss://ws.kraken.com/v2"
     rest_url: str = "https://api.kraken.com"
     pairs: list[str] = Field(default_factory=lambda: ["BTC/USD"])
@@ -250,7 +264,7 @@ class KrakenSettings(BaseModel):
     max_gap_fill_s: float = 6 * 3600
 
 
-class GrpcSettings(BaseModel):
+class GrpcSettings(Section):
     host: str = "127.0.0.1"
     port: int = 50051
     # The stream edge (grpc_server/edge.py): StreamPredictions for many subscribers, the rest relayed.
@@ -284,7 +298,7 @@ class GrpcSettings(BaseModel):
         return self
 
 
-class MetricsSettings(BaseModel):
+class MetricsSettings(Section):
     """Where each process exposes /metrics (Prometheus scrapes these; infra/prometheus/). A negative
     port turns a process's endpoint off; a second process of a kind on one host needs another port."""
 
@@ -301,7 +315,7 @@ class MetricsSettings(BaseModel):
     scrape_targets: dict[str, list[str]] = Field(default_factory=dict)
 
 
-class FeatureSettings(BaseModel):
+class FeatureSettings(Section):
     # Every interval gets candles and indicators.
     candle_intervals_s: list[int] = Field(default_factory=lambda: [60, 300, 3600])
     # The interval that training and predictions use (one of candle_intervals_s).
@@ -315,7 +329,7 @@ class FeatureSettings(BaseModel):
     idle_close_s: float = 5.0
 
 
-class ModelSettings(BaseModel):
+class ModelSettings(Section):
     # Forecast horizons, in candles of features.interval_s: one champion, retrain schedule and
     # prediction stream per (pair, horizon).
     horizons_candles: list[int] = Field(default_factory=lambda: [1], min_length=1)
@@ -346,7 +360,7 @@ class ModelSettings(BaseModel):
         return horizons
 
 
-class DriftSettings(BaseModel):
+class DriftSettings(Section):
     """The drift monitor (workflows/drift.py): per (pair, horizon), how far the model inputs of the recent
     window have moved from the champion's training window (PSI per feature, sentiment included) and the
     champion's live skill against persistence from the outcome ledger; a breach starts a retrain."""
@@ -374,7 +388,11 @@ class DriftSettings(BaseModel):
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
-        env_prefix="CRYPTOPREDICT_", env_nested_delimiter="__", env_file=".env", extra="ignore"
+        env_prefix="CRYPTOPREDICT_",
+        env_nested_delimiter="__",
+        env_file=".env",
+        extra="ignore",
+        hide_input_in_errors=True,
     )
 
     local_dir: Path = Path(".local")
@@ -393,6 +411,12 @@ class Settings(BaseSettings):
     drift: DriftSettings = Field(default_factory=DriftSettings)
 
 
+def validation_error_line(exc: ValidationError) -> str:
+    """A refused model (the settings, or a request) as one line: where, and why; never the values."""
+    reasons = [f"{'.'.join(str(part) for part in error['loc'])}: {error['msg']}" for error in exc.errors()]
+    return f"invalid {exc.title}: " + "; ".join(reasons)
+
+
 PROFILES_DIR = Path(__file__).resolve().parent.parent / "infra" / "profiles"
 
 
@@ -408,11 +432,21 @@ def profile_env_files(profile: str | None, local_dir: Path = Path(".local")) -> 
     return (Path(".env"), committed, local_dir / profile / "secrets.env")
 
 
+def configured_local_dir() -> Path:
+    """`local_dir` as the settings will read it (environment, then .env), before they are loaded: the
+    profile's secrets live under it."""
+    value = os.environ.get("CRYPTOPREDICT_LOCAL_DIR")
+    if value is None and Path(".env").exists():
+        from dotenv import dotenv_values
+
+        value = dotenv_values(".env").get("CRYPTOPREDICT_LOCAL_DIR")
+    return Path(value or ".local")
+
+
 def load_settings(profile: str | None = None) -> Settings:
     """Settings of `profile` (default: the CRYPTOPREDICT_PROFILE variable); environment variables win."""
     profile = profile if profile is not None else os.environ.get("CRYPTOPREDICT_PROFILE") or None
-    local_dir = Path(os.environ.get("CRYPTOPREDICT_LOCAL_DIR", ".local"))
-    return Settings(_env_file=profile_env_files(profile, local_dir))  # type: ignore[call-arg]
+    return Settings(_env_file=profile_env_files(profile, configured_local_dir()))  # type: ignore[call-arg]
 
 
 @lru_cache

@@ -17,7 +17,7 @@ from temporalio.service import RPCError, RPCStatusCode, TLSConfig
 from cryptopredict.settings import TemporalSettings
 
 
-class TemporalConnectError(RuntimeError):
+class TemporalConnectError(ConnectionError):
     """Temporal could not be reached, or refused us; `code` is the server's status when it answered."""
 
     def __init__(self, message: str, code: RPCStatusCode | None = None) -> None:

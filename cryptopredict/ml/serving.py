@@ -51,13 +51,13 @@ class Champion:
         import mlflow
         from mlflow.exceptions import MlflowException
 
+        # Asked once, whatever the answer: a registry that is away is retried by the caller's timer.
+        self.checked = True
         client = mlflow.MlflowClient(self.tracking_uri)
         try:
             version = client.get_model_version_by_alias(self.registered_model, CHAMPION)
         except MlflowException:
-            self.checked = True
             return False  # no champion yet
-        self.checked = True
         if self.serving is not None and self.serving.ref.version == str(version.version):
             return False
         mlflow.set_tracking_uri(self.tracking_uri)

@@ -180,11 +180,19 @@ class Kafka(Component):
     def _format_storage(self) -> None:
         cluster_id = self._cluster_id()
         logger.info("%s: formatting storage %s (cluster id %s)", self.name, self.log_dir, cluster_id)
-        cmd = self._java(
-            "kafka.tools.StorageTool", "format", "-t", cluster_id, "-c", str(self.config), *self.format_args()
+        # The arguments may hold the SCRAM password: the JVM reads them from a private file (`java @file`),
+        # so they never show on a command line.
+        arguments = self.data_dir / "format.args"
+        arguments.touch(mode=0o600)
+        arguments.write_text(
+            "\n".join(["format", "-t", cluster_id, "-c", str(self.config), *self.format_args()]) + "\n"
         )
-        with self.log_path.open("ab") as log:
-            result = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=self.data_dir)
+        cmd = self._java("kafka.tools.StorageTool", f"@{arguments}")
+        try:
+            with self.log_path.open("ab") as log:
+                result = subprocess.run(cmd, stdout=log, stderr=subprocess.STDOUT, cwd=self.data_dir)
+        finally:
+            arguments.unlink(missing_ok=True)
         if result.returncode != 0:
             raise StackError(
                 f"{self.name}: storage format failed (code {result.returncode}); see {self.log_path}"

@@ -42,8 +42,6 @@ class Mlflow(Component):
             "-m",
             "mlflow",
             "server",
-            "--backend-store-uri",
-            self.settings.postgres.mlflow_backend_uri,
             "--artifacts-destination",
             self.artifacts,
             "--host",
@@ -56,7 +54,12 @@ class Mlflow(Component):
         ]
 
     def start_env(self) -> dict[str, str]:
-        return {"MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+        # The backend URI holds the database password: an environment variable, not the command line
+        # (which every local user can read).
+        return {
+            "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false",
+            "MLFLOW_BACKEND_STORE_URI": self.settings.postgres.mlflow_backend_uri,
+        }
 
     def cmdline_marker(self) -> str:
         return self.artifacts

@@ -11,29 +11,15 @@ from __future__ import annotations
 import contextlib
 import os
 import secrets
-from dataclasses import dataclass
 from pathlib import Path
 
-from pydantic import SecretStr
-
-from cryptopredict.settings import Settings, load_settings
-from cryptopredict.stack.certs import CertFiles, LocalCA
+from cryptopredict.settings import Settings, configured_local_dir, load_settings
+from cryptopredict.stack.certs import LocalCA
 
 CLUSTER = "cluster"
 # Leaf certificates of the cluster CA: the Temporal TLS relay (a server on loopback) and its client.
 TEMPORAL_RELAY_CERT = "temporal-relay"
 TEMPORAL_CLIENT_CERT = "temporal-client"
-
-
-@dataclass(frozen=True)
-class RelayFiles:
-    """What the local Temporal TLS relay serves with and checks: its certificate and key, the CA its
-    clients' certificates must chain to, and the API key expected in `authorization: Bearer <key>`."""
-
-    cert: Path
-    key: Path
-    ca: Path
-    api_key: SecretStr
 
 
 def cluster_dir(local_dir: Path) -> Path:
@@ -84,28 +70,10 @@ def read_secrets(local_dir: Path) -> dict[str, str]:
     return {k: v for k, v in dotenv_values(ensure_cluster_secrets(local_dir)).items() if v is not None}
 
 
-def temporal_relay_files(local_dir: Path) -> RelayFiles:
-    """The Temporal TLS relay's server certificate and key, the CA and the API key (made when missing)."""
-    values = read_secrets(local_dir)
-    ca = cluster_ca(local_dir)
-    server: CertFiles = ca.leaf(TEMPORAL_RELAY_CERT)
-    return RelayFiles(
-        cert=server.cert,
-        key=server.key,
-        ca=ca.cert_file,
-        api_key=SecretStr(values["CRYPTOPREDICT_TEMPORAL__API_KEY"]),
-    )
-
-
-def profile_local_dir() -> Path:
-    """Where `load_settings` looks for a profile's secrets (the same rule it uses)."""
-    return Path(os.environ.get("CRYPTOPREDICT_LOCAL_DIR", ".local"))
-
-
 def load_profile_settings(profile: str | None) -> Settings:
     """`load_settings(profile)` (default: CRYPTOPREDICT_PROFILE), making the cluster profile's secrets
     first when they do not exist yet."""
     profile = profile if profile is not None else os.environ.get("CRYPTOPREDICT_PROFILE") or None
     if profile == CLUSTER:
-        ensure_cluster_secrets(profile_local_dir())
+        ensure_cluster_secrets(configured_local_dir())
     return load_settings(profile)

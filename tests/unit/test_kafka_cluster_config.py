@@ -23,7 +23,7 @@ from cryptopredict.settings import KafkaSettings, Settings, load_settings
 from cryptopredict.stack import _expand_kafka, build_components
 from cryptopredict.stack.base import StackError, StackPaths
 from cryptopredict.stack.kafka_cluster import KafkaNode, node_properties
-from cryptopredict.stack.profile import ensure_cluster_secrets, temporal_relay_files
+from cryptopredict.stack.profile import TEMPORAL_RELAY_CERT, cluster_ca, ensure_cluster_secrets
 
 pytestmark = pytest.mark.unit
 
@@ -126,10 +126,9 @@ def test_cluster_secrets_are_made_once_private_and_read_by_the_profile(tmp_path:
     assert kafka.ssl_ca_file is not None and kafka.ssl_ca_file.is_absolute() and kafka.ssl_ca_file.exists()
     assert temporal.tls_cert_file is not None and temporal.tls_cert_file.exists()
     assert temporal.tls_key_file is not None and temporal.tls_ca_file == kafka.ssl_ca_file
-    relay = temporal_relay_files(tmp_path)
-    assert relay.cert.exists() and relay.key.exists() and relay.ca == kafka.ssl_ca_file
-    assert temporal.api_key is not None
-    assert relay.api_key.get_secret_value() == temporal.api_key.get_secret_value()
+    relay = cluster_ca(tmp_path).leaf(TEMPORAL_RELAY_CERT)  # made with the secrets, by the same CA
+    assert relay.cert.exists() and relay.key.exists() and cluster_ca(tmp_path).cert_file == kafka.ssl_ca_file
+    assert temporal.api_key is not None and len(temporal.api_key.get_secret_value()) >= 32
 
 
 def test_refusal_reasons_name_the_cause_without_secrets() -> None:
