@@ -222,8 +222,10 @@ async def test_the_cluster_survives_a_broker_a_stream_worker_and_a_training_work
             await asyncio.to_thread(stack.up, settings, [f"kafka-{leader}"])
             await run.publish(trades[second:])
 
-            await assert_same_as_uninterrupted(settings, run, trades, PAIRS, tmp_path)
-            await assert_store_holds_each_once(settings, engine, trades, trades[first].timestamp)
+            # Records Faust drops at the end of a partition after a crash are found by the stream guard
+            # within its 120 s allowance, and the restarted worker makes the windows then.
+            await assert_same_as_uninterrupted(settings, run, trades, PAIRS, tmp_path, timeout_s=300)
+            await assert_store_holds_each_once(settings, engine, trades)
             metrics_text = await scrape(metrics_ports[0])
             # Every process of the run and of the stack, brokers and relay included, as `ps` shows them.
             command_lines = await asyncio.to_thread(all_command_lines)
@@ -284,7 +286,7 @@ async def test_the_cluster_survives_a_broker_a_stream_worker_and_a_training_work
     assert f":{settings.postgres.password}@" not in command_lines
 
 
-async def assert_store_holds_each_once(settings: Settings, engine, trades, faults_from: datetime) -> None:
+async def assert_store_holds_each_once(settings: Settings, engine, trades) -> None:
     """Candles and indicator rows of every closed window, and a prediction per 1-minute candle, once."""
     expected: set[tuple[str, int, datetime]] = set()
     for pair in PAIRS:
@@ -325,12 +327,7 @@ async def assert_store_holds_each_once(settings: Settings, engine, trades, fault
                 )
             ).all()
         predicted = {(pair, feature_time) for pair, feature_time, _ in forecasts}
-        # Candles closed before the worker had loaded the champions get none (there was no model yet);
-        # from a pair's first prediction on, each of its candles gets one, and that began before the faults.
-        first = {pair: min((t for p, t in predicted if p == pair), default=faults_from) for pair in PAIRS}
-        minute_candles = {
-            (pair, start) for pair, interval_s, start in expected if interval_s == 60 and start >= first[pair]
-        }
+        minute_candles = {(pair, start) for pair, interval_s, start in expected if interval_s == 60}
         if stored == expected and indicator_rows == expected and minute_candles <= predicted:
             break
         if time.monotonic() > deadline:
@@ -342,4 +339,3 @@ async def assert_store_holds_each_once(settings: Settings, engine, trades, fault
         await asyncio.sleep(2)
     assert all(count == 1 for _, _, count in forecasts), "a candle has two predictions"
     assert predicted == minute_candles
-    assert all(start < faults_from for start in first.values()), f"predictions began late: {first}"

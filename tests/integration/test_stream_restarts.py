@@ -142,7 +142,9 @@ async def test_two_workers_split_the_pairs_and_hand_over_without_loss(settings, 
         await assert_same_as_uninterrupted(settings, run, trades, pairs, tmp_path)
 
 
-async def assert_same_as_uninterrupted(settings, run: Run, trades, pairs, tmp_path) -> None:
+async def assert_same_as_uninterrupted(
+    settings, run: Run, trades, pairs, tmp_path, timeout_s: float = 120
+) -> None:
     kafka, prefix = run.kafka, run.prefix
     expected: dict[int, list[Candle]] = {}
     for interval_s in (60, 300):
@@ -152,7 +154,7 @@ async def assert_same_as_uninterrupted(settings, run: Run, trades, pairs, tmp_pa
                 c for t in trades if t.pair == pair for c in state.add_trade(t)[0]
             )
     wanted = {(c.pair, c.interval_s, c.window_start) for cs in expected.values() for c in cs}
-    emitted = await wait_for(kafka, topic_name(CANDLES, prefix), Candle, wanted, tmp_path)
+    emitted = await wait_for(kafka, topic_name(CANDLES, prefix), Candle, wanted, tmp_path, timeout_s)
 
     # Every window once in substance: repeats after the restart carry identical values.
     for key, versions in emitted.items():
@@ -164,7 +166,7 @@ async def assert_same_as_uninterrupted(settings, run: Run, trades, pairs, tmp_pa
 
     # An indicator row for every candle, also the ones closed last, and one value per window.
     indicators = topic_name(TECHNICAL_INDICATORS, prefix)
-    rows = await wait_for(kafka, indicators, IndicatorRow, wanted, tmp_path)
+    rows = await wait_for(kafka, indicators, IndicatorRow, wanted, tmp_path, timeout_s)
     by_key = {key: {row.model_dump_json() for row in versions} for key, versions in rows.items()}
     assert all(len(v) == 1 for v in by_key.values()), [k for k, v in by_key.items() if len(v) > 1]
     for pair in pairs:
