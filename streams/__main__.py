@@ -13,6 +13,8 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from cryptopredict.offsets import RESTART_EXIT_CODE, STOP_GRACE_S
 
@@ -49,8 +51,33 @@ def supervise() -> int:
         time.sleep(1.0)
 
 
+def at_start(action: Callable[[], Coroutine[Any, Any, object]], what: str) -> None:
+    """Runs a start-up step against the brokers, waiting for brokers that are away (a worker restarted
+    while a broker is down must not die of it); a broker that refuses this client ends the worker with
+    one line."""
+    from aiokafka.errors import KafkaError
+
+    from cryptopredict.kafka_admin import KafkaConnectError
+
+    logger = logging.getLogger("streams.supervisor")
+    delay = 1.0
+    while True:
+        try:
+            asyncio.run(action())
+            return
+        except KafkaConnectError as exc:
+            if exc.refused:  # wrong credentials or certificates: waiting cannot help
+                print(f"stream worker: {exc}", file=sys.stderr)
+                sys.exit(2)
+            logger.warning("%s failed (%s); retrying in %.0f s", what, exc, delay)
+        except KafkaError as exc:
+            logger.warning("%s failed (%s); retrying in %.0f s", what, exc, delay)
+        time.sleep(delay)
+        delay = min(delay * 2, 10.0)
+
+
 def run_worker() -> None:
-    from cryptopredict.kafka_admin import KafkaConnectError, ensure_topic_config, ensure_topics
+    from cryptopredict.kafka_admin import ensure_topic_config, ensure_topics
     from cryptopredict.metrics import serve_metrics
     from streams.app import CHANGELOG_CONFIG, app, load_agents, settings
 
@@ -58,15 +85,13 @@ def run_worker() -> None:
     if "worker" in sys.argv and "--with-web" not in sys.argv and "--without-web" not in sys.argv:
         sys.argv.append("--without-web")
     # Faust does not create source topics, and a consumer that subscribes before they exist stays idle.
-    try:
-        asyncio.run(ensure_topics(settings.kafka))
-    except KafkaConnectError as exc:  # wrong credentials or certificates: one line, no retry loop
-        print(f"stream worker: {exc}", file=sys.stderr)
-        sys.exit(2)
+    at_start(lambda: ensure_topics(settings.kafka), "creating the topics")
     load_agents()
     # Faust configures a changelog only when it creates it: changelogs made before get the settings here.
     changelogs = [table.changelog_topic.get_topic_name() for table in app.tables.values()]
-    asyncio.run(ensure_topic_config(settings.kafka, changelogs, CHANGELOG_CONFIG))
+    at_start(
+        lambda: ensure_topic_config(settings.kafka, changelogs, CHANGELOG_CONFIG), "configuring changelogs"
+    )
     serve_metrics(settings.metrics.host, settings.metrics.stream_port)
     app.main()
 

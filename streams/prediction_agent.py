@@ -43,6 +43,7 @@ from streams.app import (
     settings,
     state_table,
 )
+from streams.guard import complete_stream
 
 logger = logging.getLogger(__name__)
 
@@ -109,81 +110,67 @@ async def reload_on_model_events(stream):  # type: ignore[no-untyped-def]
             await _refresh(event.pair, event.horizon_candles)
 
 
-# Candles a redelivery after a crash may bring again, besides the `lags + 1` a forecast reads.
-REDELIVERY_WINDOW = 10
+_complete_candles = complete_stream("prediction_agent", candles_topic.get_topic_name())
 
 
 @app.agent(candles_topic)
 async def predict_on_candles(stream):  # type: ignore[no-untyped-def]
-    keep = settings.model.lags + 1 + REDELIVERY_WINDOW
-    async for raw in stream:
-        arrived = time.perf_counter()
-        try:
-            candle = Candle.model_validate_json(raw)
-        except ValidationError as exc:
-            await dead_letter("prediction_agent", raw, f"invalid candle: {exc.errors()[0]['msg']}")
-            continue
-        if candle.interval_s != settings.features.interval_s:
-            continue
-        stored = prediction_state.get(candle.pair)
-        history = [] if stored is None else [Candle.model_validate(c) for c in stored["candles"]]
-        values_by_candle: list[dict[str, float | None]] = [] if stored is None else stored.get("values", [])
-        indicators = (
-            IndicatorState.new(candle.pair, candle.interval_s, INDICATORS)
-            if stored is None
-            else IndicatorState.model_validate(stored["indicators"])
-        )
-        try:
-            values = indicators.update(candle).values
-        except ValueError:
-            # A candle seen before: a redelivery after a crash. The state may have been saved without the
-            # forecasts reaching the broker, so they are made again from the state as it was then (the
-            # store keeps one row per candle and model version).
-            await _forecast_again(candle, history, values_by_candle)
-            continue
-        history = [*history, candle][-keep:]
-        values_by_candle = [*values_by_candle, values][-keep:]
-        prediction_state[candle.pair] = {
-            "candles": [c.model_dump(mode="json") for c in history],
-            "values": values_by_candle,
-            "indicators": indicators.model_dump(mode="json"),
-        }
-        await _forecast(history, values)
-        metrics.PREDICTION_LATENCY.observe(time.perf_counter() - arrived)
+    async for event in stream.events():
+        await _complete_candles.check(event.message)
+        with _complete_candles.processing():
+            await _on_candle(event.value)
+
+
+async def _on_candle(raw: bytes) -> None:
+    arrived = time.perf_counter()
+    try:
+        candle = Candle.model_validate_json(raw)
+    except ValidationError as exc:
+        await dead_letter("prediction_agent", raw, f"invalid candle: {exc.errors()[0]['msg']}")
+        return
+    if candle.interval_s != settings.features.interval_s:
+        return
+    stored = prediction_state.get(candle.pair)
+    history = [] if stored is None else [Candle.model_validate(c) for c in stored["candles"]]
+    indicators = (
+        IndicatorState.new(candle.pair, candle.interval_s, INDICATORS)
+        if stored is None
+        else IndicatorState.model_validate(stored["indicators"])
+    )
+    try:
+        values = indicators.update(candle).values
+    except ValueError:  # a candle seen before (redelivery after a restart): its forecasts were acknowledged
+        return
+    history = [*history, candle][-(settings.model.lags + 1) :]
+    # The forecasts first, acknowledged by the broker, then the state: a kill in between forecasts the
+    # candle again after the restart instead of losing it (as the indicator agent does).
+    await _forecast(history, values)
+    prediction_state[candle.pair] = {
+        "candles": [c.model_dump(mode="json") for c in history],
+        "indicators": indicators.model_dump(mode="json"),
+    }
+    metrics.PREDICTION_LATENCY.observe(time.perf_counter() - arrived)
 
 
 async def _forecast(history: list[Candle], values: dict[str, float | None]) -> None:
-    """Publishes the forecast of each horizon from the newest candle of `history` (or why there is none)."""
+    """Publishes the forecast of each horizon from the newest candle of `history` (or why there is none)
+    and waits until the broker has them."""
     candle = history[-1]
     for horizon in HORIZONS:
         outcome = await _predict(history, values, horizon)
         if isinstance(outcome, PredictionRefusal):
             logger.info("no prediction for %s at %s: %s", candle.pair, candle.window_start, outcome.reason)
-            await prediction_refusals_topic.send(key=candle.pair.encode(), value=outcome.to_json_bytes())
+            sent = await prediction_refusals_topic.send(
+                key=candle.pair.encode(), value=outcome.to_json_bytes()
+            )
             kind = metrics.reason_kind(outcome.reason)
             metrics.PREDICTION_REFUSALS.labels(candle.pair, outcome.horizon_s, kind).inc()
         elif outcome is not None:
-            await predictions_topic.send(key=candle.pair.encode(), value=outcome.to_json_bytes())
+            sent = await predictions_topic.send(key=candle.pair.encode(), value=outcome.to_json_bytes())
             metrics.PREDICTIONS.labels(candle.pair, outcome.horizon_s, outcome.model_version).inc()
-
-
-async def _forecast_again(
-    candle: Candle, history: list[Candle], values_by_candle: list[dict[str, float | None]]
-) -> None:
-    """The forecasts of a redelivered candle, when the state still holds it with every candle its
-    forecast reads before it; otherwise nothing (older than the redelivery window)."""
-    if len(values_by_candle) != len(history):
-        return  # state written before per-candle values were kept
-    starts = [c.window_start for c in history]
-    if candle.window_start not in starts:
-        return
-    position = starts.index(candle.window_start)
-    # A forecast reads the `lags` candles before its own: with fewer before it, the state must never have
-    # been cut (a pair's first candles), or the candles it read then are gone.
-    truncated = len(history) == settings.model.lags + 1 + REDELIVERY_WINDOW
-    if position < settings.model.lags and truncated:
-        return
-    await _forecast(history[: position + 1], values_by_candle[position])
+        else:
+            continue
+        await sent
 
 
 async def _predict(
