@@ -115,14 +115,20 @@ def connect_failure_reason(exc: BaseException, kafka: KafkaSettings) -> str:
 async def admin_client(
     kafka: KafkaSettings, request_timeout_ms: int = 10_000
 ) -> AsyncIterator[AIOKafkaAdminClient]:
-    """A started admin client; when no broker can be reached, KafkaConnectError says why."""
+    """A started admin client; KafkaConnectError says why when a broker refuses this client, and a broker
+    that is away raises aiokafka's KafkaConnectionError (a KafkaError, retried by the callers)."""
     admin = AIOKafkaAdminClient(**client_kwargs(kafka), request_timeout_ms=request_timeout_ms)
     try:
         await admin.start()
     except KafkaConnectionError:
         await admin.close()
-        # aiokafka only says "Unable to bootstrap": one direct connection finds the reason.
-        await check_connection(kafka)
+        # aiokafka only says "Unable to bootstrap": one direct connection finds the reason. A broker that
+        # refused this client is final; one that is away is the caller's to wait for, as before.
+        try:
+            await check_connection(kafka)
+        except KafkaConnectError as exc:
+            if exc.refused:
+                raise
         raise
     try:
         yield admin
