@@ -298,7 +298,7 @@ async def assert_store_holds_each_once(settings: Settings, engine, trades) -> No
                 if t.pair == pair
                 for c in state.add_trade(t)[0]
             }
-    deadline = time.monotonic() + 120
+    deadline = time.monotonic() + 300  # the stream guard may take its 120 s allowance, then restart
     while True:
         async with engine.connect() as conn:
             stored = {
