@@ -341,6 +341,12 @@ class ModelSettings(Section):
     # A family's trials run as this many activities at once, on whichever training workers are free.
     tuning_batches: int = Field(default=4, ge=1)
     interval_coverage: float = Field(default=0.8, gt=0, lt=1)
+    # The quantiles of the price each prediction carries (levels strictly between 0 and 1).
+    quantile_levels: list[float] = Field(default_factory=lambda: [0.1, 0.5, 0.9], min_length=1)
+    # Adaptive conformal inference: the step by which each live outcome moves the interval's level
+    # (Gibbs & Candes 2021); 0 keeps the calibrated level. How often the ledger's outcomes are read.
+    aci_gamma: float = Field(default=0.005, ge=0, lt=1)
+    aci_every_s: float = Field(default=60.0, gt=0)
     # The promotion gate: a challenger must beat persistence and the champion with a Diebold-Mariano
     # p-value below this.
     dm_alpha: float = Field(default=0.05, gt=0, lt=1)
@@ -351,6 +357,13 @@ class ModelSettings(Section):
     # A champion that reads sentiment refuses to predict when the coin's newest score is older than this
     # (the news poller or the LLM has stopped): its sentiment inputs would silently mean "no news".
     max_sentiment_age_s: float = Field(default=6 * 3600.0, gt=0)
+
+    @field_validator("quantile_levels")
+    @classmethod
+    def _levels(cls, levels: list[float]) -> list[float]:
+        if any(not 0 < q < 1 for q in levels) or len(set(levels)) != len(levels):
+            raise ValueError(f"quantile levels must be distinct and strictly between 0 and 1, got {levels}")
+        return sorted(levels)
 
     @field_validator("horizons_candles")
     @classmethod

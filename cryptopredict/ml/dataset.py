@@ -18,6 +18,7 @@ import pandas as pd
 
 from cryptopredict.features.indicators import IndicatorConfig, indicator_frame
 from cryptopredict.features.model_inputs import feature_frame
+from cryptopredict.ml.volatility import FUTURE_VOL, absolute_returns, future_volatility, volatility_inputs
 from cryptopredict.models import Candle
 
 TARGET = "target_log_return"
@@ -28,7 +29,9 @@ TARGET_CLOSE = "target_close"
 
 @dataclass(frozen=True)
 class Dataset:
-    frame: pd.DataFrame  # features, FEATURE_TIME, LAST_CLOSE, TARGET_CLOSE, TARGET; in time order
+    # features, FEATURE_TIME, LAST_CLOSE, TARGET_CLOSE, TARGET, and the volatility columns that scale the
+    # interval (volatility_inputs and FUTURE_VOL, NaN during their warm-up); in time order
+    frame: pd.DataFrame
     features: list[str]
     dropped: dict[str, int] = field(default_factory=dict)  # reason -> rows
 
@@ -107,4 +110,9 @@ def build_dataset(
     frame[LAST_CLOSE] = close[keep]
     frame[TARGET_CLOSE] = target_close[keep].astype(float)
     frame[TARGET] = np.log(frame[TARGET_CLOSE] / frame[LAST_CLOSE])
+    volatility = volatility_inputs(grid)
+    volatility[FUTURE_VOL] = future_volatility(
+        absolute_returns(close.where(~grid["missing"])), horizon
+    )
+    frame[volatility.columns] = volatility[keep]
     return Dataset(frame=frame.reset_index(drop=True), features=names, dropped=dropped)

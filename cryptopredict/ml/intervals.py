@@ -24,11 +24,7 @@ def conformal_offsets(residuals: npt.ArrayLike, coverage: float) -> tuple[float,
     empirical quantiles. k is clipped to n, so with very few residuals (n + 1 < 1 / tail) the interval
     is the observed range and the guarantee no longer holds.
     """
-    values = np.asarray(residuals, dtype=float)
-    if values.size == 0:
-        raise ValueError("no residuals to calibrate on")
-    if not np.all(np.isfinite(values)):
-        raise ValueError("residuals contain NaN or infinite values")
+    values = _finite_residuals(residuals)
     if not 0.0 < coverage < 1.0:
         raise ValueError(f"coverage must be in (0, 1), got {coverage}")
     n = values.size
@@ -36,6 +32,18 @@ def conformal_offsets(residuals: npt.ArrayLike, coverage: float) -> tuple[float,
     ordered = np.sort(values)
     lower, upper = float(ordered[n - k]), float(ordered[k - 1])
     return lower, upper
+
+
+def conformal_quantile(residuals: npt.ArrayLike, level: float) -> float:
+    """The conformal `level` quantile of the residuals: the k-th smallest with k = ceil((n + 1) * level)
+    above the median, and its mirror image below it, as `conformal_offsets` takes its two tails."""
+    values = np.sort(_finite_residuals(residuals))
+    if not 0.0 < level < 1.0:
+        raise ValueError(f"level must be in (0, 1), got {level}")
+    n = values.size
+    upper_tail = max(level, 1.0 - level)
+    k = min(n, math.ceil((n + 1) * upper_tail))
+    return float(values[k - 1] if level >= 0.5 else values[n - k])
 
 
 def interval_coverage(actual: npt.ArrayLike, lower: npt.ArrayLike, upper: npt.ArrayLike) -> float:
@@ -127,6 +135,25 @@ def _bernoulli_log_likelihood(successes: int, n: int, p: float) -> float:
     # 0 * log(0) counts as 0: a probability of exactly 0 or 1 that matches the data loses nothing.
     failures = n - successes
     return (successes * math.log(p) if successes else 0.0) + (failures * math.log1p(-p) if failures else 0.0)
+
+
+def aci_update(alpha: float, misses: npt.ArrayLike, target_alpha: float, gamma: float) -> float:
+    """Adaptive conformal inference (Gibbs & Candes 2021): after each outcome the miscoverage level used
+    moves by gamma * (target_alpha - miss), so a run of misses widens the interval and a run of hits
+    narrows it until the observed coverage is the nominal one again. Clipped to [0.005, 0.995]: outside,
+    the calibration quantiles give no interval."""
+    for miss in np.asarray(misses, dtype=bool):
+        alpha = min(0.995, max(0.005, alpha + gamma * (target_alpha - float(miss))))
+    return alpha
+
+
+def _finite_residuals(residuals: npt.ArrayLike) -> np.ndarray:
+    values = np.asarray(residuals, dtype=float)
+    if values.size == 0:
+        raise ValueError("no residuals to calibrate on")
+    if not np.all(np.isfinite(values)):
+        raise ValueError("residuals contain NaN or infinite values")
+    return values
 
 
 def _finite_values(values: npt.ArrayLike) -> np.ndarray:

@@ -18,6 +18,14 @@ import pandas as pd
 HAR_WINDOWS = (1, 6, 24, 168)
 # A candle without any price move has volatility 0, whose log is -inf; this floor keeps logs finite.
 FLOOR = 1e-6
+# The trailing window whose mean absolute return places a forecast in a volatility regime.
+REGIME_WINDOW = 24
+TRAILING_VOL = "trailing_vol"
+FUTURE_VOL = "future_vol"
+
+
+def har_feature_names(windows: tuple[int, ...] = HAR_WINDOWS) -> list[str]:
+    return [f"log_vol_{w}" for w in windows]
 
 
 def absolute_returns(close: pd.Series) -> pd.Series:
@@ -40,8 +48,22 @@ def trailing_volatility(abs_returns: pd.Series, window: int) -> pd.Series:
 def har_features(abs_returns: pd.Series, windows: tuple[int, ...] = HAR_WINDOWS) -> pd.DataFrame:
     """log trailing volatility over each window, one column per window (NaN during warm-up)."""
     return pd.DataFrame(
-        {f"log_vol_{w}": np.log(trailing_volatility(abs_returns, w).clip(lower=FLOOR)) for w in windows}
+        {
+            name: np.log(trailing_volatility(abs_returns, w).clip(lower=FLOOR))
+            for name, w in zip(har_feature_names(windows), windows, strict=True)
+        }
     )
+
+
+def volatility_inputs(grid: pd.DataFrame) -> pd.DataFrame:
+    """The HAR inputs and the regime's trailing volatility at every step of a complete candle grid
+    (columns close and missing, as model_inputs.complete_grid makes it), known when the candle closes:
+    the one definition training and the live path both call. A missing candle leaves NaN in every
+    window it falls in; a gap candle (no trade, the close carried over) counts as no move."""
+    abs_returns = absolute_returns(grid["close"].astype(float).where(~grid["missing"]))
+    inputs = har_features(abs_returns)
+    inputs[TRAILING_VOL] = trailing_volatility(abs_returns, REGIME_WINDOW)
+    return inputs
 
 
 @dataclass(frozen=True)

@@ -2,7 +2,7 @@
 
 from cryptopredict.models.drift import DriftMonitorInput, DriftReport
 from cryptopredict.models.market import Candle, DeadLetter, IndicatorRow, Trade, TradeBatch, trade_batches
-from cryptopredict.models.ml import ModelEvent, ModelRef, Prediction, PredictionRefusal
+from cryptopredict.models.ml import ModelEvent, ModelRef, Prediction, PredictionRefusal, QuantilePrice
 from cryptopredict.models.news import NewsItem, SentimentScore
 
 __all__ = [
@@ -16,6 +16,7 @@ __all__ = [
     "NewsItem",
     "Prediction",
     "PredictionRefusal",
+    "QuantilePrice",
     "SentimentScore",
     "Trade",
     "TradeBatch",

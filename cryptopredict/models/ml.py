@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from pydantic import Field, PositiveFloat
+from typing import Literal
+
+from pydantic import Field, PositiveFloat, model_validator
 
 from cryptopredict.models.base import DomainModel, UtcDatetime
 
@@ -21,6 +23,16 @@ class ModelRef(DomainModel):
         return f"models:/{self.name}/{self.version}"
 
 
+VolatilityRegime = Literal["calm", "mid", "wild"]
+
+
+class QuantilePrice(DomainModel):
+    """The price the model expects to be above the realised one with probability `level`."""
+
+    level: float = Field(gt=0, lt=1)
+    price: PositiveFloat
+
+
 class Prediction(DomainModel):
     """A forecast of the close price `horizon_s` after the feature row's candle closed."""
 
@@ -35,8 +47,26 @@ class Prediction(DomainModel):
     # The model's calibrated prediction interval (nominal coverage set at training); None: none given.
     lower_price: PositiveFloat | None = None
     upper_price: PositiveFloat | None = None
+    # The coverage [lower_price, upper_price] was drawn at: the nominal one, moved by adaptive conformal
+    # inference when the live ledger shows the interval covering more or less often than nominal.
+    interval_level: float | None = Field(default=None, gt=0, lt=1)
+    # Calibrated quantiles of the price at target_time, by ascending level.
+    quantiles: list[QuantilePrice] = Field(default_factory=list)
+    # Forecast mean absolute log return per candle over the horizon, which scaled the interval.
+    predicted_volatility: float | None = Field(default=None, ge=0)
+    # The third of trailing volatility the forecast was made in (cut points fixed at calibration).
+    volatility_regime: VolatilityRegime | None = None
     model_name: str
     model_version: str
+
+    @model_validator(mode="after")
+    def _ordered_quantiles(self) -> Prediction:
+        levels = [q.level for q in self.quantiles]
+        if levels != sorted(set(levels)):
+            raise ValueError(f"quantile levels must be distinct and ascending, got {levels}")
+        if any(a.price > b.price for a, b in zip(self.quantiles, self.quantiles[1:], strict=False)):
+            raise ValueError("quantile prices must not decrease with the level")
+        return self
 
 
 class ModelEvent(DomainModel):
