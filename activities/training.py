@@ -39,6 +39,7 @@ from cryptopredict.ml.dataset import (
     build_dataset,
     indicator_values,
 )
+from cryptopredict.ml.intervals import REGIMES
 from cryptopredict.ml.screening import families_to_tune, screen_regressors
 from cryptopredict.ml.tuning import best_of, run_trials
 from cryptopredict.model_events import publish_model_event
@@ -223,27 +224,38 @@ class TrainingActivities:
         return TrainingRun(mlflow_run_id=run.info.run_id, dataset=summary)
 
     @activity.defn(name="ensure_champion")
-    def ensure_champion(self, request: TrainingInput) -> ModelRef:
-        """The current champion; the persistence model becomes the first one when there is none."""
+    def ensure_champion(self, step: StepInput) -> ModelRef:
+        """The current champion. When there is none, the persistence model becomes the first one, its
+        interval calibrated on the dataset's returns; a persistence champion without the adaptive
+        interval (logged by an older release or with no data) is replaced by a calibrated one."""
         mlflow = self._mlflow()
+        request = step.request
         interval_s, horizon = request.interval_s, request.horizon_candles
         registered_model = registered_model_name(request.pair, interval_s, horizon)
 
         def log_persistence() -> tuple[str, str]:
-            return pyfunc.log_persistence(f"persistence-{registered_model}", interval_s, horizon)
+            calibration = lifecycle.persistence_calibration(self._load(step), horizon)
+            return pyfunc.log_persistence(
+                f"persistence-{registered_model}", interval_s, horizon, calibration, request.interval_coverage
+            )
 
         client = mlflow.MlflowClient()
         version = registry.ensure_persistence_champion(client, registered_model, log_persistence)
         try:
-            pyfunc.forecast_spec(pyfunc.load_forecast_model(f"models:/{registered_model}/{version.version}"))
-        except (TypeError, ModuleNotFoundError, AttributeError) as exc:  # a model of an older release
+            spec = pyfunc.forecast_spec(
+                pyfunc.load_forecast_model(f"models:/{registered_model}/{version.version}")
+            )
+            stale = None
+            if spec.family == "persistence" and spec.constant_quantiles is None:
+                stale = "has no calibrated interval"
+        except (TypeError, ModuleNotFoundError, AttributeError, ValueError) as exc:  # an older release's
+            stale = f"cannot be loaded as a forecast model ({exc})"
+        if stale is not None:
             uri, run_id = log_persistence()
             replacement = registry.register_version(
                 client, uri, registered_model, run_id, {"kind": "persistence"}
             )
-            reason = (
-                f"replaces champion v{version.version}, which cannot be loaded as a forecast model ({exc})"
-            )
+            reason = f"replaces champion v{version.version}, which {stale}"
             registry.promote(client, registered_model, str(replacement.version), reason)
             logger.warning("%s: %s", registered_model, reason)
             version = replacement
@@ -325,7 +337,14 @@ class TrainingActivities:
         with heartbeating() as progress:
             data = self._load(step)
             challenger = lifecycle.evaluate_challenger(
-                best.family, best.params, data, features, request.interval_coverage, request.tune_max_rows
+                best.family,
+                best.params,
+                data,
+                features,
+                request.interval_coverage,
+                request.tune_max_rows,
+                request.horizon_candles,
+                self.settings.model.quantile_levels,
             )
             progress("challenger evaluated")
             champion_predicted, unscored = self._champion_predictions(request_.champion, data.test)
@@ -351,7 +370,17 @@ class TrainingActivities:
                 mlflow.log_metric("test_dm_pvalue_vs_persistence", decision.dm_pvalue_vs_persistence)
                 if decision.dm_pvalue_vs_champion is not None:
                     mlflow.log_metric("test_dm_pvalue_vs_champion", decision.dm_pvalue_vs_champion)
-                mlflow.log_dict({"promote": decision.promote, "reasons": decision.reasons}, "decision.json")
+                intervals = {k: v for k, v in challenger.intervals.items() if np.isfinite(v)}
+                mlflow.log_metrics({f"test_interval_{k}": v for k, v in intervals.items()})
+                mlflow.log_dict(
+                    {
+                        "promote": decision.promote,
+                        "reasons": decision.reasons,
+                        "coverage_by_regime": {r: intervals.get(f"coverage_{r}") for r in REGIMES},
+                        "interval_score_vs_constant": intervals.get("interval_score_vs_constant"),
+                    },
+                    "decision.json",
+                )
                 self._log_plots(mlflow, step, data.fit, data.test, challenger, features)
                 info = pyfunc.log_forecast_model(
                     best.family,
@@ -360,6 +389,8 @@ class TrainingActivities:
                     challenger.interval,
                     interval_s=request.interval_s,
                     horizon_candles=request.horizon_candles,
+                    calibration=challenger.calibration,
+                    coverage=request.interval_coverage,
                     input_example=data.test[features].head(3),
                 )
         return Evaluation(
@@ -370,6 +401,7 @@ class TrainingActivities:
             reasons=decision.reasons,
             dm_pvalue_vs_persistence=decision.dm_pvalue_vs_persistence,
             dm_pvalue_vs_champion=decision.dm_pvalue_vs_champion,
+            intervals=intervals,
         )
 
     def _champion_predictions(
@@ -418,6 +450,9 @@ class TrainingActivities:
                 np.abs(challenger.persistence_errors),
                 max(10, len(test) // 20),
                 f"{title}: test window",
+            ),
+            "coverage_by_regime.png": plots.plot_coverage_by_regime(
+                challenger.intervals, step.request.interval_coverage, f"{title}: test window"
             ),
             "feature_importance.png": plots.plot_feature_importance(
                 features, feature_importances(challenger.model, features), f"{title}: feature importance"

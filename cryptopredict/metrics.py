@@ -78,6 +78,10 @@ SERVING_VERSION = Gauge(
     "serving_model_version", "Registry version of the champion the prediction agent serves", ["model"],
     namespace=NAMESPACE,
 )  # fmt: skip
+INTERVAL_LEVEL = Gauge(
+    "interval_level", "Coverage the champion's intervals are drawn at, moved by adaptive conformal inference",
+    ["model"], namespace=NAMESPACE,
+)  # fmt: skip
 
 # gRPC server
 GRPC_REQUEST_DURATION = Histogram(

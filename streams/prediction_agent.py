@@ -14,6 +14,7 @@ import json
 import logging
 import time
 from datetime import timedelta
+from typing import Any
 
 import pandas as pd
 from pydantic import ValidationError
@@ -21,15 +22,18 @@ from sqlalchemy import Engine
 
 from cryptopredict import metrics
 from cryptopredict.features.indicators import IndicatorConfig, IndicatorState
+from cryptopredict.ml.pyfunc import forecast_spec
 from cryptopredict.ml.serving import (
     Champion,
     ModelLoadError,
+    history_length,
     predict_next,
     refusal,
     stale_sentiment,
     uses_sentiment,
 )
-from cryptopredict.models import Candle, ModelEvent, Prediction, PredictionRefusal
+from cryptopredict.models import Candle, ModelEvent, ModelRef, Prediction, PredictionRefusal
+from cryptopredict.store.adaptation import adapt_interval_level
 from cryptopredict.store.candles import sync_engine
 from cryptopredict.store.news import newest_sentiment_at, sentiment_at_closes
 from cryptopredict.topics import registered_model_name
@@ -51,7 +55,10 @@ prediction_state = state_table("prediction_state")
 INDICATORS = IndicatorConfig()
 HORIZONS = settings.model.horizons_candles
 MAX_SENTIMENT_AGE = timedelta(seconds=settings.model.max_sentiment_age_s)
+HISTORY = history_length(settings.model.lags)
 champions: dict[str, Champion] = {}
+# (registered model, version) -> the coverage its intervals are drawn at now.
+interval_levels: dict[tuple[str, str], float] = {}
 
 
 def _champion_for(pair: str, horizon: int) -> Champion:
@@ -91,6 +98,29 @@ async def refresh_champions() -> None:
     for pair in settings.kraken.pairs:
         for horizon in HORIZONS:
             await _refresh(pair, horizon)
+
+
+async def _adapt(model: Any, ref: ModelRef) -> None:
+    """Moves the version's interval level by its new outcomes; on a store error the last level stays."""
+    coverage = forecast_spec(model).coverage
+    if coverage is None or settings.model.aci_gamma == 0:
+        return
+    try:
+        adaptation = await asyncio.to_thread(
+            adapt_interval_level, _store(), ref.name, ref.version, coverage, settings.model.aci_gamma
+        )
+    except Exception:
+        logger.exception("interval adaptation failed for %s v%s", ref.name, ref.version)
+        return
+    interval_levels[(ref.name, ref.version)] = adaptation.level
+    metrics.INTERVAL_LEVEL.labels(ref.name).set(adaptation.level)
+
+
+@app.timer(interval=settings.model.aci_every_s)
+async def adapt_intervals() -> None:
+    for champion in list(champions.values()):
+        if champion.serving is not None:
+            await _adapt(*champion.serving)
 
 
 @app.agent(model_events_topic)
@@ -141,7 +171,7 @@ async def _on_candle(raw: bytes) -> None:
         values = indicators.update(candle).values
     except ValueError:  # a candle seen before (redelivery after a restart): its forecasts were acknowledged
         return
-    history = [*history, candle][-(settings.model.lags + 1) :]
+    history = [*history, candle][-HISTORY:]
     # The forecasts first, acknowledged by the broker, then the state: a kill in between forecasts the
     # candle again after the restart instead of losing it (as the indicator agent does).
     await _forecast(history, values)
@@ -187,6 +217,8 @@ async def _predict(
     if serving is None:
         return None
     model, ref = serving
+    if (ref.name, ref.version) not in interval_levels:
+        await _adapt(model, ref)  # a new champion, or a restart: its level from the store
     sentiment = None
     if uses_sentiment(model):
         newest = await asyncio.to_thread(newest_sentiment_at, _store(), candle.pair, candle.window_end)
@@ -196,4 +228,15 @@ async def _predict(
         sentiment = await asyncio.to_thread(
             sentiment_at_closes, _store(), candle.pair, starts, candle.interval_s
         )
-    return predict_next(model, ref, history, values, settings.model.lags, horizon, INDICATORS, sentiment)
+    return predict_next(
+        model,
+        ref,
+        history,
+        values,
+        settings.model.lags,
+        horizon,
+        INDICATORS,
+        sentiment,
+        quantile_levels=settings.model.quantile_levels,
+        interval_level=interval_levels.get((ref.name, ref.version)),
+    )

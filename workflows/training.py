@@ -85,11 +85,11 @@ class TrainingWorkflow:
         )
         dataset, mlflow_run_id = run.dataset, run.mlflow_run_id
         self._at("champion", rows=dataset.rows, dataset_hash=dataset.content_hash)
-        champion: ModelRef = await workflow.execute_activity(
-            "ensure_champion", request, result_type=ModelRef, **options(5)
-        )
         step = StepInput(
             request=request, dataset=dataset, mlflow_run_id=mlflow_run_id, workflow_id=info.workflow_id
+        )
+        champion: ModelRef = await workflow.execute_activity(
+            "ensure_champion", step, result_type=ModelRef, **options(5)
         )
 
         self._at("screen", champion=f"v{champion.version} ({champion.flavor})")
@@ -155,6 +155,7 @@ class TrainingWorkflow:
             metrics=evaluation.metrics,
             dm_pvalue=evaluation.dm_pvalue_vs_persistence,
             dm_pvalue_vs_champion=evaluation.dm_pvalue_vs_champion,
+            intervals=evaluation.intervals,
             screened=screening.screened,
             tuned=tuned,
             mlflow_run_id=mlflow_run_id,

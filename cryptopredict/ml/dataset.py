@@ -111,8 +111,6 @@ def build_dataset(
     frame[TARGET_CLOSE] = target_close[keep].astype(float)
     frame[TARGET] = np.log(frame[TARGET_CLOSE] / frame[LAST_CLOSE])
     volatility = volatility_inputs(grid)
-    volatility[FUTURE_VOL] = future_volatility(
-        absolute_returns(close.where(~grid["missing"])), horizon
-    )
+    volatility[FUTURE_VOL] = future_volatility(absolute_returns(close.where(~grid["missing"])), horizon)
     frame[volatility.columns] = volatility[keep]
     return Dataset(frame=frame.reset_index(drop=True), features=names, dropped=dropped)

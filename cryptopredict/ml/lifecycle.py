@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cryptopredict.ml.adaptive import Calibration, calibrate, interval_report
 from cryptopredict.ml.dataset import FEATURE_TIME, LAST_CLOSE, TARGET, TARGET_CLOSE
 from cryptopredict.ml.evaluation import (
     ForecastMetrics,
@@ -67,10 +68,33 @@ def out_of_fold_residuals(
     return np.concatenate(residuals)
 
 
+def calibration_rows(folds: list[Fold]) -> np.ndarray:
+    """Positions in `fit` of the validation blocks, in the order out_of_fold_residuals returns them."""
+    return np.concatenate([np.asarray(fold.validation) for fold in folds])
+
+
+def calibrate_intervals(data: Split, residuals: np.ndarray, horizon_candles: int) -> Calibration:
+    """Constant and adaptive intervals of out-of-fold residuals. The HAR scale is fitted on the rows
+    before the first validation block whose future volatility ends before it, so it never saw the
+    residuals it scales."""
+    rows = calibration_rows(data.folds)
+    first = int(rows.min())
+    return calibrate(residuals, data.fit.iloc[rows], data.fit.iloc[: max(0, first - horizon_candles)])
+
+
+def persistence_calibration(data: Split, horizon_candles: int) -> Calibration:
+    """The persistence model's intervals: its residuals are the returns themselves, on the same rows a
+    challenger is calibrated on."""
+    residuals = data.fit[TARGET].to_numpy()[calibration_rows(data.folds)]
+    return calibrate_intervals(data, residuals, horizon_candles)
+
+
 @dataclass(frozen=True)
 class ChallengerEvaluation:
     model: Any  # fitted on all of `fit`
-    interval: tuple[float, float]  # conformal offsets in log-return space
+    interval: tuple[float, float]  # constant-width conformal offsets in log-return space
+    calibration: Calibration  # constant and adaptive intervals, as the model carries them
+    intervals: dict[str, float]  # adaptive against constant-width on the test window (interval_report)
     predicted: np.ndarray  # log returns over the test window
     metrics: ForecastMetrics
     errors: np.ndarray  # price errors over the test window
@@ -78,10 +102,19 @@ class ChallengerEvaluation:
 
 
 def evaluate_challenger(
-    family: str, params: dict[str, Any], data: Split, features: list[str], coverage: float, max_rows: int
+    family: str,
+    params: dict[str, Any],
+    data: Split,
+    features: list[str],
+    coverage: float,
+    max_rows: int,
+    horizon_candles: int,
+    quantile_levels: list[float],
 ) -> ChallengerEvaluation:
-    residuals = out_of_fold_residuals(family, params, data.fit, features, recent_rows(data.folds, max_rows))
+    folds = recent_rows(data.folds, max_rows)
+    residuals = out_of_fold_residuals(family, params, data.fit, features, folds)
     interval = conformal_offsets(residuals, coverage)
+    calibration = calibrate_intervals(data, residuals, horizon_candles)
     model = fit_final(family, params, data.fit[features], data.fit[TARGET].to_numpy())
     test = data.test
     predicted = np.asarray(model.predict(test[features]), dtype=float)
@@ -89,9 +122,12 @@ def evaluate_challenger(
     metrics = evaluate_forecast(
         close, target_close, predicted, predicted + interval[0], predicted + interval[1]
     )
+    intervals = interval_report(test[TARGET], predicted, calibration, test, coverage, quantile_levels)
     return ChallengerEvaluation(
         model=model,
         interval=interval,
+        calibration=calibration,
+        intervals=intervals,
         predicted=predicted,
         metrics=metrics,
         errors=price_errors(close, target_close, predicted),

@@ -125,6 +125,27 @@ def plot_feature_importance(names: Sequence[str], importances: Any, title: str) 
     return figure
 
 
+def plot_coverage_by_regime(figures: dict[str, float], nominal: float, title: str) -> Figure:
+    """Coverage of the adaptive and the constant-width interval in each third of volatility, against
+    the nominal level (`figures` as ml.adaptive.interval_report gives them; an empty regime is skipped)."""
+    regimes = ["calm", "mid", "wild", "overall"]
+    figure = _figure(7, 4)
+    ax = figure.add_subplot()
+    positions = np.arange(len(regimes))
+    for offset, (kind, prefix, color) in zip(
+        (-0.2, 0.2), (("adaptive", "", "tab:blue"), ("constant width", "constant_", "tab:gray")), strict=True
+    ):
+        values = [figures.get(f"{prefix}coverage_{regime}", np.nan) for regime in regimes]
+        ax.bar(positions + offset, np.nan_to_num(values), width=0.4, label=kind, color=color)
+    ax.axhline(nominal, color="tab:red", linestyle="--", label=f"nominal {nominal:.0%}")
+    ax.set_xticks(positions, regimes)
+    ax.set_ylim(0, 1)
+    ax.set_ylabel("share of outcomes inside")
+    ax.set_title(title)
+    ax.legend(loc="lower right")
+    return figure
+
+
 def save_png(fig: Figure, path: str | Path) -> Path:
     """Writes the figure as PNG (parent folders created) and returns the path, e.g. for mlflow.log_artifact."""
     target = Path(path)

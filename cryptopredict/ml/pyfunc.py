@@ -23,6 +23,8 @@ import pandas as pd
 from mlflow.pyfunc import PythonModel, PythonModelContext
 from pydantic import BaseModel, Field, model_validator
 
+from cryptopredict.ml.adaptive import GRID_LEVELS, AdaptiveInterval, Calibration, quantile_at
+
 ForecastFamily = Literal["persistence", "linear", "xgboost"]
 
 # The models-from-code file: MLflow copies it into the model and executes it at load time.
@@ -50,8 +52,14 @@ class ForecastSpec(BaseModel):
     format_version: int = SPEC_FORMAT_VERSION
     family: ForecastFamily
     features: list[str]
-    # Split-conformal offsets added to the predicted log return: (lower, upper).
+    # Split-conformal offsets added to the predicted log return: (lower, upper), at `coverage`.
     interval: tuple[float, float]
+    coverage: float | None = Field(default=None, gt=0, lt=1)
+    # Conformal quantiles of the residuals at adaptive.GRID_LEVELS: the constant-width quantiles, served
+    # where the volatility inputs are unknown; None for a model calibrated before they existed.
+    constant_quantiles: list[float] | None = None
+    # The volatility-scaled, per-regime interval (cryptopredict.ml.adaptive); None: constant width only.
+    adaptive: AdaptiveInterval | None = None
     # The horizon the model was trained for; None when the caller did not say.
     interval_s: int | None = Field(default=None, gt=0)
     horizon_candles: int | None = Field(default=None, gt=0)
@@ -72,6 +80,8 @@ class ForecastSpec(BaseModel):
         lower, upper = self.interval
         if not (math.isfinite(lower) and math.isfinite(upper) and lower <= upper):
             raise ValueError(f"interval offsets must be finite with lower <= upper, got {self.interval}")
+        if self.constant_quantiles is not None and len(self.constant_quantiles) != len(GRID_LEVELS):
+            raise ValueError(f"constant_quantiles needs one value per grid level ({len(GRID_LEVELS)})")
         if (self.family == "linear") != (self.linear is not None):
             raise ValueError("linear parameters are required for, and only for, the linear family")
         if self.linear is not None:
@@ -90,6 +100,8 @@ def spec_from_estimator(
     *,
     interval_s: int | None = None,
     horizon_candles: int | None = None,
+    calibration: Calibration | None = None,
+    coverage: float | None = None,
 ) -> ForecastSpec:
     """The spec of a fitted estimator; `family` is checked against ForecastFamily (ValueError). The
     estimator's feature names, when it recorded them, must match `features` in order: a silent
@@ -105,9 +117,21 @@ def spec_from_estimator(
         family=cast(ForecastFamily, family),
         features=list(features),
         interval=interval,
+        coverage=coverage,
+        constant_quantiles=calibration.constant if calibration else None,
+        adaptive=calibration.adaptive if calibration else None,
         interval_s=interval_s,
         horizon_candles=horizon_candles,
         linear=_linear_params(estimator, len(features)) if family == "linear" else None,
+    )
+
+
+def calibrated_interval(calibration: Calibration, coverage: float) -> tuple[float, float]:
+    """The constant-width (lower, upper) offsets at `coverage`, read off the calibration's grid."""
+    tail = (1.0 - coverage) / 2.0
+    return (
+        quantile_at(GRID_LEVELS, calibration.constant, tail),
+        quantile_at(GRID_LEVELS, calibration.constant, 1.0 - tail),
     )
 
 
@@ -223,6 +247,8 @@ def log_forecast_model(
     *,
     interval_s: int | None = None,
     horizon_candles: int | None = None,
+    calibration: Calibration | None = None,
+    coverage: float | None = None,
     input_example: pd.DataFrame | None,
     name: str = "model",
 ) -> Any:
@@ -233,7 +259,14 @@ def log_forecast_model(
     import mlflow
 
     spec = spec_from_estimator(
-        family, estimator, features, interval, interval_s=interval_s, horizon_candles=horizon_candles
+        family,
+        estimator,
+        features,
+        interval,
+        interval_s=interval_s,
+        horizon_candles=horizon_candles,
+        calibration=calibration,
+        coverage=coverage,
     )
     example = None
     if input_example is not None and spec.features:
@@ -249,9 +282,16 @@ def log_forecast_model(
         )
 
 
-def log_persistence(run_name: str, interval_s: int, horizon_candles: int) -> tuple[str, str]:
-    """The persistence forecaster (no features, no interval) logged in a new run of the active MLflow
-    experiment, tagged kind=persistence: (model URI, run id)."""
+def log_persistence(
+    run_name: str,
+    interval_s: int,
+    horizon_candles: int,
+    calibration: Calibration | None = None,
+    coverage: float = 0.8,
+) -> tuple[str, str]:
+    """The persistence forecaster (no features; its interval calibrated on the returns themselves, its
+    residuals) logged in a new run of the active MLflow experiment, tagged kind=persistence:
+    (model URI, run id). Without a calibration (no returns known yet) it has no interval."""
     import mlflow
 
     with mlflow.start_run(run_name=run_name) as run:
@@ -260,9 +300,11 @@ def log_persistence(run_name: str, interval_s: int, horizon_candles: int) -> tup
             "persistence",
             None,
             [],
-            (0.0, 0.0),
+            calibrated_interval(calibration, coverage) if calibration else (0.0, 0.0),
             interval_s=interval_s,
             horizon_candles=horizon_candles,
+            calibration=calibration,
+            coverage=coverage if calibration else None,
             input_example=None,
         )
     return info.model_uri, run.info.run_id

@@ -11,13 +11,20 @@ import numpy as np
 import pandas as pd
 
 from cryptopredict.features.indicators import IndicatorConfig
-from cryptopredict.features.model_inputs import feature_frame
-from cryptopredict.ml.pyfunc import forecast_spec, predict_frame
-from cryptopredict.models import Candle, ModelRef, Prediction, PredictionRefusal
+from cryptopredict.features.model_inputs import complete_grid, feature_frame
+from cryptopredict.ml.adaptive import Scaled, offset_at, scale_of
+from cryptopredict.ml.pyfunc import ForecastSpec, forecast_spec, predict_frame
+from cryptopredict.ml.volatility import HAR_WINDOWS, volatility_inputs
+from cryptopredict.models import Candle, ModelRef, Prediction, PredictionRefusal, QuantilePrice
 
 logger = logging.getLogger(__name__)
 
 CHAMPION = "champion"
+
+
+def history_length(lags: int) -> int:
+    """Candles of history the live path keeps: the return lags and the longest volatility window."""
+    return max(lags, max(HAR_WINDOWS)) + 1
 
 
 class ModelLoadError(RuntimeError):
@@ -121,6 +128,12 @@ def missing_inputs(model: Any, row: pd.DataFrame) -> str | None:
     return f"warm-up: {', '.join(empty)} have no value yet"
 
 
+def volatility_row(history: list[Candle]) -> pd.DataFrame:
+    """The volatility inputs at the newest candle of `history`, by the code that builds the dataset's."""
+    candles = pd.DataFrame([c.model_dump() for c in history])
+    return volatility_inputs(complete_grid(candles, history[-1].interval_s)).iloc[[-1]]
+
+
 def predict_next(
     model: Any,
     ref: ModelRef,
@@ -130,25 +143,40 @@ def predict_next(
     horizon_candles: int,
     config: IndicatorConfig,
     sentiment: pd.DataFrame | None = None,
+    *,
+    quantile_levels: list[float] | None = None,
+    interval_level: float | None = None,
 ) -> Prediction | PredictionRefusal:
     """A prediction from the newest candle of `history`, or the reason there is none: a feature the
-    model needs is missing (warm-up, a gap or a missing candle among the last `lags + 1`)."""
+    model needs is missing (warm-up, a gap or a missing candle among the last `lags + 1`).
+    `interval_level`: the coverage to draw the interval at (adaptive conformal inference moves it);
+    None: the model's calibrated level."""
     last = history[-1]
     horizon = timedelta(seconds=last.interval_s) * horizon_candles
+    spec = forecast_spec(model)
     # A model that reads no feature (persistence) needs no feature row, and building one costs ~10 ms.
-    needs_features = bool(forecast_spec(model).features)
     row = (
         input_row(history, indicator_values, lags, config, sentiment)
-        if needs_features
+        if spec.features
         else pd.DataFrame(index=pd.DatetimeIndex([last.window_start]))
     )
     reason = missing_inputs(model, row)
     if reason is not None:
         return refusal(ref, last, horizon_candles, reason)
     output = predict_frame(model, row).iloc[0]
-    # A zero-width interval (the bootstrap persistence champion has no residuals to calibrate on) is no
-    # interval: reporting it would count every outcome as outside and give coverage 0 in the ledger.
-    has_interval = bool(output["upper"] > output["lower"])
+    log_return = float(output["log_return"])
+    if spec.constant_quantiles is not None:
+        band = _calibrated_band(spec, history, log_return, quantile_levels or [], interval_level)
+    elif output["upper"] > output["lower"]:
+        band = {
+            "lower_price": last.close * float(np.exp(output["lower"])),
+            "upper_price": last.close * float(np.exp(output["upper"])),
+            "interval_level": spec.coverage,
+        }
+    else:
+        # A zero-width interval (a persistence champion logged before any return was known) is no
+        # interval: reporting it would count every outcome as outside and give coverage 0 in the ledger.
+        band = {}
     return Prediction(
         pair=last.pair,
         interval_s=last.interval_s,
@@ -157,12 +185,38 @@ def predict_next(
         feature_time=last.window_start,
         target_time=last.window_end + horizon,
         last_price=last.close,
-        predicted_price=last.close * float(np.exp(output["log_return"])),
-        lower_price=last.close * float(np.exp(output["lower"])) if has_interval else None,
-        upper_price=last.close * float(np.exp(output["upper"])) if has_interval else None,
+        predicted_price=last.close * float(np.exp(log_return)),
         model_name=ref.name,
         model_version=ref.version,
+        **band,
     )
+
+
+def _calibrated_band(
+    spec: ForecastSpec,
+    history: list[Candle],
+    log_return: float,
+    quantile_levels: list[float],
+    interval_level: float | None,
+) -> dict[str, Any]:
+    """The interval and quantiles of a calibrated model: scaled by its volatility forecast in the
+    forecast's regime where the history gives the volatility inputs, constant-width where it does not."""
+    constant = spec.constant_quantiles or []
+    scaled = scale_of(spec.adaptive, volatility_row(history))[0] if spec.adaptive else Scaled(None, None)
+    level = interval_level or spec.coverage or 0.8
+    close = history[-1].close
+
+    def price_at(quantile: float) -> float:
+        return close * float(np.exp(log_return + offset_at(constant, spec.adaptive, scaled, quantile)))
+
+    return {
+        "interval_level": level,
+        "lower_price": price_at((1.0 - level) / 2.0),
+        "upper_price": price_at((1.0 + level) / 2.0),
+        "quantiles": [QuantilePrice(level=q, price=price_at(q)) for q in quantile_levels],
+        "predicted_volatility": scaled.volatility,
+        "volatility_regime": scaled.regime,
+    }
 
 
 def refusal(ref: ModelRef, candle: Candle, horizon_candles: int, reason: str) -> PredictionRefusal:

@@ -3,6 +3,8 @@ be added without breaking callers or saved histories)."""
 
 from __future__ import annotations
 
+import math
+
 from pydantic import BaseModel, Field
 
 from cryptopredict.models.base import UtcDatetime
@@ -119,6 +121,8 @@ class Evaluation(BaseModel):
     reasons: list[str]
     dm_pvalue_vs_persistence: float
     dm_pvalue_vs_champion: float | None
+    # The adaptive interval against the constant-width one on the test window (ml.adaptive.interval_report).
+    intervals: dict[str, float] = Field(default_factory=dict)
 
 
 class RegisterInput(BaseModel):
@@ -142,6 +146,7 @@ class TrainingResult(BaseModel):
     metrics: dict[str, float]
     dm_pvalue: float  # against persistence
     dm_pvalue_vs_champion: float | None
+    intervals: dict[str, float] = Field(default_factory=dict)
     screened: list[ScreenedCandidate]
     tuned: list[TunedCandidate]
     mlflow_run_id: str
@@ -154,8 +159,18 @@ class TrainingResult(BaseModel):
             "skill_vs_persistence": self.metrics.get("skill_vs_persistence"),
             "dm_pvalue": self.dm_pvalue,
             "interval_coverage": self.metrics.get("interval_coverage"),
+            "coverage_by_regime": {
+                regime: _finite_or_none(self.intervals.get(f"coverage_{regime}"))
+                for regime in ("calm", "mid", "wild")
+            },
+            "interval_score_vs_constant": _finite_or_none(self.intervals.get("interval_score_vs_constant")),
             "reasons": self.reasons,
         }
+
+
+def _finite_or_none(value: float | None) -> float | None:
+    """JSON has no NaN: a regime without test rows is reported as null."""
+    return value if value is not None and math.isfinite(value) else None
 
 
 class TrainingProgress(BaseModel):

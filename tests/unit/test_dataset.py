@@ -152,13 +152,13 @@ def test_a_feature_that_peeks_into_the_future_is_refused_as_leakage():
     features = [*ds.features, "peek"]
     data = lifecycle.split(frame, 0.2, timedelta(minutes=1), n_folds=3, min_train_rows=100)
     challenger = lifecycle.evaluate_challenger(
-        "linear", {"estimator": "ridge", "ridge_alpha": 1e-3}, data, features, 0.8, 10_000
+        "linear", {"estimator": "ridge", "ridge_alpha": 1e-3}, data, features, 0.8, 10_000, 1, [0.1, 0.5, 0.9]
     )
     decision = lifecycle.gate(challenger, None, data.test, 1, 0.05, max_plausible_skill=0.5)
     assert challenger.metrics.skill_vs_persistence > 0.5
     assert not decision.promote and any("leakage" in reason for reason in decision.reasons)
 
     honest = lifecycle.evaluate_challenger(
-        "linear", {"estimator": "ridge", "ridge_alpha": 1.0}, data, ds.features, 0.8, 10_000
+        "linear", {"estimator": "ridge", "ridge_alpha": 1.0}, data, ds.features, 0.8, 10_000, 1, [0.1, 0.5, 0.9]
     )
     assert honest.metrics.skill_vs_persistence < 0.5
