@@ -329,10 +329,22 @@ class FeatureSettings(Section):
     idle_close_s: float = 5.0
 
 
+ForecastTarget = Literal["price", "volatility"]
+FORECAST_TARGETS: tuple[ForecastTarget, ...] = ("price", "volatility")
+
+
 class ModelSettings(Section):
     # Forecast horizons, in candles of features.interval_s: one champion, retrain schedule and
     # prediction stream per (pair, horizon).
     horizons_candles: list[int] = Field(default_factory=lambda: [1], min_length=1)
+    # What is retrained on a schedule for each (pair, horizon): the price model, the volatility model
+    # (cryptopredict.ml.volatility_target), each with its own registered model and champion.
+    targets: list[ForecastTarget] = Field(default_factory=lambda: list(FORECAST_TARGETS), min_length=1)
+    # Further candle intervals to forecast at, each with its horizons in its own candles, e.g.
+    # {"3600": [1, 6, 24]}: one champion, schedule and prediction stream per (pair, interval, horizon).
+    horizons_by_interval: dict[int, list[int]] = Field(default_factory=dict)
+    # Retrains a day, all targets together: the schedules are spread out so that they stay within it.
+    max_retrains_per_day: int = Field(default=24, ge=1)
     lags: int = 10
     # Final test window, as a fraction of the newest rows: untouched until the challenger is evaluated.
     test_fraction: float = 0.2
@@ -371,6 +383,13 @@ class ModelSettings(Section):
         if any(h < 1 for h in horizons) or len(set(horizons)) != len(horizons):
             raise ValueError(f"horizons must be distinct positive candle counts, got {horizons}")
         return horizons
+
+    @field_validator("horizons_by_interval")
+    @classmethod
+    def _each_positive_distinct(cls, by_interval: dict[int, list[int]]) -> dict[int, list[int]]:
+        for horizons in by_interval.values():
+            cls._positive_distinct(horizons)
+        return by_interval
 
 
 class DriftSettings(Section):
@@ -422,6 +441,34 @@ class Settings(BaseSettings):
     features: FeatureSettings = Field(default_factory=FeatureSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
     drift: DriftSettings = Field(default_factory=DriftSettings)
+
+    @model_validator(mode="after")
+    def _forecast_intervals_have_candles(self) -> Settings:
+        if self.features.interval_s in self.model.horizons_by_interval:
+            raise ValueError(
+                f"model.horizons_by_interval repeats features.interval_s={self.features.interval_s}:"
+                " give its horizons in model.horizons_candles"
+            )
+        built = set(self.features.candle_intervals_s)
+        unbuilt = sorted({self.features.interval_s, *self.model.horizons_by_interval} - built)
+        if unbuilt:
+            raise ValueError(
+                f"forecast interval(s) {unbuilt} have no candles: add them to features.candle_intervals_s"
+            )
+        return self
+
+    def forecast_horizons(self) -> dict[int, list[int]]:
+        """Candle interval (seconds) -> its horizons in candles: every interval predictions are made at."""
+        return {self.features.interval_s: self.model.horizons_candles, **self.model.horizons_by_interval}
+
+    def forecast_targets(self) -> list[tuple[str, int, int]]:
+        """Every (pair, interval_s, horizon_candles) with its own champion, schedule and stream."""
+        return [
+            (pair, interval_s, horizon)
+            for pair in self.kraken.pairs
+            for interval_s, horizons in sorted(self.forecast_horizons().items())
+            for horizon in horizons
+        ]
 
 
 def validation_error_line(exc: ValidationError) -> str:

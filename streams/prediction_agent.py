@@ -1,5 +1,5 @@
 """Agent candles -> predictions, with the current champion of each (pair, interval, horizon): one
-prediction (or refusal) per closed candle and configured horizon.
+prediction (or refusal) per closed candle of each forecast interval and configured horizon.
 
 Per pair a changelogged table keeps the recent candles and the indicator state (the same O(1) code as
 the indicator agent), so the model input is built by the code that built the training dataset. The
@@ -53,7 +53,7 @@ logger = logging.getLogger(__name__)
 
 prediction_state = state_table("prediction_state")
 INDICATORS = IndicatorConfig()
-HORIZONS = settings.model.horizons_candles
+HORIZONS = settings.forecast_horizons()  # candle interval -> horizons in candles
 MAX_SENTIMENT_AGE = timedelta(seconds=settings.model.max_sentiment_age_s)
 HISTORY = history_length(settings.model.lags)
 champions: dict[str, Champion] = {}
@@ -61,8 +61,14 @@ champions: dict[str, Champion] = {}
 interval_levels: dict[tuple[str, str], float] = {}
 
 
-def _champion_for(pair: str, horizon: int) -> Champion:
-    name = registered_model_name(pair, settings.features.interval_s, horizon)
+def _state_key(pair: str, interval_s: int) -> str:
+    """The pair alone for features.interval_s, as before further intervals were served, so an upgraded
+    worker keeps its table's history; the pair and interval for the others."""
+    return pair if interval_s == settings.features.interval_s else f"{pair}@{interval_s}s"
+
+
+def _champion_for(pair: str, interval_s: int, horizon: int) -> Champion:
+    name = registered_model_name(pair, interval_s, horizon)
     if name not in champions:
         champions[name] = Champion(settings.mlflow.tracking_uri, name)
     return champions[name]
@@ -77,8 +83,8 @@ def _store() -> Engine:
     return _engine
 
 
-async def _refresh(pair: str, horizon: int) -> None:
-    champion = _champion_for(pair, horizon)
+async def _refresh(pair: str, interval_s: int, horizon: int) -> None:
+    champion = _champion_for(pair, interval_s, horizon)
     try:
         if await asyncio.to_thread(champion.refresh) and champion.serving is not None:
             metrics.MODEL_LOADS.labels(champion.registered_model, "loaded").inc()
@@ -90,14 +96,13 @@ async def _refresh(pair: str, horizon: int) -> None:
         raw = json.dumps({"registered_model": champion.registered_model, "version": champion.failed_version})
         await dead_letter("prediction_agent", raw.encode(), str(exc))
     except Exception:  # MLflow briefly unreachable: keep serving, try again next tick
-        logger.exception("champion refresh failed for %s h%d", pair, horizon)
+        logger.exception("champion refresh failed for %s %ds h%d", pair, interval_s, horizon)
 
 
 @app.timer(interval=settings.model.refresh_s)
 async def refresh_champions() -> None:
-    for pair in settings.kraken.pairs:
-        for horizon in HORIZONS:
-            await _refresh(pair, horizon)
+    for pair, interval_s, horizon in settings.forecast_targets():
+        await _refresh(pair, interval_s, horizon)
 
 
 async def _adapt(model: Any, ref: ModelRef) -> None:
@@ -131,13 +136,11 @@ async def reload_on_model_events(stream):  # type: ignore[no-untyped-def]
         except ValidationError as exc:
             await dead_letter("prediction_agent", raw, f"invalid model event: {exc.errors()[0]['msg']}")
             continue
-        if (
-            event.pair in settings.kraken.pairs
-            and event.interval_s == settings.features.interval_s
-            and event.horizon_candles in HORIZONS
+        if event.pair in settings.kraken.pairs and event.horizon_candles in HORIZONS.get(
+            event.interval_s, []
         ):
             logger.info("model event: %s v%s %s", event.registered_model, event.champion.version, event.kind)
-            await _refresh(event.pair, event.horizon_candles)
+            await _refresh(event.pair, event.interval_s, event.horizon_candles)
 
 
 _complete_candles = complete_stream("prediction_agent", candles_topic.get_topic_name())
@@ -158,9 +161,10 @@ async def _on_candle(raw: bytes) -> None:
     except ValidationError as exc:
         await dead_letter("prediction_agent", raw, f"invalid candle: {exc.errors()[0]['msg']}")
         return
-    if candle.interval_s != settings.features.interval_s:
+    if candle.interval_s not in HORIZONS:
         return
-    stored = prediction_state.get(candle.pair)
+    key = _state_key(candle.pair, candle.interval_s)
+    stored = prediction_state.get(key)
     history = [] if stored is None else [Candle.model_validate(c) for c in stored["candles"]]
     indicators = (
         IndicatorState.new(candle.pair, candle.interval_s, INDICATORS)
@@ -175,7 +179,7 @@ async def _on_candle(raw: bytes) -> None:
     # The forecasts first, acknowledged by the broker, then the state: a kill in between forecasts the
     # candle again after the restart instead of losing it (as the indicator agent does).
     await _forecast(history, values)
-    prediction_state[candle.pair] = {
+    prediction_state[key] = {
         "candles": [c.model_dump(mode="json") for c in history],
         "indicators": indicators.model_dump(mode="json"),
     }
@@ -186,7 +190,7 @@ async def _forecast(history: list[Candle], values: dict[str, float | None]) -> N
     """Publishes the forecast of each horizon from the newest candle of `history` (or why there is none)
     and waits until the broker has them."""
     candle = history[-1]
-    for horizon in HORIZONS:
+    for horizon in HORIZONS[candle.interval_s]:
         outcome = await _predict(history, values, horizon)
         if isinstance(outcome, PredictionRefusal):
             logger.info("no prediction for %s at %s: %s", candle.pair, candle.window_start, outcome.reason)
@@ -208,11 +212,11 @@ async def _predict(
 ) -> Prediction | PredictionRefusal | None:
     """The champion's forecast from the newest candle of `history`; None while there is no champion."""
     candle = history[-1]
-    champion = _champion_for(candle.pair, horizon)
+    champion = _champion_for(candle.pair, candle.interval_s, horizon)
     if not champion.checked:
         # A worker just (re)started: the candles it closes before the timer's first refresh must not go
         # without the prediction an uninterrupted worker makes.
-        await _refresh(candle.pair, horizon)
+        await _refresh(candle.pair, candle.interval_s, horizon)
     serving = champion.serving
     if serving is None:
         return None

@@ -15,6 +15,10 @@ import numpy.typing as npt
 from scipy import stats
 
 
+# Not mapie's SplitConformalRegressor: it needs a fitted sklearn estimator and its inputs, while the
+# walk-forward folds and the stored quantile grid need only ranks of residuals already at hand, per tail,
+# per regime (mapie has no Mondrian split) and at many levels. tests/unit/test_reference_libraries.py
+# checks these ranks against it (signed scores for the two tails, absolute ones for conformal_quantile).
 def conformal_offsets(residuals: npt.ArrayLike, coverage: float) -> tuple[float, float]:
     """(lower, upper) such that [pred + lower, pred + upper] covers `coverage` of future residuals.
 
@@ -28,7 +32,7 @@ def conformal_offsets(residuals: npt.ArrayLike, coverage: float) -> tuple[float,
     if not 0.0 < coverage < 1.0:
         raise ValueError(f"coverage must be in (0, 1), got {coverage}")
     n = values.size
-    k = min(n, math.ceil((n + 1) * (1.0 + coverage) / 2.0))
+    k = min(n, _rank((n + 1) * (1.0 + coverage) / 2.0))
     ordered = np.sort(values)
     lower, upper = float(ordered[n - k]), float(ordered[k - 1])
     return lower, upper
@@ -42,7 +46,7 @@ def conformal_quantile(residuals: npt.ArrayLike, level: float) -> float:
         raise ValueError(f"level must be in (0, 1), got {level}")
     n = values.size
     upper_tail = max(level, 1.0 - level)
-    k = min(n, math.ceil((n + 1) * upper_tail))
+    k = min(n, _rank((n + 1) * upper_tail))
     return float(values[k - 1] if level >= 0.5 else values[n - k])
 
 
@@ -137,6 +141,10 @@ def _bernoulli_log_likelihood(successes: int, n: int, p: float) -> float:
     return (successes * math.log(p) if successes else 0.0) + (failures * math.log1p(-p) if failures else 0.0)
 
 
+# Not mapie's TimeSeriesRegressor.adapt_conformal_inference: it keeps alpha inside a fitted estimator
+# and judges each outcome by re-predicting its interval, while the streaming path applies a stateless
+# step to misses read from the outcome ledger (store.adaptation). tests/unit/test_reference_libraries.py
+# checks this step against mapie's alpha, outcome by outcome.
 def aci_update(alpha: float, misses: npt.ArrayLike, target_alpha: float, gamma: float) -> float:
     """Adaptive conformal inference (Gibbs & Candes 2021): after each outcome the miscoverage level used
     moves by gamma * (target_alpha - miss), so a run of misses widens the interval and a run of hits
@@ -145,6 +153,12 @@ def aci_update(alpha: float, misses: npt.ArrayLike, target_alpha: float, gamma: 
     for miss in np.asarray(misses, dtype=bool):
         alpha = min(0.995, max(0.005, alpha + gamma * (target_alpha - float(miss))))
     return alpha
+
+
+def _rank(position: float) -> int:
+    """ceil of a rank computed in floating point, rounded first: 25 * 0.56 is 14.000000000000002, and
+    its ceiling would take one order statistic more than the conformal rule asks."""
+    return math.ceil(round(position, 9))
 
 
 def _finite_residuals(residuals: npt.ArrayLike) -> np.ndarray:

@@ -66,6 +66,10 @@ def volatility_inputs(grid: pd.DataFrame) -> pd.DataFrame:
     return inputs
 
 
+# Not arch's HARX: it averages the series in levels and forecasts H candles ahead by recursion on a
+# one-step fit, while this is a direct regression of the log of the next H candles' mean on the logs of
+# trailing means, which plain least squares fits in a few lines. tests/unit/test_reference_libraries.py
+# checks har_features, future_volatility and this fit against HARX's regressors and least squares.
 @dataclass(frozen=True)
 class HarModel:
     """log(future volatility) = intercept + coefficients . log(trailing volatilities); the forecast is

@@ -10,7 +10,7 @@ import subprocess
 import sys
 import uuid
 from collections.abc import Iterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import mlflow
@@ -21,9 +21,12 @@ from mlflow import MlflowClient
 from topic_prefixes import run_prefix
 from xgboost import XGBRegressor
 
+from cryptopredict.features.indicators import IndicatorConfig
 from cryptopredict.kafka_admin import read_topic
-from cryptopredict.ml import registry
+from cryptopredict.ml import lifecycle, registry
+from cryptopredict.ml.dataset import build_dataset, indicator_values
 from cryptopredict.ml.pyfunc import log_forecast_model
+from cryptopredict.ml.pyfunc import log_persistence as log_persistence_model
 from cryptopredict.ml.synthetic import synthetic_candles
 from cryptopredict.model_events import publish_model_event
 from cryptopredict.models import DeadLetter, ModelEvent, Prediction, PredictionRefusal
@@ -43,6 +46,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 TAG = uuid.uuid4().hex[:5].upper()
 PAIR = f"PA{TAG}/USD"  # xgboost champion at horizon 1 (promoted mid-stream), persistence at horizon 2
 SENTIMENT_PAIR = f"PS{TAG}/USD"  # a champion that reads sentiment, for a coin never scored
+CALIBRATED_PAIR = f"PC{TAG}/USD"  # a calibrated persistence champion at a second interval, 5 minutes
+CALIBRATED_CANDLES = 200
 T0 = datetime(2026, 4, 1, tzinfo=UTC)
 LAGS = [f"ret_lag_{k}" for k in (1, 2, 3)]
 CANDLE_EVERY_S = 0.2
@@ -73,6 +78,17 @@ def log_persistence() -> tuple[str, str]:
             "persistence", None, [], (-0.003, 0.003), interval_s=60, horizon_candles=2, input_example=None
         )
     return info.model_uri, info.run_id
+
+
+def log_calibrated_persistence() -> tuple[str, str]:
+    """Persistence with its interval calibrated on synthetic 5-minute returns, as ensure_champion does."""
+    candles = synthetic_candles(CALIBRATED_PAIR, 300, 3_000, datetime(2025, 1, 1, tzinfo=UTC), seed=11)
+    frame = pd.DataFrame([c.model_dump() for c in candles])
+    config = IndicatorConfig()
+    values, _ = indicator_values(frame, CALIBRATED_PAIR, 300, None, config)
+    dataset = build_dataset(frame, 300, 3, 1, values, None, config)
+    data = lifecycle.split(dataset.frame, 0.2, timedelta(minutes=5), n_folds=3, min_train_rows=300)
+    return log_persistence_model("persistence", 300, 1, lifecycle.persistence_calibration(data, 1), 0.8)
 
 
 def log_unloadable() -> tuple[str, str]:
@@ -114,11 +130,13 @@ def names(settings: Settings) -> Iterator[dict[str, str]]:
         "h1": registered_model_name(PAIR, 60, 1),
         "h2": registered_model_name(PAIR, 60, 2),
         "sentiment": registered_model_name(SENTIMENT_PAIR, 60, 1),
+        "calibrated": registered_model_name(CALIBRATED_PAIR, 300, 1),
     }
     for key, logged, kind in (
         ("h1", log_xgboost(LAGS, seed=1), "xgboost"),
         ("h2", log_persistence(), "persistence"),
         ("sentiment", log_xgboost(["ret_lag_1", "sentiment_mean_1h"], seed=3), "xgboost"),
+        ("calibrated", log_calibrated_persistence(), "persistence"),
     ):
         registry.promote(client, models[key], register(client, models[key], logged, kind), "test champion")
     yield models
@@ -129,7 +147,7 @@ def names(settings: Settings) -> Iterator[dict[str, str]]:
 @pytest.fixture
 def worker(settings: Settings, tmp_path: Path) -> Iterator[tuple[Settings, Path]]:
     prefix = run_prefix("pa")
-    pairs = [PAIR, SENTIMENT_PAIR]
+    pairs = [PAIR, SENTIMENT_PAIR, CALIBRATED_PAIR]
     run_settings = settings.model_copy(
         update={
             "kafka": settings.kafka.model_copy(update={"topic_prefix": prefix}),
@@ -138,8 +156,9 @@ def worker(settings: Settings, tmp_path: Path) -> Iterator[tuple[Settings, Path]
     )
     env = os.environ | {
         "CRYPTOPREDICT_KAFKA__TOPIC_PREFIX": prefix,
-        "CRYPTOPREDICT_KRAKEN__PAIRS": f'["{PAIR}", "{SENTIMENT_PAIR}"]',
+        "CRYPTOPREDICT_KRAKEN__PAIRS": f'["{PAIR}", "{SENTIMENT_PAIR}", "{CALIBRATED_PAIR}"]',
         "CRYPTOPREDICT_MODEL__HORIZONS_CANDLES": "[1, 2]",
+        "CRYPTOPREDICT_MODEL__HORIZONS_BY_INTERVAL": '{"300": [1]}',
         "CRYPTOPREDICT_FEATURES__INTERVAL_S": "60",
         "CRYPTOPREDICT_MODEL__LAGS": "3",
     }
@@ -228,11 +247,17 @@ async def test_predictions_follow_every_candle_and_a_promotion_swaps_the_model_w
     finally:
         stop.set()
         await feeding
+        # After the swap, whose timing they would upset: a second interval's candles, all at once.
+        calibrated = synthetic_candles(CALIBRATED_PAIR, 300, CALIBRATED_CANDLES, T0, seed=12)
+        for candle in calibrated:
+            topic = topic_name(CANDLES, settings.kafka.topic_prefix)
+            await publisher.publish(topic, candle.to_json_bytes(), key=CALIBRATED_PAIR.encode())
+        await publisher.flush()
         await publisher.stop()
 
     # Predictions at h1 and h2 for PAIR: every candle past warm-up, once; refusals for the rest.
     window_starts = [c.window_start for c in candles[PAIR][:sent]]
-    predictions = await topic_models(settings, PREDICTIONS, Prediction, 2 * sent - 3)
+    predictions = await topic_models(settings, PREDICTIONS, Prediction, 2 * sent - 3 + CALIBRATED_CANDLES)
     refusals = await topic_models(settings, PREDICTION_REFUSALS, PredictionRefusal, 3 + sent)
     h1 = [p for p in predictions if p.pair == PAIR and p.horizon_s == 60]
     h2 = [p for p in predictions if p.pair == PAIR and p.horizon_s == 120]
@@ -262,3 +287,16 @@ async def test_predictions_follow_every_candle_and_a_promotion_swaps_the_model_w
     ]
     assert all(r.reason.startswith("stale sentiment") for r in sentiment_refused)
     assert not [p for p in predictions if p.pair == SENTIMENT_PAIR]
+
+    # The second interval: every 5-minute candle forecast by its own champion, each with the calibrated
+    # interval and quantiles; with a week of candles (168) behind it, scaled by the volatility forecast.
+    five = [p for p in predictions if p.pair == CALIBRATED_PAIR]
+    assert [p.feature_time for p in five] == [c.window_start for c in calibrated]
+    assert {(p.interval_s, p.horizon_s) for p in five} == {(300, 300)}
+    for p in five:
+        assert p.interval_level == 0.8 and p.lower_price < p.predicted_price < p.upper_price
+        assert [q.level for q in p.quantiles] == [0.1, 0.5, 0.9]
+    scaled = [p for p in five if p.predicted_volatility is not None]
+    assert [p.feature_time for p in scaled] == [c.window_start for c in calibrated[168:]]
+    assert all(p.volatility_regime in ("calm", "mid", "wild") for p in scaled)
+    assert len({round(p.upper_price / p.predicted_price, 9) for p in scaled}) > 1  # widths follow volatility
