@@ -286,6 +286,9 @@ def train(
     horizon: Annotated[int, typer.Option(help="forecast horizon in candles")] = 1,
     trials: Annotated[int | None, typer.Option(help="Optuna trials per tuned family")] = None,
     wait: Annotated[bool, typer.Option(help="wait and print the decision as the last line")] = True,
+    target: Annotated[
+        str, typer.Option(help="what to forecast: price, or volatility (its own model and champion)")
+    ] = "price",
 ) -> None:
     """Retrain (pair, interval, horizon) through Temporal: dataset -> screen -> tune -> evaluate -> gate.
 
@@ -293,8 +296,10 @@ def train(
     """
     from cryptopredict.orchestration import start_training, training_request
 
+    if target not in ("price", "volatility"):
+        raise typer.BadParameter(f"target must be price or volatility, got {target!r}", param_hint="--target")
     settings = get_settings()
-    extra = {"reason": "cli"} | ({"trials": trials} if trials else {})
+    extra = {"reason": "cli", "target": target} | ({"trials": trials} if trials else {})
     request = training_request(settings, pair, parse_interval(interval), horizon, **extra)
     result = asyncio.run(start_training(settings, request, wait=wait))
     if result is None:
@@ -409,6 +414,7 @@ def report(
             settings.model.lags,
             progress,
             until=until.replace(tzinfo=until.tzinfo or UTC) if until else None,
+            nominal_coverage=settings.model.interval_coverage,
         )
     except OperationalError as exc:
         raise ConnectionError(f"feature store: {exc.orig}") from exc

@@ -5,17 +5,20 @@ Protobuf exists only at the gRPC edge; everything else speaks `cryptopredict.mod
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import UTC, datetime
 from typing import NamedTuple
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from cryptopredict.ml.registry import AliasedVersions, VersionSummary
-from cryptopredict.models.ml import Prediction
+from cryptopredict.models.ml import Prediction, QuantilePrice
 from cryptopredict.store.ledger import LiveFigures
 from grpc_server.pb import predictions_pb2 as pb
 
 _TIMESTAMP_FIELDS = ("made_at", "feature_time", "target_time")
+# Optional doubles: unset in the message exactly when None in the model (0.0 would be a value).
+_OPTIONAL_FIELDS = ("lower_price", "upper_price", "interval_level", "predicted_volatility")
 
 
 def _timestamp(value: datetime) -> Timestamp:
@@ -38,7 +41,17 @@ def prediction_to_proto(prediction: Prediction) -> pb.Prediction:
         model_version=prediction.model_version,
         lower_price=prediction.lower_price,
         upper_price=prediction.upper_price,
+        interval_level=prediction.interval_level,
+        quantiles=[pb.QuantilePrice(level=q.level, price=q.price) for q in prediction.quantiles],
+        predicted_volatility=prediction.predicted_volatility,
+        volatility_regime=prediction.volatility_regime or "",
     )
+
+
+def only_quantiles(prediction: Prediction, levels: Collection[float], tolerance: float = 0.0) -> Prediction:
+    """`prediction` carrying only its quantiles at `levels`, give or take `tolerance`."""
+    kept = [q for q in prediction.quantiles if any(abs(q.level - level) <= tolerance for level in levels)]
+    return prediction.model_copy(update={"quantiles": kept})
 
 
 def prediction_response_bytes(prediction: Prediction) -> bytes:
@@ -66,10 +79,10 @@ def prediction_from_proto(message: pb.Prediction) -> Prediction:
             "predicted_price": message.predicted_price,
             "model_name": message.model_name,
             "model_version": message.model_version,
-            **{
-                bound: getattr(message, bound) if message.HasField(bound) else None
-                for bound in ("lower_price", "upper_price")
-            },
+            **{name: getattr(message, name) if message.HasField(name) else None for name in _OPTIONAL_FIELDS},
+            "quantiles": [QuantilePrice(level=q.level, price=q.price) for q in message.quantiles],
+            # proto3 strings have no "unset": the empty string is the unknown regime.
+            "volatility_regime": message.volatility_regime or None,
         }
     )
 
@@ -83,6 +96,10 @@ def ledger_entry_to_proto(figures: LiveFigures) -> pb.LedgerEntry:
         persistence_mae=figures.persistence_mae,
         skill_vs_persistence=figures.skill_vs_persistence,
         interval_coverage=figures.interval_coverage,
+        coverage_by_regime=figures.coverage_by_regime,
+        interval_score=figures.interval_score,
+        kupiec_pvalue=figures.kupiec_pvalue,
+        christoffersen_pvalue=figures.christoffersen_pvalue,
     )
 
 

@@ -34,7 +34,13 @@ from cryptopredict.store.candles import sync_engine
 from cryptopredict.store.ledger import LiveFigures, ledger_summary
 from cryptopredict.topics import registered_model_name
 from grpc_server.consumer import PredictionConsumer
-from grpc_server.convert import ModelTarget, ledger_entry_to_proto, model_to_proto
+from grpc_server.convert import (
+    ModelTarget,
+    ledger_entry_to_proto,
+    model_to_proto,
+    only_quantiles,
+    prediction_response_bytes,
+)
 from grpc_server.hub import PredictionHub
 from grpc_server.pb import predictions_pb2 as pb
 from grpc_server.pb import predictions_pb2_grpc as pb_grpc
@@ -46,9 +52,17 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["PredictionService"].full_name
 STOP_GRACE_S = 2.0
 # Exchange notation as used on our topics, e.g. "BTC/USD", "XBT/USDT".
 PAIR_PATTERN = re.compile(r"^[A-Z0-9]{2,12}/[A-Z0-9]{2,12}$")
+# What a prediction forecasts; a request's empty `target` means this one.
+SERVED_TARGETS = ("price",)
+# An error message shows at most this many of the client's values, each cut to SHOWN_CHARS: it stays
+# short whatever the client sent (status details travel in a header, which grpc caps at a few KiB).
+SHOWN_VALUES = 3
+SHOWN_CHARS = 24
 
 
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Quantile levels this close are the same level.
+LEVEL_TOLERANCE = 1e-9
 # How often the live_* gauges are refreshed from the ledger (a minute candle's outcome lands once a minute).
 LIVE_FIGURES_EVERY_S = 15.0
 P = ParamSpec("P")
@@ -73,6 +87,7 @@ class Targets:
     pairs: tuple[str, ...]
     interval_s: int  # predictions are made at this candle interval only
     horizons_candles: tuple[int, ...]
+    quantile_levels: tuple[float, ...] = ()  # the levels every prediction's quantiles are at
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Targets:
@@ -80,6 +95,7 @@ class Targets:
             tuple(settings.kraken.pairs),
             settings.features.interval_s,
             tuple(settings.model.horizons_candles),
+            tuple(settings.model.quantile_levels),
         )
 
     @property
@@ -87,23 +103,38 @@ class Targets:
         return tuple(h * self.interval_s for h in self.horizons_candles)
 
     def check(
-        self, pairs: Iterable[str], interval_s: int, horizon_s: int = 0, zero_means_any: bool = False
+        self,
+        pairs: Iterable[str],
+        interval_s: int,
+        horizon_s: int = 0,
+        zero_means_any: bool = False,
+        target: str = "",
+        quantile_levels: Iterable[float] = (),
     ) -> str | None:
         """Why the request names something not served, or None. With `zero_means_any`, a zero interval
-        or horizon is a wildcard; otherwise the interval must be given."""
+        or horizon is a wildcard; otherwise the interval must be given. An empty target means "price"."""
         pairs = list(pairs)
         if error := _invalid_pairs(pairs):
             return error
         unknown = [pair for pair in pairs if pair not in self.pairs]
         if unknown:
-            return f"unknown pair(s) {unknown}: this server forecasts {list(self.pairs)}"
+            return f"unknown pair(s) {_shown(unknown)}: this server forecasts {list(self.pairs)}"
         if not (interval_s == 0 and zero_means_any) and interval_s != self.interval_s:
             return (
                 f"interval_s={interval_s} is not served: predictions are made at interval_s={self.interval_s}"
             )
         if horizon_s != 0 and horizon_s not in self.horizons_s:
             return f"horizon_s={horizon_s} is not served: horizons are {list(self.horizons_s)} seconds"
+        if target and target not in SERVED_TARGETS:
+            return f"target {_short(target)} is not served: targets are {list(SERVED_TARGETS)}"
+        unserved = [level for level in quantile_levels if not self.serves_level(level)]
+        if unserved:
+            return f"quantile level(s) {_shown(unserved)} not served: levels are {list(self.quantile_levels)}"
         return None
+
+    def serves_level(self, level: float) -> bool:
+        # A level computed by the client (1 - 0.9) may differ from ours in the last bits.
+        return any(math.isclose(level, served, abs_tol=LEVEL_TOLERANCE) for served in self.quantile_levels)
 
     def model_targets(self, pairs: Iterable[str]) -> list[ModelTarget]:
         """Every forecast target of `pairs`, ordered by pair and horizon."""
@@ -120,9 +151,11 @@ class Backends:
     def __init__(self, settings: Settings) -> None:
         self._engine = sync_engine(settings.postgres)
         self._tracking_uri = settings.mlflow.tracking_uri
+        # What the ledger's coverage test compares with: the level training calibrates and ACI steers to.
+        self._nominal_coverage = settings.model.interval_coverage
 
     def ledger(self, pair: str, interval_s: int, since: datetime) -> list[LiveFigures]:
-        return ledger_summary(self._engine, pair, interval_s, since)
+        return ledger_summary(self._engine, pair, interval_s, since, self._nominal_coverage)
 
     def models(self, names: list[str]) -> list[AliasedVersions | None]:
         client = MlflowClient(self._tracking_uri)
@@ -142,7 +175,7 @@ class PredictionService(pb_grpc.PredictionServiceServicer):
         self, request: pb.StreamPredictionsRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[bytes]:
         if error := self._targets.check(
-            request.pairs, request.interval_s, request.horizon_s, zero_means_any=True
+            request.pairs, request.interval_s, request.horizon_s, zero_means_any=True, target=request.target
         ):
             await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, error)
         subscription = self._hub.subscribe(
@@ -168,7 +201,13 @@ class PredictionService(pb_grpc.PredictionServiceServicer):
     async def GetLatestPrediction(
         self, request: pb.GetLatestPredictionRequest, context: grpc.aio.ServicerContext
     ) -> bytes:
-        if error := self._targets.check([request.pair], request.interval_s, request.horizon_s):
+        if error := self._targets.check(
+            [request.pair],
+            request.interval_s,
+            request.horizon_s,
+            target=request.target,
+            quantile_levels=request.quantile_levels,
+        ):
             await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, error)
         published = self._hub.latest(request.pair, request.interval_s, request.horizon_s or None)
         if published is None:
@@ -178,6 +217,10 @@ class PredictionService(pb_grpc.PredictionServiceServicer):
                 f"no prediction yet for {request.pair} interval_s={request.interval_s}"
                 f" horizon_s={request.horizon_s or 'any'}",
             )
+        if request.quantile_levels:
+            # A selection of quantiles is a response of its own: encoded for this call only.
+            selected = only_quantiles(published.prediction, request.quantile_levels, LEVEL_TOLERANCE)
+            return prediction_response_bytes(selected)
         return published.wire  # the encoded response (see PRE_ENCODED)
 
     async def GetLedger(
@@ -255,7 +298,20 @@ async def _abort(context: grpc.aio.ServicerContext, code: grpc.StatusCode, detai
 
 def _invalid_pairs(pairs: Iterable[str]) -> str | None:
     bad = [pair for pair in pairs if not PAIR_PATTERN.match(pair)]
-    return f"malformed pair(s) {bad}: expected e.g. 'BTC/USD'" if bad else None
+    return f"malformed pair(s) {_shown(bad)}: expected e.g. 'BTC/USD'" if bad else None
+
+
+def _shown(values: list[str] | list[float]) -> str:
+    """The client's values for an error message: the first few, each cut short, and how many more."""
+    more = len(values) - SHOWN_VALUES
+    return (
+        "[" + ", ".join(map(_short, values[:SHOWN_VALUES])) + (f", and {more} more" if more > 0 else "") + "]"
+    )
+
+
+def _short(value: str | float) -> str:
+    text = repr(value)
+    return text if len(text) <= SHOWN_CHARS else text[: SHOWN_CHARS - 3] + "..."
 
 
 def _observed(

@@ -59,6 +59,7 @@ PREDICTION_KEY = ("pair", "interval_s", "horizon_s", "feature_time", "model_name
 
 
 async def upsert_predictions(engine: AsyncEngine, rows: Sequence[Prediction]) -> int:
+    # model_dump maps each field to its column; quantiles become the JSON list of {"level", "price"}.
     return await upsert_rows(engine, predictions, [r.model_dump() for r in rows], PREDICTION_KEY)
 
 

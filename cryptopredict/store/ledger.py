@@ -1,12 +1,18 @@
-"""Live figures of each model version from the outcome ledger (view `prediction_outcomes`, migration
-0004): the same SQL runs on PostgreSQL and on RisingWave."""
+"""Live figures of each model version from the outcome ledger (view `prediction_outcomes`, migrations
+0004 and 0007): the same SQL runs on PostgreSQL and on RisingWave."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+import itertools
+from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 
+import numpy as np
 from sqlalchemy import Engine, text
+
+from cryptopredict.ml.intervals import REGIMES, christoffersen_pvalue, kupiec_pvalue, winkler_score
+from cryptopredict.settings import ModelSettings
 
 LEDGER_SUMMARY = text(
     """
@@ -22,6 +28,66 @@ LEDGER_SUMMARY = text(
     ORDER BY model_name, model_version
     """
 )
+# The outcomes that had an interval, one row each: the tests of its coverage need the sequence, in
+# target time order (Christoffersen's compares each outcome with the one before).
+LEDGER_INTERVALS = text(
+    """
+    SELECT model_name, model_version, realised_price, lower_price, upper_price, inside_interval,
+           interval_level, volatility_regime
+    FROM prediction_outcomes
+    WHERE pair = :pair AND interval_s = :interval_s AND target_time >= :since
+      AND inside_interval IS NOT NULL
+    ORDER BY model_name, model_version, target_time
+    """
+)
+# The level ACI steers the interval back to, and the level of predictions that do not say theirs (made
+# before migration 0007): the configured default; the server passes the configured value.
+DEFAULT_COVERAGE: float = ModelSettings.model_fields["interval_coverage"].default
+
+
+@dataclass(frozen=True)
+class IntervalFigures:
+    """How well the prediction intervals of a run of outcomes held."""
+
+    coverage_by_regime: dict[str, float]  # regimes with outcomes only
+    interval_score: float  # mean Winkler score, in the quote currency
+    kupiec_pvalue: float
+    christoffersen_pvalue: float
+
+
+def interval_figures(
+    realised: Sequence[float],
+    lower: Sequence[float],
+    upper: Sequence[float],
+    inside: Sequence[bool],
+    levels: Sequence[float | None],
+    regimes: Sequence[str | None],
+    nominal_coverage: float = DEFAULT_COVERAGE,
+) -> IntervalFigures:
+    """The interval figures of outcomes in target time order (at least one). Each outcome is scored at
+    the level its interval was drawn at (None: `nominal_coverage`); Kupiec's test asks whether the
+    coverage is the nominal one, which adaptive conformal inference steers the level towards."""
+    hits = np.asarray(inside, dtype=bool)
+    by_regime = {
+        regime: float(np.mean(hits[mask]))
+        for regime in REGIMES
+        if (mask := np.asarray([r == regime for r in regimes], dtype=bool)).any()
+    }
+    level = np.asarray([nominal_coverage if x is None else x for x in levels], dtype=float)
+    actual, low, high = (np.asarray(a, dtype=float) for a in (realised, lower, upper))
+    # winkler_score takes one level: outcomes of equal level are scored together, then weighted.
+    order = np.argsort(level, kind="stable")
+    starts = np.flatnonzero(np.r_[True, np.diff(level[order]) != 0])
+    total = 0.0
+    for start, end in zip(starts, [*starts[1:], len(order)], strict=True):
+        group = order[start:end]
+        total += winkler_score(actual[group], low[group], high[group], float(level[group[0]])) * len(group)
+    return IntervalFigures(
+        coverage_by_regime=by_regime,
+        interval_score=total / len(order),
+        kupiec_pvalue=kupiec_pvalue(hits, nominal_coverage),
+        christoffersen_pvalue=christoffersen_pvalue(hits),
+    )
 
 
 @dataclass(frozen=True)
@@ -33,23 +99,55 @@ class LiveFigures:
     persistence_mae: float
     skill_vs_persistence: float | None  # 1 - MAE / MAE_persistence; None when persistence was exact
     interval_coverage: float | None
+    # The figures of IntervalFigures; empty or None when no outcome had an interval.
+    coverage_by_regime: dict[str, float] = field(default_factory=dict)
+    interval_score: float | None = None
+    kupiec_pvalue: float | None = None
+    christoffersen_pvalue: float | None = None
 
 
-def ledger_summary(engine: Engine, pair: str, interval_s: int, since: datetime) -> list[LiveFigures]:
+def ledger_summary(
+    engine: Engine,
+    pair: str,
+    interval_s: int,
+    since: datetime,
+    nominal_coverage: float = DEFAULT_COVERAGE,
+) -> list[LiveFigures]:
     """Per model version, over the predictions whose target time is at or after `since`."""
+    params = {"pair": pair, "interval_s": interval_s, "since": since}
     with engine.connect() as conn:
-        rows = conn.execute(LEDGER_SUMMARY, {"pair": pair, "interval_s": interval_s, "since": since}).all()
-    return [
-        LiveFigures(
-            model_name=row.model_name,
-            model_version=row.model_version,
-            n=int(row.n),
-            live_mae=float(row.live_mae),
-            persistence_mae=float(row.persistence_mae),
-            skill_vs_persistence=(
-                1.0 - float(row.live_mae) / float(row.persistence_mae) if row.persistence_mae else None
-            ),
-            interval_coverage=None if row.interval_coverage is None else float(row.interval_coverage),
+        rows = conn.execute(LEDGER_SUMMARY, params).all()
+        interval_rows = conn.execute(LEDGER_INTERVALS, params).all()
+    intervals = {}
+    for key, group in itertools.groupby(interval_rows, key=lambda r: (r.model_name, r.model_version)):
+        outcomes = list(group)
+        intervals[key] = interval_figures(
+            [r.realised_price for r in outcomes],
+            [r.lower_price for r in outcomes],
+            [r.upper_price for r in outcomes],
+            [r.inside_interval for r in outcomes],
+            [r.interval_level for r in outcomes],
+            [r.volatility_regime for r in outcomes],
+            nominal_coverage,
         )
-        for row in rows
-    ]
+    figures = []
+    for row in rows:
+        interval = intervals.get((row.model_name, row.model_version))
+        figures.append(
+            LiveFigures(
+                model_name=row.model_name,
+                model_version=row.model_version,
+                n=int(row.n),
+                live_mae=float(row.live_mae),
+                persistence_mae=float(row.persistence_mae),
+                skill_vs_persistence=(
+                    1.0 - float(row.live_mae) / float(row.persistence_mae) if row.persistence_mae else None
+                ),
+                interval_coverage=None if row.interval_coverage is None else float(row.interval_coverage),
+                coverage_by_regime={} if interval is None else interval.coverage_by_regime,
+                interval_score=None if interval is None else interval.interval_score,
+                kupiec_pvalue=None if interval is None else interval.kupiec_pvalue,
+                christoffersen_pvalue=None if interval is None else interval.christoffersen_pvalue,
+            )
+        )
+    return figures

@@ -23,6 +23,7 @@ from cryptopredict.features.indicators import IndicatorConfig
 from cryptopredict.features.model_inputs import feature_frame
 from cryptopredict.ml.dataset import indicator_values
 from cryptopredict.ml.drift import psi
+from cryptopredict.store.ledger import DEFAULT_COVERAGE, IntervalFigures, interval_figures
 from cryptopredict.store.schema import candles
 
 # Candles read before the reference window so that every indicator is past its warm-up there (the longest
@@ -32,7 +33,8 @@ WARM_UP_CANDLES = 300
 OUTCOMES = text(
     """
     SELECT target_time, feature_time, made_at, model_name, model_version, last_price, predicted_price,
-           lower_price, upper_price, realised_price, abs_error, persistence_abs_error, inside_interval
+           lower_price, upper_price, realised_price, abs_error, persistence_abs_error, inside_interval,
+           interval_level, volatility_regime
     FROM prediction_outcomes
     WHERE pair = :pair AND interval_s = :interval_s AND horizon_s = :horizon_s
       AND target_time >= :since AND target_time <= :until
@@ -48,20 +50,34 @@ class OutcomeSummary:
     persistence_mae: float | None
     skill_vs_persistence: float | None  # 1 - MAE / MAE_persistence; None when persistence was exact
     interval_coverage: float | None
+    intervals: IntervalFigures | None = None  # what the ledger reports of the intervals; None without any
 
     @classmethod
-    def of(cls, outcomes: pd.DataFrame) -> OutcomeSummary:
+    def of(cls, outcomes: pd.DataFrame, nominal_coverage: float = DEFAULT_COVERAGE) -> OutcomeSummary:
         if outcomes.empty:
             return cls(0, None, None, None, None)
         live = float(outcomes["abs_error"].mean())
         persistence = float(outcomes["persistence_abs_error"].mean())
-        inside = outcomes["inside_interval"].dropna()
+        # The outcomes are in target time order (OUTCOMES), as the independence test needs them.
+        banded = outcomes[outcomes["inside_interval"].notna()]
+        intervals = None
+        if len(banded):
+            intervals = interval_figures(
+                banded["realised_price"].tolist(),
+                banded["lower_price"].tolist(),
+                banded["upper_price"].tolist(),
+                banded["inside_interval"].astype(bool).tolist(),
+                [None if pd.isna(x) else float(x) for x in banded["interval_level"]],
+                [None if pd.isna(x) else str(x) for x in banded["volatility_regime"]],
+                nominal_coverage,
+            )
         return cls(
             n=len(outcomes),
             live_mae=live,
             persistence_mae=persistence,
             skill_vs_persistence=1.0 - live / persistence if persistence else None,
-            interval_coverage=float(inside.astype(float).mean()) if len(inside) else None,
+            interval_coverage=float(banded["inside_interval"].astype(float).mean()) if len(banded) else None,
+            intervals=intervals,
         )
 
     def line(self) -> str:
@@ -77,6 +93,14 @@ class OutcomeSummary:
         )
         if self.interval_coverage is not None:
             parts.append(f"interval coverage {self.interval_coverage:.2%}")
+        if self.intervals is not None:
+            figures = self.intervals
+            if figures.coverage_by_regime:
+                by_regime = " ".join(f"{r} {c:.2%}" for r, c in figures.coverage_by_regime.items())
+                parts.append(f"by regime {by_regime}")
+            parts.append(f"interval score {figures.interval_score:.6g}")
+            parts.append(f"Kupiec p {figures.kupiec_pvalue:.3g}")
+            parts.append(f"Christoffersen p {figures.christoffersen_pvalue:.3g}")
         return ", ".join(parts)
 
 
@@ -89,10 +113,11 @@ class ReportData:
     reference: pd.DataFrame  # model inputs of the window before `since` (one row per candle, NaN: unusable)
     recent: pd.DataFrame  # model inputs of [since, until)
     newest_outcome: datetime | None = None  # when the range has none: the target time of the newest one
+    nominal_coverage: float = DEFAULT_COVERAGE  # what the coverage test compares with
 
     @property
     def summary(self) -> OutcomeSummary:
-        return OutcomeSummary.of(self.outcomes)
+        return OutcomeSummary.of(self.outcomes, self.nominal_coverage)
 
 
 def newest_candle_end(engine: Engine, pair: str, interval_s: int) -> datetime | None:
@@ -177,6 +202,7 @@ def load_report(
     lags: int,
     progress: Callable[[str], None] = lambda _: None,
     until: datetime | None = None,
+    nominal_coverage: float = DEFAULT_COVERAGE,
 ) -> ReportData | None:
     """Everything the report draws over the `hours` before `until` (default: the newest candle's end);
     None when the pair has no candles at this interval."""
@@ -202,6 +228,7 @@ def load_report(
         reference=reference,
         recent=recent,
         newest_outcome=newest,
+        nominal_coverage=nominal_coverage,
     )
 
 

@@ -110,8 +110,27 @@ predictions = Table(
     Column("lower_price", Double),
     Column("upper_price", Double),
     Column("written_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    # Migration 0007: the interval's level, the quantiles ([{"level", "price"}, ...], as on the topic),
+    # the volatility forecast and its regime; null on rows written before.
+    Column("interval_level", Double),
+    Column("quantiles", JSONB),
+    Column("predicted_volatility", Double),
+    Column("volatility_regime", Text),
 )
 Index("predictions_target_time", predictions.c.pair, predictions.c.interval_s, predictions.c.target_time)
+
+# Adaptive conformal inference per model version (cryptopredict.store.adaptation); migration 0008.
+interval_adaptation = Table(
+    "interval_adaptation",
+    metadata,
+    Column("model_name", Text, primary_key=True),
+    Column("model_version", Text, primary_key=True),
+    Column("alpha", Double, nullable=False),
+    Column("outcomes", BigInteger, nullable=False),
+    Column("misses", BigInteger, nullable=False),
+    Column("through", DateTime(timezone=True)),
+    Column("updated_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+)
 
 # One row per drift check (DriftRecord, cryptopredict.models.drift); migration 0005.
 drift_reports = Table(

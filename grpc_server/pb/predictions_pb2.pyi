@@ -10,7 +10,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Prediction(_message.Message):
-    __slots__ = ("pair", "interval_s", "horizon_s", "made_at", "feature_time", "target_time", "last_price", "predicted_price", "model_name", "model_version", "lower_price", "upper_price")
+    __slots__ = ("pair", "interval_s", "horizon_s", "made_at", "feature_time", "target_time", "last_price", "predicted_price", "model_name", "model_version", "lower_price", "upper_price", "interval_level", "quantiles", "predicted_volatility", "volatility_regime")
     PAIR_FIELD_NUMBER: _ClassVar[int]
     INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
     HORIZON_S_FIELD_NUMBER: _ClassVar[int]
@@ -23,6 +23,10 @@ class Prediction(_message.Message):
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     LOWER_PRICE_FIELD_NUMBER: _ClassVar[int]
     UPPER_PRICE_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_LEVEL_FIELD_NUMBER: _ClassVar[int]
+    QUANTILES_FIELD_NUMBER: _ClassVar[int]
+    PREDICTED_VOLATILITY_FIELD_NUMBER: _ClassVar[int]
+    VOLATILITY_REGIME_FIELD_NUMBER: _ClassVar[int]
     pair: str
     interval_s: int
     horizon_s: int
@@ -35,17 +39,31 @@ class Prediction(_message.Message):
     model_version: str
     lower_price: float
     upper_price: float
-    def __init__(self, pair: _Optional[str] = ..., interval_s: _Optional[int] = ..., horizon_s: _Optional[int] = ..., made_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., feature_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., target_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_price: _Optional[float] = ..., predicted_price: _Optional[float] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., lower_price: _Optional[float] = ..., upper_price: _Optional[float] = ...) -> None: ...
+    interval_level: float
+    quantiles: _containers.RepeatedCompositeFieldContainer[QuantilePrice]
+    predicted_volatility: float
+    volatility_regime: str
+    def __init__(self, pair: _Optional[str] = ..., interval_s: _Optional[int] = ..., horizon_s: _Optional[int] = ..., made_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., feature_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., target_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_price: _Optional[float] = ..., predicted_price: _Optional[float] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., lower_price: _Optional[float] = ..., upper_price: _Optional[float] = ..., interval_level: _Optional[float] = ..., quantiles: _Optional[_Iterable[_Union[QuantilePrice, _Mapping]]] = ..., predicted_volatility: _Optional[float] = ..., volatility_regime: _Optional[str] = ...) -> None: ...
+
+class QuantilePrice(_message.Message):
+    __slots__ = ("level", "price")
+    LEVEL_FIELD_NUMBER: _ClassVar[int]
+    PRICE_FIELD_NUMBER: _ClassVar[int]
+    level: float
+    price: float
+    def __init__(self, level: _Optional[float] = ..., price: _Optional[float] = ...) -> None: ...
 
 class StreamPredictionsRequest(_message.Message):
-    __slots__ = ("pairs", "interval_s", "horizon_s")
+    __slots__ = ("pairs", "interval_s", "horizon_s", "target")
     PAIRS_FIELD_NUMBER: _ClassVar[int]
     INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
     HORIZON_S_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
     pairs: _containers.RepeatedScalarFieldContainer[str]
     interval_s: int
     horizon_s: int
-    def __init__(self, pairs: _Optional[_Iterable[str]] = ..., interval_s: _Optional[int] = ..., horizon_s: _Optional[int] = ...) -> None: ...
+    target: str
+    def __init__(self, pairs: _Optional[_Iterable[str]] = ..., interval_s: _Optional[int] = ..., horizon_s: _Optional[int] = ..., target: _Optional[str] = ...) -> None: ...
 
 class StreamPredictionsResponse(_message.Message):
     __slots__ = ("prediction",)
@@ -54,14 +72,18 @@ class StreamPredictionsResponse(_message.Message):
     def __init__(self, prediction: _Optional[_Union[Prediction, _Mapping]] = ...) -> None: ...
 
 class GetLatestPredictionRequest(_message.Message):
-    __slots__ = ("pair", "interval_s", "horizon_s")
+    __slots__ = ("pair", "interval_s", "horizon_s", "quantile_levels", "target")
     PAIR_FIELD_NUMBER: _ClassVar[int]
     INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
     HORIZON_S_FIELD_NUMBER: _ClassVar[int]
+    QUANTILE_LEVELS_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
     pair: str
     interval_s: int
     horizon_s: int
-    def __init__(self, pair: _Optional[str] = ..., interval_s: _Optional[int] = ..., horizon_s: _Optional[int] = ...) -> None: ...
+    quantile_levels: _containers.RepeatedScalarFieldContainer[float]
+    target: str
+    def __init__(self, pair: _Optional[str] = ..., interval_s: _Optional[int] = ..., horizon_s: _Optional[int] = ..., quantile_levels: _Optional[_Iterable[float]] = ..., target: _Optional[str] = ...) -> None: ...
 
 class GetLatestPredictionResponse(_message.Message):
     __slots__ = ("prediction",)
@@ -82,7 +104,14 @@ class GetLedgerRequest(_message.Message):
     def __init__(self, pair: _Optional[str] = ..., interval_s: _Optional[int] = ..., model_version: _Optional[str] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
 
 class LedgerEntry(_message.Message):
-    __slots__ = ("model_name", "model_version", "outcomes", "live_mae", "persistence_mae", "skill_vs_persistence", "interval_coverage")
+    __slots__ = ("model_name", "model_version", "outcomes", "live_mae", "persistence_mae", "skill_vs_persistence", "interval_coverage", "coverage_by_regime", "interval_score", "kupiec_pvalue", "christoffersen_pvalue")
+    class CoverageByRegimeEntry(_message.Message):
+        __slots__ = ("key", "value")
+        KEY_FIELD_NUMBER: _ClassVar[int]
+        VALUE_FIELD_NUMBER: _ClassVar[int]
+        key: str
+        value: float
+        def __init__(self, key: _Optional[str] = ..., value: _Optional[float] = ...) -> None: ...
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     OUTCOMES_FIELD_NUMBER: _ClassVar[int]
@@ -90,6 +119,10 @@ class LedgerEntry(_message.Message):
     PERSISTENCE_MAE_FIELD_NUMBER: _ClassVar[int]
     SKILL_VS_PERSISTENCE_FIELD_NUMBER: _ClassVar[int]
     INTERVAL_COVERAGE_FIELD_NUMBER: _ClassVar[int]
+    COVERAGE_BY_REGIME_FIELD_NUMBER: _ClassVar[int]
+    INTERVAL_SCORE_FIELD_NUMBER: _ClassVar[int]
+    KUPIEC_PVALUE_FIELD_NUMBER: _ClassVar[int]
+    CHRISTOFFERSEN_PVALUE_FIELD_NUMBER: _ClassVar[int]
     model_name: str
     model_version: str
     outcomes: int
@@ -97,7 +130,11 @@ class LedgerEntry(_message.Message):
     persistence_mae: float
     skill_vs_persistence: float
     interval_coverage: float
-    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., outcomes: _Optional[int] = ..., live_mae: _Optional[float] = ..., persistence_mae: _Optional[float] = ..., skill_vs_persistence: _Optional[float] = ..., interval_coverage: _Optional[float] = ...) -> None: ...
+    coverage_by_regime: _containers.ScalarMap[str, float]
+    interval_score: float
+    kupiec_pvalue: float
+    christoffersen_pvalue: float
+    def __init__(self, model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., outcomes: _Optional[int] = ..., live_mae: _Optional[float] = ..., persistence_mae: _Optional[float] = ..., skill_vs_persistence: _Optional[float] = ..., interval_coverage: _Optional[float] = ..., coverage_by_regime: _Optional[_Mapping[str, float]] = ..., interval_score: _Optional[float] = ..., kupiec_pvalue: _Optional[float] = ..., christoffersen_pvalue: _Optional[float] = ...) -> None: ...
 
 class GetLedgerResponse(_message.Message):
     __slots__ = ("entries",)

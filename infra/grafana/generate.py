@@ -241,6 +241,8 @@ PREDICTION_KEY = (
 )
 # The rolling figures: over the outcome at each target time and the ${window} before it, in the range.
 ROLLING_WINDOW = "WINDOW w AS (ORDER BY target_time ROWS BETWEEN ${window:raw} PRECEDING AND CURRENT ROW)"
+# The coverage intervals are calibrated to (settings.model.interval_coverage's default), drawn as a line.
+NOMINAL_COVERAGE = 0.8
 
 PAIRS = sql(
     "variable pair", "SELECT DISTINCT pair FROM predictions ORDER BY pair", {"pair": "text"}, format="table"
@@ -323,6 +325,44 @@ ROLLING_COVERAGE = rolling_sql(
     "predictions: rolling interval coverage",
     "avg(CASE WHEN inside_interval THEN 1.0 WHEN NOT inside_interval THEN 0.0 END) OVER w AS coverage",
     {"coverage": "number"},
+)
+# One series per volatility regime, each over its own last $window outcomes; "none" is the predictions made
+# without the volatility inputs (their interval is the constant-width one).
+COVERAGE_BY_REGIME = sql(
+    "predictions: rolling interval coverage by volatility regime",
+    f"""
+SELECT target_time AS "time", coalesce(volatility_regime, 'none') AS metric,
+       avg(CASE WHEN inside_interval THEN 1.0 ELSE 0.0 END) OVER (
+           PARTITION BY coalesce(volatility_regime, 'none') ORDER BY target_time
+           ROWS BETWEEN ${{window:raw}} PRECEDING AND CURRENT ROW
+       ) AS coverage
+FROM prediction_outcomes
+WHERE {PREDICTION_KEY} AND $__timeFilter(target_time) AND inside_interval IS NOT NULL
+ORDER BY target_time
+""",
+    {"time": "time", "metric": "text", "coverage": "number"},
+)
+# The level each interval was drawn at: adaptive conformal inference moves it off the nominal one when
+# the intervals cover too often or too seldom.
+INTERVAL_LEVEL = sql(
+    "predictions: interval level",
+    f"""
+SELECT target_time AS "time", interval_level AS "interval level"
+FROM predictions
+WHERE {PREDICTION_KEY} AND $__timeFilter(target_time)
+ORDER BY target_time
+""",
+    {"time": "time", "interval level": "number"},
+)
+PREDICTED_VOLATILITY = sql(
+    "predictions: predicted volatility",
+    f"""
+SELECT target_time AS "time", predicted_volatility AS "predicted volatility"
+FROM predictions
+WHERE {PREDICTION_KEY} AND $__timeFilter(target_time)
+ORDER BY target_time
+""",
+    {"time": "time", "predicted volatility": "number"},
 )
 PER_VERSION = sql(
     "predictions: live figures per model version",
@@ -418,15 +458,42 @@ def predictions_dashboard() -> dash.Dashboard:
         ts(
             "Rolling interval coverage",
             "Share of realised prices inside the prediction interval over the last $window outcomes "
-            "(nominal: 80%).",
+            f"(nominal: {NOMINAL_COVERAGE:.0%}).",
             unit="percentunit",
         )
         .with_target(SqlQuery(ROLLING_COVERAGE))
         .min(0)
         .max(1)
-        .thresholds(threshold_at(0.8, "orange", "green"))
+        .thresholds(threshold_at(NOMINAL_COVERAGE, "orange", "green"))
         .thresholds_style(THRESHOLD_LINE),
         w=6,
+    )
+    layout.add(
+        ts(
+            "Interval coverage by volatility regime",
+            "Share of realised prices inside the interval over the last $window outcomes of each volatility "
+            "regime the forecast was made in (calm, mid, wild; none: made without the volatility inputs), "
+            f"against the nominal {NOMINAL_COVERAGE:.0%} (line). Dashed: the level the intervals were drawn "
+            "at, which adaptive conformal inference moves while coverage strays from nominal.",
+            unit="percentunit",
+        )
+        .with_target(SqlQuery(COVERAGE_BY_REGIME, "A"))
+        .with_target(SqlQuery(INTERVAL_LEVEL, "B"))
+        .override_by_name("interval level", [dm.DynamicConfigValue(id_val="custom.lineStyle", value=DASHED)])
+        .min(0)
+        .max(1)
+        .thresholds(threshold_at(NOMINAL_COVERAGE, "orange", "green"))
+        .thresholds_style(THRESHOLD_LINE),
+        w=12,
+    )
+    layout.add(
+        ts(
+            "Predicted volatility",
+            "The volatility forecast of each prediction: mean absolute log return per candle over the "
+            "horizon, which scales the interval (a regime is the third of trailing volatility it falls in).",
+            unit="percentunit",
+        ).with_target(SqlQuery(PREDICTED_VOLATILITY)),
+        w=12,
     )
     layout.add(
         table.Panel()

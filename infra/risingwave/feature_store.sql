@@ -96,6 +96,8 @@ CREATE TABLE IF NOT EXISTS sentiment_scores (
     scan.startup.mode = 'earliest'
 ) FORMAT PLAIN ENCODE JSON;
 
+-- Predictions (topic `predictions`). The uncertainty columns are those of migration 0007: `quantiles` keeps
+-- the topic's JSON list of {"level", "price"} as it is.
 CREATE TABLE IF NOT EXISTS predictions (
     pair VARCHAR,
     interval_s INT,
@@ -110,6 +112,10 @@ CREATE TABLE IF NOT EXISTS predictions (
     lower_price DOUBLE PRECISION,
     upper_price DOUBLE PRECISION,
     written_at TIMESTAMPTZ AS proctime(),
+    interval_level DOUBLE PRECISION,
+    quantiles JSONB,
+    predicted_volatility DOUBLE PRECISION,
+    volatility_regime VARCHAR,
     PRIMARY KEY (pair, interval_s, horizon_s, feature_time, model_name, model_version)
 ) WITH (
     connector = 'kafka',
@@ -156,11 +162,28 @@ CREATE TABLE IF NOT EXISTS drift_reports (
     scan.startup.mode = 'earliest'
 ) FORMAT PLAIN ENCODE JSON;
 
--- The outcome ledger (migration 0004 creates the same as a view on PostgreSQL).
+-- Adaptive conformal inference per model version (migration 0008), written by the prediction agent.
+-- RisingWave has no SELECT ... FOR UPDATE: cryptopredict.store.adaptation locks the row on PostgreSQL so
+-- that two workers never count an outcome twice; on RisingWave run one prediction agent per model.
+CREATE TABLE IF NOT EXISTS interval_adaptation (
+    model_name VARCHAR,
+    model_version VARCHAR,
+    alpha DOUBLE PRECISION,
+    outcomes BIGINT,
+    misses BIGINT,
+    through TIMESTAMPTZ,
+    updated_at TIMESTAMPTZ,
+    PRIMARY KEY (model_name, model_version)
+);
+
+-- The outcome ledger (migration 0007 creates the same as a view on PostgreSQL). A deployment made before
+-- the uncertainty columns adds them to `predictions` (ALTER TABLE ... ADD COLUMN) and drops this view
+-- first: IF NOT EXISTS keeps an old one as it is.
 CREATE MATERIALIZED VIEW IF NOT EXISTS prediction_outcomes AS
 SELECT
     p.pair, p.interval_s, p.horizon_s, p.feature_time, p.target_time, p.model_name, p.model_version,
     p.made_at, p.last_price, p.predicted_price, p.lower_price, p.upper_price,
+    p.interval_level, p.quantiles, p.predicted_volatility, p.volatility_regime,
     c.close AS realised_price,
     abs(p.predicted_price - c.close) AS abs_error,
     abs(p.last_price - c.close) AS persistence_abs_error,

@@ -1,6 +1,7 @@
 package main
 
 import (
+	"math"
 	"testing"
 	"time"
 
@@ -109,8 +110,26 @@ func TestParseRequests(t *testing.T) {
 	}
 	b = protowire.AppendTag(b, requestHorizon, protowire.VarintType)
 	b = protowire.AppendVarint(b, 60)
-	if k, exact := parseLatestRequest(b); !exact || k != (key{"ETH/USD", 60, 60}) {
-		t.Fatalf("latest request %v %v", k, exact) // a repeated field read as singular: the last wins
+	eth := key{"ETH/USD", 60, 60}
+	if l, exact := parseLatestRequest(b); !exact || l != (lookup{eth, ""}) {
+		t.Fatalf("latest request %v %v", l, exact) // a repeated field read as singular: the last wins
+	}
+	withTarget := protowire.AppendTag(append([]byte(nil), b...), latestTarget, protowire.BytesType)
+	withTarget = protowire.AppendString(withTarget, "price")
+	if l, exact := parseLatestRequest(withTarget); !exact || l != (lookup{eth, "price"}) {
+		t.Fatalf("latest request with a target %v %v", l, exact)
+	}
+	// quantile_levels (4), packed or not, and any field the edge does not know: the server answers.
+	packed := protowire.AppendTag(append([]byte(nil), b...), 4, protowire.BytesType)
+	packed = protowire.AppendBytes(packed, protowire.AppendFixed64(nil, math.Float64bits(0.1)))
+	unpacked := protowire.AppendTag(append([]byte(nil), b...), 4, protowire.Fixed64Type)
+	unpacked = protowire.AppendFixed64(unpacked, math.Float64bits(0.9))
+	unknown := protowire.AppendTag(append([]byte(nil), b...), 99, protowire.VarintType)
+	unknown = protowire.AppendVarint(unknown, 1)
+	for _, request := range [][]byte{packed, unpacked, unknown} {
+		if _, exact := parseLatestRequest(request); exact {
+			t.Fatalf("a lookup with a field the edge does not read is answered by the edge: %x", request)
+		}
 	}
 }
 
@@ -177,23 +196,26 @@ func TestResetEndsStreamsAndForgetsThePredictions(t *testing.T) {
 	equal(t, drain(next), "BTC/USD@12:01")
 }
 
-func TestVouchedNeedsKeyAndCredentialOfTheCurrentGeneration(t *testing.T) {
+func TestVouchedNeedsLookupAndCredentialOfTheCurrentGeneration(t *testing.T) {
 	v := newVouched()
-	btc := key{"BTC/USD", 60, 60}
+	btc := lookup{key{"BTC/USD", 60, 60}, ""}
 	g := v.current()
-	v.addKey(g, btc)
+	v.addLookup(g, btc)
 	if v.answers("Bearer a", btc) {
 		t.Fatal("answered for a caller the upstream never accepted")
 	}
 	v.addCredential(g, "Bearer a")
-	if !v.answers("Bearer a", btc) || v.answers("Bearer b", btc) || v.answers("Bearer a", key{"ETH/USD", 60, 60}) {
+	if !v.answers("Bearer a", btc) || v.answers("Bearer b", btc) || v.answers("Bearer a", lookup{key{"ETH/USD", 60, 60}, ""}) {
 		t.Fatal("answers for the wrong caller or key")
+	}
+	if v.answers("Bearer a", lookup{btc.key, "volatility"}) {
+		t.Fatal("answers for a target the upstream never vouched for")
 	}
 	v.reset()
 	if v.answers("Bearer a", btc) {
 		t.Fatal("answered after the upstream went away")
 	}
-	v.addKey(g, btc) // answers to calls made before the reset do not count
+	v.addLookup(g, btc) // answers to calls made before the reset do not count
 	v.addCredential(g, "Bearer a")
 	if v.answers("Bearer a", btc) {
 		t.Fatal("an answer of the previous upstream was recorded")

@@ -8,10 +8,12 @@
 //
 //   - A new subscription is first opened on the server with the client's request and metadata, and
 //     served once the server has accepted it (its initial metadata): validation and authentication
-//     answer exactly as the server's.
+//     answer exactly as the server's. So is its target: "price", the only one served, is what the
+//     edge's own stream from the server carries.
 //   - GetLatestPrediction is answered from the edge's latest predictions when, since the edge last
-//     connected, the server has answered a lookup of that key (OK or NOT_FOUND) and accepted the
-//     caller's authorization; anything else goes to the server.
+//     connected, the server has answered a lookup of that key and target (OK or NOT_FOUND) and accepted
+//     the caller's authorization; anything else goes to the server, including any lookup with a field
+//     the edge does not read (quantile_levels selects quantiles: the server builds that answer).
 //   - When the server goes away, the edge's streams end with UNAVAILABLE (clients reconnect, as they
 //     would to the server) and it forgets its predictions and what the server vouched for.
 //   - Every other method is relayed to the server as it is.
@@ -253,9 +255,9 @@ func (e *edge) getLatestPrediction(_ any, ctx context.Context, decode func(any) 
 		return nil, err
 	}
 	auth := authorization(ctx)
-	k, exact := parseLatestRequest(request)
-	if exact && e.vouched.answers(auth, k) {
-		if wire, ok := e.hub.latestOf(k); ok {
+	l, exact := parseLatestRequest(request)
+	if exact && e.vouched.answers(auth, l) {
+		if wire, ok := e.hub.latestOf(l.key); ok {
 			e.latestFromEdge.Add(1)
 			return &wire, nil // GetLatestPredictionResponse is StreamPredictionsResponse's encoding
 		}
@@ -272,7 +274,7 @@ func (e *edge) getLatestPrediction(_ any, ctx context.Context, decode func(any) 
 		e.vouched.addCredential(generation, auth)
 	}
 	if code := status.Code(err); exact && (code == codes.OK || code == codes.NotFound) {
-		e.vouched.addKey(generation, k)
+		e.vouched.addLookup(generation, l)
 	}
 	_ = grpc.SetHeader(ctx, header)
 	_ = grpc.SetTrailer(ctx, trailer)

@@ -7,18 +7,18 @@ import "sync"
 const maxCredentials = 1024
 
 // vouched is what the upstream has vouched for since the edge last connected to it: the authorization
-// values it accepted (joined; "" for none), and the keys it answered a GetLatestPrediction for with OK
-// or NOT_FOUND (keys it serves). A server that restarts may come back with other tokens or targets, so
+// values it accepted (joined; "" for none), and the lookups (key and target) it answered a
+// GetLatestPrediction for with OK or NOT_FOUND (ones it serves). A server that restarts may come back with other tokens or targets, so
 // each connection starts a new generation, and an answer from an earlier one is not recorded.
 type vouched struct {
 	mu          sync.Mutex
 	generation  int
 	credentials map[string]bool
-	keys        map[key]bool
+	lookups     map[lookup]bool
 }
 
 func newVouched() *vouched {
-	return &vouched{credentials: map[string]bool{}, keys: map[key]bool{}}
+	return &vouched{credentials: map[string]bool{}, lookups: map[lookup]bool{}}
 }
 
 // current is the generation to pass to add* for an answer to a call that starts now.
@@ -36,19 +36,20 @@ func (v *vouched) addCredential(generation int, authorization string) {
 	}
 }
 
-func (v *vouched) addKey(generation int, k key) {
+// addLookup records l; the server vouches only for targets it serves, so their number stays small.
+func (v *vouched) addLookup(generation int, l lookup) {
 	v.mu.Lock()
 	defer v.mu.Unlock()
 	if generation == v.generation {
-		v.keys[k] = true
+		v.lookups[l] = true
 	}
 }
 
-// answers: the edge may answer a lookup of k from this caller itself.
-func (v *vouched) answers(authorization string, k key) bool {
+// answers: the edge may answer lookup l from this caller itself.
+func (v *vouched) answers(authorization string, l lookup) bool {
 	v.mu.Lock()
 	defer v.mu.Unlock()
-	return v.credentials[authorization] && v.keys[k]
+	return v.credentials[authorization] && v.lookups[l]
 }
 
 func (v *vouched) reset() {
@@ -56,5 +57,5 @@ func (v *vouched) reset() {
 	defer v.mu.Unlock()
 	v.generation++
 	clear(v.credentials)
-	clear(v.keys)
+	clear(v.lookups)
 }

@@ -13,6 +13,7 @@ const (
 	requestPairs    = 1 // StreamPredictionsRequest.pairs; GetLatestPredictionRequest.pair
 	requestInterval = 2 // StreamPredictionsRequest.interval_s
 	requestHorizon  = 3 // StreamPredictionsRequest.horizon_s
+	latestTarget    = 5 // GetLatestPredictionRequest.target ("" or "price"; StreamPredictionsRequest's is 4)
 
 	responsePrediction = 1 // StreamPredictionsResponse.prediction
 
@@ -31,6 +32,13 @@ type key struct {
 	pair     string
 	interval int64
 	horizon  int64
+}
+
+// lookup is an exact GetLatestPredictionRequest: its key, and the target it names (the server says
+// which it serves, so the target is part of what it vouches for).
+type lookup struct {
+	key
+	target string
 }
 
 // filter is a StreamPredictionsRequest: empty pairs, zero interval or zero horizon mean "any".
@@ -107,21 +115,27 @@ func parseRequest(b []byte) (filter, error) {
 }
 
 // parseLatestRequest reads a GetLatestPredictionRequest; false when it names no exact key (a zero
-// interval or horizon has the server's own meaning) or cannot be read.
-func parseLatestRequest(b []byte) (key, bool) {
-	var k key
+// interval or horizon has the server's own meaning), cannot be read, or has any other field: those
+// (quantile_levels among them) change the answer, which only the server then gives.
+func parseLatestRequest(b []byte) (lookup, bool) {
+	var l lookup
+	known := true
 	err := fields(b, func(num protowire.Number, typ protowire.Type, value []byte, varint uint64) error {
 		switch {
 		case num == requestPairs && typ == protowire.BytesType:
-			k.pair = string(value)
+			l.pair = string(value)
 		case num == requestInterval && typ == protowire.VarintType:
-			k.interval = int64(varint)
+			l.interval = int64(varint)
 		case num == requestHorizon && typ == protowire.VarintType:
-			k.horizon = int64(varint)
+			l.horizon = int64(varint)
+		case num == latestTarget && typ == protowire.BytesType:
+			l.target = string(value)
+		default:
+			known = false
 		}
 		return nil
 	})
-	return k, err == nil && k.pair != "" && k.interval > 0 && k.horizon > 0
+	return l, err == nil && known && l.pair != "" && l.interval > 0 && l.horizon > 0
 }
 
 func parseTimestamp(b []byte) (int64, error) {

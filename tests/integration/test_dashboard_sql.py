@@ -280,3 +280,30 @@ def test_the_seeded_figures_come_out(
     _, served = run_query(url, generate.substitute_sql(generate.FIRST_SERVED.sql, start, end, variables))
     name = registered_model_name(replayed_store, 60, 1)
     assert [row[1] for row in served] == [f"{name} v1 starts serving", f"{name} v2 starts serving"]
+
+
+def test_coverage_by_regime_is_each_regimes_share_inside(
+    generate: ModuleType, settings: Settings, replayed_store: str, start: datetime
+) -> None:
+    # A window longer than the range: each regime's last point is its coverage over the whole range.
+    variables = {"pair": replayed_store, "interval_s": "60", "horizon_s": "60", "window": "100000"}
+    end = datetime.now(UTC) + timedelta(minutes=5)
+    url = database_url(settings, "cryptopredict-features")
+    query = generate.substitute_sql(generate.COVERAGE_BY_REGIME.sql, start, end, variables)
+    _, rows = run_query(url, query)
+    last = {regime: coverage for _, regime, coverage in rows}
+    assert set(last) <= {"calm", "mid", "wild", "none"} and last, last
+    _, expected = run_query(
+        url,
+        f"""
+        SELECT coalesce(volatility_regime, 'none'), avg(CASE WHEN inside_interval THEN 1.0 ELSE 0.0 END)
+        FROM prediction_outcomes
+        WHERE pair = '{replayed_store}' AND interval_s = 60 AND horizon_s = 60
+          AND inside_interval IS NOT NULL AND target_time BETWEEN '{start:%Y-%m-%dT%H:%M:%SZ}'
+          AND '{end:%Y-%m-%dT%H:%M:%SZ}'
+        GROUP BY 1
+        """,
+    )
+    assert {regime: float(c) for regime, c in last.items()} == pytest.approx(
+        {regime: float(c) for regime, c in expected}
+    )

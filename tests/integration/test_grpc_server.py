@@ -9,7 +9,7 @@ import asyncio
 import json
 import sys
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
@@ -21,10 +21,11 @@ from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from prometheus_client import REGISTRY
 
 from cryptopredict.kafka_client import client_kwargs
-from cryptopredict.models.ml import Prediction
+from cryptopredict.models.ml import Prediction, QuantilePrice
 from cryptopredict.settings import GrpcSettings, Settings, get_settings
 from cryptopredict.topics import PREDICTIONS
 from grpc_server.client import get_latest_prediction, stream_predictions
+from grpc_server.convert import prediction_from_proto
 from grpc_server.hub import PredictionHub
 from grpc_server.pb import predictions_pb2 as pb
 from grpc_server.pb import predictions_pb2_grpc as pb_grpc
@@ -56,8 +57,10 @@ def make_prediction(
 
 
 # Pairs of their own for the tests that meet data of earlier runs (the topic, the store, the registry).
-KAFKA_PAIR, LEDGER_PAIR, MODEL_PAIR = (f"{c}{uuid.uuid4().hex[:5].upper()}/USD" for c in "TGM")
-PAIRS = ["BTC/USD", "ETH/USD", KAFKA_PAIR, LEDGER_PAIR, MODEL_PAIR]
+KAFKA_PAIR, LEDGER_PAIR, MODEL_PAIR, REGIME_PAIR, EDGE_PAIR = (
+    f"{c}{uuid.uuid4().hex[:5].upper()}/USD" for c in "TGMQE"
+)
+PAIRS = ["BTC/USD", "ETH/USD", KAFKA_PAIR, LEDGER_PAIR, MODEL_PAIR, REGIME_PAIR, EDGE_PAIR]
 
 
 def local_settings(**grpc: object) -> Settings:
@@ -462,3 +465,162 @@ async def test_list_and_get_models_report_registry_and_live_figures(target: str)
         assert REGISTRY.get_sample_value("cryptopredict_live_mae", labels) == pytest.approx(1.0)
     finally:
         client.delete_registered_model(name)
+
+
+def with_uncertainty(prediction: Prediction) -> Prediction:
+    """`prediction` with an interval, quantiles at the served levels (0.1, 0.5, 0.9), volatility and regime."""
+    price = prediction.predicted_price
+    return prediction.model_copy(
+        update={
+            "lower_price": price - 2.0,
+            "upper_price": price + 2.0,
+            "interval_level": 0.815,
+            "quantiles": [
+                QuantilePrice(level=0.1, price=price - 1.5),
+                QuantilePrice(level=0.5, price=price),
+                QuantilePrice(level=0.9, price=price + 1.5),
+            ],
+            "predicted_volatility": 0.0007,
+            "volatility_regime": "mid",
+        }
+    )
+
+
+async def invalid_argument(call: Awaitable[object]) -> str:
+    """The details of the INVALID_ARGUMENT `call` must end with."""
+    with pytest.raises(grpc.aio.AioRpcError) as error:
+        await call
+    assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT, error.value.details()
+    details = error.value.details()
+    assert details is not None and len(details) < 200, details  # short, whatever the client sent
+    return details
+
+
+async def test_unserved_horizons_name_the_served_ones(target: str) -> None:
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = pb_grpc.PredictionServiceStub(channel)
+        latest = await invalid_argument(
+            stub.GetLatestPrediction(
+                pb.GetLatestPredictionRequest(pair="BTC/USD", interval_s=60, horizon_s=120)
+            )
+        )
+        streamed = await invalid_argument(
+            stub.StreamPredictions(pb.StreamPredictionsRequest(pairs=["BTC/USD"], horizon_s=120)).read()
+        )
+    for details in (latest, streamed):
+        assert "horizon_s=120 is not served" in details and "[60, 300]" in details, details
+
+
+async def test_latest_prediction_carries_the_requested_quantiles_only(
+    running: RunningServer, target: str
+) -> None:
+    prediction = with_uncertainty(make_prediction(minute=3))
+    running.hub.publish(prediction)
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = pb_grpc.PredictionServiceStub(channel)
+        key = {"pair": "BTC/USD", "interval_s": 60, "horizon_s": 60}
+        everything = await stub.GetLatestPrediction(pb.GetLatestPredictionRequest(**key))
+        assert prediction_from_proto(everything.prediction) == prediction
+        for levels, kept in (([0.9, 0.1], [0.1, 0.9]), ([0.5], [0.5]), ([1 - 0.9], [0.1])):
+            response = await stub.GetLatestPrediction(
+                pb.GetLatestPredictionRequest(**key, quantile_levels=levels)
+            )
+            selected = prediction_from_proto(response.prediction)
+            assert [q.level for q in selected.quantiles] == kept
+            # Everything else is the prediction as it was published.
+            assert selected.model_copy(update={"quantiles": prediction.quantiles}) == prediction
+        details = await invalid_argument(
+            stub.GetLatestPrediction(pb.GetLatestPredictionRequest(**key, quantile_levels=[0.1, 0.25]))
+        )
+        assert "0.25" in details and "levels are [0.1, 0.5, 0.9]" in details, details
+        many = await invalid_argument(
+            stub.GetLatestPrediction(pb.GetLatestPredictionRequest(**key, quantile_levels=[0.01] * 10_000))
+        )
+        assert "and 9997 more" in many, many
+    assert running.hub.latest("BTC/USD", 60, 60) is not None
+    assert running.hub.latest("BTC/USD", 60, 60).prediction == prediction  # the hub's copy is untouched
+
+
+async def test_price_is_the_one_target_served(running: RunningServer, target: str) -> None:
+    prediction = with_uncertainty(make_prediction(minute=4))
+    running.hub.publish(prediction)
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = pb_grpc.PredictionServiceStub(channel)
+        key = {"pair": "BTC/USD", "interval_s": 60, "horizon_s": 60}
+        for served in ("", "price"):
+            response = await stub.GetLatestPrediction(pb.GetLatestPredictionRequest(**key, target=served))
+            assert prediction_from_proto(response.prediction) == prediction
+            call = stub.StreamPredictions(pb.StreamPredictionsRequest(pairs=["BTC/USD"], target=served))
+            assert prediction_from_proto((await call.read()).prediction) == prediction
+            call.cancel()
+        for unserved in ("volatility", "Price", "x" * 100_000):
+            latest = await invalid_argument(
+                stub.GetLatestPrediction(pb.GetLatestPredictionRequest(**key, target=unserved))
+            )
+            streamed = await invalid_argument(
+                stub.StreamPredictions(pb.StreamPredictionsRequest(target=unserved)).read()
+            )
+            for details in (latest, streamed):
+                assert "is not served: targets are ['price']" in details, details
+
+
+async def test_long_client_input_is_not_echoed(target: str) -> None:
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = pb_grpc.PredictionServiceStub(channel)
+        malformed = await invalid_argument(
+            stub.StreamPredictions(pb.StreamPredictionsRequest(pairs=["B" * 50_000, "C", "D", "E"])).read()
+        )
+        unknown = await invalid_argument(
+            stub.StreamPredictions(
+                pb.StreamPredictionsRequest(pairs=[f"X{i:02}/USD" for i in range(50)])
+            ).read()
+        )
+    assert "malformed pair(s)" in malformed and "and 1 more" in malformed, malformed
+    assert "unknown pair(s) ['X00/USD', 'X01/USD', 'X02/USD', and 47 more]" in unknown, unknown
+
+
+async def test_get_ledger_reports_the_interval_figures(target: str) -> None:
+    from cryptopredict.ml.intervals import christoffersen_pvalue, kupiec_pvalue
+    from cryptopredict.ml.synthetic import synthetic_candles
+    from cryptopredict.store.candles import async_engine, upsert_candles, upsert_predictions
+    from cryptopredict.store.migrate import migrate
+
+    settings = local_settings()
+    migrate(settings.postgres)
+    pair = REGIME_PAIR
+    candles = synthetic_candles(pair, 60, 6, T0, seed=4)
+    # Outcome i is inside its +-50 band unless it is one of the misses, whose band is 100 above.
+    misses, regimes = {2, 3}, ["calm", "calm", "wild", "wild", "mid", "mid"]
+    made = []
+    for i, c in enumerate(candles):
+        centre = c.close + (100.0 if i in misses else 0.0)  # candle i closes at prediction i's target time
+        made.append(
+            make_prediction(pair, minute=i).model_copy(
+                update={
+                    "last_price": c.open,
+                    "predicted_price": c.open,
+                    "lower_price": centre - 50.0,
+                    "upper_price": centre + 50.0,
+                    "interval_level": 0.8,
+                    "volatility_regime": regimes[i],
+                    "model_version": "7",
+                }
+            )
+        )
+    engine = async_engine(settings.postgres)
+    await upsert_predictions(engine, made)
+    await upsert_candles(engine, candles)
+    await engine.dispose()
+    inside = [i not in misses for i in range(6)]
+    async with grpc.aio.insecure_channel(target) as channel:
+        response = await pb_grpc.PredictionServiceStub(channel).GetLedger(
+            pb.GetLedgerRequest(pair=pair, interval_s=60)
+        )
+    (entry,) = response.entries
+    assert entry.outcomes == 6 and entry.interval_coverage == pytest.approx(4 / 6)
+    assert dict(entry.coverage_by_regime) == {"calm": 1.0, "mid": 1.0, "wild": 0.0}
+    # Width 100 each; a miss adds 2 / (1 - 0.8) times the 50 it missed by.
+    assert entry.interval_score == pytest.approx(100.0 + 2 * (2 / 0.2 * 50.0) / 6)
+    nominal = settings.model.interval_coverage
+    assert entry.kupiec_pvalue == pytest.approx(kupiec_pvalue(inside, nominal))
+    assert entry.christoffersen_pvalue == pytest.approx(christoffersen_pvalue(inside))

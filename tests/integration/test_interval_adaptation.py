@@ -52,7 +52,7 @@ async def store(settings, pair: str, hits: list[bool], version: str = "1") -> No
         engine,
         [
             prediction(pair, c, candles[i + 1].close, hit, version)
-            for i, (c, hit) in enumerate(zip(candles, hits))
+            for i, (c, hit) in enumerate(zip(candles[:-1], hits, strict=True))
         ],
     )
     await engine.dispose()

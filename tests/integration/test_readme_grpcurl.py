@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import shlex
 import uuid
 from collections.abc import AsyncIterator
@@ -30,20 +31,21 @@ from typing import Any
 import grpc
 import pytest
 from google.protobuf import descriptor_pool
-from google.protobuf.json_format import MessageToDict
+from google.protobuf.json_format import MessageToDict, ParseDict
 from grpc_health.v1 import health_pb2
 from mlflow import MlflowClient
 from test_grpc_server import log_persistence
 
+from cryptopredict.ml.intervals import kupiec_pvalue
 from cryptopredict.ml.registry import ensure_persistence_champion
 from cryptopredict.ml.synthetic import synthetic_candles
-from cryptopredict.models.ml import Prediction
+from cryptopredict.models.ml import Prediction, QuantilePrice
 from cryptopredict.settings import GrpcSettings, Settings, get_settings
 from cryptopredict.store.candles import async_engine, upsert_candles, upsert_predictions
 from cryptopredict.store.migrate import migrate
 from cryptopredict.topics import registered_model_name
 from grpc_server import server as grpc_server_module
-from grpc_server.convert import prediction_to_proto
+from grpc_server.convert import only_quantiles, prediction_to_proto
 from grpc_server.hub import PredictionHub
 from grpc_server.pb import predictions_pb2 as pb
 from grpc_server.pb import predictions_pb2_grpc as pb_grpc
@@ -67,6 +69,13 @@ BOOL_FLAGS = {
     "expand-headers", "msg-template", "use-reflection", "alts", "unix", "help", "version",
 }  # fmt: skip
 DEADLINE_EXCEEDED_EXIT = 64 + grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
+
+
+def readme_example_response() -> dict[str, Any] | None:
+    """The first JSON block after HEADING: a response as grpcurl prints it."""
+    text = README.read_text().split(f"{HEADING}\n", 1)[-1]
+    block = re.search(r"^```json\n(.*?)^```$", text, re.S | re.M)
+    return json.loads(block.group(1)) if block else None
 
 
 def readme_commands() -> list[str]:
@@ -189,6 +198,14 @@ class Served:
             model_version="2",
             lower_price=59_900.0 + self.minute,
             upper_price=60_100.0 + self.minute,
+            interval_level=0.805,
+            quantiles=[
+                QuantilePrice(level=0.1, price=59_950.0 + self.minute),
+                QuantilePrice(level=0.5, price=60_010.5 + self.minute),
+                QuantilePrice(level=0.9, price=60_070.0 + self.minute),
+            ],
+            predicted_volatility=0.00041,
+            volatility_regime="mid",
         )
         assert self.server.hub.publish(prediction)
         self.latest[prediction.pair, interval_s, horizon_s] = prediction
@@ -213,8 +230,10 @@ async def seed_ledger(settings: Settings, pair: str) -> dict[str, Any]:
             model_version="4",
             lower_price=c.close - 100.0,
             upper_price=c.close + 100.0,
+            interval_level=0.8,
+            volatility_regime=regime,
         )
-        for c in candles[:3]
+        for c, regime in zip(candles[:3], ["calm", "calm", "wild"], strict=True)
     ]
     engine = async_engine(settings.postgres)
     try:
@@ -233,6 +252,10 @@ async def seed_ledger(settings: Settings, pair: str) -> dict[str, Any]:
         "persistence_mae": pytest.approx(persistence_mae),
         "skill_vs_persistence": pytest.approx(1 - live_mae / persistence_mae),
         "interval_coverage": 1.0,
+        "coverage_by_regime": {"calm": 1.0, "wild": 1.0},
+        "interval_score": pytest.approx(200.0),  # every band 200 wide, no miss
+        "kupiec_pvalue": pytest.approx(kupiec_pvalue([True] * 3, settings.model.interval_coverage)),
+        "christoffersen_pvalue": 1.0,  # no miss: nothing to cluster
     }
 
 
@@ -288,7 +311,11 @@ def check_call(
         horizon_s = int(request.get("horizon_s", 0)) or None
         latest = served.server.hub.latest(request["pair"], int(request["interval_s"]), horizon_s)
         assert latest is not None, "the example asks for something the test did not seed"
-        expected = pb.GetLatestPredictionResponse(prediction=prediction_to_proto(latest.prediction))
+        prediction = latest.prediction
+        if "quantile_levels" in request:
+            prediction = only_quantiles(prediction, request["quantile_levels"])
+            assert prediction.quantiles, "the example selects quantile levels the test did not seed"
+        expected = pb.GetLatestPredictionResponse(prediction=prediction_to_proto(prediction))
         assert messages == [as_json(expected)]
     elif call.verb == f"{SERVICE_NAME}/StreamPredictions":
         # The latest prediction of each matching key, oldest first, then the live one published meanwhile.
@@ -383,3 +410,18 @@ def test_the_block_covers_the_api() -> None:
     }
     missing = {"list", "describe", f"{HEALTH_SERVICE}/Check", *implemented} - shown
     assert not missing, f"no README example of {sorted(missing)}"
+
+
+def test_the_example_response_is_what_the_server_prints(served: Served) -> None:
+    example = readme_example_response()
+    assert example is not None, f'README.md shows no JSON response under "{HEADING}"'
+    # A GetLatestPredictionResponse as grpcurl prints it: every field exists, of its type...
+    parsed = ParseDict(example, pb.GetLatestPredictionResponse())
+    assert as_json(parsed) == example
+    # ...with every field the server prints for a prediction that has them all, the new ones among them.
+    latest = served.server.hub.latest(served.pair, 60, 60)
+    assert latest is not None
+    printed = as_json(pb.GetLatestPredictionResponse(prediction=prediction_to_proto(latest.prediction)))
+    assert list(example["prediction"]) == list(printed["prediction"])
+    for name in ("interval_level", "quantiles", "predicted_volatility", "volatility_regime"):
+        assert name in example["prediction"], name

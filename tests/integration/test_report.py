@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from cryptopredict.ml.intervals import REGIMES, christoffersen_pvalue, kupiec_pvalue
 from cryptopredict.models.ml import Prediction
 from cryptopredict.settings import get_settings
 
@@ -24,7 +25,9 @@ PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 SUMMARY = re.compile(
     r"^(?P<title>.+) (?P<since>\d{4}-\d\d-\d\d \d\d:\d\d) \.\. (?P<until>\d{4}-\d\d-\d\d \d\d:\d\d) UTC: "
     r"(?P<n>[\d,]+) outcomes, live MAE (?P<mae>\S+), persistence MAE (?P<persistence>\S+), "
-    r"skill (?P<skill>[+-][\d.]+)%, interval coverage (?P<coverage>[\d.]+)%$"
+    r"skill (?P<skill>[+-][\d.]+)%, interval coverage (?P<coverage>[\d.]+)%, "
+    r"by regime calm (?P<calm>[\d.]+)% mid (?P<mid>[\d.]+)% wild (?P<wild>[\d.]+)%, "
+    r"interval score (?P<score>\S+), Kupiec p (?P<kupiec>\S+), Christoffersen p (?P<christoffersen>\S+)$"
 )
 
 
@@ -62,6 +65,7 @@ async def test_report_renders_the_charts_and_prints_the_ledgers_figures(tmp_path
             predicted_price=c.close * float(np.exp(rng.normal(0, 0.001))),
             lower_price=c.close * 0.998,
             upper_price=c.close * 1.002,
+            volatility_regime=REGIMES[i % 3],
             model_name="cryptopredict-test",
             model_version="4" if i < 540 else "5",
         )
@@ -103,6 +107,22 @@ async def test_report_renders_the_charts_and_prints_the_ledgers_figures(tmp_path
     assert float(match["persistence"]) == pytest.approx(persistence, rel=1e-5)
     assert float(match["skill"]) / 100 == pytest.approx(1 - live / persistence, abs=1e-6)
     assert float(match["coverage"]) / 100 == pytest.approx(coverage, abs=1e-4)
+    # The interval figures over the same outcomes: their regimes, scores and the coverage tests.
+    closes = {c.window_end: c.close for c in candles}
+    outcomes = sorted(
+        (p.target_time, p, closes[p.target_time], i % 3)
+        for i, p in enumerate(predictions)
+        if since <= p.target_time <= until
+    )
+    inside = [p.lower_price <= close <= p.upper_price for _, p, close, _ in outcomes]
+    for index, regime in enumerate(REGIMES):
+        hits = [hit for hit, (*_, r) in zip(inside, outcomes, strict=True) if r == index]
+        assert float(match[regime]) / 100 == pytest.approx(sum(hits) / len(hits), abs=1e-4)
+    score = sum(v.n * (v.interval_score or 0.0) for v in versions) / n
+    assert float(match["score"]) == pytest.approx(score, rel=1e-5)
+    nominal = get_settings().model.interval_coverage  # no prediction says its level: scored at nominal
+    assert float(match["kupiec"]) == pytest.approx(kupiec_pvalue(inside, nominal), rel=1e-2)
+    assert float(match["christoffersen"]) == pytest.approx(christoffersen_pvalue(inside), rel=1e-2)
 
 
 def test_report_of_a_pair_without_data_says_so() -> None:

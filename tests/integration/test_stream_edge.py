@@ -18,15 +18,18 @@ from pathlib import Path
 import grpc
 import httpx
 import pytest
+from aiokafka import AIOKafkaProducer
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from test_grpc_server import T0, local_settings, make_prediction, wait_until
+from test_grpc_server import EDGE_PAIR, T0, local_settings, make_prediction, wait_until, with_uncertainty
 
 from cryptopredict.demo import free_port
+from cryptopredict.kafka_client import client_kwargs
 from cryptopredict.settings import MetricsSettings, Settings
 from cryptopredict.tls import write_self_signed
+from cryptopredict.topics import PREDICTIONS
 from grpc_server.client import PLAINTEXT, Credentials, get_latest_prediction, stream_predictions
-from grpc_server.convert import prediction_from_proto
+from grpc_server.convert import prediction_from_proto, prediction_response_bytes
 from grpc_server.edge import edge_binary, edge_command
 from grpc_server.hub import PredictionHub
 from grpc_server.pb import predictions_pb2 as pb
@@ -152,6 +155,8 @@ async def test_edge_refuses_what_the_server_refuses_with_its_status(
             pb.StreamPredictionsRequest(pairs=["BTCUSD"]),  # malformed pair
             pb.StreamPredictionsRequest(pairs=["DOGE/USD"]),  # not served
             pb.StreamPredictionsRequest(pairs=["BTC/USD"], interval_s=7),  # unknown interval
+            pb.StreamPredictionsRequest(pairs=["BTC/USD"], horizon_s=120),  # unknown horizon
+            pb.StreamPredictionsRequest(pairs=["BTC/USD"], target="volatility"),  # a target not served
         ):
             errors = []
             for target in (f"127.0.0.1:{server.port}", edge.target):
@@ -368,3 +373,104 @@ async def test_edge_follows_the_server_again_after_it_restarts(tmp_path: Path) -
                 )
                 assert await edge.metric(ANSWERED_UPSTREAM) == upstream + 1
             assert edge.process.returncode is None
+
+
+async def test_the_uncertainty_fields_reach_an_edge_subscriber_from_the_topic_unchanged(
+    tmp_path: Path,
+) -> None:
+    """Topic `predictions` (JSON) -> the server's consumer and hub -> the edge -> a subscriber: the
+    subscriber gets the bytes the server encodes, and they decode to the prediction that was produced."""
+    settings = local_settings()
+    pair = EDGE_PAIR  # of this run only: the topic holds the predictions of earlier runs too
+    # Interval level, quantiles, volatility and regime; then none of them (absent stays absent); then again.
+    produced = [
+        with_uncertainty(make_prediction(pair, minute=1)),
+        make_prediction(pair, minute=2),
+        with_uncertainty(make_prediction(pair, minute=3)),
+    ]
+    producer = AIOKafkaProducer(**client_kwargs(settings.kafka))
+    await producer.start()
+    try:
+        async with (
+            start_server(settings, PredictionHub(), consume=True, grace=0.5) as running,
+            running_edge(with_port(settings, running.port), tmp_path) as edge,
+            grpc.aio.insecure_channel(edge.target) as channel,
+        ):
+            # Raw calls: the bytes as they arrive, with no decoding on the way.
+            stream = channel.unary_stream(
+                f"/{SERVICE_NAME}/StreamPredictions",
+                request_serializer=pb.StreamPredictionsRequest.SerializeToString,
+            )
+            lookup = channel.unary_unary(
+                f"/{SERVICE_NAME}/GetLatestPrediction",
+                request_serializer=pb.GetLatestPredictionRequest.SerializeToString,
+            )
+            call = stream(pb.StreamPredictionsRequest(pairs=[pair], interval_s=60, horizon_s=60), timeout=90)
+            await wait_until_metric(edge, "cryptopredict_edge_subscribers", 1)
+            for prediction in produced:
+                await producer.send_and_wait(PREDICTIONS, prediction.to_json_bytes(), key=pair.encode())
+            received = [await call.read() for _ in produced]
+            call.cancel()
+            # Byte for byte what the server encodes...
+            assert received == [prediction_response_bytes(p) for p in produced]
+            # ...and field for field what was produced.
+            messages = [pb.StreamPredictionsResponse.FromString(r).prediction for r in received]
+            assert [prediction_from_proto(m) for m in messages] == produced
+            first, plain = messages[0], messages[1]
+            assert [(q.level, q.price) for q in first.quantiles] == [
+                (q.level, q.price) for q in produced[0].quantiles
+            ]
+            assert (first.interval_level, first.predicted_volatility, first.volatility_regime) == (
+                0.815,
+                0.0007,
+                "mid",
+            )
+            assert not plain.HasField("interval_level") and not plain.HasField("predicted_volatility")
+            assert list(plain.quantiles) == [] and plain.volatility_regime == ""
+            # The lookup too: answered by the server the first time, by the edge from then on.
+            key = pb.GetLatestPredictionRequest(pair=pair, interval_s=60, horizon_s=60)
+            answers = [await lookup(key, timeout=10) for _ in range(2)]
+            assert answers == [prediction_response_bytes(produced[-1])] * 2
+            assert (await edge.metric(ANSWERED_UPSTREAM), await edge.metric(ANSWERED_BY_EDGE)) == (1, 1)
+    finally:
+        await producer.stop()
+
+
+async def test_edge_leaves_quantile_selection_and_targets_to_the_server(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    prediction = with_uncertainty(make_prediction("BTC/USD", minute=6))
+    server.hub.publish(prediction)
+    key = {"pair": "BTC/USD", "interval_s": 60, "horizon_s": 60}
+    async with (
+        running_edge(with_port(local_settings(), server.port), tmp_path) as edge,
+        grpc.aio.insecure_channel(edge.target) as edge_channel,
+        grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as server_channel,
+    ):
+        via_edge = pb_grpc.PredictionServiceStub(edge_channel)
+        direct = pb_grpc.PredictionServiceStub(server_channel)
+        for target in ("", "price", ""):  # the server vouches for each lookup once, then the edge answers
+            response = await via_edge.GetLatestPrediction(pb.GetLatestPredictionRequest(**key, target=target))
+            assert prediction_from_proto(response.prediction) == prediction
+        assert (await edge.metric(ANSWERED_UPSTREAM), await edge.metric(ANSWERED_BY_EDGE)) == (2, 1)
+        # A selection of quantiles is the server's answer every time, though the key is vouched for.
+        for _ in range(2):
+            selected = await via_edge.GetLatestPrediction(
+                pb.GetLatestPredictionRequest(**key, quantile_levels=[0.9])
+            )
+            assert [q.level for q in selected.prediction.quantiles] == [0.9]
+        assert await edge.metric(ANSWERED_UPSTREAM) == 4
+        # What the server refuses, the edge refuses with the same status, for lookups and streams alike.
+        for refused in (
+            direct.GetLatestPrediction(pb.GetLatestPredictionRequest(**key, target="volatility")),
+            via_edge.GetLatestPrediction(pb.GetLatestPredictionRequest(**key, target="volatility")),
+            direct.GetLatestPrediction(pb.GetLatestPredictionRequest(**key, quantile_levels=[0.25])),
+            via_edge.GetLatestPrediction(pb.GetLatestPredictionRequest(**key, quantile_levels=[0.25])),
+            direct.StreamPredictions(pb.StreamPredictionsRequest(target="volatility")).read(),
+            via_edge.StreamPredictions(pb.StreamPredictionsRequest(target="volatility")).read(),
+        ):
+            with pytest.raises(grpc.aio.AioRpcError) as error:
+                await refused
+            assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+            assert "not served" in error.value.details()
+        assert await edge.metric(ANSWERED_BY_EDGE) == 1

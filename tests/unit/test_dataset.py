@@ -159,6 +159,13 @@ def test_a_feature_that_peeks_into_the_future_is_refused_as_leakage():
     assert not decision.promote and any("leakage" in reason for reason in decision.reasons)
 
     honest = lifecycle.evaluate_challenger(
-        "linear", {"estimator": "ridge", "ridge_alpha": 1.0}, data, ds.features, 0.8, 10_000, 1, [0.1, 0.5, 0.9]
+        "linear",
+        {"estimator": "ridge", "ridge_alpha": 1.0},
+        data,
+        ds.features,
+        0.8,
+        10_000,
+        1,
+        [0.1, 0.5, 0.9],
     )
     assert honest.metrics.skill_vs_persistence < 0.5
