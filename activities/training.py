@@ -133,7 +133,9 @@ class TrainingActivities:
         """Starts the target's TrainingWorkflow under its well-known id on this worker's queue, unless a
         retrain of the target runs already (then this scheduled one is skipped). Safe to retry: a run this
         activity started shows as the running one."""
-        workflow_id = training_workflow_id(request.pair, request.interval_s, request.horizon_candles)
+        workflow_id = training_workflow_id(
+            request.pair, request.interval_s, request.horizon_candles, target=request.target
+        )
         try:
             handle = await activity.client().start_workflow(
                 "TrainingWorkflow", request, id=workflow_id, task_queue=activity.info().task_queue

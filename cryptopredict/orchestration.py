@@ -90,12 +90,15 @@ async def start_training(
     task_queue: str | None = None,
 ) -> TrainingResult | None:
     """Starts the target's TrainingWorkflow. The id is the target's, so a second start while a retrain
-    of the same (pair, interval, horizon) runs attaches to it: two can never run at once."""
+    of the same (pair, interval, horizon, price or volatility) runs attaches to it: two can never run at
+    once."""
     client = client or await temporal_client(settings)
     handle = await client.start_workflow(
         "TrainingWorkflow",
         request,
-        id=training_workflow_id(request.pair, request.interval_s, request.horizon_candles),
+        id=training_workflow_id(
+            request.pair, request.interval_s, request.horizon_candles, target=request.target
+        ),
         task_queue=task_queue or settings.temporal.training_task_queue,
         id_conflict_policy=WorkflowIDConflictPolicy.USE_EXISTING,
         result_type=TrainingResult,
@@ -104,24 +107,32 @@ async def start_training(
 
 
 async def ensure_training_schedules(settings: Settings, client: Client | None = None) -> list[str]:
-    """Creates the retrain schedule of every configured pair (interval and horizon from settings) unless
-    it exists; returns the ids created. Each starts a ScheduledRetrainWorkflow, which starts the
-    target's TrainingWorkflow under its well-known id: a retrain already running is never doubled."""
+    """Creates the retrain schedule of every configured pair and target (interval and horizon from
+    settings) unless it exists; returns the ids created. Each starts a ScheduledRetrainWorkflow, which
+    starts the target's TrainingWorkflow under its well-known id: a retrain already running is never
+    doubled."""
     if settings.model.retrain_every_s <= 0:
         return []
-    interval_s = settings.features.interval_s
     actions = {
-        training_schedule_id(pair, interval_s, horizon): ScheduleActionStartWorkflow(
+        training_schedule_id(pair, interval_s, horizon, target=target): ScheduleActionStartWorkflow(
             "ScheduledRetrainWorkflow",
-            training_request(settings, pair, interval_s, horizon, reason="schedule"),
-            id=training_schedule_id(pair, interval_s, horizon),
+            training_request(settings, pair, interval_s, horizon, reason="schedule", target=target),
+            id=training_schedule_id(pair, interval_s, horizon, target=target),
             task_queue=settings.temporal.training_task_queue,
         )
-        for pair, horizon in itertools.product(settings.kraken.pairs, settings.model.horizons_candles)
+        for (pair, interval_s, horizon), target in itertools.product(
+            settings.forecast_targets(), settings.model.targets
+        )
     }
     return await _ensure_schedules(
-        client or await temporal_client(settings), actions, settings.model.retrain_every_s
+        client or await temporal_client(settings), actions, retrain_every_s(settings, len(actions))
     )
+
+
+def retrain_every_s(settings: Settings, schedules: int) -> float:
+    """How often each of `schedules` retrain schedules runs: model.retrain_every_s, stretched so that all
+    together stay within model.max_retrains_per_day."""
+    return max(settings.model.retrain_every_s, 86_400.0 * schedules / settings.model.max_retrains_per_day)
 
 
 async def ensure_drift_schedules(settings: Settings, client: Client | None = None) -> list[str]:
@@ -130,7 +141,6 @@ async def ensure_drift_schedules(settings: Settings, client: Client | None = Non
     settings of the moment. Overlaps are skipped."""
     if settings.drift.every_s <= 0:
         return []
-    interval_s = settings.features.interval_s
     actions = {
         drift_schedule_id(pair, interval_s, horizon): ScheduleActionStartWorkflow(
             "DriftMonitorWorkflow",
@@ -138,7 +148,7 @@ async def ensure_drift_schedules(settings: Settings, client: Client | None = Non
             id=drift_workflow_id(pair, interval_s, horizon),
             task_queue=settings.temporal.training_task_queue,
         )
-        for pair, horizon in itertools.product(settings.kraken.pairs, settings.model.horizons_candles)
+        for pair, interval_s, horizon in settings.forecast_targets()
     }
     return await _ensure_schedules(client or await temporal_client(settings), actions, settings.drift.every_s)
 

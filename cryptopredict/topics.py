@@ -1,6 +1,8 @@
 """Topic names, task queues and workflow ids, in one place."""
 
+import re
 from datetime import datetime
+from typing import Literal
 
 TRADES = "trades"
 # Rejected input of every stage, as DeadLetter JSON: the raw payload, its source and the reason.
@@ -46,14 +48,82 @@ def topic_name(name: str, prefix: str) -> str:
 
 TRAINING_WORKFLOW_ID_PREFIX = "training"
 
+# The naming scheme of everything kept per forecast target (registered models, retrain workflow and
+# schedule ids), fixed once so that new dimensions extend it without renaming what exists:
+#
+#     <prefix>[.<namespace>]-[<exchange>-]<pair>-<interval>s-h<horizon>[-vol]
+#
+# - today's Kraken price targets keep their names exactly: cryptopredict-btcusd-60s-h1,
+#   training-BTCUSD-60s-h1 (Kraken is the implicit exchange, so nothing is ever renamed for it);
+# - a volatility target appends "-vol": cryptopredict-btcusd-60s-h1-vol;
+# - another exchange inserts its name after the prefix: cryptopredict-binance-btcusd-60s-h1 (one dash
+#   segment more than a Kraken name, and pairs have no dash, so the two can never be confused);
+# - a demo or test namespace joins the prefix with a dot, which no pair or exchange contains:
+#   cryptopredict.demo-btcusd-60s-h1.
+ForecastTarget = Literal["price", "volatility"]
+KRAKEN = "kraken"
+TARGET_SUFFIXES: dict[str, str] = {"price": "", "volatility": "-vol"}
+_SEGMENT = re.compile(r"[a-z][a-z0-9]*")
 
-def training_workflow_id(pair: str, interval_s: int, horizon_candles: int) -> str:
-    """One id per target: a second start while a retrain of the same target runs attaches to it."""
-    return f"{TRAINING_WORKFLOW_ID_PREFIX}-{pair.replace('/', '')}-{interval_s}s-h{horizon_candles}"
+
+def _target_id(
+    prefix: str,
+    pair_token: str,
+    interval_s: int,
+    horizon_candles: int,
+    target: ForecastTarget,
+    exchange: str,
+    namespace: str | None,
+) -> str:
+    if not pair_token.isalnum():
+        raise ValueError(f"a pair must be letters and digits besides '/', got {pair_token!r}")
+    for label, segment in (("exchange", exchange), ("namespace", namespace)):
+        if segment is not None and not _SEGMENT.fullmatch(segment):
+            raise ValueError(
+                f"{label} must be lowercase letters and digits, starting with a letter: {segment!r}"
+            )
+    if target not in TARGET_SUFFIXES:
+        raise ValueError(f"unknown target {target!r}; expected one of {list(TARGET_SUFFIXES)}")
+    head = prefix if namespace is None else f"{prefix}.{namespace}"
+    venue = "" if exchange == KRAKEN else f"{exchange}-"
+    return f"{head}-{venue}{pair_token}-{interval_s}s-h{horizon_candles}{TARGET_SUFFIXES[target]}"
 
 
-def training_schedule_id(pair: str, interval_s: int, horizon_candles: int) -> str:
-    return f"schedule-{training_workflow_id(pair, interval_s, horizon_candles)}"
+def training_workflow_id(
+    pair: str,
+    interval_s: int,
+    horizon_candles: int,
+    *,
+    target: ForecastTarget = "price",
+    exchange: str = KRAKEN,
+    namespace: str | None = None,
+) -> str:
+    """One id per target: a second start while a retrain of the same target runs attaches to it. A price
+    and a volatility retrain of the same (pair, interval, horizon) have different ids and run side by side."""
+    return _target_id(
+        TRAINING_WORKFLOW_ID_PREFIX,
+        pair.replace("/", ""),
+        interval_s,
+        horizon_candles,
+        target,
+        exchange,
+        namespace,
+    )
+
+
+def training_schedule_id(
+    pair: str,
+    interval_s: int,
+    horizon_candles: int,
+    *,
+    target: ForecastTarget = "price",
+    exchange: str = KRAKEN,
+    namespace: str | None = None,
+) -> str:
+    workflow_id = training_workflow_id(
+        pair, interval_s, horizon_candles, target=target, exchange=exchange, namespace=namespace
+    )
+    return f"schedule-{workflow_id}"
 
 
 def drift_workflow_id(pair: str, interval_s: int, horizon_candles: int) -> str:
@@ -69,9 +139,25 @@ def backfill_workflow_id(pair: str, start: datetime, end: datetime) -> str:
     return f"backfill-{pair.replace('/', '')}-{start:%Y%m%dT%H%M%S}-{end:%Y%m%dT%H%M%S}"
 
 
-def registered_model_name(pair: str, interval_s: int, horizon_candles: int) -> str:
-    """One registered model per (pair, interval, horizon); its `champion` alias is what is served."""
-    return f"cryptopredict-{pair.replace('/', '').lower()}-{interval_s}s-h{horizon_candles}"
+def registered_model_name(
+    pair: str,
+    interval_s: int,
+    horizon_candles: int,
+    *,
+    target: ForecastTarget = "price",
+    exchange: str = KRAKEN,
+    namespace: str | None = None,
+) -> str:
+    """One registered model per forecast target (the scheme above); its `champion` alias is what is served."""
+    return _target_id(
+        "cryptopredict",
+        pair.replace("/", "").lower(),
+        interval_s,
+        horizon_candles,
+        target,
+        exchange,
+        namespace,
+    )
 
 
 NEWS_SCHEDULE_ID = "news-ingest"

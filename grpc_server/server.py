@@ -10,6 +10,7 @@ import asyncio
 import contextlib
 import gc
 import hmac
+import itertools
 import logging
 import math
 import re
@@ -85,22 +86,26 @@ class Targets:
     so a typo is told apart from "nothing yet" (NOT_FOUND)."""
 
     pairs: tuple[str, ...]
-    interval_s: int  # predictions are made at this candle interval only
-    horizons_candles: tuple[int, ...]
+    # Candle interval (seconds) -> its horizons in candles: predictions are made at these intervals only.
+    horizons: dict[int, tuple[int, ...]]
     quantile_levels: tuple[float, ...] = ()  # the levels every prediction's quantiles are at
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Targets:
         return cls(
             tuple(settings.kraken.pairs),
-            settings.features.interval_s,
-            tuple(settings.model.horizons_candles),
+            {i: tuple(sorted(h)) for i, h in sorted(settings.forecast_horizons().items())},
             tuple(settings.model.quantile_levels),
         )
 
     @property
-    def horizons_s(self) -> tuple[int, ...]:
-        return tuple(h * self.interval_s for h in self.horizons_candles)
+    def intervals(self) -> list[int]:
+        return sorted(self.horizons)
+
+    def horizons_s(self, interval_s: int = 0) -> list[int]:
+        """The horizons served at `interval_s` in seconds (0: at any interval)."""
+        intervals = [interval_s] if interval_s else self.intervals
+        return sorted({h * i for i in intervals for h in self.horizons.get(i, ())})
 
     def check(
         self,
@@ -119,12 +124,13 @@ class Targets:
         unknown = [pair for pair in pairs if pair not in self.pairs]
         if unknown:
             return f"unknown pair(s) {_shown(unknown)}: this server forecasts {list(self.pairs)}"
-        if not (interval_s == 0 and zero_means_any) and interval_s != self.interval_s:
+        if not (interval_s == 0 and zero_means_any) and interval_s not in self.horizons:
+            return f"interval_s={interval_s} is not served: predictions are made at interval_s in {self.intervals}"
+        if horizon_s != 0 and horizon_s not in self.horizons_s(interval_s):
+            at = f" at interval_s={interval_s}" if interval_s else ""
             return (
-                f"interval_s={interval_s} is not served: predictions are made at interval_s={self.interval_s}"
+                f"horizon_s={horizon_s} is not served: horizons{at} are {self.horizons_s(interval_s)} seconds"
             )
-        if horizon_s != 0 and horizon_s not in self.horizons_s:
-            return f"horizon_s={horizon_s} is not served: horizons are {list(self.horizons_s)} seconds"
         if target and target not in SERVED_TARGETS:
             return f"target {_short(target)} is not served: targets are {list(SERVED_TARGETS)}"
         unserved = [level for level in quantile_levels if not self.serves_level(level)]
@@ -137,12 +143,17 @@ class Targets:
         return any(math.isclose(level, served, abs_tol=LEVEL_TOLERANCE) for served in self.quantile_levels)
 
     def model_targets(self, pairs: Iterable[str]) -> list[ModelTarget]:
-        """Every forecast target of `pairs`, ordered by pair and horizon."""
-        return [self.model_target(pair, h) for pair in pairs for h in sorted(self.horizons_candles)]
+        """Every forecast target of `pairs`, ordered by pair, interval and horizon."""
+        return [
+            self.model_target(pair, interval_s, h)
+            for pair in pairs
+            for interval_s in self.intervals
+            for h in self.horizons[interval_s]
+        ]
 
-    def model_target(self, pair: str, horizon_candles: int) -> ModelTarget:
-        name = registered_model_name(pair, self.interval_s, horizon_candles)
-        return ModelTarget(name, pair, self.interval_s, horizon_candles * self.interval_s)
+    def model_target(self, pair: str, interval_s: int, horizon_candles: int) -> ModelTarget:
+        name = registered_model_name(pair, interval_s, horizon_candles)
+        return ModelTarget(name, pair, interval_s, horizon_candles * interval_s)
 
 
 class Backends:
@@ -255,7 +266,9 @@ class PredictionService(pb_grpc.PredictionServiceServicer):
         )
         if error:
             await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, error)
-        target = self._targets.model_target(request.pair, request.horizon_s // request.interval_s)
+        target = self._targets.model_target(
+            request.pair, request.interval_s, request.horizon_s // request.interval_s
+        )
         [model] = await self._models(context, [target])
         if model is None:
             await _abort(context, grpc.StatusCode.NOT_FOUND, f"no model registered yet as {target.name}")
@@ -268,10 +281,8 @@ class PredictionService(pb_grpc.PredictionServiceServicer):
         figures over all its predictions whose outcome is known."""
         registered = await _call_backend(context, self._backends.models, [t.name for t in targets])
         live: dict[tuple[str, str], LiveFigures] = {}
-        for pair in sorted({t.pair for t in targets}):
-            ledger = await _call_backend(
-                context, self._backends.ledger, pair, self._targets.interval_s, EPOCH
-            )
+        for pair, interval_s in sorted({(t.pair, t.interval_s) for t in targets}):
+            ledger = await _call_backend(context, self._backends.ledger, pair, interval_s, EPOCH)
             live.update({(f.model_name, f.model_version): f for f in ledger})
         return [
             None if versions is None else model_to_proto(target, versions, live)
@@ -501,9 +512,9 @@ async def start_server(
 async def _export_live_figures(backends: Backends, targets: Targets) -> None:
     """Keeps the live_* gauges (MAE, skill, coverage, outcomes per model version) at the ledger's values."""
     while True:
-        for pair in targets.pairs:
+        for pair, interval_s in itertools.product(targets.pairs, targets.intervals):
             try:
-                figures = await asyncio.to_thread(backends.ledger, pair, targets.interval_s, EPOCH)
+                figures = await asyncio.to_thread(backends.ledger, pair, interval_s, EPOCH)
             except SQLAlchemyError as exc:  # the store down: keep the last values, try again later
                 logger.warning("live figures of %s not updated: %s", pair, exc)
                 continue

@@ -4,7 +4,8 @@ One activity per step, so a killed worker resumes after the last completed step.
 retrain's MLflow run and every later step downloads it, so a step may run on any training worker. Each
 family's Optuna trials run as several batch activities at once (any free worker takes one), adding to
 one study in PostgreSQL; a retried batch resumes from the trials it already stored. The `progress` query
-returns the current step and its figures. Start it with `cryptopredict train`, on the daily schedule,
+returns the current step and its figures. With `"target": "volatility"` the same workflow retrains the
+target's volatility model instead (workflows/volatility.py). Start it with `cryptopredict train`, on the daily schedule,
 or with the Temporal CLI (README):
     temporal workflow start --type TrainingWorkflow --task-queue training \
         --workflow-id training-BTCUSD-60s-h1 --input '{"pair": "BTC/USD", "interval_s": 60}'
@@ -36,6 +37,8 @@ with workflow.unsafe.imports_passed_through():
         TuneInput,
     )
     from cryptopredict.topics import registered_model_name
+
+from workflows.volatility import retrain_volatility
 
 # Configuration and data errors need a person; retrying them only delays the failure.
 NOT_RETRYABLE = ["ValueError", "KeyError", "NotEnoughData"]
@@ -74,6 +77,9 @@ class TrainingWorkflow:
                 "retry_policy": retry,
             }
 
+        shares = split_trials(request.trials, request.tuning_batches)
+        if request.target == "volatility":
+            return await retrain_volatility(request, self._at, options, shares)
         name = registered_model_name(request.pair, request.interval_s, request.horizon_candles)
         info = workflow.info()
         self._at("dataset", reason=request.reason)
@@ -97,7 +103,6 @@ class TrainingWorkflow:
             "screen_candidates", step, result_type=ScreeningResult, **options(60)
         )
         tuned: list[TunedCandidate] = []
-        shares = split_trials(request.trials, request.tuning_batches)
         for family in screening.families:  # one at a time: its batches fill the workers' free slots
             self._at("tune", family=family, screened=len(screening.screened), batches=len(shares))
             tune = TuneInput(

@@ -14,6 +14,7 @@ from temporalio.worker import Worker
 from activities.backfill import BackfillActivities
 from activities.drift import DriftActivities
 from activities.training import TrainingActivities
+from activities.volatility import VolatilityActivities
 from cryptopredict.orchestration import metrics_runtime, temporal_client
 from cryptopredict.settings import Settings, get_settings
 from workflows.backfill import BackfillWorkflow
@@ -31,6 +32,7 @@ def build_worker(
     training = TrainingActivities(settings)
     backfill = BackfillActivities(settings)
     drift = DriftActivities(settings)
+    volatility = VolatilityActivities(settings)
     return Worker(
         client,
         task_queue=task_queue or settings.temporal.training_task_queue,
@@ -45,6 +47,11 @@ def build_worker(
             training.evaluate_challenger,
             training.register_challenger,
             training.promote_or_keep,
+            volatility.build_volatility_dataset,
+            volatility.ensure_volatility_champion,
+            volatility.screen_volatility,
+            volatility.tune_volatility_trials,
+            volatility.evaluate_volatility,
             backfill.backfill_trade_pages,
             drift.compute_drift,
             drift.start_drift_retrain,
@@ -94,9 +101,7 @@ async def run_worker(settings: Settings | None = None) -> None:
     if await ensure_news_schedule(settings, client):
         logger.info("created the news schedule (every %.0f s)", settings.news.poll_interval_s)
     for schedule_id in await ensure_training_schedules(settings, client):
-        logger.info(
-            "created the retrain schedule %s (every %.0f s)", schedule_id, settings.model.retrain_every_s
-        )
+        logger.info("created the retrain schedule %s", schedule_id)
     for schedule_id in await ensure_drift_schedules(settings, client):
         logger.info("created the drift schedule %s (every %.0f s)", schedule_id, settings.drift.every_s)
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as executor:

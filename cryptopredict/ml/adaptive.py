@@ -43,6 +43,10 @@ from cryptopredict.models.ml import VolatilityRegime
 GRID_LEVELS = [round(level, 3) for level in np.arange(0.005, 1.0, 0.005)]
 # Below this many calibration rows in a regime its quantiles are too coarse to trust.
 MIN_REGIME_ROWS = 30
+# Fewer rows than this to fit the HAR scale on and its week-long input barely varies among them: the fit
+# extrapolates wildly (on 100 rows of a random walk the scale's coefficients ran to -43) and the interval
+# is worse than constant width, which is served instead.
+MIN_HAR_ROWS = 500
 
 
 class HarParams(BaseModel):
@@ -97,10 +101,10 @@ def calibrate(
     values = np.asarray(residuals, dtype=float)
     constant = [conformal_quantile(values, level) for level in GRID_LEVELS]
     names = har_feature_names()
-    try:
-        har = HarModel.fit(har_fit_rows[names], har_fit_rows[FUTURE_VOL])
-    except ValueError:
+    complete = har_fit_rows[[*names, FUTURE_VOL]].notna().all(axis=1)
+    if complete.sum() < MIN_HAR_ROWS:
         return Calibration(constant, None)
+    har = HarModel.fit(har_fit_rows[names], har_fit_rows[FUTURE_VOL])
     scale = har.predict(calibration_inputs[names]).to_numpy()
     trailing = calibration_inputs[TRAILING_VOL].to_numpy()
     known = np.isfinite(scale) & np.isfinite(trailing)

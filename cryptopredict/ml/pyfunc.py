@@ -7,7 +7,9 @@ for linear models, the fitted numbers) and, for XGBoost, the booster in UBJ. `lo
 predictor from these files alone.
 
 Predictions are log returns over the horizon with split-conformal bounds, all in log-return space:
-price = close * exp(log_return).
+price = close * exp(log_return). A volatility model (spec `target` "volatility", families naive, har and
+xgboost, see `cryptopredict.ml.volatility_target`) predicts one column, `volatility`: the mean absolute
+log return per candle over the horizon, from the log trailing volatilities it takes as inputs.
 """
 
 from __future__ import annotations
@@ -25,7 +27,12 @@ from pydantic import BaseModel, Field, model_validator
 
 from cryptopredict.ml.adaptive import GRID_LEVELS, AdaptiveInterval, Calibration, quantile_at
 
-ForecastFamily = Literal["persistence", "linear", "xgboost"]
+ForecastFamily = Literal["persistence", "linear", "xgboost", "naive", "har"]
+ForecastTarget = Literal["price", "volatility"]
+TARGET_FAMILIES: dict[str, tuple[str, ...]] = {
+    "price": ("persistence", "linear", "xgboost"),
+    "volatility": ("naive", "har", "xgboost"),
+}
 
 # The models-from-code file: MLflow copies it into the model and executes it at load time.
 MODEL_CODE_PATH = Path(__file__).with_name("forecast_model.py")
@@ -34,6 +41,7 @@ BOOSTER_ARTIFACT = "booster"
 SPEC_FILE = "spec.json"
 BOOSTER_FILE = "booster.ubj"
 OUTPUT_COLUMNS = ["log_return", "lower", "upper"]
+VOLATILITY_COLUMNS = ["volatility"]
 SPEC_FORMAT_VERSION = 1
 
 
@@ -46,10 +54,19 @@ class LinearParams(BaseModel):
     intercept: float
 
 
+class HarParams(BaseModel):
+    """A log-linear HAR model: volatility = exp(intercept + coefficients . features)."""
+
+    intercept: float
+    coefficients: list[float]
+
+
 class ForecastSpec(BaseModel):
     """Everything needed to serve a model besides the booster file; written as spec.json."""
 
     format_version: int = SPEC_FORMAT_VERSION
+    # What is forecast: the price (as a log return with an interval) or the volatility over the horizon.
+    target: ForecastTarget = "price"
     family: ForecastFamily
     features: list[str]
     # Split-conformal offsets added to the predicted log return: (lower, upper), at `coverage`.
@@ -64,6 +81,13 @@ class ForecastSpec(BaseModel):
     interval_s: int | None = Field(default=None, gt=0)
     horizon_candles: int | None = Field(default=None, gt=0)
     linear: LinearParams | None = None
+    har: HarParams | None = None
+    # The volatility estimator the model was trained on (volatility_target.Estimator); None for prices.
+    estimator: str | None = None
+
+    @property
+    def output_columns(self) -> list[str]:
+        return VOLATILITY_COLUMNS if self.target == "volatility" else OUTPUT_COLUMNS
 
     @property
     def horizon_s(self) -> int | None:
@@ -82,6 +106,16 @@ class ForecastSpec(BaseModel):
             raise ValueError(f"interval offsets must be finite with lower <= upper, got {self.interval}")
         if self.constant_quantiles is not None and len(self.constant_quantiles) != len(GRID_LEVELS):
             raise ValueError(f"constant_quantiles needs one value per grid level ({len(GRID_LEVELS)})")
+        if self.family not in TARGET_FAMILIES[self.target]:
+            raise ValueError(f"family {self.family!r} does not forecast the {self.target}")
+        if (self.target == "volatility") != (self.estimator is not None):
+            raise ValueError("a volatility estimator is required for, and only for, the volatility target")
+        if self.family == "naive" and len(self.features) != 1:
+            raise ValueError("the naive volatility model takes exactly one input, its trailing window")
+        if (self.family == "har") != (self.har is not None):
+            raise ValueError("HAR parameters are required for, and only for, the har family")
+        if self.har is not None and len(self.har.coefficients) != len(self.features):
+            raise ValueError(f"HAR parameters must have one coefficient per feature ({len(self.features)})")
         if (self.family == "linear") != (self.linear is not None):
             raise ValueError("linear parameters are required for, and only for, the linear family")
         if self.linear is not None:
@@ -210,6 +244,8 @@ class ForecastPythonModel(PythonModel):
     ) -> pd.DataFrame:
         if self.spec is None:
             raise RuntimeError("the model has no spec: load it through MLflow so load_context runs")
+        if self.spec.target == "volatility":
+            return predict_volatility(self.spec, self.regressor, model_input)
         return predict_log_returns(self.spec, self.regressor, model_input)
 
 
@@ -237,6 +273,82 @@ def predict_log_returns(spec: ForecastSpec, regressor: Any, frame: pd.DataFrame)
         index=frame.index,
         columns=OUTPUT_COLUMNS,
     )
+
+
+def predict_volatility(spec: ForecastSpec, regressor: Any, frame: pd.DataFrame) -> pd.DataFrame:
+    """The volatility forecast from log trailing volatilities: exp of the naive input, of the HAR line or
+    of the boosted log; NaN where an input is unknown (warm-up), positive elsewhere."""
+    require_features(spec, frame)
+    x = frame[spec.features].astype("float64")
+    if spec.family == "naive":
+        log_volatility = x.to_numpy()[:, 0]
+    elif spec.har is not None:
+        log_volatility = spec.har.intercept + x.to_numpy() @ np.asarray(spec.har.coefficients)
+    else:
+        log_volatility = np.asarray(regressor.predict(x), dtype=float)
+    return pd.DataFrame({"volatility": np.exp(log_volatility)}, index=frame.index, columns=VOLATILITY_COLUMNS)
+
+
+def log_volatility_model(
+    family: str,
+    model: Any,
+    features: list[str],
+    *,
+    interval_s: int,
+    horizon_candles: int,
+    estimator: str,
+    input_example: pd.DataFrame | None,
+    name: str = "model",
+) -> Any:
+    """Logs a volatility forecaster (family naive, har or xgboost; `model` None, a HarModel or an
+    XGBRegressor on the log target) into the active MLflow run; returns MLflow's ModelInfo."""
+    import mlflow
+
+    spec = ForecastSpec(
+        target="volatility",
+        family=cast(ForecastFamily, family),
+        features=list(features),
+        interval=(0.0, 0.0),
+        interval_s=interval_s,
+        horizon_candles=horizon_candles,
+        har=HarParams(intercept=model.intercept, coefficients=list(model.coefficients))
+        if family == "har"
+        else None,
+        estimator=estimator,
+    )
+    if family == "har" and model.smearing != 1.0:
+        raise ValueError("a HAR volatility model is served without smearing (its loss is on the log scale)")
+    example = None if input_example is None else input_example[spec.features].astype("float64")
+    with tempfile.TemporaryDirectory(prefix="volatility-model-") as tmp:
+        return mlflow.pyfunc.log_model(
+            name=name,
+            python_model=MODEL_CODE_PATH,
+            artifacts=write_artifacts(spec, model, Path(tmp)),
+            signature=_signature(spec),
+            input_example=example,
+            pip_requirements=pip_requirements(family),
+        )
+
+
+def log_naive_volatility(
+    run_name: str, feature: str, interval_s: int, horizon_candles: int, estimator: str
+) -> tuple[str, str]:
+    """The naive volatility forecaster (the trailing mean over the horizon) logged in a new run of the
+    active MLflow experiment, tagged kind=naive: (model URI, run id)."""
+    import mlflow
+
+    with mlflow.start_run(run_name=run_name) as run:
+        mlflow.set_tags({"kind": "naive", "target": "volatility", "estimator": estimator})
+        info = log_volatility_model(
+            "naive",
+            None,
+            [feature],
+            interval_s=interval_s,
+            horizon_candles=horizon_candles,
+            estimator=estimator,
+            input_example=None,
+        )
+    return info.model_uri, run.info.run_id
 
 
 def log_forecast_model(
@@ -316,7 +428,7 @@ def _signature(spec: ForecastSpec) -> Any:
     from mlflow.types import ColSpec, Schema
 
     inputs = Schema([ColSpec("double", name) for name in spec.features]) if spec.features else None
-    return ModelSignature(inputs=inputs, outputs=Schema([ColSpec("double", c) for c in OUTPUT_COLUMNS]))
+    return ModelSignature(inputs=inputs, outputs=Schema([ColSpec("double", c) for c in spec.output_columns]))
 
 
 def load_forecast_model(model_uri: str) -> Any:
@@ -340,4 +452,4 @@ def predict_frame(pyfunc: Any, frame: pd.DataFrame) -> pd.DataFrame:
     spec = forecast_spec(pyfunc)
     require_features(spec, frame)
     result = pyfunc.predict(frame[spec.features].astype("float64"))
-    return pd.DataFrame(result, columns=OUTPUT_COLUMNS).set_axis(frame.index)
+    return pd.DataFrame(result, columns=spec.output_columns).set_axis(frame.index)

@@ -196,17 +196,23 @@ def rollback(client: MlflowClient, name: str) -> tuple[str, str]:
 
 
 def ensure_persistence_champion(
-    client: MlflowClient, name: str, log_persistence: Callable[[], tuple[str, str]]
+    client: MlflowClient,
+    name: str,
+    log_persistence: Callable[[], tuple[str, str]],
+    *,
+    kind: str = "persistence",
+    reason: str = PERSISTENCE_REASON,
 ) -> ModelVersion:
-    """The current champion; when there is none, the persistence baseline becomes the first one, so
-    serving always has a model and every later candidate has a bar to clear. `log_persistence` logs the
-    persistence model in a run and returns (model_uri, run_id); it is only called when needed."""
+    """The current champion; when there is none, the baseline becomes the first one, so serving always
+    has a model and every later candidate has a bar to clear. `log_persistence` logs the baseline (the
+    persistence model, or `kind` "naive" for a volatility target) in a run and returns (model_uri,
+    run_id); it is only called when needed."""
     champion = current_champion(client, name)
     if champion is not None:
         return champion
     model_uri, run_id = log_persistence()
-    version = register_version(client, model_uri, name, run_id, {KIND_TAG: "persistence"})
-    promote(client, name, str(version.version), PERSISTENCE_REASON)
+    version = register_version(client, model_uri, name, run_id, {KIND_TAG: kind})
+    promote(client, name, str(version.version), reason)
     return client.get_model_version(name, str(version.version))
 
 

@@ -4,6 +4,7 @@ be added without breaking callers or saved histories)."""
 from __future__ import annotations
 
 import math
+from typing import Literal
 
 from pydantic import BaseModel, Field
 
@@ -16,6 +17,9 @@ class TrainingInput(BaseModel):
     `temporal workflow start --input '{"pair": "BTC/USD", "interval_s": 60}'` is a complete request."""
 
     pair: str = "BTC/USD"
+    # What is forecast: the price (log return with an interval) or the volatility over the horizon
+    # (cryptopredict.ml.volatility_target); each has its own registered model and champion.
+    target: Literal["price", "volatility"] = "price"
     interval_s: int = Field(default=60, gt=0)
     horizon_candles: int = Field(default=1, gt=0)
     lags: int = Field(default=10, gt=0)
@@ -55,6 +59,8 @@ class DatasetSummary(BaseModel):
     content_hash: str
     indicator_source: str  # "store" or "computed" from the candles by the stream's code
     sentiment: bool  # sentiment aggregates of the coin are among the features
+    # The per-candle volatility measure of a volatility target (volatility_target.Estimator); None: price.
+    volatility_estimator: str | None = None
 
 
 class TrainingRun(BaseModel):
@@ -114,6 +120,9 @@ class EvaluateInput(BaseModel):
 
 
 class Evaluation(BaseModel):
+    """The challenger on the test window. For a volatility target, `dm_pvalue_vs_persistence` is the
+    p-value against the naive trailing-mean forecast, its baseline."""
+
     family: str
     model_uri: str
     metrics: dict[str, float]  # test window: mae, rmse, skill_vs_persistence, coverage, ...
@@ -138,6 +147,7 @@ class PromoteInput(BaseModel):
 
 
 class TrainingResult(BaseModel):
+    target: Literal["price", "volatility"] = "price"
     promoted: bool
     champion: ModelRef  # after the run: the challenger if promoted, else the one that stayed
     challenger: ModelRef
@@ -153,6 +163,19 @@ class TrainingResult(BaseModel):
 
     def decision_line(self) -> dict[str, object]:
         """The line `cryptopredict train --wait` prints last."""
+        if self.target == "volatility":
+            return {
+                "target": "volatility",
+                "promoted": self.promoted,
+                "model_version": self.challenger.version,
+                "family": self.challenger.flavor,
+                "estimator": self.dataset.volatility_estimator,
+                "vol_skill_vs_naive": _finite_or_none(self.metrics.get("vol_skill_vs_naive")),
+                "vol_dm_pvalue": _finite_or_none(self.dm_pvalue),
+                "vol_dm_pvalue_vs_champion": _finite_or_none(self.dm_pvalue_vs_champion),
+                "vol_log_mae": _finite_or_none(self.metrics.get("vol_log_mae")),
+                "reasons": self.reasons,
+            }
         return {
             "promoted": self.promoted,
             "model_version": self.challenger.version,

@@ -82,7 +82,7 @@ def log_persistence() -> tuple[str, str]:
 
 def log_calibrated_persistence() -> tuple[str, str]:
     """Persistence with its interval calibrated on synthetic 5-minute returns, as ensure_champion does."""
-    candles = synthetic_candles(CALIBRATED_PAIR, 300, 3_000, datetime(2025, 1, 1, tzinfo=UTC), seed=11)
+    candles = synthetic_candles(CALIBRATED_PAIR, 300, 6_000, datetime(2025, 1, 1, tzinfo=UTC), seed=11)
     frame = pd.DataFrame([c.model_dump() for c in candles])
     config = IndicatorConfig()
     values, _ = indicator_values(frame, CALIBRATED_PAIR, 300, None, config)

@@ -23,7 +23,7 @@ from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.client import WorkflowFailureError
 
 from cryptopredict.kafka_admin import ensure_topics, read_topic
-from cryptopredict.ml import registry
+from cryptopredict.ml import pyfunc, registry
 from cryptopredict.ml.synthetic import synthetic_candles
 from cryptopredict.models import ModelEvent
 from cryptopredict.models.training import TrainingInput, TrainingProgress, TrainingResult
@@ -48,10 +48,10 @@ def quick(pair: str, **extra) -> TrainingInput:
     return TrainingInput(**(values | extra))
 
 
-async def seed(settings, pair: str, ar: float, seed: int) -> None:
+async def seed(settings, pair: str, ar: float, seed: int, n: int = N_CANDLES) -> None:
     migrate(settings.postgres)
     engine = async_engine(settings.postgres)
-    rows = synthetic_candles(pair, 60, N_CANDLES, T0, seed=seed, ar=ar, gap_every=97)
+    rows = synthetic_candles(pair, 60, n, T0, seed=seed, ar=ar, gap_every=97)
     await upsert_candles(engine, rows)
     await engine.dispose()
 
@@ -85,7 +85,8 @@ def retried_activities(history) -> list[str]:
 
 async def test_on_a_random_walk_every_step_runs_and_persistence_stays_champion(settings):
     pair = unique_pair()
-    await seed(settings, pair, ar=0.0, seed=3)
+    # Enough history for the interval's volatility scale (ml.adaptive.MIN_HAR_ROWS before the folds).
+    await seed(settings, pair, ar=0.0, seed=3, n=4_000)
     client = await temporal_client(settings)
     task_queue = f"training-test-{uuid.uuid4()}"
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as executor:
@@ -129,6 +130,7 @@ async def test_on_a_random_walk_every_step_runs_and_persistence_stays_champion(s
         "plots/feature_importance.png",
         "plots/rolling_skill.png",
         "plots/drift.png",
+        "plots/coverage_by_regime.png",
     }
 
     line = result.decision_line()
@@ -138,8 +140,20 @@ async def test_on_a_random_walk_every_step_runs_and_persistence_stays_champion(s
         "skill_vs_persistence",
         "dm_pvalue",
         "interval_coverage",
+        "coverage_by_regime",
+        "interval_score_vs_constant",
         "reasons",
     }
+    # The challenger's adaptive interval against the constant-width one, on the test window.
+    assert set(line["coverage_by_regime"]) == {"calm", "mid", "wild"}
+    assert all(0.5 < c < 1.0 for c in line["coverage_by_regime"].values()), line
+    assert 0.5 < line["interval_score_vs_constant"] < 1.5
+    assert {"test_interval_kupiec_pvalue", "test_interval_christoffersen_pvalue"} <= set(run.data.metrics)
+
+    # The persistence champion serves an interval too: calibrated on the returns, scaled by volatility.
+    spec = pyfunc.forecast_spec(pyfunc.load_forecast_model(result.champion.uri))
+    assert spec.family == "persistence" and spec.coverage == 0.8
+    assert spec.interval[0] < 0 < spec.interval[1] and spec.adaptive is not None
 
     history = await handle.fetch_history()
     assert scheduled_activities(history) == [
@@ -355,19 +369,31 @@ async def test_the_retrain_schedule_is_created_once_per_target(settings):
     from cryptopredict.topics import training_schedule_id
 
     pair = unique_pair()
-    mine = settings.model_copy(update={"kraken": settings.kraken.model_copy(update={"pairs": [pair]})})
+    mine = settings.model_copy(
+        update={
+            "kraken": settings.kraken.model_copy(update={"pairs": [pair]}),
+            "model": settings.model.model_copy(update={"targets": ["price", "volatility"]}),
+        }
+    )
     client = await temporal_client(settings)
-    schedule_id = training_schedule_id(pair, settings.features.interval_s, settings.model.horizons_candles[0])
+    horizon = settings.model.horizons_candles[0]
+    schedule_id = training_schedule_id(pair, settings.features.interval_s, horizon)
+    volatility_id = training_schedule_id(pair, settings.features.interval_s, horizon, target="volatility")
     try:
-        assert await ensure_training_schedules(mine, client) == [schedule_id]
+        # One schedule per target: the volatility retrain never collides with the price one.
+        assert await ensure_training_schedules(mine, client) == [schedule_id, volatility_id]
         assert await ensure_training_schedules(mine, client) == []  # every worker start calls it
         description = await client.get_schedule_handle(schedule_id).describe()
         action = description.schedule.action
         assert action.workflow == "ScheduledRetrainWorkflow"
         interval = description.schedule.spec.intervals[0].every
         assert interval.total_seconds() == settings.model.retrain_every_s
+        volatility = (await client.get_schedule_handle(volatility_id).describe()).schedule.action
+        (request,) = await client.data_converter.decode(volatility.args, [TrainingInput])  # type: ignore[union-attr]
+        assert request.target == "volatility" and request.pair == pair
     finally:
-        await client.get_schedule_handle(schedule_id).delete()
+        for created in (schedule_id, volatility_id):
+            await client.get_schedule_handle(created).delete()
 
 
 async def test_a_scheduled_retrain_runs_under_the_target_id_and_never_beside_another(settings):
@@ -384,6 +410,7 @@ async def test_a_scheduled_retrain_runs_under_the_target_id_and_never_beside_ano
         update={
             "kraken": settings.kraken.model_copy(update={"pairs": [pair]}),
             "temporal": settings.temporal.model_copy(update={"training_task_queue": task_queue}),
+            "model": settings.model.model_copy(update={"targets": ["price"]}),
         }
     )
     horizon = settings.model.horizons_candles[0]
@@ -455,3 +482,59 @@ async def test_cryptopredict_train_prints_the_decision_as_its_last_line(settings
     decision = json.loads(completed.stdout.strip().splitlines()[-1])
     assert decision["promoted"] is False and decision["reasons"]
     assert 0.0 <= decision["interval_coverage"] <= 1.0 and 0.0 <= decision["dm_pvalue"] <= 1.0
+
+
+async def test_a_volatility_retrain_has_its_own_model_naive_first_champion_and_decision(settings):
+    """`target: volatility`: the naive trailing mean becomes the first champion of the `-vol` model, HAR
+    and a tuned XGBoost are evaluated against it, and the decision reports skill and DM p-value."""
+    pair = unique_pair()
+    await seed(settings, pair, ar=0.0, seed=8)
+    client = await temporal_client(settings)
+    task_queue = f"training-vol-{uuid.uuid4()}"
+    request = quick(pair, target="volatility", horizon_candles=5)
+    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as executor:
+        async with build_worker(client, settings, executor, task_queue=task_queue):
+            result = await start_training(settings, request, client=client, task_queue=task_queue)
+    assert isinstance(result, TrainingResult) and result.target == "volatility"
+    name = registered_model_name(pair, 60, 5, target="volatility")
+    assert name.endswith("-vol") and result.champion.name == result.challenger.name == name
+    assert result.dataset.volatility_estimator == "mean_abs_log_return"  # 1-minute candles: their returns
+
+    # The naive forecast was registered and promoted first, before any challenger.
+    mlflow_client = mlflow.MlflowClient(settings.mlflow.tracking_uri)
+    first = mlflow_client.get_model_version(name, "1")
+    assert first.tags["kind"] == "naive" and registry.champion_history(mlflow_client, name)[0] == "1"
+    # No price model of the target was touched.
+    assert registry.current_champion(mlflow_client, registered_model_name(pair, 60, 5)) is None
+
+    # HAR and the tuned XGBoost were both evaluated on the test window; the better by CV is the challenger.
+    assert {t.family for t in result.tuned} == {"har", "xgboost"}
+    assert {"vol_har_log_mae", "vol_xgboost_log_mae", "vol_naive_log_mae"} <= set(result.metrics)
+    assert result.challenger.flavor == min(result.tuned, key=lambda t: t.cv_mae).family
+    line = result.decision_line()
+    assert line["target"] == "volatility" and line["estimator"] == "mean_abs_log_return"
+    assert isinstance(line["vol_skill_vs_naive"], float) and 0.0 <= line["vol_dm_pvalue"] <= 1.0
+    assert json.loads(json.dumps(line)) == line
+
+    # The gate decided and the aliases say so: its own champion, the challenger kept if not promoted.
+    champion = mlflow_client.get_model_version_by_alias(name, registry.CHAMPION)
+    if result.promoted:
+        assert str(champion.version) == result.challenger.version and result.dm_pvalue < request.dm_alpha
+    else:
+        assert champion.tags["kind"] == "naive" and result.reasons
+        challenger = mlflow_client.get_model_version_by_alias(name, registry.CHALLENGER)
+        assert str(challenger.version) == result.challenger.version
+    model = pyfunc.load_forecast_model(f"models:/{name}@{registry.CHAMPION}")
+    assert pyfunc.forecast_spec(model).target == "volatility"
+
+    handle = client.get_workflow_handle(training_workflow_id(pair, 60, 5, target="volatility"))
+    assert scheduled_activities(await handle.fetch_history()) == [
+        "build_volatility_dataset",
+        "ensure_volatility_champion",
+        "screen_volatility",
+        *(["tune_volatility_trials"] * 4),
+        "tune_candidate",
+        "evaluate_volatility",
+        "register_challenger",
+        "promote_or_keep",
+    ]

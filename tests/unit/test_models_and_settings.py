@@ -88,3 +88,27 @@ def test_a_dead_letter_holds_no_nul_character():
     )
     assert "\x00" not in letter.reason + letter.raw
     assert letter.raw == '{"x": "\\u0000"}' and letter.reason == "bad\\u0000"
+
+
+def test_forecast_targets_span_every_interval_and_the_retrain_budget_spreads_the_schedules():
+    from cryptopredict.orchestration import retrain_every_s
+
+    settings = Settings(
+        kraken={"pairs": ["BTC/USD", "ETH/USD"]},
+        model={"horizons_candles": [1, 5], "horizons_by_interval": {3600: [1, 6, 24]}},
+    )
+    assert settings.forecast_targets() == [
+        (pair, interval, horizon)
+        for pair in ("BTC/USD", "ETH/USD")
+        for interval, horizon in ((60, 1), (60, 5), (3600, 1), (3600, 6), (3600, 24))
+    ]
+    # 10 targets x 2 kinds = 20 schedules: within 24 a day, the daily schedule stands; within 10, not.
+    assert retrain_every_s(settings, 20) == 86_400
+    tight = settings.model_copy(
+        update={"model": settings.model.model_copy(update={"max_retrains_per_day": 10})}
+    )
+    assert retrain_every_s(tight, 20) == 2 * 86_400
+    with pytest.raises(ValidationError, match="have no candles"):
+        Settings(model={"horizons_by_interval": {900: [1]}})
+    with pytest.raises(ValidationError, match=r"repeats features\.interval_s"):
+        Settings(model={"horizons_by_interval": {60: [5]}})
