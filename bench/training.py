@@ -35,6 +35,9 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
+# Run as `python bench/training.py`, this file's directory comes first on sys.path, where bench/grpc.py
+# would shadow the grpc package that temporalio imports.
+sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__).resolve().parent]
 sys.path.insert(0, str(ROOT))
 
 from bench.report import publish  # noqa: E402

@@ -110,6 +110,7 @@ class ModelTarget(NamedTuple):
     pair: str
     interval_s: int
     horizon_s: int
+    target: str = "price"
 
 
 def model_to_proto(
@@ -136,6 +137,7 @@ def model_to_proto(
         pair=target.pair,
         interval_s=target.interval_s,
         horizon_s=target.horizon_s,
+        target=target.target,
         champion=version(versions.champion),
         challenger=version(versions.challenger),
     )

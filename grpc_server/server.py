@@ -18,7 +18,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import NoReturn, ParamSpec, TypeVar
+from typing import NoReturn, ParamSpec, TypeVar, cast
 
 import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
@@ -33,7 +33,7 @@ from cryptopredict.ml.registry import AliasedVersions, aliased_versions
 from cryptopredict.settings import GrpcSettings, Settings
 from cryptopredict.store.candles import sync_engine
 from cryptopredict.store.ledger import LiveFigures, ledger_summary
-from cryptopredict.topics import registered_model_name
+from cryptopredict.topics import ForecastTarget, registered_model_name
 from grpc_server.consumer import PredictionConsumer
 from grpc_server.convert import (
     ModelTarget,
@@ -89,6 +89,8 @@ class Targets:
     # Candle interval (seconds) -> its horizons in candles: predictions are made at these intervals only.
     horizons: dict[int, tuple[int, ...]]
     quantile_levels: tuple[float, ...] = ()  # the levels every prediction's quantiles are at
+    # What the registered models forecast (model.targets): ListModels and GetModel cover each.
+    kinds: tuple[ForecastTarget, ...] = ("price",)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Targets:
@@ -96,7 +98,14 @@ class Targets:
             tuple(settings.kraken.pairs),
             {i: tuple(sorted(h)) for i, h in sorted(settings.forecast_horizons().items())},
             tuple(settings.model.quantile_levels),
+            tuple(settings.model.targets),
         )
+
+    def check_kind(self, target: str) -> str | None:
+        """Why no model is registered for `target` ("" means price), or None."""
+        if (target or "price") in self.kinds:
+            return None
+        return f"target {_short(target)} has no registered models: targets are {list(self.kinds)}"
 
     @property
     def intervals(self) -> list[int]:
@@ -143,17 +152,20 @@ class Targets:
         return any(math.isclose(level, served, abs_tol=LEVEL_TOLERANCE) for served in self.quantile_levels)
 
     def model_targets(self, pairs: Iterable[str]) -> list[ModelTarget]:
-        """Every forecast target of `pairs`, ordered by pair, interval and horizon."""
+        """Every forecast target of `pairs`, ordered by pair, interval, horizon and kind."""
         return [
-            self.model_target(pair, interval_s, h)
+            self.model_target(pair, interval_s, h, kind)
             for pair in pairs
             for interval_s in self.intervals
             for h in self.horizons[interval_s]
+            for kind in self.kinds
         ]
 
-    def model_target(self, pair: str, interval_s: int, horizon_candles: int) -> ModelTarget:
-        name = registered_model_name(pair, interval_s, horizon_candles)
-        return ModelTarget(name, pair, interval_s, horizon_candles * interval_s)
+    def model_target(
+        self, pair: str, interval_s: int, horizon_candles: int, kind: ForecastTarget = "price"
+    ) -> ModelTarget:
+        name = registered_model_name(pair, interval_s, horizon_candles, target=kind)
+        return ModelTarget(name, pair, interval_s, horizon_candles * interval_s, kind)
 
 
 class Backends:
@@ -261,13 +273,18 @@ class PredictionService(pb_grpc.PredictionServiceServicer):
     async def GetModel(
         self, request: pb.GetModelRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetModelResponse:
-        error = self._targets.check([request.pair], request.interval_s, request.horizon_s) or (
-            "horizon_s must be given" if request.horizon_s == 0 else None
+        error = (
+            self._targets.check([request.pair], request.interval_s, request.horizon_s)
+            or ("horizon_s must be given" if request.horizon_s == 0 else None)
+            or self._targets.check_kind(request.target)
         )
         if error:
             await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, error)
         target = self._targets.model_target(
-            request.pair, request.interval_s, request.horizon_s // request.interval_s
+            request.pair,
+            request.interval_s,
+            request.horizon_s // request.interval_s,
+            cast(ForecastTarget, request.target or "price"),
         )
         [model] = await self._models(context, [target])
         if model is None:

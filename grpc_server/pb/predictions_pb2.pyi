@@ -155,14 +155,16 @@ class ListModelsResponse(_message.Message):
     def __init__(self, models: _Optional[_Iterable[_Union[Model, _Mapping]]] = ...) -> None: ...
 
 class GetModelRequest(_message.Message):
-    __slots__ = ("pair", "interval_s", "horizon_s")
+    __slots__ = ("pair", "interval_s", "horizon_s", "target")
     PAIR_FIELD_NUMBER: _ClassVar[int]
     INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
     HORIZON_S_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
     pair: str
     interval_s: int
     horizon_s: int
-    def __init__(self, pair: _Optional[str] = ..., interval_s: _Optional[int] = ..., horizon_s: _Optional[int] = ...) -> None: ...
+    target: str
+    def __init__(self, pair: _Optional[str] = ..., interval_s: _Optional[int] = ..., horizon_s: _Optional[int] = ..., target: _Optional[str] = ...) -> None: ...
 
 class GetModelResponse(_message.Message):
     __slots__ = ("model",)
@@ -171,20 +173,22 @@ class GetModelResponse(_message.Message):
     def __init__(self, model: _Optional[_Union[Model, _Mapping]] = ...) -> None: ...
 
 class Model(_message.Message):
-    __slots__ = ("name", "pair", "interval_s", "horizon_s", "champion", "challenger")
+    __slots__ = ("name", "pair", "interval_s", "horizon_s", "champion", "challenger", "target")
     NAME_FIELD_NUMBER: _ClassVar[int]
     PAIR_FIELD_NUMBER: _ClassVar[int]
     INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
     HORIZON_S_FIELD_NUMBER: _ClassVar[int]
     CHAMPION_FIELD_NUMBER: _ClassVar[int]
     CHALLENGER_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
     name: str
     pair: str
     interval_s: int
     horizon_s: int
     champion: ModelVersion
     challenger: ModelVersion
-    def __init__(self, name: _Optional[str] = ..., pair: _Optional[str] = ..., interval_s: _Optional[int] = ..., horizon_s: _Optional[int] = ..., champion: _Optional[_Union[ModelVersion, _Mapping]] = ..., challenger: _Optional[_Union[ModelVersion, _Mapping]] = ...) -> None: ...
+    target: str
+    def __init__(self, name: _Optional[str] = ..., pair: _Optional[str] = ..., interval_s: _Optional[int] = ..., horizon_s: _Optional[int] = ..., champion: _Optional[_Union[ModelVersion, _Mapping]] = ..., challenger: _Optional[_Union[ModelVersion, _Mapping]] = ..., target: _Optional[str] = ...) -> None: ...
 
 class ModelVersion(_message.Message):
     __slots__ = ("version", "kind", "run_id", "created_at", "test_metrics", "reason", "live")

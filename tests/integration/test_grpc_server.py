@@ -408,6 +408,9 @@ async def test_list_and_get_models_report_registry_and_live_figures(target: str)
     tags = {"kind": "linear", "test_mae": "12.5", "test_skill_vs_persistence": "-0.02"}
     challenger = register_version(client, uri, name, run_id, tags)
     mark_challenger(client, name, str(challenger.version), ["skill -0.0200 <= 0"])
+    # The volatility model of the same target: its own registered model and champion.
+    vol_name = registered_model_name(MODEL_PAIR, 60, 1, target="volatility")
+    vol_champion = ensure_persistence_champion(client, vol_name, log_persistence)
 
     # Three predictions of the champion whose outcomes are known: the live figures come from the ledger.
     migrate(settings.postgres)
@@ -432,10 +435,14 @@ async def test_list_and_get_models_report_registry_and_live_figures(target: str)
         async with grpc.aio.insecure_channel(target) as channel:
             stub = pb_grpc.PredictionServiceStub(channel)
             listed = await stub.ListModels(pb.ListModelsRequest(pairs=[MODEL_PAIR]))
-            (model,) = listed.models  # horizon 5 has no registered model: not listed
+            model, vol_model = listed.models  # horizon 5 has no registered model: not listed
             got = await stub.GetModel(pb.GetModelRequest(pair=MODEL_PAIR, interval_s=60, horizon_s=60))
             assert got.model == model
             assert (model.name, model.pair, model.interval_s, model.horizon_s) == (name, MODEL_PAIR, 60, 60)
+            assert (model.target, vol_model.target, vol_model.name) == ("price", "volatility", vol_name)
+            assert vol_model.champion.version == str(vol_champion.version)
+            vol = pb.GetModelRequest(pair=MODEL_PAIR, interval_s=60, horizon_s=60, target="volatility")
+            assert (await stub.GetModel(vol)).model == vol_model
             assert (model.champion.version, model.champion.kind) == (str(champion.version), "persistence")
             assert model.champion.reason == "first champion: persistence baseline"
             assert model.champion.live.outcomes == 3 and model.champion.live.live_mae == pytest.approx(1.0)
@@ -452,6 +459,7 @@ async def test_list_and_get_models_report_registry_and_live_figures(target: str)
             for bad in (
                 pb.GetModelRequest(pair=MODEL_PAIR, interval_s=60, horizon_s=0),
                 pb.GetModelRequest(pair="DOGE/USD", interval_s=60, horizon_s=60),
+                pb.GetModelRequest(pair=MODEL_PAIR, interval_s=60, horizon_s=60, target="variance"),
             ):
                 with pytest.raises(grpc.aio.AioRpcError) as invalid:
                     await stub.GetModel(bad)
@@ -465,6 +473,7 @@ async def test_list_and_get_models_report_registry_and_live_figures(target: str)
         assert REGISTRY.get_sample_value("cryptopredict_live_mae", labels) == pytest.approx(1.0)
     finally:
         client.delete_registered_model(name)
+        client.delete_registered_model(vol_name)
 
 
 def with_uncertainty(prediction: Prediction) -> Prediction:
