@@ -12,6 +12,7 @@ import pytest
 from scipy import stats
 
 from cryptopredict.features.indicators import IndicatorConfig, IndicatorState, indicator_frame
+from cryptopredict.features.model_inputs import complete_grid
 from cryptopredict.ml import lifecycle
 from cryptopredict.ml.adaptive import GRID_LEVELS, interval_report
 from cryptopredict.ml.dataset import TARGET, build_dataset, candles_from_frame
@@ -23,7 +24,7 @@ from cryptopredict.ml.pyfunc import (
     spec_from_estimator,
 )
 from cryptopredict.ml.serving import history_length, predict_next, volatility_row
-from cryptopredict.ml.volatility import TRAILING_VOL, har_feature_names
+from cryptopredict.ml.volatility import TRAILING_VOL, har_feature_names, volatility_inputs
 from cryptopredict.models import Candle, ModelRef, Prediction
 
 pytestmark = pytest.mark.unit
@@ -103,6 +104,20 @@ def test_the_live_volatility_inputs_equal_the_training_rows(market):
         np.testing.assert_allclose(
             live[columns].to_numpy(float), rows.loc[start, columns].to_numpy(float), rtol=1e-12
         )
+
+
+def test_the_live_volatility_inputs_equal_the_training_ones_around_a_missing_candle(market):
+    candles, _ = market
+    holed = candles[:400] + candles[401:700]  # the candle at 400 never arrived
+    grid = complete_grid(frame_of(holed), 60)
+    expected = volatility_inputs(grid)
+    for i in range(390, len(holed), 7):
+        live = volatility_row(holed[max(0, i + 1 - history_length(3)) : i + 1]).iloc[0]
+        at = expected.loc[holed[i].window_start]
+        np.testing.assert_allclose(live[at.index].to_numpy(float), at.to_numpy(float), rtol=1e-12)
+    # Every window reaching over the hole is unknown, then known again once past it.
+    assert np.isnan(expected.loc[holed[400].window_start, "log_vol_168"])
+    assert np.isfinite(expected.loc[holed[400 + 168].window_start, "log_vol_168"])
 
 
 def test_the_adaptive_interval_holds_its_coverage_in_every_regime_where_constant_width_does_not(market):
