@@ -99,7 +99,9 @@ def min_train_rows(request: TrainingInput) -> int:
     return max(50, request.min_rows // (request.folds + 2))
 
 
-class TrainingActivities:
+class RetrainSteps:
+    """What every retrain's activities share: MLflow, and the dataset of the retrain's run, split."""
+
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
@@ -128,6 +130,8 @@ class TrainingActivities:
                 os.replace(downloaded, path)  # atomic: concurrent steps on this worker never see half a file
         return path
 
+
+class TrainingActivities(RetrainSteps):
     @activity.defn(name="start_scheduled_retrain")
     async def start_scheduled_retrain(self, request: TrainingInput) -> str:
         """Starts the target's TrainingWorkflow under its well-known id on this worker's queue, unless a

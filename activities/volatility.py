@@ -8,10 +8,8 @@ columns), so they heartbeat at their milestones and per Optuna trial rather than
 
 from __future__ import annotations
 
-import os
 import tempfile
 import time
-from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +18,7 @@ import pandas as pd
 from temporalio import activity
 from temporalio.exceptions import ApplicationError
 
+from activities.training import RetrainSteps
 from cryptopredict.ml import lifecycle, pyfunc, registry
 from cryptopredict.ml import volatility_target as vt
 from cryptopredict.ml.tuning import run_trials
@@ -36,7 +35,6 @@ from cryptopredict.models.training import (
     TrainingRun,
     TrialBatch,
 )
-from cryptopredict.settings import Settings
 from cryptopredict.store.candles import read_candles, sync_engine
 from cryptopredict.topics import registered_model_name
 
@@ -49,36 +47,7 @@ def volatility_model_name(request: TrainingInput) -> str:
     )
 
 
-class VolatilityActivities:
-    def __init__(self, settings: Settings) -> None:
-        self.settings = settings
-
-    def _mlflow(self) -> Any:
-        import mlflow
-
-        mlflow.set_tracking_uri(self.settings.mlflow.tracking_uri)
-        mlflow.set_experiment(self.settings.mlflow.experiment)
-        return mlflow
-
-    def _load(self, step: StepInput) -> lifecycle.Split:
-        """The dataset cut into fit, test and walk-forward folds exactly as for the price target."""
-        request = step.request
-        path = self.settings.local_dir.resolve() / "datasets" / f"{step.dataset.content_hash}.parquet"
-        if not path.exists():  # downloaded once per worker from the retrain's MLflow run
-            path.parent.mkdir(parents=True, exist_ok=True)
-            with tempfile.TemporaryDirectory(dir=path.parent) as directory:
-                downloaded = self._mlflow().artifacts.download_artifacts(
-                    artifact_uri=step.dataset.uri, dst_path=directory
-                )
-                os.replace(downloaded, path)
-        return lifecycle.split(
-            pd.read_parquet(path),
-            request.test_fraction,
-            timedelta(seconds=request.interval_s * request.horizon_candles),
-            request.folds,
-            max(50, request.min_rows // (request.folds + 2)),
-        )
-
+class VolatilityActivities(RetrainSteps):
     @activity.defn(name="build_volatility_dataset")
     def build_volatility_dataset(self, request: TrainingInput, key: str) -> TrainingRun:
         """The volatility dataset (1-minute realized volatility when the store covers the history, else

@@ -4,9 +4,9 @@ One activity per step, so a killed worker resumes after the last completed step.
 retrain's MLflow run and every later step downloads it, so a step may run on any training worker. Each
 family's Optuna trials run as several batch activities at once (any free worker takes one), adding to
 one study in PostgreSQL; a retried batch resumes from the trials it already stored. The `progress` query
-returns the current step and its figures. With `"target": "volatility"` the same workflow retrains the
-target's volatility model instead (workflows/volatility.py). Start it with `cryptopredict train`, on the daily schedule,
-or with the Temporal CLI (README):
+returns the current step and its figures. With `"target": "volatility"` the same steps retrain the
+target's volatility model (activities/volatility.py) into its own registered model (`...-vol`).
+Start it with `cryptopredict train`, on the daily schedule, or with the Temporal CLI (README):
     temporal workflow start --type TrainingWorkflow --task-queue training \
         --workflow-id training-BTCUSD-60s-h1 --input '{"pair": "BTC/USD", "interval_s": 60}'
 """
@@ -14,6 +14,7 @@ or with the Temporal CLI (README):
 from __future__ import annotations
 
 import asyncio
+from dataclasses import dataclass
 from datetime import timedelta
 
 from temporalio import workflow
@@ -38,10 +39,46 @@ with workflow.unsafe.imports_passed_through():
     )
     from cryptopredict.topics import registered_model_name
 
-from workflows.volatility import retrain_volatility
-
 # Configuration and data errors need a person; retrying them only delays the failure.
 NOT_RETRYABLE = ["ValueError", "KeyError", "NotEnoughData"]
+
+
+@dataclass(frozen=True)
+class Steps:
+    """The activities of one target's retrain; registering, promoting and reading a study are shared."""
+
+    dataset: str
+    champion: str
+    screen: str
+    tune: str
+    evaluate: str
+    untuned: tuple[str, ...]  # families screened by their walk-forward loss, with nothing to tune
+    skill: str  # the metric the progress query shows at registration
+    evaluate_minutes: float
+
+
+STEPS = {
+    "price": Steps(
+        "build_training_dataset",
+        "ensure_champion",
+        "screen_candidates",
+        "tune_trials",
+        "evaluate_challenger",
+        untuned=(),
+        skill="skill_vs_persistence",
+        evaluate_minutes=60,
+    ),
+    "volatility": Steps(
+        "build_volatility_dataset",
+        "ensure_volatility_champion",
+        "screen_volatility",
+        "tune_volatility_trials",
+        "evaluate_volatility",
+        untuned=("har",),
+        skill="vol_skill_vs_naive",
+        evaluate_minutes=30,
+    ),
+}
 
 
 def split_trials(trials: int, batches: int) -> list[int]:
@@ -77,32 +114,42 @@ class TrainingWorkflow:
                 "retry_policy": retry,
             }
 
-        shares = split_trials(request.trials, request.tuning_batches)
-        if request.target == "volatility":
-            return await retrain_volatility(request, self._at, options, shares)
-        name = registered_model_name(request.pair, request.interval_s, request.horizon_candles)
+        steps = STEPS[request.target]
+        name = registered_model_name(
+            request.pair, request.interval_s, request.horizon_candles, target=request.target
+        )
         info = workflow.info()
-        self._at("dataset", reason=request.reason)
+        self._at("dataset", reason=request.reason, target=request.target)
         run: TrainingRun = await workflow.execute_activity(
-            "build_training_dataset",
+            steps.dataset,
             args=[request, f"{info.workflow_id}/{info.run_id}"],
             result_type=TrainingRun,
             **options(20),
         )
         dataset, mlflow_run_id = run.dataset, run.mlflow_run_id
-        self._at("champion", rows=dataset.rows, dataset_hash=dataset.content_hash)
+        self._at(
+            "champion",
+            rows=dataset.rows,
+            dataset_hash=dataset.content_hash,
+            estimator=dataset.volatility_estimator,
+        )
         step = StepInput(
             request=request, dataset=dataset, mlflow_run_id=mlflow_run_id, workflow_id=info.workflow_id
         )
         champion: ModelRef = await workflow.execute_activity(
-            "ensure_champion", step, result_type=ModelRef, **options(5)
+            steps.champion, step, result_type=ModelRef, **options(5)
         )
 
         self._at("screen", champion=f"v{champion.version} ({champion.flavor})")
         screening: ScreeningResult = await workflow.execute_activity(
-            "screen_candidates", step, result_type=ScreeningResult, **options(60)
+            steps.screen, step, result_type=ScreeningResult, **options(60)
         )
-        tuned: list[TunedCandidate] = []
+        tuned = [
+            TunedCandidate(family=s.name, params={}, cv_mae=s.mean_mae, trials=0, study_name="")
+            for s in screening.screened
+            if s.name in steps.untuned
+        ]
+        shares = split_trials(request.trials, request.tuning_batches)
         for family in screening.families:  # one at a time: its batches fill the workers' free slots
             self._at("tune", family=family, screened=len(screening.screened), batches=len(shares))
             tune = TuneInput(
@@ -111,7 +158,7 @@ class TrainingWorkflow:
             await asyncio.gather(
                 *(
                     workflow.execute_activity(
-                        "tune_trials",
+                        steps.tune,
                         TrialBatch(tune=tune, batch=batch, trials=trials),
                         result_type=int,
                         **options(120),
@@ -127,14 +174,14 @@ class TrainingWorkflow:
 
         self._at("evaluate", tuned=", ".join(f"{t.family} {t.cv_mae:.3g}" for t in tuned))
         evaluation: Evaluation = await workflow.execute_activity(
-            "evaluate_challenger",
+            steps.evaluate,
             EvaluateInput(step=step, tuned=tuned, champion=champion),
             result_type=Evaluation,
-            **options(60),
+            **options(steps.evaluate_minutes),
         )
         self._at(
             "register",
-            skill_vs_persistence=evaluation.metrics.get("skill_vs_persistence"),
+            **{steps.skill: evaluation.metrics.get(steps.skill)},
             dm_pvalue=evaluation.dm_pvalue_vs_persistence,
         )
         challenger: ModelRef = await workflow.execute_activity(
@@ -152,6 +199,7 @@ class TrainingWorkflow:
         )
         self._at("done", champion=f"v{now_champion.version} ({now_champion.flavor})")
         return TrainingResult(
+            target=request.target,
             promoted=evaluation.promote,
             champion=now_champion,
             challenger=challenger,
