@@ -111,7 +111,11 @@ def kupiec_pvalue(inside: npt.ArrayLike, coverage: float) -> float:
     (likelihood ratio, chi-squared with 1 degree of freedom). Small: the interval misses too often or
     too seldom."""
     hits = np.asarray(inside, dtype=bool)
-    n, misses = hits.size, int(np.sum(~hits))
+    return kupiec_pvalue_of_counts(hits.size, int(np.sum(~hits)), coverage)
+
+
+def kupiec_pvalue_of_counts(n: int, misses: int, coverage: float) -> float:
+    """Kupiec's test from the number of outcomes and of misses (what a SQL aggregate gives)."""
     if n == 0:
         raise ValueError("no outcomes to test")
     p, observed = 1.0 - coverage, misses / n
@@ -124,8 +128,16 @@ def christoffersen_pvalue(inside: npt.ArrayLike) -> float:
     hit'. Small: misses come in clusters, as they do when an interval ignores volatility."""
     misses = ~np.asarray(inside, dtype=bool)
     previous, current = misses[:-1], misses[1:]
-    n00, n01 = int(np.sum(~previous & ~current)), int(np.sum(~previous & current))
-    n10, n11 = int(np.sum(previous & ~current)), int(np.sum(previous & current))
+    return christoffersen_pvalue_of_counts(
+        int(np.sum(~previous & ~current)),
+        int(np.sum(~previous & current)),
+        int(np.sum(previous & ~current)),
+        int(np.sum(previous & current)),
+    )
+
+
+def christoffersen_pvalue_of_counts(n00: int, n01: int, n10: int, n11: int) -> float:
+    """Christoffersen's test from the transition counts: n01 is a hit followed by a miss, and so on."""
     if n00 + n01 == 0 or n10 + n11 == 0:
         return 1.0  # all hits or all misses: no transitions to compare
     pi0, pi1 = n01 / (n00 + n01), n11 / (n10 + n11)
