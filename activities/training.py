@@ -361,6 +361,7 @@ class TrainingActivities(RetrainSteps):
                 request.horizon_candles,
                 request.dm_alpha,
                 request.max_plausible_skill,
+                request.min_skill,
             )
             if unscored is not None:  # compared with persistence only, and said so
                 decision = replace(

@@ -76,6 +76,7 @@ def training_request(
         "tuning_batches": model.tuning_batches,
         "interval_coverage": model.interval_coverage,
         "dm_alpha": model.dm_alpha,
+        "min_skill": model.min_skill,
     }
     return TrainingInput(
         pair=pair, interval_s=interval_s, horizon_candles=horizon_candles, **(configured | extra)

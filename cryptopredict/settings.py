@@ -362,6 +362,8 @@ class ModelSettings(Section):
     # The promotion gate: a challenger must beat persistence and the champion with a Diebold-Mariano
     # p-value below this.
     dm_alpha: float = Field(default=0.05, gt=0, lt=1)
+    # ... and by more than this skill (1 - MAE / MAE of the other): a smaller gain is not worth a model.
+    min_skill: float = Field(default=0.001, ge=0, lt=1)
     # Retrains per (pair, interval, horizon) on a Temporal schedule; 0 turns the schedule off.
     retrain_every_s: float = Field(default=86_400.0, ge=0)
     # How often the prediction agent checks the champion alias for a new version.

@@ -142,6 +142,7 @@ def gate(
     horizon_candles: int,
     alpha: float,
     max_plausible_skill: float,
+    min_skill: float = 0.0,
 ) -> GateDecision:
     """`champion_predicted`: the champion's log returns over the test window, None when the champion is
     persistence (then beating persistence is beating the champion)."""
@@ -157,4 +158,5 @@ def gate(
         horizon_steps=horizon_candles,
         alpha=alpha,
         max_plausible_skill=max_plausible_skill,
+        min_skill=min_skill,
     )

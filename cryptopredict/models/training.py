@@ -39,6 +39,8 @@ class TrainingInput(BaseModel):
     dm_alpha: float = Field(default=0.05, gt=0, lt=1)
     # A skill above this against persistence at these horizons is a leak, not a forecast.
     max_plausible_skill: float = Field(default=0.5, gt=0, le=1)
+    # A gain over persistence and the champion smaller than this is not worth a new model (ml.evaluation).
+    min_skill: float = Field(default=0.001, ge=0, lt=1)
     seed: int = 0
     heartbeat_timeout_s: float = Field(default=120.0, gt=0)
     reason: str = "requested"  # why this retrain runs (schedule, CLI, drift), shown in the history

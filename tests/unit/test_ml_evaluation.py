@@ -334,3 +334,31 @@ def test_interval_helpers_reject_bad_input_and_include_bounds():
         conformal_offsets(np.ones(5), coverage=1.0)
     with pytest.raises(ValueError, match="shapes differ"):
         interval_coverage([1.0, 2.0], [0.0], [3.0])
+
+
+def test_a_mean_return_learnt_from_a_random_walk_with_a_lucky_drift_is_not_worth_a_model():
+    """On 100,000 test rows of a random walk whose test window happens to drift up, a model that learnt
+    only a small positive mean return beats persistence 'significantly' by a negligible margin: the
+    minimum skill refuses it, where the DM test alone would promote it."""
+    rng = np.random.default_rng(4)
+    returns = rng.normal(0.0, 0.002, 100_000)
+    drift = 6.0 * 0.002 / np.sqrt(returns.size)  # a 6-sigma drift over the window
+    returns += drift - returns.mean()
+    close = 100.0 * np.exp(np.concatenate([[0.0], np.cumsum(returns[:-1])]))
+    target = close * np.exp(returns)
+    predicted = np.full(returns.size, drift)  # as if learnt from an earlier window
+    arguments = dict(
+        challenger_errors=price_errors(close, target, predicted),
+        persistence_errors=price_errors(close, target, np.zeros(returns.size)),
+        champion_errors=None,
+        horizon_steps=1,
+        alpha=0.05,
+        max_plausible_skill=0.5,
+    )
+    lucky = promotion_gate(**arguments)
+    assert lucky.promote and lucky.dm_pvalue_vs_persistence < 0.01
+    refused = promotion_gate(**arguments, min_skill=0.001)
+    assert not refused.promote
+    assert (
+        "by too little to matter" in refused.reasons[0] and "model.min_skill is 0.10%" in refused.reasons[0]
+    )
