@@ -18,6 +18,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
+from sqlalchemy import text
 from topic_prefixes import run_prefix
 from xgboost import XGBRegressor
 
@@ -32,6 +33,8 @@ from cryptopredict.model_events import publish_model_event
 from cryptopredict.models import DeadLetter, ModelEvent, Prediction, PredictionRefusal
 from cryptopredict.publisher import ReliablePublisher
 from cryptopredict.settings import Settings
+from cryptopredict.store.candles import sync_engine
+from cryptopredict.store.migrate import migrate
 from cryptopredict.topics import (
     CANDLES,
     DEAD_LETTERS,
@@ -139,6 +142,19 @@ def names(settings: Settings) -> Iterator[dict[str, str]]:
         ("calibrated", log_calibrated_persistence(), "persistence"),
     ):
         registry.promote(client, models[key], register(client, models[key], logged, kind), "test champion")
+    # The calibrated champion's interval level as adaptive conformal inference left it before a restart:
+    # the worker must go on from it, not from the nominal 0.8.
+    migrate(settings.postgres)
+    engine = sync_engine(settings.postgres)
+    with engine.begin() as connection:
+        connection.execute(
+            text(
+                "INSERT INTO interval_adaptation (model_name, model_version, alpha, outcomes, misses, through)"
+                " VALUES (:name, '1', 0.1, 500, 50, :through)"
+            ),
+            {"name": models["calibrated"], "through": T0},
+        )
+    engine.dispose()
     yield models
     for name in models.values():
         client.delete_registered_model(name)
@@ -159,6 +175,8 @@ def worker(settings: Settings, tmp_path: Path) -> Iterator[tuple[Settings, Path]
         "CRYPTOPREDICT_KRAKEN__PAIRS": f'["{PAIR}", "{SENTIMENT_PAIR}", "{CALIBRATED_PAIR}"]',
         "CRYPTOPREDICT_MODEL__HORIZONS_CANDLES": "[1, 2]",
         "CRYPTOPREDICT_MODEL__HORIZONS_BY_INTERVAL": '{"300": [1]}',
+        # The stored level only: no outcome of this run moves it while the test reads it.
+        "CRYPTOPREDICT_MODEL__ACI_EVERY_S": "3600",
         "CRYPTOPREDICT_FEATURES__INTERVAL_S": "60",
         "CRYPTOPREDICT_MODEL__LAGS": "3",
     }
@@ -294,8 +312,10 @@ async def test_predictions_follow_every_candle_and_a_promotion_swaps_the_model_w
     assert [p.feature_time for p in five] == [c.window_start for c in calibrated]
     assert {(p.interval_s, p.horizon_s) for p in five} == {(300, 300)}
     for p in five:
-        assert p.interval_level == 0.8 and p.lower_price < p.predicted_price < p.upper_price
+        assert p.interval_level == pytest.approx(0.9)  # the stored level, not the nominal one
         assert [q.level for q in p.quantiles] == [0.1, 0.5, 0.9]
+        low, _, high = (q.price for q in p.quantiles)
+        assert p.lower_price < low < p.predicted_price < high < p.upper_price  # 90% is wider than 10-90
     scaled = [p for p in five if p.predicted_volatility is not None]
     assert [p.feature_time for p in scaled] == [c.window_start for c in calibrated[168:]]
     assert all(p.volatility_regime in ("calm", "mid", "wild") for p in scaled)
