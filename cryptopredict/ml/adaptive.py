@@ -25,6 +25,7 @@ from cryptopredict.ml.intervals import (
     conformal_quantile,
     interval_coverage,
     kupiec_pvalue,
+    mondrian_quantiles,
     pinball_loss,
     regime_cut_points,
     regime_of,
@@ -115,10 +116,7 @@ def calibrate(
     scaled = values[known] / scale[known]
     if min(np.sum(regimes == g) for g in range(len(REGIMES))) < MIN_REGIME_ROWS:
         return Calibration(constant, None)  # tied trailing volatilities (flat prices) leave a regime empty
-    quantiles = {
-        REGIMES[g]: [conformal_quantile(scaled[regimes == g], level) for level in GRID_LEVELS]
-        for g in range(len(REGIMES))
-    }
+    quantiles = {REGIMES[g]: q for g, q in mondrian_quantiles(scaled, regimes, GRID_LEVELS).items()}
     params = HarParams(
         windows=list(HAR_WINDOWS),
         intercept=har.intercept,

@@ -2,8 +2,9 @@
 and recalibrated block by block on what was known before each block (bench/forecast.py prints it).
 
 Price: the persistence forecast (no change), whose residual is the return itself, with two intervals
-from one calibration window: constant width (split conformal on the returns) and adaptive (returns
-divided by a HAR forecast of the next candle's volatility, conformal per volatility regime, regimes by
+from one calibration window, by the code a model is calibrated and served with (ml.adaptive): constant
+width (split conformal on the returns) and adaptive (returns divided by a HAR forecast of the next
+candle's volatility, fitted on the hours before the window, conformal per volatility regime, regimes by
 the trailing day's volatility with cut points fixed on the calibration window). Volatility: HAR against
 the naive trailing mean and a constant, by the MAE of log volatility.
 """
@@ -17,23 +18,18 @@ import numpy as np
 import pandas as pd
 from tqdm import tqdm
 
+from cryptopredict.ml.adaptive import Scaled, bounds, calibrate, scale_of
 from cryptopredict.ml.evaluation import diebold_mariano
-from cryptopredict.ml.intervals import (
-    christoffersen_pvalue,
-    conformal_offsets,
-    interval_coverage,
-    kupiec_pvalue,
-    mondrian_offsets,
-    regime_cut_points,
-    regime_of,
-    winkler_score,
-)
+from cryptopredict.ml.intervals import christoffersen_pvalue, interval_coverage, kupiec_pvalue, winkler_score
 from cryptopredict.ml.volatility import (
+    FUTURE_VOL,
+    TRAILING_VOL,
     HarModel,
     absolute_returns,
     future_volatility,
     har_features,
     trailing_volatility,
+    volatility_inputs,
 )
 
 COVERAGE = 0.8
@@ -53,7 +49,10 @@ def walk_forward(close: pd.Series, test_start: pd.Timestamp) -> tuple[pd.DataFra
     abs_ret = absolute_returns(close)
     next_return = np.log(close).diff().shift(-1)
     features = har_features(abs_ret)
-    next_hour_vol, day_vol = future_volatility(abs_ret, 1), future_volatility(abs_ret, VOL_HORIZON_H)
+    # The price intervals by the code that calibrates and serves a model's (cryptopredict.ml.adaptive).
+    inputs = volatility_inputs(pd.DataFrame({"close": close, "missing": close.isna()}))
+    inputs[FUTURE_VOL] = future_volatility(abs_ret, 1)
+    day_vol = future_volatility(abs_ret, VOL_HORIZON_H)
     trailing_day = trailing_volatility(abs_ret, 24)
     positions = np.arange(len(close))
     first = int(close.index.searchsorted(test_start))
@@ -63,28 +62,23 @@ def walk_forward(close: pd.Series, test_start: pd.Timestamp) -> tuple[pd.DataFra
         # Outcomes known at the block's start: the return of hour t is known once hour t + 1 has closed.
         known = positions < start - 1
         calibration = known & (positions >= start - 1 - CALIBRATION_H)
-        scale_model = HarModel.fit(features[known & ~calibration], next_hour_vol[known & ~calibration])
-        scale_cal, scale_block = (
-            scale_model.predict(features[calibration]),
-            scale_model.predict(features[block]),
+        fitted = calibrate(next_return[calibration], inputs[calibration], inputs[known & ~calibration])
+        scaled = (
+            scale_of(fitted.adaptive, inputs[block])
+            if fitted.adaptive
+            else [Scaled(None, None)] * (block.stop - block.start)
         )
-        constant = conformal_offsets(next_return[calibration].dropna(), COVERAGE)
-        cuts = regime_cut_points(trailing_day[calibration])
-        offsets = mondrian_offsets(
-            (next_return[calibration] / scale_cal).to_numpy(),
-            regime_of(trailing_day[calibration], cuts),
-            COVERAGE,
-        )
-        regimes = regime_of(trailing_day[block], cuts)
+        adaptive_low, adaptive_high = bounds(fitted.constant, fitted.adaptive, scaled, COVERAGE)
+        constant_low, constant_high = bounds(fitted.constant, None, scaled, COVERAGE)
         price_rows.append(
             pd.DataFrame(
                 {
                     "actual": next_return[block],
-                    "trailing": trailing_day[block],
-                    "const_low": constant[0],
-                    "const_high": constant[1],
-                    "adaptive_low": scale_block * [offsets[g][0] for g in regimes],
-                    "adaptive_high": scale_block * [offsets[g][1] for g in regimes],
+                    "trailing": inputs[TRAILING_VOL][block],
+                    "const_low": constant_low,
+                    "const_high": constant_high,
+                    "adaptive_low": adaptive_low,
+                    "adaptive_high": adaptive_high,
                 }
             )
         )

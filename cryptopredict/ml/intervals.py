@@ -78,15 +78,19 @@ def regime_of(trailing_volatility: npt.ArrayLike, cuts: tuple[float, float]) -> 
     return np.searchsorted(np.asarray(cuts), np.asarray(trailing_volatility, dtype=float), side="right")
 
 
-def mondrian_offsets(
-    scaled_residuals: npt.ArrayLike, regimes: npt.ArrayLike, coverage: float
-) -> dict[int, tuple[float, float]]:
-    """Conformal offsets of residuals divided by the volatility forecast, one pair per regime
-    (Mondrian conformal prediction): each regime's coverage holds on its own, not just on average."""
+def mondrian_quantiles(
+    scaled_residuals: npt.ArrayLike, regimes: npt.ArrayLike, levels: list[float]
+) -> dict[int, list[float]]:
+    """Conformal quantiles of residuals divided by the volatility forecast at each of `levels`, apart
+    per regime (Mondrian conformal prediction): each regime's coverage holds on its own, not just on
+    average."""
     values, groups = np.asarray(scaled_residuals, dtype=float), np.asarray(regimes)
     if values.shape != groups.shape:
         raise ValueError(f"shapes differ: residuals {values.shape}, regimes {groups.shape}")
-    return {int(g): conformal_offsets(values[groups == g], coverage) for g in np.unique(groups)}
+    return {
+        int(g): [conformal_quantile(values[groups == g], level) for level in levels]
+        for g in np.unique(groups)
+    }
 
 
 def winkler_score(

@@ -14,7 +14,7 @@ from mapie.conformity_scores import AbsoluteConformityScore
 from mapie.regression import SplitConformalRegressor, TimeSeriesRegressor
 from sklearn.dummy import DummyRegressor
 
-from cryptopredict.ml.intervals import aci_update, conformal_offsets, conformal_quantile, mondrian_offsets
+from cryptopredict.ml.intervals import aci_update, conformal_offsets, conformal_quantile, mondrian_quantiles
 from cryptopredict.ml.volatility import FLOOR, HarModel, absolute_returns, future_volatility, har_features
 
 pytestmark = pytest.mark.unit
@@ -129,19 +129,19 @@ def test_conformal_offsets_and_quantile_match_mapie_split_conformal(coverage: fl
     assert compared >= 40
 
 
-def test_mondrian_offsets_are_mapie_split_conformal_fitted_per_regime():
+def test_mondrian_quantiles_are_mapie_split_conformal_fitted_per_regime():
     """mapie has no Mondrian (per-group) split conformal short of its conditional regressor (cvxpy and
-    torch); fitted on each regime's scaled residuals alone it gives mondrian_offsets' pairs."""
+    torch); fitted on each regime's scaled residuals alone it gives mondrian_quantiles' tails."""
     rng = np.random.default_rng(6)
     regimes = rng.integers(0, 3, 903)
     scaled = rng.standard_t(4, 903) * (1.0 + 0.5 * regimes) - 0.2
     coverage = 0.8
-    offsets = mondrian_offsets(scaled, regimes, coverage)
+    offsets = mondrian_quantiles(scaled, regimes, [(1 - coverage) / 2, (1 + coverage) / 2])
     assert sorted(offsets) == [0, 1, 2]
     for g, pair in offsets.items():
         values = scaled[regimes == g]
         assert not is_tie(values.size, (1 + Fraction(str(coverage))) / 2)
-        assert pair == mapie_offsets(values, coverage, symmetric=False)
+        assert tuple(pair) == mapie_offsets(values, coverage, symmetric=False)
 
 
 def test_aci_update_follows_mapie_adaptive_conformal_inference_step_by_step():

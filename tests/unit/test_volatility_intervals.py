@@ -8,7 +8,7 @@ from cryptopredict.ml.intervals import (
     christoffersen_pvalue,
     conformal_offsets,
     kupiec_pvalue,
-    mondrian_offsets,
+    mondrian_quantiles,
     pinball_loss,
     regime_cut_points,
     regime_of,
@@ -70,7 +70,9 @@ def test_mondrian_intervals_hold_in_each_regime_where_constant_width_does_not():
     frame = pd.DataFrame({"r": returns, "scale": scale, "trailing": scale}).dropna()
     calibration, test = frame.iloc[:10000], frame.iloc[10000:]
     cuts = regime_cut_points(calibration.trailing)
-    offsets = mondrian_offsets(calibration.r / calibration.scale, regime_of(calibration.trailing, cuts), 0.8)
+    offsets = mondrian_quantiles(
+        calibration.r / calibration.scale, regime_of(calibration.trailing, cuts), [0.1, 0.9]
+    )
     regimes = regime_of(test.trailing, cuts)
     low = np.array([offsets[g][0] for g in regimes]) * test.scale
     high = np.array([offsets[g][1] for g in regimes]) * test.scale
