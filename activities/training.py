@@ -35,7 +35,6 @@ from cryptopredict.ml.dataset import (
     LAST_CLOSE,
     TARGET,
     TARGET_CLOSE,
-    Dataset,
     build_dataset,
     indicator_values,
 )
@@ -130,6 +129,67 @@ class RetrainSteps:
                 os.replace(downloaded, path)  # atomic: concurrent steps on this worker never see half a file
         return path
 
+    def _start_run(
+        self,
+        request: TrainingInput,
+        key: str,
+        frame: pd.DataFrame,
+        content_hash: str,
+        features: list[str],
+        dropped: dict[str, int],
+        described: dict[str, Any],
+    ) -> TrainingRun:
+        """The retrain's MLflow run, tagged with `key`, holding the request, the dataset's identity and
+        the dataset itself (a parquet artifact, so every worker reads it through the tracking server).
+        `described`: the target's own DatasetSummary fields, also logged as `dataset_<name>` params."""
+        mlflow = self._mlflow()
+        for stale in mlflow.search_runs(filter_string=f"tags.temporal_run = '{key}'", output_format="list"):
+            # An earlier attempt died before returning it; its dataset may differ from this one.
+            mlflow.delete_run(stale.info.run_id)
+        name = f"{content_hash}.parquet"
+        kind = "" if request.target == "price" else f"{request.target}-"
+        with (
+            # Tagged as it is made: an attempt that dies at once still leaves a run the retry finds.
+            mlflow.start_run(
+                run_name=f"retrain-{kind}{request.pair}-{request.interval_s}s-h{request.horizon_candles}",
+                tags={
+                    "temporal_run": key,
+                    "reason": request.reason,
+                    "pair": request.pair,
+                    "target": request.target,
+                },
+            ) as run,
+            tempfile.TemporaryDirectory() as directory,
+        ):
+            summary = DatasetSummary(
+                uri=mlflow.get_artifact_uri(f"dataset/{name}"),
+                pair=request.pair,
+                interval_s=request.interval_s,
+                horizon_candles=request.horizon_candles,
+                rows=len(frame),
+                dropped=dropped,
+                features=features,
+                start=frame[FEATURE_TIME].iloc[0].to_pydatetime(),
+                end=frame[FEATURE_TIME].iloc[-1].to_pydatetime(),
+                content_hash=content_hash,
+                **described,
+            )
+            mlflow.log_params(
+                {
+                    **{k: v for k, v in request.model_dump().items() if k != "reason"},
+                    "dataset_hash": content_hash,
+                    "dataset_rows": summary.rows,
+                    "dataset_start": summary.start.isoformat(),
+                    "dataset_end": summary.end.isoformat(),
+                    **{f"dataset_{field}": value for field, value in described.items()},
+                    **{f"dataset_dropped_{reason}": n for reason, n in summary.dropped.items()},
+                }
+            )
+            mlflow.log_text("\n".join(summary.features), "dataset/features.txt")
+            frame.to_parquet(Path(directory) / name, index=False)
+            mlflow.log_artifact(str(Path(directory) / name), "dataset")
+        return TrainingRun(mlflow_run_id=run.info.run_id, dataset=summary)
+
 
 class TrainingActivities(RetrainSteps):
     @activity.defn(name="start_scheduled_retrain")
@@ -177,57 +237,15 @@ class TrainingActivities(RetrainSteps):
                     type="NotEnoughData",
                 )
             progress("logging")
-            return self._start_run(request, key, dataset, source, sentiment is not None)
-
-    def _start_run(
-        self, request: TrainingInput, key: str, dataset: Dataset, indicator_source: str, sentiment: bool
-    ) -> TrainingRun:
-        """The retrain's MLflow run, tagged with `key`, holding the request, the dataset's identity and
-        the dataset itself (a parquet artifact, so every worker reads it through the tracking server)."""
-        mlflow = self._mlflow()
-        for stale in mlflow.search_runs(filter_string=f"tags.temporal_run = '{key}'", output_format="list"):
-            # An earlier attempt died before returning it; its dataset may differ from this one.
-            mlflow.delete_run(stale.info.run_id)
-        content_hash = dataset.content_hash
-        name = f"{content_hash}.parquet"
-        with (
-            # Tagged as it is made: an attempt that dies at once still leaves a run the retry finds.
-            mlflow.start_run(
-                run_name=f"retrain-{request.pair}-{request.interval_s}s-h{request.horizon_candles}",
-                tags={"temporal_run": key, "reason": request.reason, "pair": request.pair},
-            ) as run,
-            tempfile.TemporaryDirectory() as directory,
-        ):
-            summary = DatasetSummary(
-                uri=mlflow.get_artifact_uri(f"dataset/{name}"),
-                pair=request.pair,
-                interval_s=request.interval_s,
-                horizon_candles=request.horizon_candles,
-                rows=len(dataset.frame),
-                dropped=dataset.dropped,
-                features=dataset.features,
-                start=dataset.frame[FEATURE_TIME].iloc[0].to_pydatetime(),
-                end=dataset.frame[FEATURE_TIME].iloc[-1].to_pydatetime(),
-                content_hash=content_hash,
-                indicator_source=indicator_source,
-                sentiment=sentiment,
+            return self._start_run(
+                request,
+                key,
+                dataset.frame,
+                dataset.content_hash,
+                dataset.features,
+                dataset.dropped,
+                {"indicator_source": source, "sentiment": sentiment is not None},
             )
-            mlflow.log_params(
-                {
-                    **{k: v for k, v in request.model_dump().items() if k != "reason"},
-                    "dataset_hash": content_hash,
-                    "dataset_rows": summary.rows,
-                    "dataset_start": summary.start.isoformat(),
-                    "dataset_end": summary.end.isoformat(),
-                    "dataset_indicator_source": indicator_source,
-                    "dataset_sentiment": sentiment,
-                    **{f"dataset_dropped_{reason}": n for reason, n in summary.dropped.items()},
-                }
-            )
-            mlflow.log_text("\n".join(summary.features), "dataset/features.txt")
-            dataset.frame.to_parquet(Path(directory) / name, index=False)
-            mlflow.log_artifact(str(Path(directory) / name), "dataset")
-        return TrainingRun(mlflow_run_id=run.info.run_id, dataset=summary)
 
     @activity.defn(name="ensure_champion")
     def ensure_champion(self, step: StepInput) -> ModelRef:

@@ -8,9 +8,7 @@ columns), so they heartbeat at their milestones and per Optuna trial rather than
 
 from __future__ import annotations
 
-import tempfile
 import time
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -25,7 +23,6 @@ from cryptopredict.ml.tuning import run_trials
 from cryptopredict.ml.volatility import FUTURE_VOL
 from cryptopredict.models import ModelRef
 from cryptopredict.models.training import (
-    DatasetSummary,
     EvaluateInput,
     Evaluation,
     ScreenedCandidate,
@@ -68,54 +65,15 @@ class VolatilityActivities(RetrainSteps):
                 f"({len(candles)} candles, dropped {dataset.dropped}); need {request.min_rows}",
                 type="NotEnoughData",
             )
-        mlflow = self._mlflow()
-        for stale in mlflow.search_runs(filter_string=f"tags.temporal_run = '{key}'", output_format="list"):
-            mlflow.delete_run(stale.info.run_id)  # an earlier attempt died before returning it
-        content_hash = dataset.content_hash
-        name = f"{content_hash}.parquet"
-        frame = dataset.frame
-        with (
-            mlflow.start_run(
-                run_name=f"retrain-vol-{request.pair}-{request.interval_s}s-h{request.horizon_candles}",
-                tags={
-                    "temporal_run": key,
-                    "reason": request.reason,
-                    "pair": request.pair,
-                    "target": "volatility",
-                },
-            ) as run,
-            tempfile.TemporaryDirectory() as directory,
-        ):
-            summary = DatasetSummary(
-                uri=mlflow.get_artifact_uri(f"dataset/{name}"),
-                pair=request.pair,
-                interval_s=request.interval_s,
-                horizon_candles=request.horizon_candles,
-                rows=len(frame),
-                dropped=dataset.dropped,
-                features=dataset.features,
-                start=frame[vt.FEATURE_TIME].iloc[0].to_pydatetime(),
-                end=frame[vt.FEATURE_TIME].iloc[-1].to_pydatetime(),
-                content_hash=content_hash,
-                indicator_source="none",
-                sentiment=False,
-                volatility_estimator=dataset.estimator,
-            )
-            mlflow.log_params(
-                {
-                    **{k: v for k, v in request.model_dump().items() if k != "reason"},
-                    "dataset_hash": content_hash,
-                    "dataset_rows": summary.rows,
-                    "dataset_start": summary.start.isoformat(),
-                    "dataset_end": summary.end.isoformat(),
-                    "volatility_estimator": dataset.estimator,
-                    "volatility_loss": "log_mae",
-                    **{f"dataset_dropped_{reason}": n for reason, n in summary.dropped.items()},
-                }
-            )
-            frame.to_parquet(Path(directory) / name, index=False)
-            mlflow.log_artifact(str(Path(directory) / name), "dataset")
-        return TrainingRun(mlflow_run_id=run.info.run_id, dataset=summary)
+        return self._start_run(
+            request,
+            key,
+            dataset.frame,
+            dataset.content_hash,
+            dataset.features,
+            dataset.dropped,
+            {"indicator_source": "none", "sentiment": False, "volatility_estimator": dataset.estimator},
+        )
 
     @activity.defn(name="ensure_volatility_champion")
     def ensure_volatility_champion(self, step: StepInput) -> ModelRef:
