@@ -153,7 +153,7 @@ budgets at their defaults (`cryptopredict/models/training.py`).
 | promoted | {decision["promoted"]} |
 | skill vs persistence (1 - MAE/MAE_persistence, test window) | {decision["skill_vs_persistence"]:+.4f} |
 | Diebold-Mariano p-value vs persistence (one-sided) | {decision["dm_pvalue"]:.3g} |
-| interval coverage (nominal 0.80) | {decision["interval_coverage"]:.3f} |
+| interval coverage, constant width (nominal 0.80) | {decision["interval_coverage"]:.3f} |
 | coverage calm / mid / wild (adaptive interval) | {_regimes(decision["coverage_by_regime"])} |
 | interval score, adaptive / constant width | {_figure(decision["interval_score_vs_constant"])} |
 | MAE / persistence MAE (USD) | {metrics["mae"]:.2f} / {metrics["persistence_mae"]:.2f} |

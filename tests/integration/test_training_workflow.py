@@ -86,12 +86,16 @@ def retried_activities(history) -> list[str]:
 async def test_on_a_random_walk_every_step_runs_and_persistence_stays_champion(settings):
     pair = unique_pair()
     # Enough history for the interval's volatility scale (ml.adaptive.MIN_HAR_ROWS before the folds).
-    await seed(settings, pair, ar=0.0, seed=3, n=4_000)
+    await seed(settings, pair, ar=0.0, seed=3, n=3_000)
     client = await temporal_client(settings)
     task_queue = f"training-test-{uuid.uuid4()}"
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as executor:
         async with build_worker(client, settings, executor, task_queue=task_queue):
-            result = await start_training(settings, quick(pair), client=client, task_queue=task_queue)
+            # Two folds: the first validation block starts a third of the way in, after enough rows to fit
+            # the interval's volatility scale on.
+            result = await start_training(
+                settings, quick(pair, folds=2), client=client, task_queue=task_queue
+            )
             handle = client.get_workflow_handle(training_workflow_id(pair, 60, 1))
             progress = await handle.query("progress", result_type=TrainingProgress)
     assert isinstance(result, TrainingResult)
