@@ -1173,7 +1173,7 @@ on the local broker, so every prediction takes the real path: producer -> topic 
 PredictionConsumer -> hub -> RPC. *{EDGE}*: the clients call the stream edge (`cryptopredict edge`,
 infra/stream-edge, Go) in front of that server instead: it follows the server's predictions on one
 stream and fans them out itself, and answers GetLatestPrediction from them once the server has vouched
-for the key and the caller (see the README); it is started after the direct runs, and its CPU is
+for the key and the caller (see docs/serving.md); it is started after the direct runs, and its CPU is
 counted with the server's. The clients are other processes on the same 2 cores, which they share
 with the server, the broker and the rest of the local stack, and with whatever else runs on the machine:
 "rest of the machine" is how many of the 2 cores were busy with anything but the server and the clients

@@ -5,7 +5,7 @@ takes 50 ms of a core. The edge follows this server's predictions on one stream 
 itself, at a few µs a message, as the server encoded it. A new subscription is opened on this server
 first (request and metadata as the client sent them) and served once the server accepted it, so
 validation and authentication answer exactly as here. Lookups the server has vouched for are answered
-from the edge's latest predictions; other methods are relayed unchanged (README: "The stream edge").
+from the edge's latest predictions; other methods are relayed unchanged (docs/serving.md, "The stream edge").
 """
 
 from __future__ import annotations

@@ -27,6 +27,7 @@ from cryptopredict import metrics
 from cryptopredict.features.candles import CandleState
 from cryptopredict.models import Candle, Trade, TradeBatch
 from cryptopredict.topics import TRADES, topic_name
+from streams import faust_internals
 from streams.app import (
     app,
     candle_input,
@@ -127,7 +128,7 @@ def _trades_backlog(partition: int) -> bool:
     """True while trades of this partition wait to be read (or that is not known yet, just after a start):
     then a quiet window is not idle, its trades are still queued, and closing it would cut it."""
     tp = TP(trades_topic_name, partition)
-    read = app.consumer._read_offset.get(tp)  # the consumer's own bookkeeping: last offset handed out
+    read = faust_internals.read_offset(app.consumer, tp)
     highwater = app.consumer.highwater(tp)
     return highwater is None or (highwater > 0 and (read is None or read + 1 < highwater))
 

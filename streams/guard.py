@@ -26,7 +26,6 @@ import os
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from functools import partial
 from typing import Any
 
 from faust.types import TP, Message
@@ -42,6 +41,7 @@ from cryptopredict.offsets import (
     Stall,
     stall_limit,
 )
+from streams import faust_internals
 from streams.app import app
 
 logger = logging.getLogger(__name__)
@@ -63,11 +63,11 @@ class CompleteStream:
         else as the broker knows it (Faust leaves its own unset on some paths, and reports a commit at 0
         as none), else, with nothing committed, the partition's first offset (auto_offset_reset earliest).
         The broker is asked once per assignment."""
-        committed = app.consumer._committed_offset.get(tp)
+        committed = faust_internals.committed_offset(app.consumer, tp)
         if committed is not None:
             return committed
         if tp not in self._starts:
-            self._starts[tp] = await _broker_committed(tp)
+            self._starts[tp] = await faust_internals.broker_committed_offset(app.consumer, tp)
             if self._starts[tp] is None:
                 self._starts[tp] = (await app.consumer.earliest_offsets(tp)).get(tp)
         return self._starts[tp]
@@ -94,13 +94,6 @@ class CompleteStream:
         self._starts.clear()
 
 
-async def _broker_committed(tp: TP) -> int | None:
-    """The consumer group's committed offset of `tp` on the broker, asked in the consumer's own thread."""
-    thread = app.consumer._thread  # type: ignore[attr-defined]
-    committed: int | None = await thread.call_thread(thread._ensure_consumer().committed, tp)
-    return committed
-
-
 _guarded: list[CompleteStream] = []
 
 
@@ -122,36 +115,19 @@ async def _forget_offsets(*_args: object, **_kwargs: object) -> None:
         guard.forget_offsets()
 
 
-def _forget(message: ConsumerMessage, consumer: Any) -> bool:
-    """Final acknowledgement of a message that some agent never got: nothing waits for it any more, and its
-    offset is not marked as processed (so not committed)."""
-    message.acked = True
-    consumer._unacked_messages.discard(message)
-    return False
-
-
 def release_dropped_events(buffers: Iterable[Any], consumer: Any) -> None:
-    """Releases the reference each buffered event holds on its message, as Faust drops the events."""
+    """Releases the reference each buffered event holds on its message, as Faust drops the events: the
+    agents still holding the message end the wait for it, and its offset is not marked processed."""
     for buffer in buffers:
-        for event in list(buffer._queue):
+        for event in faust_internals.buffered_events(buffer):
             message = getattr(event, "message", None)
             if isinstance(message, ConsumerMessage) and not message.acked:
-                # Replaces ConsumerMessage.on_final_ack (which would mark the offset processed) for the
-                # agents still holding the message: their acknowledgement ends the wait and nothing more.
-                message.on_final_ack = partial(_forget, message)  # type: ignore[method-assign]
-                message.ack(consumer)
+                faust_internals.acknowledge_without_commit(message, consumer)
 
 
-_clear_buffers = app.flow_control.clear
-
-
-def _release_and_clear_buffers() -> None:
-    release_dropped_events(list(app.flow_control._queues), app.consumer)
-    _clear_buffers()
-
-
-# Faust empties the agents' buffers with flow_control.clear(): on revocation, on stop and on resume.
-app.flow_control.clear = _release_and_clear_buffers  # type: ignore[method-assign]
+faust_internals.before_buffers_clear(
+    app, lambda: release_dropped_events(faust_internals.agent_buffers(app), app.consumer)
+)
 
 _rebalancing_since: float | None = None
 
@@ -185,7 +161,7 @@ async def watch_for_skipped_records() -> None:
             if guard.stall.stalled(tp, expected, ends.get(tp), now, stall_limit(view)):
                 _restart(
                     f"{guard.agent}: {tp} records {expected}..{ends[tp] - 1} are not reaching it "
-                    f"(read offset {app.consumer._read_offset.get(tp)}, {view})"
+                    f"(read offset {faust_internals.read_offset(app.consumer, tp)}, {view})"
                 )
 
 
@@ -199,7 +175,7 @@ class _Pressure:
         self.seen_at = float("-inf")
 
     def update(self, now: float) -> None:
-        if any(queue.full() for queue in list(app.flow_control._queues)):
+        if any(queue.full() for queue in faust_internals.agent_buffers(app)):
             self.seen_at = now
 
 
@@ -209,8 +185,8 @@ _pressure = _Pressure()
 def _queued_ends() -> dict[TP, int]:
     """The highest offset of each partition with records waiting in an agent's buffer."""
     ends: dict[TP, int] = {}
-    for queue in list(app.flow_control._queues):
-        for event in list(queue._queue):
+    for queue in faust_internals.agent_buffers(app):
+        for event in faust_internals.buffered_events(queue):
             message = getattr(event, "message", None)
             if message is not None and message.offset > ends.get(message.tp, -1):
                 ends[message.tp] = message.offset
@@ -218,17 +194,16 @@ def _queued_ends() -> dict[TP, int]:
 
 
 def _view(guard: CompleteStream, tp: TP, expected: int, queued: dict[TP, int], now: float) -> PartitionView:
-    consumer = app.consumer
     # The read offset is the last record handed out; after a seek (at an assignment) it is the next one
     # to read, so equal to the expected record only counts once a record arrived since the assignment.
-    read = consumer._read_offset.get(tp)
-    active = consumer._active_partitions
+    read = faust_internals.read_offset(app.consumer, tp)
+    held_back, fetched = faust_internals.partition_flags(app.consumer, tp)
     return PartitionView(
         queued=queued.get(tp, -1) >= expected,
         handed_out=read is not None
         and (read > expected or (read == expected and guard.continuity.received(tp))),
-        held_back=tp in consumer._buffered_partitions,
-        fetched=(active is None or tp in active) and tp not in consumer._paused_partitions,
+        held_back=held_back,
+        fetched=fetched,
         agent_received_s_ago=round(now - guard.received_at, 1),
         backpressure_s_ago=round(now - _pressure.seen_at, 1),
     )

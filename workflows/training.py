@@ -6,7 +6,7 @@ family's Optuna trials run as several batch activities at once (any free worker 
 one study in PostgreSQL; a retried batch resumes from the trials it already stored. The `progress` query
 returns the current step and its figures. With `"target": "volatility"` the same steps retrain the
 target's volatility model (activities/volatility.py) into its own registered model (`...-vol`).
-Start it with `cryptopredict train`, on the daily schedule, or with the Temporal CLI (README):
+Start it with `cryptopredict train`, on the daily schedule, or with the Temporal CLI (docs/training.md):
     temporal workflow start --type TrainingWorkflow --task-queue training \
         --workflow-id training-BTCUSD-60s-h1 --input '{"pair": "BTC/USD", "interval_s": 60}'
 """

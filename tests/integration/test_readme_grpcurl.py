@@ -1,7 +1,9 @@
-"""Every grpcurl command of the README's "gRPC with grpcurl" block, run against a live server.
+"""Every grpcurl command of docs/serving.md's "gRPC with grpcurl" block, run against a live server.
 
-The commands are read from README.md as written: `\\` continuations joined, shell quoting and trailing
-comments parsed. Three things change before a command runs, nothing else:
+The examples lived in the README until it became a front page (hence this module's name); they are now in
+docs/serving.md, under the heading HEADING. The commands are read from that page as written: `\\`
+continuations joined, shell quoting and trailing comments parsed. Three things change before a command
+runs, nothing else:
 
 - the address 127.0.0.1:50051 becomes the test server's (it listens on a free port);
 - the pair BTC/USD becomes a pair of this module's own, because the ledger lives in the shared feature
@@ -12,7 +14,8 @@ Each command must exit 0 and print what it promises (see `check_call`). The one 
 server-streaming call ended by its `-max-time` exits with grpcurl's 64 + DEADLINE_EXCEEDED, which is
 how such an example ends for anyone who runs it. A command calling an RPC without a check here must
 still exit 0 and print JSON: seed what it needs in `served` and add a check to `check_call`.
-`test_the_block_covers_the_api` requires an example of every RPC the server implements.
+`test_the_block_covers_the_api` requires an example of every RPC the server implements, and
+`test_the_example_response_is_what_the_server_prints` checks the JSON response shown after the block.
 """
 
 from __future__ import annotations
@@ -54,11 +57,12 @@ from grpc_server.server import SERVICE_NAME, RunningServer, start_server
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
 REPO = Path(__file__).resolve().parents[2]
-README = REPO / "README.md"
-HEADING = "### gRPC with grpcurl"
-GRPCURL = ".local/bin/grpcurl"  # as the README writes it, relative to the checkout (the stack installs it)
-README_TARGET = "127.0.0.1:50051"
-README_PAIR = "BTC/USD"
+DOC = REPO / "docs" / "serving.md"
+DOC_NAME = "docs/serving.md"
+HEADING = "## gRPC with grpcurl"
+GRPCURL = ".local/bin/grpcurl"  # as the docs write it, relative to the checkout (the stack installs it)
+EXAMPLE_TARGET = "127.0.0.1:50051"
+EXAMPLE_PAIR = "BTC/USD"
 MAX_TIME_S = 4.0
 HEALTH_SERVICE = health_pb2.DESCRIPTOR.services_by_name["Health"].full_name
 T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
@@ -71,16 +75,16 @@ BOOL_FLAGS = {
 DEADLINE_EXCEEDED_EXIT = 64 + grpc.StatusCode.DEADLINE_EXCEEDED.value[0]
 
 
-def readme_example_response() -> dict[str, Any] | None:
+def example_response() -> dict[str, Any] | None:
     """The first JSON block after HEADING: a response as grpcurl prints it."""
-    text = README.read_text().split(f"{HEADING}\n", 1)[-1]
+    text = DOC.read_text().split(f"{HEADING}\n", 1)[-1]
     block = re.search(r"^```json\n(.*?)^```$", text, re.S | re.M)
     return json.loads(block.group(1)) if block else None
 
 
-def readme_commands() -> list[str]:
+def example_commands() -> list[str]:
     """The logical command lines of the first bash block after HEADING (empty when there is none)."""
-    lines = README.read_text().splitlines()
+    lines = DOC.read_text().splitlines()
     if HEADING not in lines:
         return []
     start = lines.index(HEADING)
@@ -102,7 +106,7 @@ def readme_commands() -> list[str]:
 
 @dataclass
 class GrpcurlCall:
-    """A README command parsed like grpcurl parses its arguments, with the test's substitutions."""
+    """An example command parsed like grpcurl parses its arguments, with the test's substitutions."""
 
     argv: list[str]
     flags: dict[str, str]
@@ -127,7 +131,7 @@ def parse_command(command: str, target: str, pair: str) -> GrpcurlCall:
             i += 1
             value = tokens[i]
         if name == "d":
-            value = value.replace(README_PAIR, pair)
+            value = value.replace(EXAMPLE_PAIR, pair)
         elif name == "max-time":
             value = str(min(float(value), MAX_TIME_S))
         flags[name] = value
@@ -137,7 +141,7 @@ def parse_command(command: str, target: str, pair: str) -> GrpcurlCall:
             argv += [f"-{name}"] if name in BOOL_FLAGS else [f"-{name}", value]
         i += 1
     positional = tokens[i:]
-    assert positional and positional[0] == README_TARGET, f"the address must be {README_TARGET}"
+    assert positional and positional[0] == EXAMPLE_TARGET, f"the address must be {EXAMPLE_TARGET}"
     assert len(positional) in (2, 3), "expected: address, then list/describe [symbol] or one method"
     argv += [target, *positional[1:]]
     verb, symbol = positional[1], positional[2] if len(positional) == 3 else None
@@ -334,7 +338,7 @@ def check_call(
         assert messages == expected
     elif call.verb == f"{SERVICE_NAME}/GetLedger":
         assert request["pair"] == served.pair and int(request["interval_s"]) == 60, (
-            f"seeded: {README_PAIR}, interval 60"
+            f"seeded: {EXAMPLE_PAIR}, interval 60"
         )
         assert "since" not in request, "seeded: no check for `since`"
         wanted = [
@@ -352,11 +356,11 @@ def check_call(
 def command_id(command: str) -> str:
     """What a command does, as its test id: the words after the address."""
     words = command.split("#")[0].split()
-    return " ".join(words[words.index(README_TARGET) + 1 :]) if README_TARGET in words else command
+    return " ".join(words[words.index(EXAMPLE_TARGET) + 1 :]) if EXAMPLE_TARGET in words else command
 
 
-@pytest.mark.parametrize("command", readme_commands(), ids=command_id)
-async def test_readme_grpcurl_command(served: Served, command: str) -> None:
+@pytest.mark.parametrize("command", example_commands(), ids=command_id)
+async def test_docs_grpcurl_command(served: Served, command: str) -> None:
     assert (REPO / GRPCURL).exists(), f"{GRPCURL} is missing: `cryptopredict stack up` installs it"
     call = parse_command(command, served.target, served.pair)
     try:
@@ -385,7 +389,9 @@ async def test_readme_grpcurl_command(served: Served, command: str) -> None:
             pytest.fail(f"{command}\nstill running without a subscription after {MAX_TIME_S} s")
         if process.returncode is None:
             pairs, interval_s, horizon_s = stream_filter(call.request)
-            assert not pairs or served.pair in pairs, f"seeded: the stream example must ask for {README_PAIR}"
+            assert not pairs or served.pair in pairs, (
+                f"seeded: the stream example must ask for {EXAMPLE_PAIR}"
+            )
             live = served.publish(interval_s=interval_s or 60, horizon_s=horizon_s or 60)
     stdout, stderr = (out.decode() for out in await asyncio.wait_for(process.communicate(), 30))
     ended_by_max_time = (
@@ -398,8 +404,8 @@ async def test_readme_grpcurl_command(served: Served, command: str) -> None:
 
 
 def test_the_block_covers_the_api() -> None:
-    commands = readme_commands()
-    assert commands, f'README.md has no bash block under "{HEADING}"'
+    commands = example_commands()
+    assert commands, f'{DOC_NAME} has no bash block under "{HEADING}"'
     calls = [parse_command(command, "127.0.0.1:1", "X/Y") for command in commands]
     shown = {call.verb for call in calls}
     implemented = {
@@ -409,12 +415,12 @@ def test_the_block_covers_the_api() -> None:
         is not getattr(pb_grpc.PredictionServiceServicer, method.name)
     }
     missing = {"list", "describe", f"{HEALTH_SERVICE}/Check", *implemented} - shown
-    assert not missing, f"no README example of {sorted(missing)}"
+    assert not missing, f"no example in {DOC_NAME} of {sorted(missing)}"
 
 
 def test_the_example_response_is_what_the_server_prints(served: Served) -> None:
-    example = readme_example_response()
-    assert example is not None, f'README.md shows no JSON response under "{HEADING}"'
+    example = example_response()
+    assert example is not None, f'{DOC_NAME} shows no JSON response under "{HEADING}"'
     # A GetLatestPredictionResponse as grpcurl prints it: every field exists, of its type...
     parsed = ParseDict(example, pb.GetLatestPredictionResponse())
     assert as_json(parsed) == example
