@@ -44,6 +44,8 @@ from sqlalchemy import select
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from pydantic import SecretStr  # noqa: E402
+
 from bench.report import publish  # noqa: E402
 from bench.streaming import BUSY, Phase, expected_candles, market, publish_trades, run_phase, start_worker  # noqa: E402
 from cryptopredict import stack  # noqa: E402
@@ -88,7 +90,7 @@ def single_broker(cluster: Settings) -> tuple[Settings, dict[str, str]]:
         bootstrap_servers=env["CRYPTOPREDICT_KAFKA__BOOTSTRAP_SERVERS"],
         security_protocol="SASL_SSL",
         sasl_username=env["CRYPTOPREDICT_KAFKA__SASL_USERNAME"],
-        sasl_password=env["CRYPTOPREDICT_KAFKA__SASL_PASSWORD"],
+        sasl_password=SecretStr(env["CRYPTOPREDICT_KAFKA__SASL_PASSWORD"]),
         ssl_ca_file=Path(env["CRYPTOPREDICT_KAFKA__SSL_CA_FILE"]),
     )
     return cluster.model_copy(update={"local_dir": local_dir, "kafka": kafka}), env

@@ -359,8 +359,8 @@ async def _unary_load(
     elapsed = time.perf_counter() - started
     cpu_s = time.process_time() - cpu_started
     gc.enable()
-    for call, t0, ended in calls:  # the open loop's outcomes, read after the measurement
-        if await call.code() == grpc.StatusCode.OK:
+    for pending, t0, ended in calls:  # the open loop's outcomes, read after the measurement
+        if await pending.code() == grpc.StatusCode.OK:
             latencies.append((ended[0] - t0) * 1000)
         else:
             errors += 1

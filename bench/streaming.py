@@ -97,7 +97,7 @@ def market(names: list[str], trades_per_minute: float | None, minutes: int, seed
 def expected_candles(
     trades: list[Trade], pairs: list[str], settings: Settings
 ) -> set[tuple[str, int, datetime]]:
-    keys = set()
+    keys: set[tuple[str, int, datetime]] = set()
     for pair in pairs:
         for interval_s in settings.features.candle_intervals_s:
             state = CandleState(pair=pair, interval_s=interval_s, grace_s=settings.features.grace_s)

@@ -41,12 +41,13 @@ sys.path[:] = [p for p in sys.path if Path(p or ".").resolve() != Path(__file__)
 sys.path.insert(0, str(ROOT))
 
 from bench.report import publish  # noqa: E402
+from cryptopredict.settings import Settings  # noqa: E402
 
 REAL = ROOT.parent / "shared" / "data" / "kraken" / "XBTUSD_60.csv"
 YEAR_OF_MINUTES = 525_600
 
 
-async def load_synthetic(settings, pair: str, n: int) -> None:
+async def load_synthetic(settings: Settings, pair: str, n: int) -> None:
     from cryptopredict.ml.synthetic import synthetic_candles
     from cryptopredict.store.candles import async_engine, upsert_candles
     from cryptopredict.store.loader import batched

@@ -12,7 +12,7 @@ from collections.abc import Awaitable
 from datetime import UTC, datetime
 
 import faust
-from faust.types import RecordMetadata
+from faust.types import RecordMetadata, TableT
 
 from cryptopredict import metrics, topics
 from cryptopredict.kafka_client import faust_credentials
@@ -65,7 +65,7 @@ CHANGELOG_CONFIG = {
 }
 
 
-def state_table(name: str) -> faust.Table:
+def state_table(name: str) -> TableT:
     """A table of JSON state per key, changelogged, one partition per input partition."""
     return app.Table(
         name, default=None, partitions=settings.kafka.partitions, extra_topic_configs=CHANGELOG_CONFIG

@@ -90,7 +90,7 @@ def acknowledge_without_commit(message: ConsumerMessage, consumer: Any) -> None:
         consumer._unacked_messages.discard(message)
         return False
 
-    message.on_final_ack = forget  # type: ignore[method-assign]
+    message.on_final_ack = forget  # type: ignore[method-assign,assignment]
     message.ack(consumer)
 
 

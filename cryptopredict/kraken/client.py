@@ -43,7 +43,7 @@ class Rejected:
 def backoff_delay(attempt: int, base_s: float, cap_s: float, rng: random.Random) -> float:
     """Exponential backoff with 'equal jitter': between half and all of min(cap, base * 2**attempt)."""
     ceiling = min(cap_s, base_s * 2**attempt)
-    return ceiling * rng.uniform(0.5, 1.0)
+    return float(ceiling * rng.uniform(0.5, 1.0))
 
 
 class ConnectionDead(Exception):

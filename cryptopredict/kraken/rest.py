@@ -145,7 +145,7 @@ class KrakenRestClient:
         raise KrakenRestError(f"{path} failed after {self.max_retries + 1} attempts")
 
     def _backoff(self, attempt: int) -> float:
-        return min(self.max_backoff_s, self.min_interval_s * 2**attempt) * random.uniform(0.5, 1.0)
+        return float(min(self.max_backoff_s, self.min_interval_s * 2**attempt) * random.uniform(0.5, 1.0))
 
     @staticmethod
     def _retry_after(response: httpx.Response) -> float | None:

@@ -59,7 +59,8 @@ EPS = 1e-4
 
 def finite(values: np.ndarray | pd.Series | Sequence[float]) -> np.ndarray:
     array = np.asarray(values, dtype=float).ravel()
-    return array[np.isfinite(array)]
+    kept: np.ndarray = array[np.isfinite(array)]
+    return kept
 
 
 def quantile_edges(reference: np.ndarray, bins: int) -> np.ndarray:

@@ -61,7 +61,8 @@ def price_errors(
 ) -> np.ndarray:
     """Predicted price (close * exp(predicted log return)) minus the price that happened."""
     last, actual, predicted = _aligned(close, target_close, predicted_log_return)
-    return last * np.exp(predicted) - actual
+    errors: np.ndarray = last * np.exp(predicted) - actual
+    return errors
 
 
 def evaluate_forecast(

@@ -187,7 +187,7 @@ def _finite_residuals(residuals: npt.ArrayLike) -> np.ndarray:
 
 
 def _finite_values(values: npt.ArrayLike) -> np.ndarray:
-    array = np.asarray(values, dtype=float)
+    array: np.ndarray = np.asarray(values, dtype=float)
     array = array[np.isfinite(array)]
     if array.size == 0:
         raise ValueError("no finite values")

@@ -77,7 +77,8 @@ def walk_forward_folds(
 def _purged_before(stamps: np.ndarray, boundary: int, gap: np.timedelta64) -> np.ndarray:
     """Rows before position `boundary` whose time + gap is still strictly before the boundary time."""
     candidates = np.arange(boundary)
-    return candidates[stamps[:boundary] + gap < stamps[boundary]]
+    rows: np.ndarray = candidates[stamps[:boundary] + gap < stamps[boundary]]
+    return rows
 
 
 def _require_positive(horizon: timedelta) -> None:
@@ -95,4 +96,5 @@ def _as_datetime64(times: Times) -> np.ndarray:
 
 
 def _as_timedelta64(span: timedelta) -> np.timedelta64:
-    return pd.Timedelta(span).to_timedelta64().astype("timedelta64[ns]")
+    value: np.timedelta64 = pd.Timedelta(span).to_timedelta64().astype("timedelta64[ns]")
+    return value

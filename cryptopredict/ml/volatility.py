@@ -31,7 +31,8 @@ def har_feature_names(windows: tuple[int, ...] = HAR_WINDOWS) -> list[str]:
 
 def absolute_returns(close: pd.Series) -> pd.Series:
     """|log(close_t / close_{t-1})|, NaN for the first candle."""
-    return np.log(close).diff().abs()
+    abs_returns: pd.Series = np.log(close).diff().abs()
+    return abs_returns
 
 
 def future_volatility(abs_returns: pd.Series, horizon: int) -> pd.Series:

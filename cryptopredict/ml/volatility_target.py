@@ -166,12 +166,14 @@ def build_volatility_dataset(
 
 
 def log_target(frame: pd.DataFrame) -> np.ndarray:
-    return np.log(frame[FUTURE_VOL].clip(lower=FLOOR).to_numpy(dtype=float))
+    logs: np.ndarray = np.log(frame[FUTURE_VOL].clip(lower=FLOOR).to_numpy(dtype=float))
+    return logs
 
 
 def log_errors(forecast: np.ndarray, actual: np.ndarray) -> np.ndarray:
     """log(forecast) - log(realized), both floored at FLOOR: the loss is their absolute value."""
-    return np.log(np.maximum(forecast, FLOOR)) - np.log(np.maximum(actual, FLOOR))
+    errors: np.ndarray = np.log(np.maximum(forecast, FLOOR)) - np.log(np.maximum(actual, FLOOR))
+    return errors
 
 
 def log_mae(forecast: np.ndarray, actual: np.ndarray) -> float:
@@ -196,11 +198,14 @@ def predict_family(
     family: str, model: Any, frame: pd.DataFrame, features: list[str], horizon: int
 ) -> np.ndarray:
     """Volatility forecasts of a fitted family (see pyfunc for the same in serving)."""
+    forecast: np.ndarray
     if family == "naive":
-        return np.exp(frame[naive_feature(horizon)].to_numpy(dtype=float))
-    if family == "har":
-        return model.predict(frame[features]).to_numpy(dtype=float)
-    return np.exp(np.asarray(model.predict(frame[features]), dtype=float))
+        forecast = np.exp(frame[naive_feature(horizon)].to_numpy(dtype=float))
+    elif family == "har":
+        forecast = model.predict(frame[features]).to_numpy(dtype=float)
+    else:
+        forecast = np.exp(np.asarray(model.predict(frame[features]), dtype=float))
+    return forecast
 
 
 def cv_log_mae(

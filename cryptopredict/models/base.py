@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Annotated, Self
+from typing import Annotated, Any, Self
 
 from pydantic import AfterValidator, BaseModel, ConfigDict
 
@@ -24,7 +24,7 @@ class DomainModel(BaseModel):
         return self.model_dump_json().encode()
 
     @classmethod
-    def from_json(cls, payload: bytes | str | dict) -> Self:
+    def from_json(cls, payload: bytes | str | dict[str, Any]) -> Self:
         if isinstance(payload, dict):
             return cls.model_validate(payload)
         return cls.model_validate_json(payload)

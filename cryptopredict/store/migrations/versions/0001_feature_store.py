@@ -4,6 +4,8 @@ Revision ID: 0001
 Revises:
 """
 
+from typing import Any
+
 import sqlalchemy as sa
 from alembic import op
 from sqlalchemy.dialects import postgresql
@@ -14,7 +16,7 @@ branch_labels = None
 depends_on = None
 
 
-def _window_key() -> list[sa.Column]:
+def _window_key() -> list[sa.Column[Any]]:
     return [
         sa.Column("pair", sa.Text, primary_key=True),
         sa.Column("interval_s", sa.Integer, primary_key=True),
