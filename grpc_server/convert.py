@@ -11,9 +11,9 @@ from typing import NamedTuple
 
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from cryptopredict.ml.live import LiveFigures
 from cryptopredict.ml.registry import AliasedVersions, VersionSummary
 from cryptopredict.models.ml import Prediction, QuantilePrice
-from cryptopredict.store.ledger import LiveFigures
 from grpc_server.pb import predictions_pb2 as pb
 
 _TIMESTAMP_FIELDS = ("made_at", "feature_time", "target_time")

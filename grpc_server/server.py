@@ -29,10 +29,11 @@ from mlflow.exceptions import MlflowException
 from sqlalchemy.exc import SQLAlchemyError
 
 from cryptopredict import metrics
+from cryptopredict.ml.live import LiveFigures
 from cryptopredict.ml.registry import AliasedVersions, aliased_versions
 from cryptopredict.settings import GrpcSettings, Settings
 from cryptopredict.store.candles import sync_engine
-from cryptopredict.store.ledger import LiveFigures, ledger_summary
+from cryptopredict.store.ledger import ledger_summary
 from cryptopredict.topics import ForecastTarget, registered_model_name
 from grpc_server.consumer import PredictionConsumer
 from grpc_server.convert import (

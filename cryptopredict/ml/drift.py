@@ -44,6 +44,7 @@ import pandas as pd
 from cryptopredict.features.indicators import IndicatorConfig
 from cryptopredict.features.model_inputs import feature_frame
 from cryptopredict.ml.dataset import FEATURE_TIME
+from cryptopredict.ml.live import LiveFigures
 from cryptopredict.models.drift import (
     DriftReport,
     DriftTarget,
@@ -52,7 +53,6 @@ from cryptopredict.models.drift import (
     FeatureDrift,
     LiveSkill,
 )
-from cryptopredict.store.ledger import LiveFigures
 
 EPS = 1e-4
 

@@ -23,7 +23,7 @@ from cryptopredict.features.indicators import IndicatorConfig
 from cryptopredict.features.model_inputs import feature_frame
 from cryptopredict.ml.dataset import indicator_values
 from cryptopredict.ml.drift import psi
-from cryptopredict.store.ledger import DEFAULT_COVERAGE, IntervalFigures, interval_figures
+from cryptopredict.ml.live import DEFAULT_COVERAGE, IntervalFigures, interval_figures
 from cryptopredict.store.schema import candles
 
 # Candles read before the reference window so that every indicator is past its warm-up there (the longest

@@ -19,10 +19,10 @@ from cryptopredict.ml.drift import (
     psi,
     quantile_edges,
 )
+from cryptopredict.ml.live import LiveFigures
 from cryptopredict.ml.synthetic import synthetic_candles
 from cryptopredict.models.drift import DriftRecord, DriftReport, DriftTarget, DriftThresholds
 from cryptopredict.settings import DriftSettings
-from cryptopredict.store.ledger import LiveFigures
 
 pytestmark = pytest.mark.unit
 
