@@ -30,6 +30,7 @@ demo: install
 test: install proto-check
 	$(BIN)/ruff check .
 	$(BIN)/mypy
+	$(BIN)/lint-imports
 	$(CP) stack up
 	$(BIN)/pytest -m "unit or integration or e2e or realdata" --timeout 900 --durations 10
 
@@ -39,6 +40,8 @@ unit: install
 lint: install
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+	$(BIN)/lint-imports
 
 typecheck: install
 	$(BIN)/mypy

@@ -16,7 +16,13 @@ from temporalio.exceptions import ApplicationError
 from cryptopredict import metrics, topics
 from cryptopredict.kafka_admin import ensure_topics
 from cryptopredict.models import DeadLetter, NewsItem
-from cryptopredict.models.news_flow import NewsIngestInput, NewsIngestResult, SentimentInput, SentimentResult
+from cryptopredict.models.news_flow import (
+    INVALID_OUTPUT,
+    NewsIngestInput,
+    NewsIngestResult,
+    SentimentInput,
+    SentimentResult,
+)
 from cryptopredict.news.sources import (
     ConditionalCache,
     CryptoPanicSource,
@@ -36,7 +42,6 @@ from cryptopredict.sentiment.extractor import (
 from cryptopredict.settings import Settings
 from cryptopredict.store.candles import async_engine, insert_dead_letters
 from cryptopredict.store.news import insert_news_items, insert_sentiment_scores
-from workflows.news import INVALID_OUTPUT
 
 logger = logging.getLogger(__name__)
 

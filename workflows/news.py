@@ -20,14 +20,13 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
     from cryptopredict.models.news_flow import (
+        INVALID_OUTPUT,
         NewsIngestInput,
         NewsIngestResult,
         SentimentInput,
         SentimentResult,
     )
     from cryptopredict.topics import sentiment_workflow_id
-
-INVALID_OUTPUT = "SentimentOutputInvalid"
 
 
 @workflow.defn(name="NewsIngestWorkflow")
