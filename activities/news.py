@@ -11,13 +11,11 @@ from datetime import UTC, datetime, timedelta
 import httpx
 from sqlalchemy.ext.asyncio import AsyncEngine
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
 from cryptopredict import metrics, topics
 from cryptopredict.kafka_admin import ensure_topics
 from cryptopredict.models import DeadLetter, NewsItem
 from cryptopredict.models.news_flow import (
-    INVALID_OUTPUT,
     NewsIngestInput,
     NewsIngestResult,
     SentimentInput,
@@ -134,7 +132,7 @@ class NewsActivities:
                 source="sentiment", reason=f"{kind}: {exc}", raw=item.model_dump_json(), at=datetime.now(UTC)
             )
             await insert_dead_letters(self.engine, [letter])
-            raise ApplicationError(f"{kind}: {exc}", type=INVALID_OUTPUT, non_retryable=True) from exc
+            raise SentimentOutputInvalid(f"{kind}: {exc}") from exc
         latency.record(timedelta(seconds=time.perf_counter() - started))
         calls.add(1, {"outcome": "ok"})
         model = self.settings.llm.model

@@ -25,7 +25,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from temporalio import activity
-from temporalio.exceptions import ApplicationError, WorkflowAlreadyStartedError
+from temporalio.exceptions import WorkflowAlreadyStartedError
 
 from cryptopredict import metrics
 from cryptopredict.features.indicators import IndicatorConfig
@@ -62,6 +62,7 @@ from cryptopredict.settings import Settings
 from cryptopredict.store.candles import read_candles, read_indicator_values, sync_engine
 from cryptopredict.store.news import scored_sentiment_at_closes
 from cryptopredict.store.report import feature_psi
+from cryptopredict.temporal_policies import NotEnoughData
 from cryptopredict.topics import registered_model_name, training_workflow_id
 
 logger = logging.getLogger(__name__)
@@ -216,9 +217,7 @@ class TrainingActivities(RetrainSteps):
             engine = sync_engine(self.settings.postgres)
             candles = read_candles(engine, request.pair, request.interval_s)
             if candles.empty:
-                raise ApplicationError(
-                    f"only 0 usable rows: no candles of {request.pair}", type="NotEnoughData"
-                )
+                raise NotEnoughData(f"only 0 usable rows: no candles of {request.pair}")
             progress("candles read")
             config = IndicatorConfig()
             stored = read_indicator_values(engine, request.pair, request.interval_s)
@@ -231,10 +230,9 @@ class TrainingActivities(RetrainSteps):
             engine.dispose()
             if len(dataset.frame) < request.min_rows:
                 # More data arrives with time; a person need not act, so a later run may succeed.
-                raise ApplicationError(
+                raise NotEnoughData(
                     f"only {len(dataset.frame)} usable rows for {request.pair} ({len(candles)} candles, "
                     f"dropped {dataset.dropped}); need {request.min_rows}",
-                    type="NotEnoughData",
                 )
             progress("logging")
             return self._start_run(

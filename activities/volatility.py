@@ -14,7 +14,6 @@ from typing import Any
 import numpy as np
 import pandas as pd
 from temporalio import activity
-from temporalio.exceptions import ApplicationError
 
 from activities.training import RetrainSteps
 from cryptopredict.ml import lifecycle, pyfunc, registry
@@ -33,6 +32,7 @@ from cryptopredict.models.training import (
     TrialBatch,
 )
 from cryptopredict.store.candles import read_candles, sync_engine
+from cryptopredict.temporal_policies import NotEnoughData
 from cryptopredict.topics import registered_model_name
 
 NAIVE_REASON = "first champion: naive trailing-mean volatility"
@@ -56,14 +56,13 @@ class VolatilityActivities(RetrainSteps):
         finally:
             engine.dispose()
         if candles.empty:
-            raise ApplicationError(f"only 0 usable rows: no candles of {request.pair}", type="NotEnoughData")
+            raise NotEnoughData(f"only 0 usable rows: no candles of {request.pair}")
         activity.heartbeat("candles read")
         dataset = vt.build_volatility_dataset(candles, request.interval_s, request.horizon_candles, minutes)
         if len(dataset.frame) < request.min_rows:
-            raise ApplicationError(
+            raise NotEnoughData(
                 f"only {len(dataset.frame)} usable rows for the volatility of {request.pair} "
                 f"({len(candles)} candles, dropped {dataset.dropped}); need {request.min_rows}",
-                type="NotEnoughData",
             )
         return self._start_run(
             request,

@@ -11,9 +11,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
+    from cryptopredict import temporal_policies as policies
     from cryptopredict.kraken.rest import to_ns
     from cryptopredict.models.backfill import BackfillInput, BackfillProgress
 
@@ -43,9 +43,7 @@ class BackfillWorkflow:
                 result_type=BackfillProgress,
                 start_to_close_timeout=timedelta(minutes=30),
                 heartbeat_timeout=timedelta(seconds=10),
-                retry_policy=RetryPolicy(
-                    initial_interval=timedelta(seconds=1), maximum_interval=timedelta(seconds=30)
-                ),
+                retry_policy=policies.BACKFILL_PAGES,
             )
             self._progress = progress
             if progress.done:

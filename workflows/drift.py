@@ -26,9 +26,9 @@ from __future__ import annotations
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
+    from cryptopredict import temporal_policies as policies
     from cryptopredict.models.drift import (
         DriftMonitorInput,
         DriftReport,
@@ -37,16 +37,12 @@ with workflow.unsafe.imports_passed_through():
         RetrainRequest,
     )
 
-NOT_RETRYABLE = ["ValueError", "KeyError"]
-
 
 @workflow.defn(name="DriftMonitorWorkflow")
 class DriftMonitorWorkflow:
     @workflow.run
     async def run(self, request: DriftMonitorInput) -> DriftReport:
-        retry = RetryPolicy(
-            maximum_attempts=3, initial_interval=timedelta(seconds=2), non_retryable_error_types=NOT_RETRYABLE
-        )
+        retry = policies.STEP
         info = workflow.info()
         report: DriftReport = await workflow.execute_activity(
             "compute_drift",

@@ -15,12 +15,12 @@ from __future__ import annotations
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy, WorkflowIDReusePolicy
+from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
+    from cryptopredict import temporal_policies as policies
     from cryptopredict.models.news_flow import (
-        INVALID_OUTPUT,
         NewsIngestInput,
         NewsIngestResult,
         SentimentInput,
@@ -38,11 +38,7 @@ class NewsIngestWorkflow:
             request,
             result_type=NewsIngestResult,
             start_to_close_timeout=timedelta(minutes=5),
-            retry_policy=RetryPolicy(
-                initial_interval=timedelta(seconds=2),
-                maximum_interval=timedelta(minutes=1),
-                maximum_attempts=5,
-            ),
+            retry_policy=policies.NEWS_POLL,
         )
         started = 0
         for item in result.new:
@@ -70,11 +66,5 @@ class SentimentWorkflow:
             result_type=SentimentResult,
             task_queue=request.llm_task_queue,
             start_to_close_timeout=timedelta(minutes=3),
-            # No attempt limit: with the model server down, the item waits until it is back.
-            retry_policy=RetryPolicy(
-                initial_interval=timedelta(seconds=1),
-                backoff_coefficient=2.0,
-                maximum_interval=timedelta(seconds=15),
-                non_retryable_error_types=[INVALID_OUTPUT],
-            ),
+            retry_policy=policies.SENTIMENT_SCORE,
         )

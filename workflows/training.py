@@ -18,9 +18,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 
 from temporalio import workflow
-from temporalio.common import RetryPolicy
 
 with workflow.unsafe.imports_passed_through():
+    from cryptopredict import temporal_policies as policies
     from cryptopredict.models import ModelRef
     from cryptopredict.models.training import (
         EvaluateInput,
@@ -38,9 +38,6 @@ with workflow.unsafe.imports_passed_through():
         TuneInput,
     )
     from cryptopredict.topics import registered_model_name
-
-# Configuration and data errors need a person; retrying them only delays the failure.
-NOT_RETRYABLE = ["ValueError", "KeyError", "NotEnoughData"]
 
 
 @dataclass(frozen=True)
@@ -102,16 +99,13 @@ class TrainingWorkflow:
 
     @workflow.run
     async def run(self, request: TrainingInput) -> TrainingResult:
-        retry = RetryPolicy(
-            maximum_attempts=3, initial_interval=timedelta(seconds=2), non_retryable_error_types=NOT_RETRYABLE
-        )
         heartbeat = timedelta(seconds=request.heartbeat_timeout_s)
 
         def options(minutes: float) -> dict:
             return {
                 "start_to_close_timeout": timedelta(minutes=minutes),
                 "heartbeat_timeout": heartbeat,
-                "retry_policy": retry,
+                "retry_policy": policies.STEP,
             }
 
         steps = STEPS[request.target]
@@ -228,6 +222,6 @@ class ScheduledRetrainWorkflow:
             "start_scheduled_retrain",
             request,
             start_to_close_timeout=timedelta(minutes=1),
-            retry_policy=RetryPolicy(maximum_attempts=5, initial_interval=timedelta(seconds=2)),
+            retry_policy=policies.START_RETRAIN,
         )
         return outcome

@@ -7,9 +7,6 @@ from pydantic import Field
 from cryptopredict.models.base import DomainModel
 from cryptopredict.models.news import NewsItem
 
-# The error type of an LLM answer that is not a valid score: retrying the same prompt will not fix it.
-INVALID_OUTPUT = "SentimentOutputInvalid"
-
 
 class NewsIngestInput(DomainModel):
     """Where to poll. Secrets (the CryptoPanic token) stay in the worker's settings, out of histories."""

@@ -44,6 +44,7 @@ from pydantic_ai.providers.openai_compatible import OpenAICompatibleProvider
 
 from cryptopredict.models.news import NewsItem, SentimentScore
 from cryptopredict.settings import LlmSettings
+from cryptopredict.temporal_policies import SentimentOutputInvalid as SentimentOutputInvalid
 
 # Bump whenever the instructions, examples or the output schema change: stored scores carry it, so scores
 # from different prompts are never mixed silently.
@@ -174,13 +175,6 @@ class HeadlineSentiment(BaseModel):
             if kept is None or item.confidence > kept.confidence:
                 merged[item.coin] = item
         return list(merged.values())
-
-
-class SentimentOutputInvalid(Exception):
-    """The model gave no valid `HeadlineSentiment` within the output retries (or hit the token limit).
-
-    Deterministic for a given headline, model and prompt: callers should fail without retrying.
-    """
 
 
 # Measured on SmolLM2-135M (bench/sentiment_eval.py): it copies the first example's answer into most

@@ -51,10 +51,11 @@ from cryptopredict.models.training import (
     TrialBatch,
     TunedCandidate,
 )
+from cryptopredict.temporal_policies import SentimentOutputInvalid
 from cryptopredict.topics import sentiment_workflow_id
 from workflows.backfill import BackfillWorkflow
 from workflows.drift import DriftMonitorWorkflow
-from workflows.news import INVALID_OUTPUT, NewsIngestWorkflow, SentimentWorkflow
+from workflows.news import NewsIngestWorkflow, SentimentWorkflow
 from workflows.training import STEPS, ScheduledRetrainWorkflow, TrainingWorkflow, split_trials
 
 pytestmark = pytest.mark.unit
@@ -553,7 +554,7 @@ async def test_sentiment_output_that_stays_invalid_fails_for_good(env: WorkflowE
     calls = Calls()
 
     def invalid(request: Any) -> SentimentResult:
-        raise ApplicationError("ValidationError: no JSON object", type=INVALID_OUTPUT, non_retryable=True)
+        raise SentimentOutputInvalid("ValidationError: no JSON object")
 
     run = uuid.uuid4().hex[:6]
     item = news_item(f"{run}-invalid")
@@ -571,4 +572,4 @@ async def test_sentiment_output_that_stays_invalid_fails_for_good(env: WorkflowE
     assert calls.names() == ["score_news"]
     cause = failed.value.cause
     assert isinstance(cause, ActivityError) and isinstance(cause.cause, ApplicationError)
-    assert cause.cause.type == INVALID_OUTPUT
+    assert cause.cause.type == SentimentOutputInvalid.__name__
