@@ -302,7 +302,6 @@ def log_volatility_model(
 ) -> Any:
     """Logs a volatility forecaster (family naive, har or xgboost; `model` None, a HarModel or an
     XGBRegressor on the log target) into the active MLflow run; returns MLflow's ModelInfo."""
-    import mlflow
 
     spec = ForecastSpec(
         target="volatility",
@@ -318,16 +317,7 @@ def log_volatility_model(
     )
     if family == "har" and model.smearing != 1.0:
         raise ValueError("a HAR volatility model is served without smearing (its loss is on the log scale)")
-    example = None if input_example is None else input_example[spec.features].astype("float64")
-    with tempfile.TemporaryDirectory(prefix="volatility-model-") as tmp:
-        return mlflow.pyfunc.log_model(
-            name=name,
-            python_model=MODEL_CODE_PATH,
-            artifacts=write_artifacts(spec, model, Path(tmp)),
-            signature=_signature(spec),
-            input_example=example,
-            pip_requirements=pip_requirements(family),
-        )
+    return _log_spec(spec, model, input_example, name)
 
 
 def log_naive_volatility(
@@ -368,7 +358,6 @@ def log_forecast_model(
     model_id). The signature is built from the spec rather than inferred (inference runs the model and
     would make every column of the example required); the example is cut to the model's features and is
     skipped when there are none (persistence)."""
-    import mlflow
 
     spec = spec_from_estimator(
         family,
@@ -380,18 +369,7 @@ def log_forecast_model(
         calibration=calibration,
         coverage=coverage,
     )
-    example = None
-    if input_example is not None and spec.features:
-        example = input_example[spec.features].astype("float64")
-    with tempfile.TemporaryDirectory(prefix="forecast-model-") as tmp:
-        return mlflow.pyfunc.log_model(
-            name=name,
-            python_model=MODEL_CODE_PATH,
-            artifacts=write_artifacts(spec, estimator, Path(tmp)),
-            signature=_signature(spec),
-            input_example=example,
-            pip_requirements=pip_requirements(family),
-        )
+    return _log_spec(spec, estimator, input_example, name)
 
 
 def log_persistence(
@@ -420,6 +398,25 @@ def log_persistence(
             input_example=None,
         )
     return info.model_uri, run.info.run_id
+
+
+def _log_spec(spec: ForecastSpec, estimator: Any, input_example: pd.DataFrame | None, name: str) -> Any:
+    """Logs a spec (and its booster) as the models-from-code pyfunc into the active MLflow run; the input
+    example is cut to the model's features and skipped when there are none."""
+    import mlflow
+
+    example = None
+    if input_example is not None and spec.features:
+        example = input_example[spec.features].astype("float64")
+    with tempfile.TemporaryDirectory(prefix="forecast-model-") as tmp:
+        return mlflow.pyfunc.log_model(
+            name=name,
+            python_model=MODEL_CODE_PATH,
+            artifacts=write_artifacts(spec, estimator, Path(tmp)),
+            signature=_signature(spec),
+            input_example=example,
+            pip_requirements=pip_requirements(spec.family),
+        )
 
 
 def _signature(spec: ForecastSpec) -> Any:
