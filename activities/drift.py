@@ -22,7 +22,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
 from activities.training import heartbeating
-from cryptopredict import topics
+from cryptopredict import topics, workflow_types
 from cryptopredict.features.indicators import IndicatorConfig
 from cryptopredict.kafka_admin import ensure_topics
 from cryptopredict.ml import drift, registry
@@ -239,7 +239,7 @@ class DriftActivities:
         )
         try:
             handle = await client.start_workflow(
-                "TrainingWorkflow",
+                workflow_types.TRAINING,
                 training,
                 id=workflow_id,
                 task_queue=request.task_queue,

@@ -27,7 +27,7 @@ import pandas as pd
 from temporalio import activity
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
-from cryptopredict import metrics
+from cryptopredict import metrics, workflow_types
 from cryptopredict.features.indicators import IndicatorConfig
 from cryptopredict.ml import lifecycle, plots, pyfunc, registry
 from cryptopredict.ml.dataset import (
@@ -203,7 +203,7 @@ class TrainingActivities(RetrainSteps):
         )
         try:
             handle = await activity.client().start_workflow(
-                "TrainingWorkflow", request, id=workflow_id, task_queue=activity.info().task_queue
+                workflow_types.TRAINING, request, id=workflow_id, task_queue=activity.info().task_queue
             )
         except WorkflowAlreadyStartedError:
             return f"skipped: {workflow_id} is running already"

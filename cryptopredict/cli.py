@@ -254,6 +254,7 @@ def ingest_news(wait: bool = True) -> None:
     """Run a NewsIngestWorkflow now (same as `temporal schedule trigger --schedule-id news-ingest`)."""
     import uuid
 
+    from cryptopredict import workflow_types
     from cryptopredict.models.news_flow import NewsIngestResult
     from cryptopredict.orchestration import news_ingest_input, temporal_client
 
@@ -261,7 +262,7 @@ def ingest_news(wait: bool = True) -> None:
         settings = get_settings()
         client = await temporal_client(settings)
         handle = await client.start_workflow(
-            "NewsIngestWorkflow",
+            workflow_types.NEWS_INGEST,
             news_ingest_input(settings),
             id=f"news-ingest-manual-{uuid.uuid4().hex[:8]}",
             task_queue=settings.temporal.news_task_queue,

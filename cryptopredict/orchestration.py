@@ -22,6 +22,7 @@ from temporalio.contrib.pydantic import pydantic_data_converter
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
+from cryptopredict import workflow_types
 from cryptopredict.models.backfill import BackfillInput, BackfillProgress
 from cryptopredict.models.drift import DriftMonitorInput, DriftReport
 from cryptopredict.models.news_flow import NewsIngestInput
@@ -95,7 +96,7 @@ async def start_training(
     once."""
     client = client or await temporal_client(settings)
     handle = await client.start_workflow(
-        "TrainingWorkflow",
+        workflow_types.TRAINING,
         request,
         id=training_workflow_id(
             request.pair, request.interval_s, request.horizon_candles, target=request.target
@@ -116,7 +117,7 @@ async def ensure_training_schedules(settings: Settings, client: Client | None = 
         return []
     actions = {
         training_schedule_id(pair, interval_s, horizon, target=target): ScheduleActionStartWorkflow(
-            "ScheduledRetrainWorkflow",
+            workflow_types.SCHEDULED_RETRAIN,
             training_request(settings, pair, interval_s, horizon, reason="schedule", target=target),
             id=training_schedule_id(pair, interval_s, horizon, target=target),
             task_queue=settings.temporal.training_task_queue,
@@ -144,7 +145,7 @@ async def ensure_drift_schedules(settings: Settings, client: Client | None = Non
         return []
     actions = {
         drift_schedule_id(pair, interval_s, horizon): ScheduleActionStartWorkflow(
-            "DriftMonitorWorkflow",
+            workflow_types.DRIFT_MONITOR,
             DriftMonitorInput(pair=pair, interval_s=interval_s, horizon_candles=horizon),
             id=drift_workflow_id(pair, interval_s, horizon),
             task_queue=settings.temporal.training_task_queue,
@@ -187,7 +188,7 @@ async def check_drift(
     client = client or await temporal_client(settings)
     workflow_id = drift_workflow_id(request.pair, request.interval_s, request.horizon_candles)
     handle = await client.start_workflow(
-        "DriftMonitorWorkflow",
+        workflow_types.DRIFT_MONITOR,
         request,
         id=f"{workflow_id}-manual-{uuid.uuid4().hex[:8]}",
         task_queue=task_queue or settings.temporal.training_task_queue,
@@ -210,7 +211,7 @@ async def start_backfill(
     workflow_id = backfill_workflow_id(request.pair, request.start, request.end)
     try:
         handle = await client.start_workflow(
-            "BackfillWorkflow",
+            workflow_types.BACKFILL,
             request,
             id=workflow_id,
             task_queue=task_queue or settings.temporal.training_task_queue,
@@ -239,7 +240,7 @@ async def ensure_news_schedule(settings: Settings, client: Client | None = None)
     client = client or await temporal_client(settings)
     schedule = Schedule(
         action=ScheduleActionStartWorkflow(
-            "NewsIngestWorkflow",
+            workflow_types.NEWS_INGEST,
             news_ingest_input(settings),
             id=NEWS_SCHEDULE_ID,
             task_queue=settings.temporal.news_task_queue,

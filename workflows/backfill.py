@@ -14,6 +14,7 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from cryptopredict import temporal_policies as policies
+    from cryptopredict import workflow_types
     from cryptopredict.kraken.rest import to_ns
     from cryptopredict.models.backfill import BackfillInput, BackfillProgress
 
@@ -21,7 +22,7 @@ with workflow.unsafe.imports_passed_through():
 CALLS_PER_RUN = 200
 
 
-@workflow.defn(name="BackfillWorkflow")
+@workflow.defn(name=workflow_types.BACKFILL)
 class BackfillWorkflow:
     def __init__(self) -> None:
         self._progress: BackfillProgress | None = None

@@ -29,6 +29,7 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from cryptopredict import temporal_policies as policies
+    from cryptopredict import workflow_types
     from cryptopredict.models.drift import (
         DriftMonitorInput,
         DriftReport,
@@ -38,7 +39,7 @@ with workflow.unsafe.imports_passed_through():
     )
 
 
-@workflow.defn(name="DriftMonitorWorkflow")
+@workflow.defn(name=workflow_types.DRIFT_MONITOR)
 class DriftMonitorWorkflow:
     @workflow.run
     async def run(self, request: DriftMonitorInput) -> DriftReport:

@@ -20,6 +20,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
     from cryptopredict import temporal_policies as policies
+    from cryptopredict import workflow_types
     from cryptopredict.models.news_flow import (
         NewsIngestInput,
         NewsIngestResult,
@@ -29,7 +30,7 @@ with workflow.unsafe.imports_passed_through():
     from cryptopredict.topics import sentiment_workflow_id
 
 
-@workflow.defn(name="NewsIngestWorkflow")
+@workflow.defn(name=workflow_types.NEWS_INGEST)
 class NewsIngestWorkflow:
     @workflow.run
     async def run(self, request: NewsIngestInput) -> NewsIngestResult:
@@ -56,7 +57,7 @@ class NewsIngestWorkflow:
         return result.model_copy(update={"sentiment_workflows_started": started})
 
 
-@workflow.defn(name="SentimentWorkflow")
+@workflow.defn(name=workflow_types.SENTIMENT)
 class SentimentWorkflow:
     @workflow.run
     async def run(self, request: SentimentInput) -> SentimentResult:

@@ -21,6 +21,7 @@ from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
     from cryptopredict import temporal_policies as policies
+    from cryptopredict import workflow_types
     from cryptopredict.models import ModelRef
     from cryptopredict.models.training import (
         EvaluateInput,
@@ -84,7 +85,7 @@ def split_trials(trials: int, batches: int) -> list[int]:
     return [trials // n + (i < trials % n) for i in range(n)]
 
 
-@workflow.defn(name="TrainingWorkflow")
+@workflow.defn(name=workflow_types.TRAINING)
 class TrainingWorkflow:
     def __init__(self) -> None:
         self._progress = TrainingProgress(step="starting")
@@ -209,7 +210,7 @@ class TrainingWorkflow:
         )
 
 
-@workflow.defn(name="ScheduledRetrainWorkflow")
+@workflow.defn(name=workflow_types.SCHEDULED_RETRAIN)
 class ScheduledRetrainWorkflow:
     """What the retrain schedule starts, every `model.retrain_every_s`: the target's TrainingWorkflow under
     its well-known id (activity `start_scheduled_retrain`). Temporal gives a scheduled run an id of its
