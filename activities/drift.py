@@ -21,7 +21,7 @@ from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.service import RPCError, RPCStatusCode
 
-from activities.training import heartbeating
+from activities.heartbeat import heartbeating
 from cryptopredict import topics, workflow_types
 from cryptopredict.features.indicators import IndicatorConfig
 from cryptopredict.kafka_admin import ensure_topics

@@ -10,13 +10,9 @@ retrain's MLflow run, downloaded by each worker once into its own `local_dir`.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import logging
 import os
 import tempfile
-import threading
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -27,6 +23,7 @@ import pandas as pd
 from temporalio import activity
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
+from activities.heartbeat import heartbeating
 from cryptopredict import metrics, workflow_types
 from cryptopredict.features.indicators import IndicatorConfig
 from cryptopredict.ml import lifecycle, plots, pyfunc, registry
@@ -66,29 +63,6 @@ from cryptopredict.temporal_policies import NotEnoughData
 from cryptopredict.topics import registered_model_name, training_workflow_id
 
 logger = logging.getLogger(__name__)
-
-
-@contextmanager
-def heartbeating(every_s: float = 5.0) -> Iterator[Callable[[Any], None]]:
-    """Heartbeats every `every_s` while the block runs; the yielded function sets the details sent."""
-    details: list[Any] = ["started"]
-    stop = threading.Event()
-    timeout = activity.info().heartbeat_timeout
-    if timeout:  # a beat as long as the timeout would let the server time out a live activity
-        every_s = min(every_s, timeout.total_seconds() / 3)
-
-    def beat() -> None:
-        while not stop.wait(every_s):
-            activity.heartbeat(details[0])
-
-    activity.heartbeat(details[0])
-    thread = threading.Thread(target=contextvars.copy_context().run, args=(beat,), daemon=True)
-    thread.start()
-    try:
-        yield lambda value: details.__setitem__(0, value)
-    finally:
-        stop.set()
-        thread.join()
 
 
 def horizon_of(request: TrainingInput) -> timedelta:
