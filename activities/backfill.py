@@ -1,10 +1,6 @@
-"""Backfill activity: pages Kraken REST `Trades` and publishes them to `trades`, the live feed's topic,
-so history goes through the same candle and indicator code as live data.
-
-Progress is heartbeated after every page the broker has acknowledged. A retried attempt (the worker was
-killed) resumes from the last heartbeat and skips the trades the killed attempt published after it, so
-nothing is published twice.
-"""
+"""Backfill activity: a thin adapter from the BackfillWorkflow to cryptopredict.backfill, which pages
+Kraken REST `Trades` into the `trades` topic. The activity heartbeats the progress after every page the
+broker has acknowledged; a retried attempt resumes from the last heartbeat."""
 
 from __future__ import annotations
 
@@ -12,12 +8,8 @@ import logging
 
 from temporalio import activity
 
-from cryptopredict import topics
-from cryptopredict.kafka_admin import last_trade_in_topic
-from cryptopredict.kraken.rest import KrakenRestClient
-from cryptopredict.models import trade_batches
-from cryptopredict.models.backfill import BackfillInput, BackfillProgress
-from cryptopredict.publisher import ReliablePublisher
+from cryptopredict import backfill
+from cryptopredict.models.backfill import BackfillInput, BackfillProgress, TradePagesInput
 from cryptopredict.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -27,56 +19,32 @@ class BackfillActivities:
     def __init__(self, settings: Settings) -> None:
         self.settings = settings
 
+    @activity.defn(name="publish_trade_pages")
+    async def publish_trade_pages(self, request: TradePagesInput) -> BackfillProgress:
+        """Publishes up to `request.max_pages` pages from `request.progress.since_ns` on."""
+        info = activity.info()
+        details = info.heartbeat_details  # a retry after a crash: continue where the last attempt got to
+        progress = await backfill.publish_trade_pages(
+            self.settings,
+            request,
+            lambda p: activity.heartbeat(p.model_dump(mode="json")),
+            resumed=BackfillProgress.model_validate(details[0]) if details else None,
+            retried=info.attempt > 1,
+        )
+        logger.info(
+            "backfill of %s: %d pages, %d trades, done=%s",
+            progress.pair,
+            progress.pages,
+            progress.trades_published,
+            progress.done,
+        )
+        return progress
+
+    # Serves the BackfillWorkflows started before publish_trade_pages existed: their histories schedule
+    # this name with two arguments (workflows/backfill.py, patch "trade-pages-input"). Remove once no such
+    # workflow runs.
     @activity.defn(name="backfill_trade_pages")
     async def backfill_trade_pages(
         self, request: BackfillInput, progress: BackfillProgress
     ) -> BackfillProgress:
-        """Publishes up to `request.pages_per_activity` pages from `progress.since_ns` on."""
-        topic = topics.topic_name(topics.TRADES, self.settings.kafka.topic_prefix)
-        details = activity.info().heartbeat_details
-        already_published = progress.last_trade_id
-        if details:  # a retry after a crash: continue where the last attempt got to
-            progress = BackfillProgress.model_validate(details[0])
-        if activity.info().attempt > 1:
-            # A killed attempt may have published pages after its last heartbeat reached the server (or
-            # before its first): the topic itself says what is already there.
-            newest = await last_trade_in_topic(self.settings.kafka, topic, progress.pair, progress.end_ns)
-            already_published = newest.trade_id if newest is not None else already_published
-            logger.info(
-                "resuming backfill of %s at since=%d after trade %s",
-                progress.pair,
-                progress.since_ns,
-                already_published,
-            )
-        rest = KrakenRestClient(
-            request.rest_url or self.settings.kraken.rest_url,
-            min_interval_s=self.settings.kraken.rest_min_interval_s,
-        )
-        publisher = ReliablePublisher(self.settings.kafka)
-        await publisher.start()
-        try:
-            pages = 0
-            async for trades, last in rest.trades_since(progress.pair, progress.since_ns, progress.end_ns):
-                new = [t for t in trades if already_published is None or t.trade_id > already_published]
-                for batch in trade_batches(new):
-                    await publisher.publish(topic, batch.to_json_bytes(), key=batch.pair.encode())
-                await publisher.flush()
-                pages += 1
-                progress = progress.model_copy(
-                    update={
-                        "since_ns": max(last, progress.since_ns),
-                        "pages": progress.pages + 1,
-                        "trades_published": progress.trades_published + len(trades),
-                        "last_trade_id": trades[-1].trade_id if trades else progress.last_trade_id,
-                        "done": not trades or last >= progress.end_ns,
-                    }
-                )
-                activity.heartbeat(progress.model_dump(mode="json"))
-                if progress.done or pages >= request.pages_per_activity:
-                    break
-            else:
-                progress = progress.model_copy(update={"done": True})
-            return progress
-        finally:
-            await publisher.stop()
-            await rest.aclose()
+        return await self.publish_trade_pages(TradePagesInput.of(request, progress))

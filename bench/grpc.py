@@ -77,7 +77,7 @@ import numpy as np  # noqa: E402
 import psutil  # noqa: E402
 
 from bench.report import publish  # noqa: E402
-from cryptopredict.demo import free_port  # noqa: E402
+from cryptopredict.cli.demo import free_port  # noqa: E402
 from cryptopredict.models import Prediction  # noqa: E402
 from grpc_server.pb import predictions_pb2 as pb  # noqa: E402
 from grpc_server.pb import predictions_pb2_grpc as pb_grpc  # noqa: E402

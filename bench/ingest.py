@@ -31,12 +31,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bench.report import publish  # noqa: E402
-from cryptopredict.demo import free_port  # noqa: E402
+from cryptopredict.cli.demo import free_port  # noqa: E402
 from cryptopredict.kafka_admin import ensure_topics  # noqa: E402
-from cryptopredict.kraken.replay import ReplayExchange  # noqa: E402
 from cryptopredict.kraken.sources import csv_trades, load_trades, synthetic_market  # noqa: E402
 from cryptopredict.models import Trade, TradeBatch  # noqa: E402
 from cryptopredict.settings import Settings, get_settings  # noqa: E402
+from cryptopredict.simulators.exchange import ReplayExchange  # noqa: E402
 from streams.trade_feed import run_feed  # noqa: E402
 
 PAIRS = ["BTC/USD", "ETH/USD", "SOL/USD"]

@@ -48,7 +48,7 @@ YEAR_OF_MINUTES = 525_600
 
 
 async def load_synthetic(settings: Settings, pair: str, n: int) -> None:
-    from cryptopredict.ml.synthetic import synthetic_candles
+    from cryptopredict.simulators.markets import synthetic_candles
     from cryptopredict.store.candles import async_engine, upsert_candles
     from cryptopredict.store.loader import batched
 

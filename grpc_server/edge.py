@@ -14,7 +14,6 @@ import os
 from pathlib import Path
 
 from cryptopredict.settings import Settings
-from cryptopredict.stack.tools import install_go_tools
 from grpc_server.hub import DEFAULT_QUEUE_SIZE
 from grpc_server.server import bind_address
 
@@ -22,14 +21,10 @@ from grpc_server.server import bind_address
 UPSTREAM_TOKEN_ENV = "STREAM_EDGE_UPSTREAM_TOKEN"
 
 
-def edge_binary(settings: Settings) -> Path:
-    """The edge's executable in .local/bin, built from infra/stream-edge when missing or out of date."""
-    return install_go_tools(settings.local_dir.resolve() / "bin", ["stream-edge"])["stream-edge"]
-
-
 def edge_command(settings: Settings, binary: Path) -> tuple[list[str], dict[str, str]]:
-    """Command line and environment that run the edge for `settings`: it serves on grpc.edge_port with
-    the server's TLS certificate when it has one, and follows the server on grpc.port."""
+    """Command line and environment that run the edge `binary` (its caller builds it) for `settings`: it
+    serves on grpc.edge_port with the server's TLS certificate when it has one, and follows the server on
+    grpc.port."""
     grpc = settings.grpc
     args = [
         str(binary),

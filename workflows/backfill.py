@@ -8,18 +8,23 @@ The workflow loops over activity calls of a few pages each, so progress lives in
 
 from __future__ import annotations
 
-from datetime import timedelta
+from collections.abc import Awaitable, Callable
+from typing import Any
 
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
+    from activities.backfill import BackfillActivities
     from cryptopredict import temporal_policies as policies
     from cryptopredict import workflow_types
     from cryptopredict.kraken.rest import to_ns
-    from cryptopredict.models.backfill import BackfillInput, BackfillProgress
+    from cryptopredict.models.backfill import BackfillInput, BackfillProgress, TradePagesInput
 
 # Continue as new after this many activity calls, so a long backfill keeps a short history.
 CALLS_PER_RUN = 200
+# Runs that recorded this marker call publish_trade_pages with one TradePagesInput; the runs started before
+# it (their histories have no marker) keep calling backfill_trade_pages with (request, progress).
+TRADE_PAGES_INPUT = "trade-pages-input"
 
 
 @workflow.defn(name=workflow_types.BACKFILL)
@@ -37,15 +42,9 @@ class BackfillWorkflow:
             pair=request.pair, since_ns=to_ns(request.start), end_ns=to_ns(request.end)
         )
         self._progress = progress
+        one_input = workflow.patched(TRADE_PAGES_INPUT)
         for _ in range(CALLS_PER_RUN):
-            progress = await workflow.execute_activity(
-                "backfill_trade_pages",
-                args=[request, progress],
-                result_type=BackfillProgress,
-                start_to_close_timeout=timedelta(minutes=30),
-                heartbeat_timeout=timedelta(seconds=10),
-                retry_policy=policies.BACKFILL_PAGES,
-            )
+            progress = await self._pages(request, progress, one_input)
             self._progress = progress
             if progress.done:
                 workflow.logger.info(
@@ -53,3 +52,16 @@ class BackfillWorkflow:
                 )
                 return progress
         workflow.continue_as_new(request.model_copy(update={"resume": progress}))
+
+    async def _pages(
+        self, request: BackfillInput, progress: BackfillProgress, one_input: bool
+    ) -> BackfillProgress:
+        pages: Callable[..., Awaitable[BackfillProgress]] = BackfillActivities.publish_trade_pages
+        args: list[Any] = [TradePagesInput.of(request, progress)]
+        if not one_input:  # a run started before the patch
+            pages, args = BackfillActivities.backfill_trade_pages, [request, progress]
+        return await workflow.execute_activity_method(
+            pages,
+            args=args,
+            **policies.BACKFILL_BATCH(),
+        )

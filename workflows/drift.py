@@ -23,18 +23,16 @@ the retrain: a breach starts at most one retrain.
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
+    from activities.drift import DriftActivities
     from cryptopredict import temporal_policies as policies
     from cryptopredict import workflow_types
     from cryptopredict.models.drift import (
         DriftMonitorInput,
         DriftReport,
         RecordInput,
-        RetrainOutcome,
         RetrainRequest,
     )
 
@@ -43,28 +41,22 @@ with workflow.unsafe.imports_passed_through():
 class DriftMonitorWorkflow:
     @workflow.run
     async def run(self, request: DriftMonitorInput) -> DriftReport:
-        retry = policies.STEP
         info = workflow.info()
-        report: DriftReport = await workflow.execute_activity(
-            "compute_drift",
+        report = await workflow.execute_activity_method(
+            DriftActivities.compute_drift,
             request,
-            result_type=DriftReport,
-            start_to_close_timeout=timedelta(minutes=20),
-            heartbeat_timeout=timedelta(minutes=2),
-            retry_policy=retry,
+            **policies.COMPUTE_DRIFT(),
         )
         if report.breaches and request.retrain:
-            outcome: RetrainOutcome = await workflow.execute_activity(
-                "start_drift_retrain",
+            outcome = await workflow.execute_activity_method(
+                DriftActivities.start_drift_retrain,
                 RetrainRequest(
                     report=report,
                     monitor=request,
                     triggered_by=f"{info.workflow_id}/{info.run_id}",
                     task_queue=request.training_task_queue or info.task_queue,
                 ),
-                result_type=RetrainOutcome,
-                start_to_close_timeout=timedelta(minutes=2),
-                retry_policy=retry,
+                **policies.START_DRIFT_RETRAIN(),
             )
             report = report.model_copy(update={"retrain": outcome})
         workflow.upsert_memo(
@@ -76,10 +68,9 @@ class DriftMonitorWorkflow:
         )
         workflow.set_current_details(report.summary())
         workflow.logger.info("drift %s", report.summary())
-        await workflow.execute_activity(
-            "record_drift_report",
+        await workflow.execute_activity_method(
+            DriftActivities.record_drift_report,
             RecordInput(report=report, workflow_id=info.workflow_id, run_id=info.run_id),
-            start_to_close_timeout=timedelta(minutes=2),
-            retry_policy=retry,
+            **policies.RECORD_DRIFT(),
         )
         return report

@@ -12,13 +12,12 @@ the activity has put the item in the dead-letter table.
 
 from __future__ import annotations
 
-from datetime import timedelta
-
 from temporalio import workflow
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 
 with workflow.unsafe.imports_passed_through():
+    from activities.news import NewsActivities
     from cryptopredict import temporal_policies as policies
     from cryptopredict import workflow_types
     from cryptopredict.models.news_flow import (
@@ -34,12 +33,10 @@ with workflow.unsafe.imports_passed_through():
 class NewsIngestWorkflow:
     @workflow.run
     async def run(self, request: NewsIngestInput) -> NewsIngestResult:
-        result = await workflow.execute_activity(
-            "ingest_news",
+        result = await workflow.execute_activity_method(
+            NewsActivities.ingest_news,
             request,
-            result_type=NewsIngestResult,
-            start_to_close_timeout=timedelta(minutes=5),
-            retry_policy=policies.NEWS_POLL,
+            **policies.INGEST_NEWS(),
         )
         started = 0
         for item in result.new:
@@ -61,11 +58,9 @@ class NewsIngestWorkflow:
 class SentimentWorkflow:
     @workflow.run
     async def run(self, request: SentimentInput) -> SentimentResult:
-        return await workflow.execute_activity(
-            "score_news",
+        return await workflow.execute_activity_method(
+            NewsActivities.score_news,
             request,
-            result_type=SentimentResult,
             task_queue=request.llm_task_queue,
-            start_to_close_timeout=timedelta(minutes=3),
-            retry_policy=policies.SENTIMENT_SCORE,
+            **policies.SCORE_NEWS(),
         )

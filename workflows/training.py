@@ -14,16 +14,21 @@ Start it with `cryptopredict train`, on the daily schedule, or with the Temporal
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
+from typing import Any
 
 from temporalio import workflow
 
 with workflow.unsafe.imports_passed_through():
+    from activities.training import TrainingActivities
+    from activities.volatility import VolatilityActivities
     from cryptopredict import temporal_policies as policies
     from cryptopredict import workflow_types
     from cryptopredict.models import ModelRef
     from cryptopredict.models.training import (
+        DatasetInput,
         EvaluateInput,
         Evaluation,
         PromoteInput,
@@ -43,40 +48,47 @@ with workflow.unsafe.imports_passed_through():
 
 @dataclass(frozen=True)
 class Steps:
-    """The activities of one target's retrain; registering, promoting and reading a study are shared."""
+    """The activities of one target's retrain; reading a study's best trial, registering and promoting
+    are shared (TrainingActivities)."""
 
-    dataset: str
-    champion: str
-    screen: str
-    tune: str
-    evaluate: str
+    dataset: Callable[[Any, DatasetInput], TrainingRun]
+    # The dataset step as histories from before DatasetInput scheduled it: (request, run key).
+    dataset_two_args: Callable[[Any, TrainingInput, str], TrainingRun]
+    champion: Callable[[Any, StepInput], ModelRef]
+    screen: Callable[[Any, StepInput], ScreeningResult]
+    tune: Callable[[Any, TrialBatch], int]
+    evaluate: Callable[[Any, EvaluateInput], Evaluation]
     untuned: tuple[str, ...]  # families screened by their walk-forward loss, with nothing to tune
     skill: str  # the metric the progress query shows at registration
-    evaluate_minutes: float
+    evaluate_options: policies.ActivityOptions
 
 
 STEPS = {
     "price": Steps(
-        "build_training_dataset",
-        "ensure_champion",
-        "screen_candidates",
-        "tune_trials",
-        "evaluate_challenger",
+        TrainingActivities.prepare_training_dataset,
+        TrainingActivities.build_training_dataset,
+        TrainingActivities.ensure_champion,
+        TrainingActivities.screen_candidates,
+        TrainingActivities.tune_trials,
+        TrainingActivities.evaluate_challenger,
         untuned=(),
         skill="skill_vs_persistence",
-        evaluate_minutes=60,
+        evaluate_options=policies.RETRAIN_EVALUATE_PRICE,
     ),
     "volatility": Steps(
-        "build_volatility_dataset",
-        "ensure_volatility_champion",
-        "screen_volatility",
-        "tune_volatility_trials",
-        "evaluate_volatility",
+        VolatilityActivities.prepare_volatility_dataset,
+        VolatilityActivities.build_volatility_dataset,
+        VolatilityActivities.ensure_volatility_champion,
+        VolatilityActivities.screen_volatility,
+        VolatilityActivities.tune_volatility_trials,
+        VolatilityActivities.evaluate_volatility,
         untuned=("har",),
         skill="vol_skill_vs_naive",
-        evaluate_minutes=30,
+        evaluate_options=policies.RETRAIN_EVALUATE_VOLATILITY,
     ),
 }
+# Runs from before this patch scheduled the dataset step with two arguments; they replay that way.
+DATASET_INPUT_PATCH = "dataset-input-model"
 
 
 def split_trials(trials: int, batches: int) -> list[int]:
@@ -101,26 +113,23 @@ class TrainingWorkflow:
     @workflow.run
     async def run(self, request: TrainingInput) -> TrainingResult:
         heartbeat = timedelta(seconds=request.heartbeat_timeout_s)
-
-        def options(minutes: float) -> dict:
-            return {
-                "start_to_close_timeout": timedelta(minutes=minutes),
-                "heartbeat_timeout": heartbeat,
-                "retry_policy": policies.STEP,
-            }
-
         steps = STEPS[request.target]
         name = registered_model_name(
             request.pair, request.interval_s, request.horizon_candles, target=request.target
         )
         info = workflow.info()
         self._at("dataset", reason=request.reason, target=request.target)
-        run: TrainingRun = await workflow.execute_activity(
-            steps.dataset,
-            args=[request, f"{info.workflow_id}/{info.run_id}"],
-            result_type=TrainingRun,
-            **options(20),
-        )
+        key = f"{info.workflow_id}/{info.run_id}"
+        if workflow.patched(DATASET_INPUT_PATCH):
+            run = await workflow.execute_activity_method(
+                steps.dataset,
+                DatasetInput(request=request, run_key=key),
+                **policies.RETRAIN_DATASET(heartbeat),
+            )
+        else:
+            run = await workflow.execute_activity_method(
+                steps.dataset_two_args, args=[request, key], **policies.RETRAIN_DATASET(heartbeat)
+            )
         dataset, mlflow_run_id = run.dataset, run.mlflow_run_id
         self._at(
             "champion",
@@ -131,13 +140,13 @@ class TrainingWorkflow:
         step = StepInput(
             request=request, dataset=dataset, mlflow_run_id=mlflow_run_id, workflow_id=info.workflow_id
         )
-        champion: ModelRef = await workflow.execute_activity(
-            steps.champion, step, result_type=ModelRef, **options(5)
+        champion = await workflow.execute_activity_method(
+            steps.champion, step, **policies.RETRAIN_CHAMPION(heartbeat)
         )
 
         self._at("screen", champion=f"v{champion.version} ({champion.flavor})")
-        screening: ScreeningResult = await workflow.execute_activity(
-            steps.screen, step, result_type=ScreeningResult, **options(60)
+        screening = await workflow.execute_activity_method(
+            steps.screen, step, **policies.RETRAIN_SCREEN(heartbeat)
         )
         tuned = [
             TunedCandidate(family=s.name, params={}, cv_mae=s.mean_mae, trials=0, study_name="")
@@ -152,45 +161,41 @@ class TrainingWorkflow:
             )
             await asyncio.gather(
                 *(
-                    workflow.execute_activity(
+                    workflow.execute_activity_method(
                         steps.tune,
                         TrialBatch(tune=tune, batch=batch, trials=trials),
-                        result_type=int,
-                        **options(120),
+                        **policies.RETRAIN_TUNE_BATCH(heartbeat),
                     )
                     for batch, trials in enumerate(shares)
                 )
             )
             tuned.append(
-                await workflow.execute_activity(
-                    "tune_candidate", tune, result_type=TunedCandidate, **options(5)
+                await workflow.execute_activity_method(
+                    TrainingActivities.tune_candidate, tune, **policies.RETRAIN_BEST_TRIAL(heartbeat)
                 )
             )
 
         self._at("evaluate", tuned=", ".join(f"{t.family} {t.cv_mae:.3g}" for t in tuned))
-        evaluation: Evaluation = await workflow.execute_activity(
+        evaluation = await workflow.execute_activity_method(
             steps.evaluate,
             EvaluateInput(step=step, tuned=tuned, champion=champion),
-            result_type=Evaluation,
-            **options(steps.evaluate_minutes),
+            **steps.evaluate_options(heartbeat),
         )
         self._at(
             "register",
             **{steps.skill: evaluation.metrics.get(steps.skill)},
             dm_pvalue=evaluation.dm_pvalue_vs_persistence,
         )
-        challenger: ModelRef = await workflow.execute_activity(
-            "register_challenger",
+        challenger = await workflow.execute_activity_method(
+            TrainingActivities.register_challenger,
             RegisterInput(step=step, evaluation=evaluation, registered_model=name),
-            result_type=ModelRef,
-            **options(5),
+            **policies.RETRAIN_REGISTER(heartbeat),
         )
         self._at("promote", version=challenger.version, promote=str(evaluation.promote))
-        now_champion: ModelRef = await workflow.execute_activity(
-            "promote_or_keep",
+        now_champion = await workflow.execute_activity_method(
+            TrainingActivities.promote_or_keep,
             PromoteInput(step=step, evaluation=evaluation, challenger=challenger),
-            result_type=ModelRef,
-            **options(5),
+            **policies.RETRAIN_PROMOTE(heartbeat),
         )
         self._at("done", champion=f"v{now_champion.version} ({now_champion.flavor})")
         return TrainingResult(
@@ -219,10 +224,8 @@ class ScheduledRetrainWorkflow:
 
     @workflow.run
     async def run(self, request: TrainingInput) -> str:
-        outcome: str = await workflow.execute_activity(
-            "start_scheduled_retrain",
+        return await workflow.execute_activity_method(
+            TrainingActivities.start_scheduled_retrain,
             request,
-            start_to_close_timeout=timedelta(minutes=1),
-            retry_policy=policies.START_RETRAIN,
+            **policies.START_SCHEDULED_RETRAIN(),
         )
-        return outcome

@@ -65,8 +65,16 @@ class DatasetSummary(BaseModel):
     volatility_estimator: str | None = None
 
 
+class DatasetInput(BaseModel):
+    """The dataset step: the request, and the key the retrain's MLflow run is tagged with (the
+    workflow's id and run id), so a retried attempt finds and replaces the run of one that died."""
+
+    request: TrainingInput
+    run_key: str
+
+
 class TrainingRun(BaseModel):
-    """What build_training_dataset returns: the retrain's MLflow run and the dataset logged in it."""
+    """What the dataset step returns: the retrain's MLflow run and the dataset logged in it."""
 
     mlflow_run_id: str
     dataset: DatasetSummary

@@ -1,8 +1,8 @@
 """News ingestion: pull headlines from CryptoPanic and RSS/Atom feeds and normalise them to NewsItem.
 
 Everything here is plain client code with no Temporal or Kafka in it, so the activity that polls the
-sources stays a thin adapter and the parsing can be tested without services (`server` is a local
-stand-in for the real sites).
+sources stays a thin adapter and the parsing can be tested without services
+(`cryptopredict.simulators.news` is a local stand-in for the real sites).
 """
 
 from cryptopredict.news.sources import (

@@ -10,6 +10,7 @@ import subprocess
 from collections.abc import Iterable
 from pathlib import Path
 
+from cryptopredict.settings import Settings
 from cryptopredict.stack.base import REPO_ROOT, StackError, find_cmd
 
 logger = logging.getLogger(__name__)
@@ -48,6 +49,11 @@ def install_go_tools(bin_dir: Path, names: Iterable[str] = STACK_TOOLS) -> dict[
     for name in missing:  # go install leaves a binary that is already up to date untouched
         binaries[name].touch()
     return binaries
+
+
+def edge_binary(settings: Settings) -> Path:
+    """The stream edge's executable in .local/bin, built from infra/stream-edge when missing or out of date."""
+    return install_go_tools(settings.local_dir.resolve() / "bin", ["stream-edge"])["stream-edge"]
 
 
 def _stale(binary: Path, module_dir: Path) -> bool:

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 import mlflow
 import pytest
 
-from cryptopredict.demo import run_demo
+from cryptopredict.cli.demo import run_demo
 
 pytestmark = pytest.mark.e2e
 

@@ -29,16 +29,16 @@ from websockets.asyncio.client import connect
 
 from cryptopredict.kafka_admin import delete_topics, topic_names
 from cryptopredict.kraken.protocol import subscribe_request
-from cryptopredict.kraken.replay import ReplayExchange
 from cryptopredict.kraken.sources import PairSpec, synthetic_market
-from cryptopredict.ml.synthetic import synthetic_candles
 from cryptopredict.models.backfill import BackfillInput, BackfillProgress
 from cryptopredict.models.drift import DriftMonitorInput, DriftReport
 from cryptopredict.models.news_flow import NewsIngestInput, NewsIngestResult
 from cryptopredict.models.training import TrainingInput, TrainingResult
-from cryptopredict.news.server import NewsServer, sample_news_items
 from cryptopredict.orchestration import temporal_client
 from cryptopredict.settings import Settings, get_settings
+from cryptopredict.simulators.exchange import ReplayExchange
+from cryptopredict.simulators.markets import synthetic_candles
+from cryptopredict.simulators.news import NewsServer, sample_news_items
 from cryptopredict.store.candles import async_engine, upsert_candles
 from cryptopredict.store.migrate import migrate
 from cryptopredict.topics import sentiment_workflow_id, training_workflow_id
@@ -100,11 +100,21 @@ async def training_worker(client: Client, settings: Settings) -> AsyncIterator[s
             yield task_queue
 
 
+# (target, horizon, name of the history's variant)
+TRAINING_VARIANTS = [
+    ("price", 1, "price"),
+    ("volatility", 5, "volatility"),
+    ("price", 1, "price-dataset-input"),
+    ("volatility", 5, "volatility-dataset-input"),
+]
+
+
 async def capture_training(client: Client, settings: Settings) -> None:
     """TrainingWorkflow, price and volatility target, on 3,000 synthetic candles (as the integration
-    tests: enough rows for the interval's volatility scale before two folds)."""
+    tests: enough rows for the interval's volatility scale before two folds). `-price` and `-volatility`
+    were captured before the dataset step took one input model; the `-dataset-input` ones after."""
     async with training_worker(client, settings) as task_queue:
-        for target, horizon, variant in (("price", 1, "price"), ("volatility", 5, "volatility")):
+        for target, horizon, variant in TRAINING_VARIANTS:
             name = f"TrainingWorkflow-{variant}"
             if path_of(name).exists():
                 continue
@@ -262,7 +272,7 @@ async def capture_news(client: Client, settings: Settings) -> None:
 
 
 GROUPS: dict[str, tuple[list[str], Callable[[Client, Settings], Awaitable[None]]]] = {
-    "training": (["TrainingWorkflow-price", "TrainingWorkflow-volatility"], capture_training),
+    "training": ([f"TrainingWorkflow-{variant}" for *_, variant in TRAINING_VARIANTS], capture_training),
     "retrain": (["ScheduledRetrainWorkflow", "TrainingWorkflow-not-enough-data"], capture_retrain),
     "drift": (["DriftMonitorWorkflow-breach", "DriftMonitorWorkflow-report-only"], capture_drift),
     "backfill": (["BackfillWorkflow"], capture_backfill),

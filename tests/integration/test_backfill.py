@@ -20,11 +20,11 @@ from websockets.asyncio.client import connect
 
 from cryptopredict.kafka_admin import read_topic
 from cryptopredict.kraken.protocol import subscribe_request
-from cryptopredict.kraken.replay import ReplayExchange
 from cryptopredict.kraken.sources import PairSpec, synthetic_market
 from cryptopredict.models import Trade, TradeBatch
 from cryptopredict.models.backfill import BackfillInput, BackfillProgress
 from cryptopredict.orchestration import start_backfill, temporal_client
+from cryptopredict.simulators.exchange import ReplayExchange
 from cryptopredict.topics import TRADES, backfill_workflow_id, topic_name
 
 pytestmark = pytest.mark.integration

@@ -35,10 +35,10 @@ from cryptopredict.features.candles import CandleState
 from cryptopredict.kafka_admin import admin_client
 from cryptopredict.kraken.sources import synthetic_market
 from cryptopredict.ml import pyfunc, registry
-from cryptopredict.ml.synthetic import synthetic_candles
 from cryptopredict.models.training import TrainingInput, TrainingResult
 from cryptopredict.orchestration import start_training, temporal_client
 from cryptopredict.settings import Settings
+from cryptopredict.simulators.markets import synthetic_candles
 from cryptopredict.stack.base import StackPaths, live_pid
 from cryptopredict.stack.kafka_cluster import KafkaNode
 from cryptopredict.stack.profile import load_profile_settings, read_secrets

@@ -34,12 +34,12 @@ from test_stream_restarts import start_worker
 from topic_prefixes import run_prefix
 
 from cryptopredict.kafka_admin import ensure_topics
-from cryptopredict.kraken.replay import Faults, ReplayExchange
 from cryptopredict.kraken.sources import synthetic_trades
 from cryptopredict.ml.registry import mark_challenger, register_version
 from cryptopredict.ml.registry import promote as promote_version
 from cryptopredict.models import DeadLetter, NewsItem, SentimentScore
 from cryptopredict.settings import Settings
+from cryptopredict.simulators.exchange import Faults, ReplayExchange
 from cryptopredict.store.candles import async_engine, insert_dead_letters
 from cryptopredict.store.migrate import migrate
 from cryptopredict.store.news import insert_news_items, insert_sentiment_scores

@@ -16,11 +16,11 @@ import pytest
 from temporalio.service import RPCError, RPCStatusCode
 
 from cryptopredict.kafka_admin import read_topic
-from cryptopredict.ml.synthetic import synthetic_candles
 from cryptopredict.models import Candle, Prediction
 from cryptopredict.models.drift import DriftMonitorInput, DriftRecord, DriftReport
 from cryptopredict.models.training import TrainingInput, TrainingResult
 from cryptopredict.orchestration import check_drift, temporal_client
+from cryptopredict.simulators.markets import synthetic_candles
 from cryptopredict.store.candles import async_engine, sync_engine, upsert_candles, upsert_predictions
 from cryptopredict.store.drift import read_drift_reports
 from cryptopredict.store.migrate import migrate

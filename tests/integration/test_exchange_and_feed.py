@@ -13,8 +13,9 @@ from websockets.asyncio.server import serve
 
 from cryptopredict.kraken.client import KrakenTradeClient, Rejected
 from cryptopredict.kraken.protocol import subscribe_request
-from cryptopredict.kraken.replay import ReplayExchange, synthetic_trades
+from cryptopredict.kraken.sources import synthetic_trades
 from cryptopredict.models import Trade
+from cryptopredict.simulators.exchange import ReplayExchange
 
 pytestmark = pytest.mark.integration
 

@@ -13,9 +13,9 @@ import pytest
 from topic_prefixes import run_prefix
 
 from cryptopredict.kafka_admin import read_topic as read_all
-from cryptopredict.kraken.replay import Faults, ReplayExchange
 from cryptopredict.kraken.sources import synthetic_market
 from cryptopredict.models import DeadLetter, Trade, TradeBatch
+from cryptopredict.simulators.exchange import Faults, ReplayExchange
 from cryptopredict.topics import DEAD_LETTERS, TRADES, topic_name
 from streams.trade_feed import run_feed, trade_client
 

@@ -316,7 +316,7 @@ async def test_watch_prints_the_stream_as_a_table(running: RunningServer, target
 
 
 async def test_get_ledger_reports_the_live_figures_of_each_version(target: str) -> None:
-    from cryptopredict.ml.synthetic import synthetic_candles
+    from cryptopredict.simulators.markets import synthetic_candles
     from cryptopredict.store.candles import async_engine, upsert_candles, upsert_predictions
     from cryptopredict.store.migrate import migrate
 
@@ -395,7 +395,7 @@ async def test_list_and_get_models_report_registry_and_live_figures(target: str)
     from mlflow import MlflowClient
 
     from cryptopredict.ml.registry import ensure_persistence_champion, mark_challenger, register_version
-    from cryptopredict.ml.synthetic import synthetic_candles
+    from cryptopredict.simulators.markets import synthetic_candles
     from cryptopredict.store.candles import async_engine, upsert_candles, upsert_predictions
     from cryptopredict.store.migrate import migrate
     from cryptopredict.topics import registered_model_name
@@ -590,7 +590,7 @@ async def test_long_client_input_is_not_echoed(target: str) -> None:
 
 async def test_get_ledger_reports_the_interval_figures(target: str) -> None:
     from cryptopredict.ml.intervals import christoffersen_pvalue, kupiec_pvalue
-    from cryptopredict.ml.synthetic import synthetic_candles
+    from cryptopredict.simulators.markets import synthetic_candles
     from cryptopredict.store.candles import async_engine, upsert_candles, upsert_predictions
     from cryptopredict.store.migrate import migrate
 

@@ -11,8 +11,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from cryptopredict.ml.intervals import aci_update
-from cryptopredict.ml.synthetic import synthetic_candles
 from cryptopredict.models import Prediction
+from cryptopredict.simulators.markets import synthetic_candles
 from cryptopredict.store.adaptation import adapt_interval_level
 from cryptopredict.store.candles import async_engine, sync_engine, upsert_candles, upsert_predictions
 from cryptopredict.store.migrate import migrate

@@ -9,8 +9,8 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from cryptopredict.ml.intervals import christoffersen_pvalue, kupiec_pvalue
-from cryptopredict.ml.synthetic import synthetic_candles
 from cryptopredict.models import Prediction
+from cryptopredict.simulators.markets import synthetic_candles
 from cryptopredict.store.candles import async_engine, sync_engine, upsert_candles, upsert_predictions
 from cryptopredict.store.ledger import ledger_summary
 from cryptopredict.store.migrate import migrate

@@ -8,7 +8,7 @@ from __future__ import annotations
 import pytest
 from aiohttp import web
 
-from cryptopredict.demo import free_port
+from cryptopredict.cli.demo import free_port
 from cryptopredict.llm_endpoint import ensure_llm_model
 
 pytestmark = pytest.mark.integration

@@ -89,7 +89,7 @@ async def test_the_news_schedule_exists_once_however_often_workers_start(setting
 
 
 async def test_the_llm_endpoint_check_skips_a_server_that_is_not_ollama(settings):
-    from cryptopredict.demo import free_port
+    from cryptopredict.cli.demo import free_port
     from cryptopredict.llm_endpoint import ensure_llm_model, server_root
 
     assert server_root("http://127.0.0.1:11434/v1/") == "http://127.0.0.1:11434"

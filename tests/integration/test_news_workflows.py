@@ -19,10 +19,10 @@ from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from topic_prefixes import run_prefix
 
-from cryptopredict.demo import free_port
+from cryptopredict.cli.demo import free_port
 from cryptopredict.models.news_flow import NewsIngestInput, NewsIngestResult, SentimentInput, SentimentResult
-from cryptopredict.news.server import INJECTION_TITLE, NewsFaults, NewsServer, sample_news_items
 from cryptopredict.orchestration import metrics_runtime, temporal_client
+from cryptopredict.simulators.news import INJECTION_TITLE, NewsFaults, NewsServer, sample_news_items
 from cryptopredict.stack.llm import bundled_gguf
 from cryptopredict.store.candles import async_engine
 from cryptopredict.store.migrate import migrate

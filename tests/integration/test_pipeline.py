@@ -25,10 +25,11 @@ from cryptopredict.features.candles import CandleState
 from cryptopredict.features.indicators import WARM_UP, IndicatorConfig, indicator_frame, ta_frame
 from cryptopredict.kafka_admin import read_topic
 from cryptopredict.kafka_client import client_kwargs
-from cryptopredict.kraken.replay import ReplayExchange, csv_trades, synthetic_trades
+from cryptopredict.kraken.sources import csv_trades, synthetic_trades
 from cryptopredict.metrics import serve_metrics
 from cryptopredict.models import Candle, DeadLetter, Trade, TradeBatch
 from cryptopredict.publisher import ReliablePublisher
+from cryptopredict.simulators.exchange import ReplayExchange
 from cryptopredict.store.candles import async_engine
 from cryptopredict.store.ohlcvt import read_ohlcvt
 from cryptopredict.store.schema import candles, dead_letters, technical_indicators

@@ -28,11 +28,11 @@ from cryptopredict.ml import lifecycle, registry
 from cryptopredict.ml.dataset import build_dataset, indicator_values
 from cryptopredict.ml.pyfunc import log_forecast_model
 from cryptopredict.ml.pyfunc import log_persistence as log_persistence_model
-from cryptopredict.ml.synthetic import synthetic_candles
 from cryptopredict.model_events import publish_model_event
 from cryptopredict.models import DeadLetter, ModelEvent, Prediction, PredictionRefusal
 from cryptopredict.publisher import ReliablePublisher
 from cryptopredict.settings import Settings
+from cryptopredict.simulators.markets import synthetic_candles
 from cryptopredict.store.candles import sync_engine
 from cryptopredict.store.migrate import migrate
 from cryptopredict.topics import (

@@ -41,9 +41,9 @@ from test_grpc_server import log_persistence
 
 from cryptopredict.ml.intervals import kupiec_pvalue
 from cryptopredict.ml.registry import ensure_persistence_champion
-from cryptopredict.ml.synthetic import synthetic_candles
 from cryptopredict.models.ml import Prediction, QuantilePrice
 from cryptopredict.settings import GrpcSettings, Settings, get_settings
+from cryptopredict.simulators.markets import synthetic_candles
 from cryptopredict.store.candles import async_engine, upsert_candles, upsert_predictions
 from cryptopredict.store.migrate import migrate
 from cryptopredict.topics import registered_model_name

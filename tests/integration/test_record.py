@@ -9,8 +9,8 @@ import pytest
 
 from cryptopredict.kraken.client import KrakenTradeClient
 from cryptopredict.kraken.record import record_trades
-from cryptopredict.kraken.replay import ReplayExchange
 from cryptopredict.kraken.sources import synthetic_market, trades_file
+from cryptopredict.simulators.exchange import ReplayExchange
 
 pytestmark = pytest.mark.integration
 

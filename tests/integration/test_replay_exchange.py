@@ -15,10 +15,10 @@ from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
 
 from cryptopredict.kraken.protocol import MalformedMessage, decode, parse_trades, subscribe_request
-from cryptopredict.kraken.replay import MALFORMED_KINDS, Faults, ReplayExchange
 from cryptopredict.kraken.rest import parse_ohlc_response, parse_trades_response, result_rows
 from cryptopredict.kraken.sources import synthetic_market
 from cryptopredict.models import Trade
+from cryptopredict.simulators.exchange import MALFORMED_KINDS, Faults, ReplayExchange
 
 pytestmark = pytest.mark.integration
 

@@ -42,7 +42,7 @@ def report(*args: str) -> subprocess.CompletedProcess[str]:
 
 
 async def test_report_renders_the_charts_and_prints_the_ledgers_figures(tmp_path: Path) -> None:
-    from cryptopredict.ml.synthetic import synthetic_candles
+    from cryptopredict.simulators.markets import synthetic_candles
     from cryptopredict.store.candles import async_engine, sync_engine, upsert_candles, upsert_predictions
     from cryptopredict.store.ledger import ledger_summary
     from cryptopredict.store.migrate import migrate

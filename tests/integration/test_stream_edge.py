@@ -23,14 +23,15 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from test_grpc_server import EDGE_PAIR, T0, local_settings, make_prediction, wait_until, with_uncertainty
 
-from cryptopredict.demo import free_port
+from cryptopredict.cli.demo import free_port
 from cryptopredict.kafka_client import client_kwargs
 from cryptopredict.settings import MetricsSettings, Settings
+from cryptopredict.stack.tools import edge_binary
 from cryptopredict.tls import write_self_signed
 from cryptopredict.topics import PREDICTIONS
 from grpc_server.client import PLAINTEXT, Credentials, get_latest_prediction, stream_predictions
 from grpc_server.convert import prediction_from_proto, prediction_response_bytes
-from grpc_server.edge import edge_binary, edge_command
+from grpc_server.edge import edge_command
 from grpc_server.hub import PredictionHub
 from grpc_server.pb import predictions_pb2 as pb
 from grpc_server.pb import predictions_pb2_grpc as pb_grpc

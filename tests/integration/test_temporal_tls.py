@@ -25,7 +25,7 @@ from temporalio.service import RPCStatusCode
 from temporalio.worker import UnsandboxedWorkflowRunner, Worker
 
 from cryptopredict import stack
-from cryptopredict.demo import free_port
+from cryptopredict.cli.demo import free_port
 from cryptopredict.orchestration import temporal_client
 from cryptopredict.settings import Settings, TemporalSettings
 from cryptopredict.stack.base import StackPaths

@@ -24,10 +24,10 @@ from temporalio.client import WorkflowFailureError
 
 from cryptopredict.kafka_admin import ensure_topics, read_topic
 from cryptopredict.ml import pyfunc, registry
-from cryptopredict.ml.synthetic import synthetic_candles
 from cryptopredict.models import ModelEvent
 from cryptopredict.models.training import TrainingInput, TrainingProgress, TrainingResult
 from cryptopredict.orchestration import start_training, temporal_client
+from cryptopredict.simulators.markets import synthetic_candles
 from cryptopredict.store.candles import async_engine, upsert_candles
 from cryptopredict.store.migrate import migrate
 from cryptopredict.temporal_connect import cli_env
@@ -161,7 +161,7 @@ async def test_on_a_random_walk_every_step_runs_and_persistence_stays_champion(s
 
     history = await handle.fetch_history()
     assert scheduled_activities(history) == [
-        "build_training_dataset",
+        "prepare_training_dataset",
         "ensure_champion",
         "screen_candidates",
         *(["tune_trials"] * 4 + ["tune_candidate"]) * len(result.tuned),  # 4 trial batches per family
@@ -533,7 +533,7 @@ async def test_a_volatility_retrain_has_its_own_model_naive_first_champion_and_d
 
     handle = client.get_workflow_handle(training_workflow_id(pair, 60, 5, target="volatility"))
     assert scheduled_activities(await handle.fetch_history()) == [
-        "build_volatility_dataset",
+        "prepare_volatility_dataset",
         "ensure_volatility_champion",
         "screen_volatility",
         *(["tune_volatility_trials"] * 4),

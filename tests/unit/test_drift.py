@@ -20,9 +20,9 @@ from cryptopredict.ml.drift import (
     quantile_edges,
 )
 from cryptopredict.ml.live import LiveFigures
-from cryptopredict.ml.synthetic import synthetic_candles
 from cryptopredict.models.drift import DriftRecord, DriftReport, DriftTarget, DriftThresholds
 from cryptopredict.settings import DriftSettings
+from cryptopredict.simulators.markets import synthetic_candles
 
 pytestmark = pytest.mark.unit
 

@@ -14,7 +14,6 @@ from aiohttp import web
 from pydantic import SecretStr
 
 from cryptopredict.models import NewsItem
-from cryptopredict.news.server import INJECTION_TITLE, NewsFaults, NewsServer, sample_news_items
 from cryptopredict.news.sources import (
     SUMMARY_MAX,
     TITLE_MAX,
@@ -24,6 +23,7 @@ from cryptopredict.news.sources import (
     NewsSourceError,
     RssSource,
 )
+from cryptopredict.simulators.news import INJECTION_TITLE, NewsFaults, NewsServer, sample_news_items
 
 pytestmark = [pytest.mark.unit, pytest.mark.timeout(60)]
 

@@ -6,7 +6,7 @@ from datetime import UTC, datetime
 import pytest
 
 from cryptopredict.features.candles import CandleState
-from cryptopredict.kraken.replay import csv_trades
+from cryptopredict.kraken.sources import csv_trades
 
 pytestmark = [pytest.mark.realdata, pytest.mark.unit]
 

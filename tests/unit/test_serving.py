@@ -10,8 +10,8 @@ import pytest
 from cryptopredict.features.indicators import IndicatorConfig, IndicatorState
 from cryptopredict.ml.pyfunc import ForecastPythonModel, ForecastSpec, LinearParams
 from cryptopredict.ml.serving import predict_next, stale_sentiment
-from cryptopredict.ml.synthetic import synthetic_candles
 from cryptopredict.models import ModelRef, Prediction, PredictionRefusal
+from cryptopredict.simulators.markets import synthetic_candles
 
 pytestmark = pytest.mark.unit
 

@@ -14,8 +14,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from cryptopredict.features.candles import CandleState
-from cryptopredict.kraken.replay import csv_trades as replay_csv_trades
-from cryptopredict.kraken.replay import ohlc_rows, parse_since_ns, result_key
 from cryptopredict.kraken.rest import ohlc_response, parse_ohlc_response
 from cryptopredict.kraken.sources import (
     DEFAULT_SPECS,
@@ -30,6 +28,7 @@ from cryptopredict.kraken.sources import (
     trades_file,
 )
 from cryptopredict.models import Trade
+from cryptopredict.simulators.exchange import ohlc_rows, parse_since_ns, result_key
 
 pytestmark = pytest.mark.unit
 
@@ -116,7 +115,7 @@ def test_csv_trades_file(shared_data):
     path = shared_data / "kraken" / "BTCUSD_trades_2019-07-01T00.csv"
     trades = trades_file(path, "BTC/USD")
     assert len(trades) == 2672
-    assert trades == list(csv_trades(path, "BTC/USD")) == list(replay_csv_trades(path, "BTC/USD"))
+    assert trades == list(csv_trades(path, "BTC/USD"))
     assert [t.trade_id for t in trades] == list(range(1, 2673))
 
 

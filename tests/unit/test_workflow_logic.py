@@ -23,7 +23,7 @@ from temporalio.testing import WorkflowEnvironment
 from temporalio.worker import Worker
 
 from cryptopredict.models import ModelRef
-from cryptopredict.models.backfill import BackfillInput, BackfillProgress
+from cryptopredict.models.backfill import BackfillInput, BackfillProgress, TradePagesInput
 from cryptopredict.models.drift import (
     DriftMonitorInput,
     DriftReport,
@@ -164,6 +164,25 @@ def dataset(request: TrainingInput) -> DatasetSummary:
     )
 
 
+# The activity types each target's retrain schedules, as a history shows them.
+ACTIVITIES = {
+    "price": {
+        "dataset": "prepare_training_dataset",
+        "champion": "ensure_champion",
+        "screen": "screen_candidates",
+        "tune": "tune_trials",
+        "evaluate": "evaluate_challenger",
+    },
+    "volatility": {
+        "dataset": "prepare_volatility_dataset",
+        "champion": "ensure_volatility_champion",
+        "screen": "screen_volatility",
+        "tune": "tune_volatility_trials",
+        "evaluate": "evaluate_volatility",
+    },
+}
+
+
 def training_stand_ins(
     calls: Calls,
     target: str,
@@ -171,13 +190,13 @@ def training_stand_ins(
     promote: bool,
     dataset_result: Callable[[Any], Any] | None = None,
 ) -> list[Callable[..., Any]]:
-    steps = STEPS[target]
+    steps, skill = ACTIVITIES[target], STEPS[target].skill
     name = "cryptopredict-x"
 
     def evaluate(request: EvaluateInput) -> Evaluation:
         best = min(request.tuned, key=lambda t: t.cv_mae)
         reasons = [] if promote else ["DM p-value 0.4 >= 0.05 against the champion"]
-        metrics = {steps.skill: 0.02}
+        metrics = {skill: 0.02}
         return Evaluation(
             family=best.family,
             model_uri="runs:/r/model",
@@ -196,13 +215,17 @@ def training_stand_ins(
     return [
         stand_in(
             calls,
-            steps.dataset,
+            steps["dataset"],
             dataset_result
-            or (lambda args: TrainingRun(mlflow_run_id="run-1", dataset=dataset(TrainingInput(**args[0])))),
+            or (
+                lambda args: TrainingRun(
+                    mlflow_run_id="run-1", dataset=dataset(TrainingInput(**args["request"]))
+                )
+            ),
         ),
-        stand_in(calls, steps.champion, lambda _: ModelRef(name=name, version="1", flavor="persistence")),
-        stand_in(calls, steps.screen, lambda _: screening),
-        stand_in(calls, steps.tune, lambda batch: batch["trials"]),
+        stand_in(calls, steps["champion"], lambda _: ModelRef(name=name, version="1", flavor="persistence")),
+        stand_in(calls, steps["screen"], lambda _: screening),
+        stand_in(calls, steps["tune"], lambda batch: batch["trials"]),
         stand_in(
             calls,
             "tune_candidate",
@@ -214,7 +237,7 @@ def training_stand_ins(
                 study_name=tune["study_name"],
             ),
         ),
-        stand_in(calls, steps.evaluate, lambda request: evaluate(EvaluateInput.model_validate(request))),
+        stand_in(calls, steps["evaluate"], lambda request: evaluate(EvaluateInput.model_validate(request))),
         stand_in(
             calls,
             "register_challenger",
@@ -244,7 +267,7 @@ async def test_a_price_retrain_runs_every_step_in_order_and_tunes_each_family_in
 
     tuning = ["tune_trials", "tune_trials", "tune_candidate"]
     assert calls.names() == [
-        "build_training_dataset",
+        "prepare_training_dataset",
         "ensure_champion",
         "screen_candidates",
         *tuning,  # linear: 5 trials in 2 batches at once, then its best
@@ -263,7 +286,9 @@ async def test_a_price_retrain_runs_every_step_in_order_and_tunes_each_family_in
         ("xgboost", 1, 2),
     ]
     info = handle.id, handle.result_run_id
-    assert calls.args("build_training_dataset")[0][1] == f"{info[0]}/{info[1]}"  # the run's MLflow tag
+    assert (
+        calls.args("prepare_training_dataset")[0]["run_key"] == f"{info[0]}/{info[1]}"
+    )  # the run's MLflow tag
     assert {b.tune.study_name for b in batches} == {
         f"training-price-{info[1]}-{f}" for f in ("linear", "xgboost")
     }
@@ -293,7 +318,7 @@ async def test_a_volatility_retrain_runs_its_own_activities_and_keeps_the_champi
         )
 
     assert calls.names() == [
-        "build_volatility_dataset",
+        "prepare_volatility_dataset",
         "ensure_volatility_champion",
         "screen_volatility",
         *["tune_volatility_trials"] * 3,  # 3 trials in at most 4 batches: 3 batches of 1
@@ -324,7 +349,7 @@ async def test_not_enough_data_fails_the_retrain_at_once_without_retries(env: Wo
             await env.client.execute_workflow(
                 TrainingWorkflow.run, TrainingInput(), id="training-no-data", task_queue=w.task_queue
             )
-    assert calls.names() == ["build_training_dataset"]  # one attempt: the retry policy names the type
+    assert calls.names() == ["prepare_training_dataset"]  # one attempt: the retry policy names the type
     cause = failed.value.cause
     assert isinstance(cause, ActivityError) and isinstance(cause.cause, ApplicationError)
     assert cause.cause.type == "NotEnoughData"
@@ -336,7 +361,7 @@ async def test_a_transient_failure_of_a_step_is_retried(env: WorkflowEnvironment
     def flaky(args: Any) -> TrainingRun:
         if len(calls) == 1:
             raise ConnectionError("MLflow went away")
-        return TrainingRun(mlflow_run_id="run-1", dataset=dataset(TrainingInput(**args[0])))
+        return TrainingRun(mlflow_run_id="run-1", dataset=dataset(TrainingInput(**args["request"])))
 
     screening = ScreeningResult(screened=screened("linear"), families=["linear"])
     activities = training_stand_ins(calls, "price", screening, promote=True, dataset_result=flaky)
@@ -344,7 +369,7 @@ async def test_a_transient_failure_of_a_step_is_retried(env: WorkflowEnvironment
         result = await env.client.execute_workflow(
             TrainingWorkflow.run, TrainingInput(trials=1), id="training-flaky", task_queue=w.task_queue
         )
-    assert calls.names()[:3] == ["build_training_dataset", "build_training_dataset", "ensure_champion"]
+    assert calls.names()[:3] == ["prepare_training_dataset", "prepare_training_dataset", "ensure_champion"]
     assert result.promoted
 
 
@@ -442,8 +467,8 @@ async def test_the_drift_monitor_retrains_only_on_a_breach_and_always_records(
 async def test_a_backfill_calls_until_done_and_carries_its_progress(env: WorkflowEnvironment):
     calls = Calls()
 
-    def page(args: list[Any]) -> BackfillProgress:
-        progress = BackfillProgress.model_validate(args[1])
+    def page(arg: Any) -> BackfillProgress:
+        progress = TradePagesInput.model_validate(arg).progress
         pages = progress.pages + 1
         return progress.model_copy(
             update={"pages": pages, "trades_published": progress.trades_published + 1000, "done": pages == 3}
@@ -451,15 +476,15 @@ async def test_a_backfill_calls_until_done_and_carries_its_progress(env: Workflo
 
     request = BackfillInput(pair="BTC/USD", start=T0, end=T0 + timedelta(days=1))
     async with await worker(
-        env.client, [BackfillWorkflow], [stand_in(calls, "backfill_trade_pages", page)]
+        env.client, [BackfillWorkflow], [stand_in(calls, "publish_trade_pages", page)]
     ) as w:
         handle = await env.client.start_workflow(
             BackfillWorkflow.run, request, id="backfill", task_queue=w.task_queue
         )
         result = await handle.result()
         progress = await handle.query(BackfillWorkflow.progress)
-    assert calls.names() == ["backfill_trade_pages"] * 3
-    first = BackfillProgress.model_validate(calls.args("backfill_trade_pages")[0][1])
+    assert calls.names() == ["publish_trade_pages"] * 3
+    first = TradePagesInput.model_validate(calls.args("publish_trade_pages")[0]).progress
     assert (first.since_ns, first.pages) == (int(T0.timestamp() * 1e9), 0)
     assert result.done and result.pages == 3 and result.trades_published == 3000 and progress == result
 

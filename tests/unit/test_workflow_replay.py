@@ -54,6 +54,8 @@ WORKFLOWS = [
 EXPECTED = {
     "TrainingWorkflow-price",
     "TrainingWorkflow-volatility",
+    "TrainingWorkflow-price-dataset-input",
+    "TrainingWorkflow-volatility-dataset-input",
     "TrainingWorkflow-not-enough-data",
     "ScheduledRetrainWorkflow",
     "BackfillWorkflow",

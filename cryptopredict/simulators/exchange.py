@@ -36,19 +36,7 @@ from websockets.http11 import Request, Response
 
 from cryptopredict.kraken.protocol import format_timestamp, trade_message, trade_payload
 from cryptopredict.kraken.rest import OhlcRow, ohlc_response, rest_pair, to_ns, trades_response
-from cryptopredict.kraken.sources import csv_trades, synthetic_market, synthetic_trades
 from cryptopredict.models import Trade
-
-__all__ = [
-    "MALFORMED_KINDS",
-    "Faults",
-    "ReplayClock",
-    "ReplayExchange",
-    "csv_trades",
-    "parse_speed",
-    "synthetic_market",
-    "synthetic_trades",
-]
 
 logger = logging.getLogger(__name__)
 

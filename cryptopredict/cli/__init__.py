@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Annotated
 import typer
 from pydantic import ValidationError
 
-from cryptopredict.cli_stack import stack_app
+from cryptopredict.cli.stack import stack_app
 from cryptopredict.settings import get_settings, validation_error_line
 
 if TYPE_CHECKING:
@@ -84,8 +84,8 @@ def exchange(
     rest_500_every: Annotated[int | None, typer.Option(help="Fault: every Nth REST request is a 500")] = None,
 ) -> None:
     """Run the replay exchange (Kraken WebSocket v2 + REST Trades/OHLC on one port) until interrupted."""
-    from cryptopredict.kraken.replay import Faults, ReplayExchange, parse_speed
     from cryptopredict.kraken.sources import SOURCES, csv_trades, load_trades, synthetic_trades
+    from cryptopredict.simulators.exchange import Faults, ReplayExchange, parse_speed
 
     _logging("info")
     kind = source or ("trades-file" if (trades_file or file) else "synthetic")
@@ -277,7 +277,7 @@ def ingest_news(wait: bool = True) -> None:
 @app.command("news-server")
 def news_server(port: int = 8792) -> None:
     """Serve sample news (CryptoPanic posts API and RSS/Atom) locally, for the demo and by-hand runs."""
-    os.execv(sys.executable, [sys.executable, "-m", "cryptopredict.news.server", "--port", str(port)])
+    os.execv(sys.executable, [sys.executable, "-m", "cryptopredict.simulators.news", "--port", str(port)])
 
 
 @app.command()
@@ -512,7 +512,8 @@ def serve() -> None:
 def edge() -> None:
     """Run the stream edge (Go, built on first use) in front of the gRPC server: StreamPredictions for
     many subscribers on grpc.edge_port, every other call relayed to the server."""
-    from grpc_server.edge import edge_binary, edge_command
+    from cryptopredict.stack.tools import edge_binary
+    from grpc_server.edge import edge_command
 
     settings = get_settings()
     args, env = edge_command(settings, edge_binary(settings))
@@ -541,7 +542,7 @@ def demo(
     timeout_s: float = 900.0,
 ) -> None:
     """The main job: stack up, replay trades, build candles, train via Temporal, stream predictions."""
-    from cryptopredict.demo import run_demo
+    from cryptopredict.cli.demo import run_demo
 
     _logging("warning")
     summary = asyncio.run(
@@ -575,7 +576,3 @@ def main(argv: list[str] | None = None) -> int:
             exc.show()
         return int(code)
     return result if isinstance(result, int) else 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
