@@ -27,6 +27,7 @@ from pydantic import SecretStr
 from temporalio.client import Client, WorkflowHandle
 from websockets.asyncio.client import connect
 
+from cryptopredict import workflow_types
 from cryptopredict.kafka_admin import delete_topics, topic_names
 from cryptopredict.kraken.protocol import subscribe_request
 from cryptopredict.kraken.sources import PairSpec, synthetic_market
@@ -122,7 +123,7 @@ async def capture_training(client: Client, settings: Settings) -> None:
             await seed(settings, synthetic_candles(pair, 60, 3_000, T0, seed=3, gap_every=97))
             request = quick(pair, target=target, horizon_candles=horizon)
             handle = await client.start_workflow(
-                "TrainingWorkflow",
+                workflow_types.TRAINING,
                 request,
                 id=training_workflow_id(pair, 60, horizon, target=target),
                 task_queue=task_queue,
@@ -140,7 +141,7 @@ async def capture_retrain(client: Client, settings: Settings) -> None:
     async with training_worker(client, settings) as task_queue:
         pair = unique_pair("E")
         handle = await client.start_workflow(
-            "ScheduledRetrainWorkflow",
+            workflow_types.SCHEDULED_RETRAIN,
             quick(pair, reason="schedule"),
             id=f"capture-retrain-{uuid.uuid4().hex[:8]}",
             task_queue=task_queue,
@@ -182,7 +183,7 @@ async def capture_drift(client: Client, settings: Settings) -> None:
             if path_of(name).exists():
                 continue
             handle = await client.start_workflow(
-                "DriftMonitorWorkflow",
+                workflow_types.DRIFT_MONITOR,
                 request.model_copy(update={"retrain": retrain}),
                 id=f"capture-drift-{uuid.uuid4().hex[:8]}",
                 task_queue=task_queue,
@@ -198,8 +199,12 @@ async def capture_drift(client: Client, settings: Settings) -> None:
             await save(handle, name)
 
 
+BACKFILL_NAMES = ["BackfillWorkflow", "BackfillWorkflow-trade-pages-input"]
+
+
 async def capture_backfill(client: Client, settings: Settings) -> None:
-    """BackfillWorkflow of 30 minutes of a synthetic book from the replay exchange, one page per call."""
+    """BackfillWorkflow of 30 minutes of a synthetic book from the replay exchange, one page per call.
+    `BackfillWorkflow` was captured before the pages activity took one input model, the other after."""
     pair = f"B{uuid.uuid4().hex[:6].upper()}/USD"
     trades = synthetic_market([PairSpec(pair, trades_per_minute=60)], T0, minutes=30, seed=3)
     exchange = ReplayExchange(trades, speed="max")
@@ -217,7 +222,7 @@ async def capture_backfill(client: Client, settings: Settings) -> None:
         )
         async with training_worker(client, settings) as task_queue:
             handle = await client.start_workflow(
-                "BackfillWorkflow",
+                workflow_types.BACKFILL,
                 request,
                 id=f"capture-backfill-{uuid.uuid4().hex[:8]}",
                 task_queue=task_queue,
@@ -226,7 +231,7 @@ async def capture_backfill(client: Client, settings: Settings) -> None:
             )
             progress = await handle.result()
             print(f"BackfillWorkflow: {progress.pages} pages, {progress.trades_published} trades")
-            await save(handle, "BackfillWorkflow")
+            await save(handle, BACKFILL_NAMES[-1])
     finally:
         await exchange.stop()
 
@@ -250,7 +255,7 @@ async def capture_news(client: Client, settings: Settings) -> None:
     try:
         async with NewsServer(items, page_size=3) as server:
             handle = await client.start_workflow(
-                "NewsIngestWorkflow",
+                workflow_types.NEWS_INGEST,
                 NewsIngestInput(
                     rss_feeds=[server.rss_url("all")], llm_task_queue=settings.temporal.llm_task_queue
                 ),
@@ -275,7 +280,7 @@ GROUPS: dict[str, tuple[list[str], Callable[[Client, Settings], Awaitable[None]]
     "training": ([f"TrainingWorkflow-{variant}" for *_, variant in TRAINING_VARIANTS], capture_training),
     "retrain": (["ScheduledRetrainWorkflow", "TrainingWorkflow-not-enough-data"], capture_retrain),
     "drift": (["DriftMonitorWorkflow-breach", "DriftMonitorWorkflow-report-only"], capture_drift),
-    "backfill": (["BackfillWorkflow"], capture_backfill),
+    "backfill": (BACKFILL_NAMES, capture_backfill),
     "news": (["NewsIngestWorkflow", "SentimentWorkflow"], capture_news),
 }
 

@@ -59,6 +59,7 @@ EXPECTED = {
     "TrainingWorkflow-not-enough-data",
     "ScheduledRetrainWorkflow",
     "BackfillWorkflow",
+    "BackfillWorkflow-trade-pages-input",
     "DriftMonitorWorkflow-breach",
     "DriftMonitorWorkflow-report-only",
     "NewsIngestWorkflow",
