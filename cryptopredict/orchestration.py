@@ -16,6 +16,8 @@ from temporalio.client import (
     ScheduleOverlapPolicy,
     SchedulePolicy,
     ScheduleSpec,
+    ScheduleUpdate,
+    ScheduleUpdateInput,
 )
 from temporalio.common import WorkflowIDConflictPolicy, WorkflowIDReusePolicy
 from temporalio.contrib.pydantic import pydantic_data_converter
@@ -110,7 +112,7 @@ async def start_training(
 
 async def ensure_training_schedules(settings: Settings, client: Client | None = None) -> list[str]:
     """Creates the retrain schedule of every configured pair and target (interval and horizon from
-    settings) unless it exists; returns the ids created. Each starts a ScheduledRetrainWorkflow, which
+    settings), or updates it to the settings; returns the ids created. Each starts a ScheduledRetrainWorkflow, which
     starts the target's TrainingWorkflow under its well-known id: a retrain already running is never
     doubled."""
     if settings.model.retrain_every_s <= 0:
@@ -138,8 +140,8 @@ def retrain_every_s(settings: Settings, schedules: int) -> float:
 
 
 async def ensure_drift_schedules(settings: Settings, client: Client | None = None) -> list[str]:
-    """Creates the drift monitor schedule of every configured (pair, horizon) unless it exists; returns
-    the ids created. The input leaves the thresholds unset, so each check uses the worker's `drift`
+    """Creates the drift monitor schedule of every configured (pair, horizon), or updates it to the
+    settings; returns the ids created. The input leaves the thresholds unset, so each check uses the worker's `drift`
     settings of the moment. Overlaps are skipped."""
     if settings.drift.every_s <= 0:
         return []
@@ -158,8 +160,8 @@ async def ensure_drift_schedules(settings: Settings, client: Client | None = Non
 async def _ensure_schedules(
     client: Client, actions: dict[str, ScheduleActionStartWorkflow], every_s: float
 ) -> list[str]:
-    """Creates each schedule (id -> action, every `every_s`, overlaps skipped) unless it exists; returns the
-    ids created."""
+    """Creates or updates each schedule (id -> action, every `every_s`, overlaps skipped); returns the ids
+    created."""
     created = []
     for schedule_id, action in actions.items():
         schedule = Schedule(
@@ -167,11 +169,8 @@ async def _ensure_schedules(
             spec=ScheduleSpec(intervals=[ScheduleIntervalSpec(every=timedelta(seconds=every_s))]),
             policy=SchedulePolicy(overlap=ScheduleOverlapPolicy.SKIP),
         )
-        try:
-            await client.create_schedule(schedule_id, schedule)
-        except ScheduleAlreadyRunningError:
-            continue
-        created.append(schedule_id)
+        if await create_or_update_schedule(client, schedule_id, schedule):
+            created.append(schedule_id)
     return created
 
 
@@ -235,8 +234,8 @@ def news_ingest_input(settings: Settings) -> NewsIngestInput:
 
 
 async def ensure_news_schedule(settings: Settings, client: Client | None = None) -> bool:
-    """Creates the news polling schedule unless it exists; True when this call created it. Safe to call
-    at every worker start: the schedule id is fixed, so there is only ever one."""
+    """Creates the news polling schedule, or updates it to the settings; True when this call created it.
+    Safe to call at every worker start: the schedule id is fixed, so there is only ever one."""
     client = client or await temporal_client(settings)
     schedule = Schedule(
         action=ScheduleActionStartWorkflow(
@@ -253,8 +252,26 @@ async def ensure_news_schedule(settings: Settings, client: Client | None = None)
             catchup_window=timedelta(seconds=settings.news.catch_up_window_s),
         ),
     )
+    return await create_or_update_schedule(client, NEWS_SCHEDULE_ID, schedule)
+
+
+async def create_or_update_schedule(client: Client, schedule_id: str, schedule: Schedule) -> bool:
+    """Creates the schedule, or gives an existing one this action, spec and policy (so a changed setting
+    takes effect at the next worker start) while keeping its state: a schedule a person paused stays
+    paused. True when this call created it."""
     try:
-        await client.create_schedule(NEWS_SCHEDULE_ID, schedule)
+        await client.create_schedule(schedule_id, schedule)
+        return True
     except ScheduleAlreadyRunningError:
-        return False
-    return True
+        pass
+
+    def update(current: ScheduleUpdateInput) -> ScheduleUpdate:
+        kept = current.description.schedule
+        return ScheduleUpdate(
+            schedule=Schedule(
+                action=schedule.action, spec=schedule.spec, policy=schedule.policy, state=kept.state
+            )
+        )
+
+    await client.get_schedule_handle(schedule_id).update(update)
+    return False

@@ -368,7 +368,7 @@ async def test_missing_data_fails_the_run_with_a_reason(settings):
     assert "only 0 usable rows" in str(failure.value.cause.cause)
 
 
-async def test_the_retrain_schedule_is_created_once_per_target(settings):
+async def test_the_retrain_schedule_is_created_once_per_target_and_updated_to_the_settings(settings):
     from cryptopredict.orchestration import ensure_training_schedules
     from cryptopredict.topics import training_schedule_id
 
@@ -395,6 +395,18 @@ async def test_the_retrain_schedule_is_created_once_per_target(settings):
         volatility = (await client.get_schedule_handle(volatility_id).describe()).schedule.action
         (request,) = await client.data_converter.decode(volatility.args, [TrainingInput])  # type: ignore[union-attr]
         assert request.target == "volatility" and request.pair == pair
+
+        # A changed setting reaches the existing schedule at the next worker start; a pause stays.
+        await client.get_schedule_handle(schedule_id).pause(note="paused by a person")
+        slower = mine.model_copy(
+            update={
+                "model": mine.model.model_copy(update={"retrain_every_s": 3 * settings.model.retrain_every_s})
+            }
+        )
+        assert await ensure_training_schedules(slower, client) == []
+        updated = await client.get_schedule_handle(schedule_id).describe()
+        assert updated.schedule.spec.intervals[0].every == 3 * interval
+        assert updated.schedule.state.paused and updated.schedule.state.note == "paused by a person"
     finally:
         for created in (schedule_id, volatility_id):
             await client.get_schedule_handle(created).delete()
