@@ -22,7 +22,6 @@ from cryptopredict.ml.dataset import (
 )
 from cryptopredict.ml.intervals import REGIMES
 from cryptopredict.ml.screening import families_to_tune, screen_regressors
-from cryptopredict.ml.tuning import run_trials
 from cryptopredict.models import ModelRef
 from cryptopredict.models.training import (
     EvaluateInput,
@@ -156,22 +155,7 @@ def screen(runs: RetrainRuns, step: StepInput, progress: Progress) -> ScreeningR
 
 def tune_batch(runs: RetrainRuns, batch: TrialBatch, progress: Progress) -> int:
     """Adds one batch of trials to the family's study; returns the batch's complete trials."""
-    tune, request = batch.tune, batch.tune.step.request
-    features = tune.step.dataset.features
-    data = runs.load(tune.step)
-    return run_trials(
-        tune.family,
-        data.fit[features],
-        data.fit[TARGET].to_numpy(),
-        lifecycle.recent_rows(data.folds, request.tune_max_rows),
-        storage=runs.settings.postgres.optuna_storage_url,
-        study_name=tune.study_name,
-        n_trials=batch.trials,
-        timeout_s=request.tuning_timeout_s,
-        seed=request.seed,
-        batch=batch.batch,
-        on_trial=lambda number, value: progress(f"trial {number}: {value:.4g}"),
-    )
+    return runs.tune_batch(batch, lambda fit: fit[TARGET].to_numpy(), progress)
 
 
 def evaluate(runs: RetrainRuns, request_: EvaluateInput, progress: Progress) -> Evaluation:

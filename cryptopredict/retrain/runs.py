@@ -10,17 +10,19 @@ from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 
 from cryptopredict.ml import lifecycle
 from cryptopredict.ml.dataset import FEATURE_TIME
-from cryptopredict.ml.tuning import best_of
+from cryptopredict.ml.tuning import best_of, run_trials
 from cryptopredict.models.training import (
     DatasetSummary,
     ScreeningResult,
     StepInput,
     TrainingInput,
     TrainingRun,
+    TrialBatch,
     TunedCandidate,
     TuneInput,
 )
@@ -142,6 +144,27 @@ class RetrainRuns:
             if metrics:
                 mlflow.log_metrics(metrics)
             mlflow.log_dict(result.model_dump(), "screening.json")
+
+    def tune_batch(
+        self, batch: TrialBatch, target: Callable[[pd.DataFrame], np.ndarray], progress: Progress
+    ) -> int:
+        """Adds one batch of trials to the family's study, fitting `target` of the rows; returns the
+        batch's complete trials."""
+        tune, request = batch.tune, batch.tune.step.request
+        data = self.load(tune.step)
+        return run_trials(
+            tune.family,
+            data.fit[tune.step.dataset.features],
+            target(data.fit),
+            lifecycle.recent_rows(data.folds, request.tune_max_rows),
+            storage=self.settings.postgres.optuna_storage_url,
+            study_name=tune.study_name,
+            n_trials=batch.trials,
+            timeout_s=request.tuning_timeout_s,
+            seed=request.seed,
+            batch=batch.batch,
+            on_trial=lambda number, value: progress(f"trial {number}: {value:.4g}"),
+        )
 
     def best_tuned(self, tune: TuneInput) -> TunedCandidate:
         """The best trial of the family's study, once its batches have run, logged to the MLflow run."""

@@ -14,7 +14,6 @@ import pandas as pd
 
 from cryptopredict.ml import lifecycle, pyfunc, registry
 from cryptopredict.ml import volatility_target as vt
-from cryptopredict.ml.tuning import run_trials
 from cryptopredict.ml.volatility import FUTURE_VOL
 from cryptopredict.models import ModelRef
 from cryptopredict.models.training import (
@@ -113,21 +112,7 @@ def screen(runs: RetrainRuns, step: StepInput, progress: Progress) -> ScreeningR
 def tune_batch(runs: RetrainRuns, batch: TrialBatch, progress: Progress) -> int:
     """One batch of XGBoost trials on the log inputs and log target: the study's objective, the mean
     validation MAE of the log, is the gate's loss."""
-    tune, request = batch.tune, batch.tune.step.request
-    data = runs.load(tune.step)
-    return run_trials(
-        tune.family,
-        data.fit[tune.step.dataset.features],
-        vt.log_target(data.fit),
-        lifecycle.recent_rows(data.folds, request.tune_max_rows),
-        storage=runs.settings.postgres.optuna_storage_url,
-        study_name=tune.study_name,
-        n_trials=batch.trials,
-        timeout_s=request.tuning_timeout_s,
-        seed=request.seed,
-        batch=batch.batch,
-        on_trial=lambda number, value: progress(f"trial {number}: {value:.4g}"),
-    )
+    return runs.tune_batch(batch, vt.log_target, progress)
 
 
 def evaluate(runs: RetrainRuns, request_: EvaluateInput, progress: Progress) -> Evaluation:
