@@ -55,3 +55,37 @@ def test_no_core_module_imports_an_adapter_entry_point_launcher_or_simulator() -
         f"{m} -> {i}" for m in core for i in graph.find_modules_directly_imported_by(m) if outside(i)
     )
     assert not illegal
+
+
+LAYERS = ["cryptopredict.cli", "cryptopredict.stack", "cryptopredict.simulators", *sorted(ADAPTERS)]
+
+
+def layer_of(module: str) -> str:
+    for layer in LAYERS:
+        if module == layer or module.startswith(f"{layer}."):
+            return layer.removeprefix("cryptopredict.")
+    return "core"
+
+
+def import_graph_mermaid() -> str:
+    """Which layer imports which, as the mermaid graph docs/development.md shows."""
+    graph = grimp.build_graph("cryptopredict", *sorted(ADAPTERS), cache_dir=None)
+    edges = {
+        (layer_of(m), layer_of(i))
+        for m in graph.modules
+        for i in graph.find_modules_directly_imported_by(m)
+        if layer_of(m) != layer_of(i)
+    }
+    return "\n".join(["```mermaid", "graph TD", *(f"  {a} --> {b}" for a, b in sorted(edges)), "```"])
+
+
+def test_the_documented_import_graph_is_the_code_s() -> None:
+    graph = import_graph_mermaid()
+    assert not any(edge.startswith("  core -->") for edge in graph.splitlines())
+    assert graph in (REPO / "docs" / "development.md").read_text(), (
+        "docs/development.md's import graph is stale: paste `python tests/unit/test_layers.py`"
+    )
+
+
+if __name__ == "__main__":
+    print(import_graph_mermaid())
