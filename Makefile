@@ -20,8 +20,11 @@ $(VENV)/.installed: requirements.lock pyproject.toml | $(BIN)/python
 
 install: $(VENV)/.installed
 
+# requirements.lock: everything the tests and the local stack need; requirements-runtime.lock: what the
+# container image installs (no dev tools, no local engines).
 lock: | $(BIN)/python
-	$(UV) pip compile --python $(BIN)/python --extra dev --python-version 3.11 pyproject.toml -o requirements.lock
+	$(UV) pip compile --python $(BIN)/python --extra dev --extra local --python-version 3.11 pyproject.toml -o requirements.lock
+	$(UV) pip compile --python $(BIN)/python --python-version 3.11 pyproject.toml -o requirements-runtime.lock
 
 demo: install
 	$(CP) demo
