@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 UV := $(BIN)/uv
 CP := $(BIN)/cryptopredict
 
-.PHONY: install demo test unit lint typecheck stack-up stack-down stack-status proto clean
+.PHONY: install demo test unit lint typecheck stack-up stack-down stack-status proto image clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -77,6 +77,12 @@ node_modules/.installed: package.json package-lock.json
 proto-check: node_modules/.installed
 	cd protos && $(BUF) lint
 	cd protos && $(BUF) breaking --against $(PROTO_RELEASE)
+
+# The container image (docs/kubernetes-engines.md#the-image). Needs Docker (or another builder reading
+# Dockerfiles); this project's own machines have none, so the tests check the Dockerfile instead.
+IMAGE ?= cryptopredict:dev
+image:
+	docker build -f infra/docker/Dockerfile -t $(IMAGE) .
 
 clean:
 	rm -rf $(VENV) node_modules

@@ -37,7 +37,7 @@ class NewsActivities:
     @property
     def engine(self) -> AsyncEngine:
         if self._engine is None:
-            self._engine = async_engine(self.settings.postgres)
+            self._engine = async_engine(self.settings.postgres, self.settings.store.dialect)
         return self._engine
 
     @activity.defn(name="ingest_news")

@@ -11,7 +11,7 @@ import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import urlencode, urlsplit
+from urllib.parse import parse_qs, urlencode, urlsplit
 
 from pydantic import (
     BaseModel,
@@ -92,8 +92,12 @@ class KafkaSettings(Section):
 
 
 class PostgresSettings(Section):
-    # Feature store. The MLflow backend and the Optuna studies live in databases on the same server.
+    # Feature store. The MLflow backend and the Optuna studies live in databases on the same server,
+    # unless `metadata_url` names another.
     url: str = "postgresql://cryptopredict:cryptopredict@127.0.0.1:5433/features"
+    # The PostgreSQL server of the MLflow backend and the Optuna studies when the feature store is not a
+    # PostgreSQL (store.dialect risingwave: RisingWave cannot hold them); its path is ignored.
+    metadata_url: str | None = None
     mlflow_database: str = "mlflow"
     optuna_database: str = "optuna"
     # libpq's sslmode for every connection (feature store, MLflow backend, Optuna); unset: the driver's.
@@ -121,14 +125,17 @@ class PostgresSettings(Section):
     def database(self) -> str:
         return urlsplit(self.url).path.lstrip("/") or "postgres"
 
-    def url_for(self, database: str, driver: str = "postgresql") -> str:
-        """A libpq-style URL (psycopg, MLflow, Optuna) for `database`, with the TLS settings as query
-        parameters. asyncpg takes TLS as a connect argument instead (`asyncpg_connect_args`)."""
-        parts = urlsplit(self.url)
+    def url_for(self, database: str, driver: str = "postgresql", server: str | None = None) -> str:
+        """A libpq-style URL (psycopg, MLflow, Optuna) for `database` on `server` (default: `url`'s), with
+        the TLS settings as query parameters. asyncpg takes TLS as a connect argument instead
+        (`asyncpg_connect_args`)."""
+        parts = urlsplit(server or self.url)
         query = parts.query
         if "asyncpg" not in driver:
+            # The URL's own parameters win: the metadata server may need another CA than the store.
             tls = {"sslmode": self.sslmode, "sslrootcert": self.ssl_root_cert}
-            extra = urlencode({key: str(value) for key, value in tls.items() if value is not None})
+            given = parse_qs(query)
+            extra = urlencode({k: str(v) for k, v in tls.items() if v is not None and k not in given})
             query = "&".join(q for q in (query, extra) if q)
         return parts._replace(scheme=driver, path=f"/{database}", query=query).geturl()
 
@@ -154,17 +161,33 @@ class PostgresSettings(Section):
     @property
     def mlflow_backend_uri(self) -> str:
         # MLflow 3 needs an explicit driver; psycopg 3 is installed.
-        return self.url_for(self.mlflow_database, "postgresql+psycopg")
+        return self.url_for(self.mlflow_database, "postgresql+psycopg", self.metadata_url)
 
     @property
     def optuna_storage_url(self) -> str:
         """Optuna's RDB storage: trials of one study can run on several workers at once."""
-        return self.url_for(self.optuna_database, "postgresql+psycopg")
+        return self.url_for(self.optuna_database, "postgresql+psycopg", self.metadata_url)
 
 
 class StoreSettings(Section):
     # False in the RisingWave mode: RisingWave ingests the topics itself (infra/risingwave/).
     sink_enabled: bool = True
+    # What `postgres.url` reaches for the feature store. "risingwave": the writes that still go through
+    # SQL (news items, sentiment scores, dead letters of the news flow, interval adaptation) take their
+    # RisingWave path (no INSERT ... ON CONFLICT, no row locks), and the sink is off (unset, it turns off;
+    # set true, the settings are refused). The SQL of either path: tests/unit/test_risingwave_sql.py.
+    dialect: Literal["postgres", "risingwave"] = "postgres"
+
+    @model_validator(mode="after")
+    def _risingwave_ingests_the_topics(self) -> StoreSettings:
+        if self.dialect == "risingwave":
+            if self.sink_enabled and "sink_enabled" in self.model_fields_set:
+                raise ValueError(
+                    "store.sink_enabled must be false with store.dialect risingwave: RisingWave ingests"
+                    " the topics itself, and the sink's upserts and migrations are PostgreSQL's"
+                )
+            self.sink_enabled = False
+        return self
 
 
 class TemporalSettings(Section):

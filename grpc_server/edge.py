@@ -21,15 +21,17 @@ from grpc_server.server import bind_address
 UPSTREAM_TOKEN_ENV = "STREAM_EDGE_UPSTREAM_TOKEN"
 
 
-def edge_command(settings: Settings, binary: Path) -> tuple[list[str], dict[str, str]]:
+def edge_command(
+    settings: Settings, binary: Path, upstream: str | None = None
+) -> tuple[list[str], dict[str, str]]:
     """Command line and environment that run the edge `binary` (its caller builds it) for `settings`: it
     serves on grpc.edge_port with the server's TLS certificate when it has one, and follows the server on
-    grpc.port."""
+    grpc.port, or at `upstream` (host:port) when given (a server in another pod)."""
     grpc = settings.grpc
     args = [
         str(binary),
         f"-listen={bind_address(grpc.host, grpc.edge_port)}",
-        f"-upstream={bind_address(grpc.host, grpc.port)}",
+        f"-upstream={upstream or bind_address(grpc.host, grpc.port)}",
         f"-queue-size={DEFAULT_QUEUE_SIZE}",
     ]
     if grpc.tls_cert_file and grpc.tls_key_file:

@@ -56,6 +56,8 @@ INDICATORS = IndicatorConfig()
 HORIZONS = settings.forecast_horizons()  # candle interval -> horizons in candles
 MAX_SENTIMENT_AGE = timedelta(seconds=settings.model.max_sentiment_age_s)
 HISTORY = history_length(settings.model.lags)
+# How long a candle waits before asking an unreachable registry again.
+REGISTRY_RETRY_S = 2.0
 champions: dict[str, Champion] = {}
 # (registered model, version) -> the coverage its intervals are drawn at now.
 interval_levels: dict[tuple[str, str], float] = {}
@@ -79,7 +81,7 @@ _engine: Engine | None = None
 
 def _store() -> Engine:
     global _engine
-    _engine = _engine or sync_engine(settings.postgres)
+    _engine = _engine or sync_engine(settings.postgres, settings.store.dialect)
     return _engine
 
 
@@ -213,11 +215,17 @@ async def _predict(
     """The champion's forecast from the newest candle of `history`; None while there is no champion."""
     candle = history[-1]
     champion = _champion_for(candle.pair, candle.interval_s, horizon)
-    if not champion.checked:
-        # A worker just (re)started: the candles it closes before the timer's first refresh must not go
-        # without the prediction an uninterrupted worker makes.
+    while not champion.checked:
+        # A worker just (re)started, or the registry was away: the candle waits (in Kafka, unacknowledged)
+        # until the registry says whether there is a champion, rather than go without its prediction.
         await _refresh(candle.pair, candle.interval_s, horizon)
+        if not champion.checked:
+            await asyncio.sleep(REGISTRY_RETRY_S)
     serving = champion.serving
+    if serving is None and champion.failed_version is not None:
+        # The champion exists but would not load: the candle's forecast is refused visibly, not dropped.
+        ref = ModelRef(name=champion.registered_model, version=champion.failed_version, alias="champion")
+        return refusal(ref, candle, horizon, f"champion v{champion.failed_version} could not be loaded")
     if serving is None:
         return None
     model, ref = serving

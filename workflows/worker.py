@@ -1,12 +1,16 @@
 """Temporal workers: training, drift and backfill, news, and LLM sentiment (each on its own task queue),
-in one process: `python -m workflows.worker` or `cryptopredict worker`. At start it makes sure the news,
-retrain and drift schedules exist and checks the LLM endpoint."""
+in one process: `python -m workflows.worker` or `cryptopredict worker`, or only some of the queues
+(`cryptopredict worker --queues training`), so that each queue can run on machines of its own. At start a
+worker makes sure the schedules of the queues it serves exist (retrain and drift: training; news-ingest:
+news) and, serving the LLM queue, checks the LLM endpoint."""
 
 from __future__ import annotations
 
 import asyncio
 import concurrent.futures
 import logging
+from collections.abc import Collection
+from typing import TYPE_CHECKING
 
 from temporalio.client import Client
 from temporalio.worker import Worker
@@ -21,6 +25,9 @@ from workflows.backfill import BackfillWorkflow
 from workflows.drift import DriftMonitorWorkflow
 from workflows.interceptors import WorkflowMetrics
 from workflows.training import ScheduledRetrainWorkflow, TrainingWorkflow
+
+if TYPE_CHECKING:
+    from activities.news import NewsActivities
 
 logger = logging.getLogger(__name__)
 
@@ -66,31 +73,66 @@ def build_worker(
     )
 
 
-def build_news_workers(client: Client, settings: Settings) -> list[Worker]:
-    """News polling and the sentiment workflows on one queue; the LLM activity on its own queue, capped at
-    `news.llm_concurrency` at once, because the model server is the bottleneck."""
-    from activities.news import NewsActivities
+# The task queues a worker process can serve, by their role (their names are settings.temporal.*_task_queue).
+QUEUES = ("training", "news", "llm")
+
+
+def parse_queues(text: str) -> tuple[str, ...]:
+    """`training,news` -> ("training", "news"), in QUEUES order; ValueError for an unknown or no queue."""
+    named = {part.strip() for part in text.split(",") if part.strip()}
+    unknown = sorted(named - set(QUEUES))
+    if unknown or not named:
+        raise ValueError(f"unknown task queue(s) {unknown}: name one or more of {', '.join(QUEUES)}")
+    return tuple(queue for queue in QUEUES if queue in named)
+
+
+def build_news_worker(client: Client, settings: Settings, news: NewsActivities | None = None) -> Worker:
+    """News polling and the sentiment workflows (`news`: activities shared with the LLM queue's worker)."""
     from workflows.news import NewsIngestWorkflow, SentimentWorkflow
 
-    news = NewsActivities(settings)
-    return [
-        Worker(
-            client,
-            task_queue=settings.temporal.news_task_queue,
-            workflows=[NewsIngestWorkflow, SentimentWorkflow],
-            activities=[news.ingest_news],
-            interceptors=[WorkflowMetrics()],
-        ),
-        Worker(
-            client,
-            task_queue=settings.temporal.llm_task_queue,
-            activities=[news.score_news],
-            max_concurrent_activities=settings.news.llm_concurrency,
-        ),
-    ]
+    return Worker(
+        client,
+        task_queue=settings.temporal.news_task_queue,
+        workflows=[NewsIngestWorkflow, SentimentWorkflow],
+        activities=[(news or news_activities(settings)).ingest_news],
+        interceptors=[WorkflowMetrics()],
+    )
 
 
-async def run_worker(settings: Settings | None = None) -> None:
+def build_llm_worker(client: Client, settings: Settings, news: NewsActivities | None = None) -> Worker:
+    """The LLM activity on its own queue, capped at `news.llm_concurrency` at once, because the model server
+    is the bottleneck."""
+    return Worker(
+        client,
+        task_queue=settings.temporal.llm_task_queue,
+        activities=[(news or news_activities(settings)).score_news],
+        max_concurrent_activities=settings.news.llm_concurrency,
+    )
+
+
+def build_news_workers(client: Client, settings: Settings) -> list[Worker]:
+    """The news and the LLM queue's workers, sharing one set of activities (one producer, one engine)."""
+    news = news_activities(settings)
+    return [build_news_worker(client, settings, news), build_llm_worker(client, settings, news)]
+
+
+def news_activities(settings: Settings) -> NewsActivities:
+    from activities.news import NewsActivities
+
+    return NewsActivities(settings)
+
+
+async def run_worker(
+    settings: Settings | None = None,
+    queues: Collection[str] = QUEUES,
+    *,
+    schedules: bool = True,
+    training_task_queue: str | None = None,
+) -> None:
+    """Serves `queues` (default: all) until cancelled. With `schedules`, first creates or updates the
+    schedules whose workflows run on them; serving `llm`, first checks the LLM endpoint.
+    `training_task_queue` serves the training queue under another name (the schedules keep starting
+    their workflows on settings.temporal.training_task_queue)."""
     from cryptopredict.llm_endpoint import ensure_llm_model
     from cryptopredict.orchestration import (
         ensure_drift_schedules,
@@ -99,27 +141,28 @@ async def run_worker(settings: Settings | None = None) -> None:
     )
 
     settings = settings or get_settings()
+    queues = parse_queues(",".join(queues))
     client = await temporal_client(settings, metrics_runtime(settings))
-    await ensure_llm_model(settings.llm)
-    if await ensure_news_schedule(settings, client):
+    if "llm" in queues:
+        await ensure_llm_model(settings.llm)
+    if schedules and "news" in queues and await ensure_news_schedule(settings, client):
         logger.info("created the news schedule (every %.0f s)", settings.news.poll_interval_s)
-    for schedule_id in await ensure_training_schedules(settings, client):
-        logger.info("created the retrain schedule %s", schedule_id)
-    for schedule_id in await ensure_drift_schedules(settings, client):
-        logger.info("created the drift schedule %s (every %.0f s)", schedule_id, settings.drift.every_s)
+    if schedules and "training" in queues:
+        for schedule_id in await ensure_training_schedules(settings, client):
+            logger.info("created the retrain schedule %s", schedule_id)
+        for schedule_id in await ensure_drift_schedules(settings, client):
+            logger.info("created the drift schedule %s (every %.0f s)", schedule_id, settings.drift.every_s)
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as executor:
-        workers = [build_worker(client, settings, executor), *build_news_workers(client, settings)]
+        workers = []
+        if "training" in queues:
+            workers.append(build_worker(client, settings, executor, task_queue=training_task_queue))
+        news = news_activities(settings) if {"news", "llm"} & set(queues) else None
+        if "news" in queues:
+            workers.append(build_news_worker(client, settings, news))
+        if "llm" in queues:
+            workers.append(build_llm_worker(client, settings, news))
         logger.info("workers on task queues %s", [w.task_queue for w in workers])
         await asyncio.gather(*(worker.run() for worker in workers))
-
-
-async def run_training_worker(settings: Settings, task_queue: str | None = None) -> None:
-    """Only the training and backfill queue (no schedules, no LLM check): for a machine that trains."""
-    client = await temporal_client(settings, metrics_runtime(settings))
-    with concurrent.futures.ThreadPoolExecutor(max_workers=2) as executor:
-        worker = build_worker(client, settings, executor, task_queue=task_queue)
-        logger.info("worker on task queue %s", worker.task_queue)
-        await worker.run()
 
 
 if __name__ == "__main__":

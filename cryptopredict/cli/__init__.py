@@ -223,15 +223,35 @@ def stream(log_level: str = "info") -> None:
 
 @app.command()
 def worker(
-    training_only: Annotated[bool, typer.Option(help="only the training and backfill queue")] = False,
-    task_queue: Annotated[str | None, typer.Option(help="training queue (default from settings)")] = None,
+    queues: Annotated[
+        str,
+        typer.Option(
+            help="comma list of the task queues to serve: training (training, drift, backfill), news"
+            " (news ingest, sentiment workflows), llm (the LLM activity); each can run in processes of its own"
+        ),
+    ] = "training,news,llm",
+    task_queue: Annotated[
+        str | None, typer.Option(help="serve the training queue under this name (default from settings)")
+    ] = None,
+    schedules: Annotated[
+        bool,
+        typer.Option(
+            help="at start, create or update the schedules of the served queues (retrain and drift:"
+            " training; news-ingest: news)"
+        ),
+    ] = True,
 ) -> None:
-    """Run the Temporal workers: training and backfill, news, and LLM sentiment task queues."""
-    from workflows.worker import run_training_worker, run_worker
+    """Run the Temporal workers of the named task queues (default: all); serving llm, check the LLM endpoint
+    first."""
+    from workflows.worker import parse_queues, run_worker
 
+    try:
+        served = parse_queues(queues)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--queues") from exc
     _logging("info")
     settings = get_settings()
-    asyncio.run(run_training_worker(settings, task_queue) if training_only else run_worker(settings))
+    asyncio.run(run_worker(settings, served, schedules=schedules, training_task_queue=task_queue))
 
 
 @app.command("eval-sentiment")
@@ -509,14 +529,34 @@ def serve() -> None:
 
 
 @app.command()
-def edge() -> None:
-    """Run the stream edge (Go, built on first use) in front of the gRPC server: StreamPredictions for
-    many subscribers on grpc.edge_port, every other call relayed to the server."""
-    from cryptopredict.stack.tools import edge_binary
+def edge(
+    binary: Annotated[
+        Path | None,
+        typer.Option(
+            help="a prebuilt stream-edge executable (the image has /usr/local/bin/stream-edge); default:"
+            " built from infra/stream-edge with Go on first use"
+        ),
+    ] = None,
+    upstream: Annotated[
+        str | None,
+        typer.Option(
+            help="host:port of the gRPC server to follow (a Service name in Kubernetes; with TLS, a name its"
+            " certificate has); default: grpc.host and grpc.port"
+        ),
+    ] = None,
+) -> None:
+    """Run the stream edge (Go) in front of the gRPC server: StreamPredictions for many subscribers on
+    grpc.edge_port, every other call relayed to the server."""
     from grpc_server.edge import edge_command
 
     settings = get_settings()
-    args, env = edge_command(settings, edge_binary(settings))
+    if binary is None:
+        from cryptopredict.stack.tools import edge_binary
+
+        binary = edge_binary(settings)
+    elif not (binary.is_file() and os.access(binary, os.X_OK)):
+        raise UserError(f"--binary {binary}: no executable file there")
+    args, env = edge_command(settings, binary, upstream=upstream)
     os.execve(args[0], args, env)
 
 

@@ -56,15 +56,16 @@ class Champion:
         (later refreshes retry it quietly, so a broken version is reported, not repeated every tick).
         """
         import mlflow
-        from mlflow.exceptions import MlflowException
 
-        # Asked once, whatever the answer: a registry that is away is retried by the caller's timer.
-        self.checked = True
+        from cryptopredict.ml.registry import current_champion
+
         client = mlflow.MlflowClient(self.tracking_uri)
-        try:
-            version = client.get_model_version_by_alias(self.registered_model, CHAMPION)
-        except MlflowException:
-            return False  # no champion yet
+        # A registry that is away raises here and the champion stays unchecked: "no champion" is only
+        # what the registry answers, never what a failed request looks like.
+        version = current_champion(client, self.registered_model)
+        self.checked = True
+        if version is None:
+            return False
         if self.serving is not None and self.serving.ref.version == str(version.version):
             return False
         mlflow.set_tracking_uri(self.tracking_uri)

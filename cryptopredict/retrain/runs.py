@@ -68,6 +68,12 @@ class RetrainRuns:
     """MLflow as the retrain's steps use it, on one worker."""
 
     def __init__(self, settings: Settings) -> None:
+        if settings.store.dialect == "risingwave" and settings.postgres.metadata_url is None:
+            # Checked where the studies are used, so processes that never train hold no such password.
+            raise ValueError(
+                "store.dialect risingwave needs postgres.metadata_url: the Optuna studies need a"
+                " PostgreSQL server, and postgres.url is RisingWave"
+            )
         self.settings = settings
 
     def mlflow(self) -> Any:

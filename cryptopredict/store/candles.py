@@ -1,5 +1,6 @@
 """Reading and writing the feature store. Writes are idempotent upserts keyed by (pair, interval_s,
-window_start), so replays never duplicate rows."""
+window_start), so replays never duplicate rows. The upserts are PostgreSQL's (the sink, off on
+RisingWave, which ingests the topics itself); the dead letters of the news flow have a RisingWave path."""
 
 from __future__ import annotations
 
@@ -8,22 +9,33 @@ from typing import Any
 
 import pandas as pd
 from sqlalchemy import Engine, Table, create_engine, select
+from sqlalchemy import insert as plain_insert
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from cryptopredict.models import Candle, DeadLetter, IndicatorRow, Prediction
 from cryptopredict.settings import PostgresSettings
+from cryptopredict.store.dialect import IMPLICIT_FLUSH, StoreDialect, engine_options, on_risingwave
 from cryptopredict.store.schema import candles, dead_letters, predictions, technical_indicators
 
 
-def async_engine(settings: PostgresSettings) -> AsyncEngine:
+def async_engine(settings: PostgresSettings, dialect: StoreDialect = "postgres") -> AsyncEngine:
+    """`dialect`: settings.store.dialect, for an engine whose writes must take the RisingWave paths."""
     return create_async_engine(
-        settings.async_url, pool_size=2, pool_pre_ping=True, connect_args=settings.asyncpg_connect_args()
+        settings.async_url,
+        pool_size=2,
+        pool_pre_ping=True,
+        connect_args=settings.asyncpg_connect_args(),
+        **engine_options(dialect),
     )
 
 
-def sync_engine(settings: PostgresSettings) -> Engine:
-    return create_engine(settings.url_for(settings.database, "postgresql+psycopg"), pool_pre_ping=True)
+def sync_engine(settings: PostgresSettings, dialect: StoreDialect = "postgres") -> Engine:
+    return create_engine(
+        settings.url_for(settings.database, "postgresql+psycopg"),
+        pool_pre_ping=True,
+        **engine_options(dialect),
+    )
 
 
 WINDOW_KEY = ("pair", "interval_s", "window_start")
@@ -64,9 +76,18 @@ async def upsert_predictions(engine: AsyncEngine, rows: Sequence[Prediction]) ->
 
 
 async def insert_dead_letters(engine: AsyncEngine, rows: Sequence[DeadLetter]) -> int:
-    """Stores the letters not stored yet (by `DeadLetter.store_key`); returns how many were new."""
+    """Stores the letters not stored yet (by `DeadLetter.store_key`); returns how many were new. On
+    RisingWave (the news flow's letters) every letter is stored."""
     if not rows:
         return 0
+    if on_risingwave(engine):
+        # RisingWave's table has neither the identity nor the letter key (its Kafka ingestion reads each
+        # record once): every letter is inserted, and the count is of all of them. Inline: no implicit
+        # RETURNING of the identity.
+        async with engine.begin() as conn:
+            await conn.execute(IMPLICIT_FLUSH)
+            await conn.execute(plain_insert(dead_letters).inline(), [r.model_dump() for r in rows])
+        return len(rows)
     values = [{**r.model_dump(), "letter_key": r.store_key()} for r in rows]
     statement = insert(dead_letters).on_conflict_do_nothing(index_elements=["letter_key"])
     async with engine.begin() as conn:

@@ -8,12 +8,14 @@ from datetime import datetime
 
 import pandas as pd
 from sqlalchemy import Engine, func, select
+from sqlalchemy import insert as plain_insert
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cryptopredict.features.sentiment import SENTIMENT_WINDOWS, sentiment_features
 from cryptopredict.models import NewsItem, SentimentScore
 from cryptopredict.sentiment.extractor import normalize_ticker
+from cryptopredict.store.dialect import IMPLICIT_FLUSH, on_risingwave
 from cryptopredict.store.schema import news_items, sentiment_scores
 
 
@@ -22,19 +24,43 @@ async def insert_news_items(engine: AsyncEngine, items: Sequence[NewsItem]) -> l
     unique = list({item.id: item for item in items}.values())
     if not unique:
         return []
+    if on_risingwave(engine):
+        return await _insert_new_news_items(engine, unique)
     statement = insert(news_items).on_conflict_do_nothing(index_elements=["id"]).returning(news_items.c.id)
     async with engine.begin() as conn:
         result = await conn.execute(statement.values([item.model_dump() for item in unique]))
         return [row.id for row in result]
 
 
+async def _insert_new_news_items(engine: AsyncEngine, unique: list[NewsItem]) -> list[str]:
+    """RisingWave: the ids already stored are read first and only the other items inserted (an insert
+    would overwrite a stored item and could not tell new from seen). Two polls at once could both take
+    an item for new; the news schedule runs one poll at a time."""
+    async with engine.begin() as conn:
+        await conn.execute(IMPLICIT_FLUSH)
+        stored = select(news_items.c.id).where(news_items.c.id.in_([item.id for item in unique]))
+        seen = {row.id for row in await conn.execute(stored)}
+        new = [item for item in unique if item.id not in seen]
+        if new:
+            await conn.execute(plain_insert(news_items), [item.model_dump() for item in new])
+    return [item.id for item in new]
+
+
 async def insert_sentiment_scores(engine: AsyncEngine, scores: Sequence[SentimentScore]) -> int:
-    """Idempotent: a retried activity stores each (news, coin, model, prompt version) once."""
+    """Idempotent: a retried activity stores each (news, coin, model, prompt version) once. On RisingWave
+    the row is overwritten with the newest score instead, as the score published on topic
+    `news_sentiment` right after is ingested into the same row."""
     if not scores:
         return 0
+    values = [s.model_dump(include=set(sentiment_scores.c.keys())) for s in scores]
+    if on_risingwave(engine):
+        async with engine.begin() as conn:
+            await conn.execute(IMPLICIT_FLUSH)
+            await conn.execute(plain_insert(sentiment_scores), values)
+        return len(scores)
     statement = insert(sentiment_scores).on_conflict_do_nothing()
     async with engine.begin() as conn:
-        await conn.execute(statement, [s.model_dump(include=set(sentiment_scores.c.keys())) for s in scores])
+        await conn.execute(statement, values)
     return len(scores)
 
 

@@ -1,12 +1,29 @@
 -- Production feature store on RisingWave: the same tables the PostgreSQL sink writes, ingested straight
--- from the Kafka topics (JSON of the pydantic models). With this in place, run the Faust worker with
--- CRYPTOPREDICT_STORE__SINK_ENABLED=false. Replace the broker address and the topic prefix as deployed.
--- Training and serving read these tables with the same SQL as on PostgreSQL
--- (cryptopredict/store/candles.py: plain SELECT ... WHERE pair = ? AND interval_s = ? ORDER BY window_start).
+-- from the Kafka topics (JSON of the pydantic models). With this in place, run every process with
+-- CRYPTOPREDICT_STORE__DIALECT=risingwave (which turns the Faust worker's sink off,
+-- CRYPTOPREDICT_STORE__SINK_ENABLED=false). Replace the broker address and the topic prefix as deployed.
+-- Needs RisingWave 2.5 or newer (the dashboards' named WINDOW clauses).
 --
 -- FORMAT PLAIN with a PRIMARY KEY: a record whose key columns match a stored row overwrites it (a candle
 -- sent again after a restart), as the PostgreSQL sink's upserts do. Not FORMAT UPSERT: that keys rows by
 -- the Kafka message key (INCLUDE KEY), and our records are keyed by pair only, for partitioning.
+--
+-- What runs against this store (tests/unit/test_risingwave_sql.py parses all of it in sqlglot's
+-- RisingWave dialect, and this file too):
+-- - reads, the same SQL as on PostgreSQL: training and the drift check (cryptopredict/store/candles.py,
+--   news.py, inputs.py: plain SELECT ... WHERE pair = ? AND interval_s = ? ORDER BY window_start),
+--   serving (sentiment of the prediction agent, ledger figures of GetLedger and the drift check,
+--   store/ledger.py), `cryptopredict report` (store/report.py) and the Grafana dashboards' queries of
+--   datasource cryptopredict-features (infra/grafana/generate.py);
+-- - writes through SQL, each with a RisingWave path chosen by store.dialect (no INSERT ... ON CONFLICT,
+--   no SELECT ... FOR UPDATE): the news flow's de-duplicated news items (the stored ids read first, the
+--   others inserted), its sentiment scores and dead letters (plain inserts), and the interval adaptation
+--   of the prediction agent (its row read, then inserted whole over itself). Each sets RW_IMPLICIT_FLUSH,
+--   so a write is visible to the next read as on PostgreSQL;
+-- - PostgreSQL only, never run here: the Alembic migrations (this file stands for them: do not point
+--   `cryptopredict migrate`, `cryptopredict load` or the sink at RisingWave), the sink's upserts of
+--   candles, indicators, predictions and dead letters, and the drift monitor's upsert of drift_reports
+--   (RisingWave ingests those topics instead).
 --
 -- Not executed in this repository's tests: no RisingWave build can be installed here (see the issue note).
 
@@ -162,9 +179,10 @@ CREATE TABLE IF NOT EXISTS drift_reports (
     scan.startup.mode = 'earliest'
 ) FORMAT PLAIN ENCODE JSON;
 
--- Adaptive conformal inference per model version (migration 0008), written by the prediction agent.
--- RisingWave has no SELECT ... FOR UPDATE: cryptopredict.store.adaptation locks the row on PostgreSQL so
--- that two workers never count an outcome twice; on RisingWave run one prediction agent per model.
+-- Adaptive conformal inference per model version (migration 0008), written by the prediction agent
+-- through SQL only. RisingWave has no SELECT ... FOR UPDATE: cryptopredict.store.adaptation locks the row
+-- on PostgreSQL; here it inserts the whole new state over the row (the default ON CONFLICT OVERWRITE),
+-- computed from the state it read, so two workers never count an outcome twice in it.
 CREATE TABLE IF NOT EXISTS interval_adaptation (
     model_name VARCHAR,
     model_version VARCHAR,

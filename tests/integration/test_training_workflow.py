@@ -230,7 +230,15 @@ async def test_two_workers_without_a_shared_disk_tune_one_study_and_survive_a_ki
     request = quick(pair, trials=12, heartbeat_timeout_s=5.0)
 
     def start_worker(name: str) -> subprocess.Popen:
-        command = [sys.executable, "-m", "cryptopredict.cli", "worker", "--training-only"]
+        command = [
+            sys.executable,
+            "-m",
+            "cryptopredict.cli",
+            "worker",
+            "--queues",
+            "training",
+            "--no-schedules",
+        ]
         env = os.environ | {
             "CRYPTOPREDICT_LOCAL_DIR": str(tmp_path / name),
             "CRYPTOPREDICT_METRICS__WORKER_PORT": "-1",  # two workers on one host: no port to share

@@ -7,6 +7,7 @@ import pytest
 from pydantic import ValidationError
 
 from cryptopredict.kafka_client import client_kwargs, faust_credentials
+from cryptopredict.retrain.runs import RetrainRuns
 from cryptopredict.settings import KafkaSettings, PostgresSettings, Settings, load_settings
 from cryptopredict.stack.base import redact_urls
 from cryptopredict.stack.certs import LocalCA
@@ -105,3 +106,24 @@ def test_prometheus_scrapes_each_job_on_every_host_it_is_given():
     assert jobs["feed"] == ["10.0.0.7:9101"]  # the local endpoint is off, the remote one is scraped
     with pytest.raises(StackError, match="unknown job"):
         render_config(MetricsSettings(scrape_targets={"kafka": ["h:1"]}))
+
+
+def test_on_risingwave_the_optuna_studies_stay_on_the_postgresql_of_metadata_url():
+    store = {"dialect": "risingwave"}
+    without = Settings(store=store, postgres={"url": "postgresql://u:p@risingwave:4566/dev"})
+    with pytest.raises(ValueError, match=r"postgres\.metadata_url"):
+        RetrainRuns(without)  # only a process that trains needs the metadata server's password
+    metadata = "postgresql://m:q@pg:5432/?sslrootcert=/ca/pg.crt"
+    settings = Settings(
+        store=store,
+        postgres={"url": without.postgres.url, "metadata_url": metadata, "ssl_root_cert": "/ca/store.crt"},
+    )
+    assert RetrainRuns(settings).settings is settings and not settings.store.sink_enabled
+    for url, database in (
+        (settings.postgres.optuna_storage_url, "/optuna"),
+        (settings.postgres.mlflow_backend_uri, "/mlflow"),
+    ):
+        parts = urlsplit(url)
+        assert (parts.hostname, parts.path, parts.username) == ("pg", database, "m")
+        assert parse_qs(parts.query)["sslrootcert"] == ["/ca/pg.crt"]  # the URL's own CA wins
+    assert urlsplit(settings.postgres.async_url).hostname == "risingwave"  # the feature store

@@ -1,0 +1,1 @@
+../../../risingwave/feature_store.sql
