@@ -18,17 +18,18 @@ async def publish_model_event(settings: Settings, event: ModelEvent) -> None:
 
 
 async def rollback_champion(
-    settings: Settings, pair: str, interval_s: int, horizon_candles: int
+    settings: Settings, pair: str, interval_s: int, horizon_candles: int, expected: str | None = None
 ) -> ModelEvent:
-    """Moves `champion` back to the version that held it before the current one, and publishes it.
-    Raises ValueError when there is no earlier champion."""
+    """Moves `champion` back to the version that held it before the current one (with `expected`: the
+    rollback of that champion, done once however often it is asked), and publishes it. Raises ValueError
+    when there is no earlier champion or the champion is not `expected`."""
     import mlflow
 
     from cryptopredict.ml import registry
 
     name = registered_model_name(pair, interval_s, horizon_candles)
     client = mlflow.MlflowClient(settings.mlflow.tracking_uri)
-    from_version, _ = await asyncio.to_thread(registry.rollback, client, name)
+    from_version, _ = await asyncio.to_thread(registry.rollback, client, name, expected)
     champion = await asyncio.to_thread(registry.current_champion, client, name)
     assert champion is not None
     event = ModelEvent(

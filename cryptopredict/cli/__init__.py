@@ -501,13 +501,19 @@ def rollback(
     pair: str = "BTC/USD",
     interval: Annotated[str, typer.Option(help="candle interval: 1m, 5m, 1h")] = "1m",
     horizon: Annotated[int, typer.Option(help="forecast horizon in candles")] = 1,
+    from_version: Annotated[
+        str | None,
+        typer.Option(help="the champion to roll back: run again, the command completes or changes nothing"),
+    ] = None,
 ) -> None:
     """Move `champion` back to the version that held it before the current one (and tell the stream)."""
     from cryptopredict.model_events import rollback_champion
 
     settings = get_settings()
     try:
-        event = asyncio.run(rollback_champion(settings, pair, parse_interval(interval), horizon))
+        event = asyncio.run(
+            rollback_champion(settings, pair, parse_interval(interval), horizon, from_version)
+        )
     except ValueError as exc:
         raise UserError(str(exc)) from exc
     typer.echo(json.dumps({"champion": event.champion.version, "previous": event.previous_version}))

@@ -172,26 +172,39 @@ def mark_challenger(client: MlflowClient, name: str, version: str, reasons: list
     client.set_registered_model_alias(name, CHALLENGER, str(version))
 
 
-def rollback(client: MlflowClient, name: str) -> tuple[str, str]:
+def rollback(client: MlflowClient, name: str, expected: str | None = None) -> tuple[str, str]:
     """Returns the champion title to the version that held it before the current one; returns
-    (from_version, to_version). Refuses when there is nothing to go back to, or when the alias was moved
-    outside these functions, since the history would then not say what "before" means."""
+    (from_version, to_version). With `expected`, the rollback of champion v`expected`: retried after it
+    took effect (a command run again, an interrupted call), it completes it or changes nothing, instead
+    of rolling back a second version. Refuses when there is nothing to go back to, when the champion is
+    another version, or when the alias was moved outside these functions (the history would then not
+    say what "before" means)."""
     current = current_champion(client, name)
     if current is None:
         raise ValueError(f"{name} has no champion to roll back")
     history = champion_history(client, name)
     from_version = str(current.version)
-    if not history or history[-1] != from_version:
+    if expected is not None and from_version != expected:
+        marked = "rolled_back_at" in (client.get_model_version(name, expected).tags or {})
+        if marked and expected not in history:
+            return expected, from_version  # rolled back already
+        raise ValueError(f"{name}: the champion is v{from_version}, not v{expected}: nothing rolled back")
+    if expected is not None and history and history[-1] != from_version:
+        to_version = history[-1]  # interrupted after the history lost it: finish
+    elif not history or history[-1] != from_version:
         raise ValueError(
             f"{name}: champion v{from_version} is not the last entry of {HISTORY_TAG} {history}; "
             "the alias was moved outside the registry functions, so the previous champion is unknown"
         )
-    if len(history) < 2:
+    elif len(history) < 2:
         raise ValueError(f"{name}: v{from_version} is the first champion, there is no previous one")
-    to_version = history[-2]
-    client.set_registered_model_alias(name, CHAMPION, to_version)
-    _set_history(client, name, history[:-1])
+    else:
+        to_version = history[-2]
+        _set_history(client, name, history[:-1])
+    # The history and the mark first, the alias last: a retry keyed by `expected` finds how far the
+    # interrupted call got.
     client.set_model_version_tag(name, from_version, "rolled_back_at", _now())
+    client.set_registered_model_alias(name, CHAMPION, to_version)
     return from_version, to_version
 
 

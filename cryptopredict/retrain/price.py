@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
+from collections.abc import Callable
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
@@ -111,6 +112,14 @@ def ensure_champion(runs: RetrainRuns, step: StepInput) -> ModelRef:
         )
 
     client = mlflow.MlflowClient()
+    with runs.target_lock(registered_model):
+        return _ensure_calibrated_champion(client, registered_model, log_persistence)
+
+
+def _ensure_calibrated_champion(
+    client: Any, registered_model: str, log_persistence: Callable[[], tuple[str, str]]
+) -> ModelRef:
+    """ensure_champion's work, under the target's lock."""
     version = registry.ensure_persistence_champion(client, registered_model, log_persistence)
     try:
         stale = stale_champion_reason(

@@ -5,13 +5,16 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pandas as pd
+from sqlalchemy import create_engine, text
+from sqlalchemy.pool import NullPool
 
 from cryptopredict.ml import lifecycle
 from cryptopredict.ml.dataset import FEATURE_TIME
@@ -143,6 +146,21 @@ class RetrainRuns:
             frame.to_parquet(Path(directory) / name, index=False)
             mlflow.log_artifact(str(Path(directory) / name), "dataset")
         return TrainingRun(mlflow_run_id=run.info.run_id, dataset=summary)
+
+    @contextmanager
+    def target_lock(self, registered_model: str) -> Iterator[None]:
+        """Holds a PostgreSQL advisory lock of `registered_model` on the metadata server. MLflow's aliases
+        have no compare-and-set, so two attempts of a champion step at once (a retry beside a worker that
+        was only slow) would each bootstrap a first champion without it."""
+        engine = create_engine(self.settings.postgres.optuna_storage_url, poolclass=NullPool)
+        try:
+            with engine.connect() as connection:  # closing the session releases the lock, whatever happens
+                connection.execute(
+                    text("SELECT pg_advisory_lock(hashtext(:key))"), {"key": f"champion:{registered_model}"}
+                )
+                yield
+        finally:
+            engine.dispose()
 
     def log_screening(self, step: StepInput, result: ScreeningResult, metrics: dict[str, float]) -> None:
         mlflow = self.mlflow()

@@ -86,7 +86,10 @@ def ensure_champion(runs: RetrainRuns, step: StepInput) -> ModelRef:
         )
 
     client = runs.mlflow().MlflowClient()
-    version = registry.ensure_persistence_champion(client, name, log_naive, kind="naive", reason=NAIVE_REASON)
+    with runs.target_lock(name):
+        version = registry.ensure_persistence_champion(
+            client, name, log_naive, kind="naive", reason=NAIVE_REASON
+        )
     return registry.model_ref(version, registry.CHAMPION)
 
 

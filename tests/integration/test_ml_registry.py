@@ -3,8 +3,11 @@ challenger, rollbacks through the champion history, and a champion served by ali
 
 from __future__ import annotations
 
+import threading
+import time
 import uuid
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 
 import mlflow
 import numpy as np
@@ -29,6 +32,7 @@ from cryptopredict.ml.registry import (
     rollback,
 )
 from cryptopredict.models import ModelRef
+from cryptopredict.retrain.runs import RetrainRuns
 from cryptopredict.settings import Settings
 
 pytestmark = pytest.mark.integration
@@ -132,11 +136,46 @@ def test_promote_challenge_and_roll_back(client: MlflowClient, name: str) -> Non
     assert aliases(client, name) == {CHAMPION: v3}
     assert champion_history(client, name) == [v1, v2, v3]
 
-    assert rollback(client, name) == (v3, v2)
+    assert rollback(client, name, expected=v3) == (v3, v2)
     assert aliases(client, name) == {CHAMPION: v2} and champion_history(client, name) == [v1, v2]
     assert "rolled_back_at" in client.get_model_version(name, v3).tags
+    # Asked again (a command re-run after a timeout), the rollback of v3 changes nothing.
+    assert rollback(client, name, expected=v3) == (v3, v2)
+    assert aliases(client, name) == {CHAMPION: v2} and champion_history(client, name) == [v1, v2]
+    with pytest.raises(ValueError, match=f"the champion is v{v2}, not v{v1}"):
+        rollback(client, name, expected=v1)
     assert rollback(client, name) == (v2, v1)
     assert aliases(client, name) == {CHAMPION: v1} and champion_history(client, name) == [v1]
     with pytest.raises(ValueError, match="no previous"):
         rollback(client, name)
     assert aliases(client, name) == {CHAMPION: v1}
+
+    # Interrupted after the history lost v2 but before the alias moved: the retry finishes the move.
+    promote(client, name, v2, "again")
+    client.set_registered_model_tag(name, "champion_history", v1)
+    assert rollback(client, name, expected=v2) == (v2, v1)
+    assert aliases(client, name) == {CHAMPION: v1} and champion_history(client, name) == [v1]
+
+
+def test_two_bootstraps_at_once_under_the_target_lock_register_one_champion(
+    client: MlflowClient, name: str, settings: Settings
+) -> None:
+    """Two attempts of a champion step at once (a retry beside a worker that was only slow): MLflow's
+    aliases have no compare-and-set, the advisory lock of the target makes the second one find the first
+    one's champion."""
+    runs = RetrainRuns(settings)
+    both_started = threading.Barrier(2)
+
+    def slow_log_persistence() -> tuple[str, str]:
+        time.sleep(1.0)  # long enough for the other attempt to look for a champion meanwhile
+        return log_persistence()
+
+    def bootstrap(_: int) -> str:
+        both_started.wait()
+        with runs.target_lock(name):
+            return str(ensure_persistence_champion(client, name, slow_log_persistence).version)
+
+    with ThreadPoolExecutor(2) as pool:
+        versions = list(pool.map(bootstrap, range(2)))
+    assert versions == ["1", "1"]
+    assert [v.version for v in client.search_model_versions(f"name='{name}'")] == ["1"]
