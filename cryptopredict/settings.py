@@ -303,6 +303,10 @@ class GrpcSettings(Section):
     tls_ca_file: Path | None = None
     # ... and send this token; unset: the first of `tokens`.
     client_token: SecretStr | None = None
+    # Bounds on one request: a larger message is RESOURCE_EXHAUSTED (gRPC's own size check), a longer
+    # list of pairs or quantile levels INVALID_ARGUMENT naming the bound.
+    max_request_bytes: int = Field(default=64 * 1024, gt=0)
+    max_list_values: int = Field(default=100, gt=0)
 
     @property
     def client_ca_file(self) -> Path | None:

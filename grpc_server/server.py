@@ -92,6 +92,7 @@ class Targets:
     quantile_levels: tuple[float, ...] = ()  # the levels every prediction's quantiles are at
     # What the registered models forecast (model.targets): ListModels and GetModel cover each.
     kinds: tuple[ForecastTarget, ...] = ("price",)
+    max_values: int = 100  # pairs or quantile levels in one request (grpc.max_list_values)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Targets:
@@ -100,6 +101,7 @@ class Targets:
             {i: tuple(sorted(h)) for i, h in sorted(settings.forecast_horizons().items())},
             tuple(settings.model.quantile_levels),
             tuple(settings.model.targets),
+            settings.grpc.max_list_values,
         )
 
     def check_kind(self, target: str) -> str | None:
@@ -128,7 +130,10 @@ class Targets:
     ) -> str | None:
         """Why the request names something not served, or None. With `zero_means_any`, a zero interval
         or horizon is a wildcard; otherwise the interval must be given. An empty target means "price"."""
-        pairs = list(pairs)
+        pairs, levels = list(pairs), list(quantile_levels)
+        for label, values in (("pairs", pairs), ("quantile levels", levels)):
+            if len(values) > self.max_values:
+                return f"at most {self.max_values} {label} per request, got {len(values)}"
         if error := _invalid_pairs(pairs):
             return error
         unknown = [pair for pair in pairs if pair not in self.pairs]
@@ -143,7 +148,7 @@ class Targets:
             )
         if target and target not in SERVED_TARGETS:
             return f"target {_short(target)} is not served: targets are {list(SERVED_TARGETS)}"
-        unserved = [level for level in quantile_levels if not self.serves_level(level)]
+        unserved = [level for level in levels if not self.serves_level(level)]
         if unserved:
             return f"quantile level(s) {_shown(unserved)} not served: levels are {list(self.quantile_levels)}"
         return None
@@ -482,7 +487,10 @@ async def start_server(
         hub = PredictionHub()
     tokens = [token.get_secret_value() for token in settings.grpc.tokens]
     auth = BearerTokenAuth(tokens) if tokens else None
-    server = grpc.aio.server(interceptors=[auth] if auth else None)
+    server = grpc.aio.server(
+        interceptors=[auth] if auth else None,
+        options=[("grpc.max_receive_message_length", settings.grpc.max_request_bytes)],
+    )
     backends = Backends(settings)
     _add_prediction_service(server, PredictionService(hub, backends, Targets.from_settings(settings)))
     health = health_aio.HealthServicer()

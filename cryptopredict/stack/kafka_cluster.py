@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import time
 from pathlib import Path
 
@@ -19,6 +20,8 @@ from cryptopredict.settings import KafkaSettings, Settings
 from cryptopredict.stack.base import StackError, StackPaths, split_host_port
 from cryptopredict.stack.kafka import FAST_FAILOVER, Kafka, is_cluster
 from cryptopredict.stack.profile import cluster_ca
+
+logger = logging.getLogger(__name__)
 
 CONTROLLER_OFFSET = 1
 INTERNAL_OFFSET = 2
@@ -212,17 +215,28 @@ class KafkaNode(Kafka):
         return f"node {self.node_id} of cluster {cluster['cluster_id']}, brokers {ids}"
 
     async def after_healthy(self) -> None:
+        from aiokafka.errors import KafkaError
+
         from cryptopredict.kafka_admin import admin_client, broker_count, ensure_topics
 
         # Topics replicated N times need N brokers: wait for the nodes that start beside this one.
         wanted = len(self.kafka.servers)
         deadline = time.monotonic() + self.startup_timeout_s
-        async with admin_client(self.kafka, request_timeout_ms=4000) as admin:
-            while (brokers := await broker_count(admin)) < wanted:
-                if time.monotonic() > deadline:
-                    raise StackError(f"{self.name}: only {brokers} of {wanted} brokers registered")
-                await asyncio.sleep(0.5)
-        await ensure_topics(self.kafka)
+        while True:
+            try:
+                async with admin_client(self.kafka, request_timeout_ms=4000) as admin:
+                    while (brokers := await broker_count(admin)) < wanted:
+                        if time.monotonic() > deadline:
+                            raise StackError(f"{self.name}: only {brokers} of {wanted} brokers registered")
+                        await asyncio.sleep(0.5)
+                await ensure_topics(self.kafka)
+                return
+            except KafkaError as exc:
+                # A node that registered but does not serve requests yet (NodeNotReadyError) is asked again.
+                if not exc.retriable or time.monotonic() > deadline:
+                    raise
+                logger.info("%s: %s; asking again", self.name, exc)
+                await asyncio.sleep(1.0)
 
 
 def kafka_nodes(settings: Settings, paths: StackPaths, made_too: bool = False) -> list[KafkaNode]:
