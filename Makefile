@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 UV := $(BIN)/uv
 CP := $(BIN)/cryptopredict
 
-.PHONY: install demo test unit lint typecheck stack-up stack-down stack-status proto image clean
+.PHONY: install demo test unit fuzz lint typecheck stack-up stack-down stack-status proto image clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -39,6 +39,12 @@ test: install proto-check
 
 unit: install
 	$(BIN)/pytest -m unit
+
+# The long fuzz run (docs/development.md#fuzzing): each target in turn; crashes land in tests/fuzz/out/.
+FUZZ_SECONDS ?= 180
+fuzz: install
+	for target in kraken_ws kraken_rest news_cryptopanic news_feed grpc_requests; do \
+		$(BIN)/python tests/fuzz/$$target.py -max_total_time=$(FUZZ_SECONDS) || exit 1; done
 
 lint: install
 	$(BIN)/ruff check .

@@ -42,10 +42,18 @@ class NewsActivities:
 
     @activity.defn(name="ingest_news")
     async def ingest_news(self, request: NewsIngestInput) -> NewsIngestResult:
-        """Polls every source, keeps rejected items as dead letters, stores and publishes the new ones."""
+        """Polls every source, keeps rejected items as dead letters, stores and publishes the new ones;
+        returns them to be scored, with stored items whose scoring never finished (news.pending_per_run)."""
         sources = news_flow.news_sources(request, self.settings.news.cryptopanic_token, self._cache)
-        result = await news_flow.ingest(sources, self.engine, self._topics)
-        logger.info("news: %d fetched, %d new, %d rejected", result.fetched, len(result.new), result.rejected)
+        pending_limit = self.settings.news.pending_per_run
+        result = await news_flow.ingest(sources, self.engine, self._topics, pending_limit)
+        logger.info(
+            "news: %d fetched, %d new, %d rejected, %d stored earlier and not yet scored",
+            result.fetched,
+            len(result.new) - result.resumed,
+            result.rejected,
+            result.resumed,
+        )
         return result
 
     @activity.defn(name="score_news")

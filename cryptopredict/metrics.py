@@ -59,6 +59,10 @@ CONSUMER_LAG = Gauge(
     "kafka_consumer_lag", "Records behind the end of the partition, per consumer group",
     ["group", "topic", "partition"], namespace=NAMESPACE,
 )  # fmt: skip
+STORE_WRITE_RETRIES = Counter(
+    "store_write_retries", "Writes of the store sink retried because the store was unreachable",
+    ["sink"], namespace=NAMESPACE,
+)  # fmt: skip
 PREDICTIONS = Counter(
     "predictions", "Predictions published", ["pair", "horizon_s", "model_version"], namespace=NAMESPACE
 )
@@ -89,8 +93,9 @@ GRPC_REQUEST_DURATION = Histogram(
     ["method", "code"], namespace=NAMESPACE, buckets=LATENCY_BUCKETS,
 )  # fmt: skip
 GRPC_STREAMS = Counter(
-    "grpc_streams", "Prediction streams ended, by status code", ["code"], namespace=NAMESPACE
-)
+    "grpc_streams", "Prediction streams ended, or refused (RESOURCE_EXHAUSTED), by status code", ["code"],
+    namespace=NAMESPACE,
+)  # fmt: skip
 GRPC_ACTIVE_STREAMS = Gauge("grpc_active_streams", "Prediction streams open now", namespace=NAMESPACE)
 GRPC_DROPPED = Counter(
     "grpc_dropped_predictions", "Predictions dropped for clients that read too slowly", namespace=NAMESPACE

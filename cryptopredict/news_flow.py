@@ -3,8 +3,10 @@ does, so the activities (activities/news.py) only adapt Temporal to it. Rejected
 items, a source that fails for good, output the LLM cannot get right) goes to the dead-letter table with
 its reason; trouble a retry can fix raises, and Temporal retries the activity with backoff.
 
-- ingest: polls every source, stores the items and publishes the new ones on topic `news`.
-- score: one item's per-coin sentiment from the LLM, stored and published on topic `news_sentiment`.
+- ingest: polls every source, stores the items and publishes the new ones on topic `news`; returns them,
+  after the stored items whose scoring never finished (the outbox, `store.news.pending_news_items`).
+- score: one item's per-coin sentiment from the LLM, stored and published on topic `news_sentiment`; the
+  item's outbox row is finished with its scores, or when it is dead-lettered.
 """
 
 from __future__ import annotations
@@ -39,7 +41,13 @@ from cryptopredict.sentiment.extractor import (
     to_scores,
 )
 from cryptopredict.store.candles import insert_dead_letters
-from cryptopredict.store.news import insert_news_items, insert_sentiment_scores
+from cryptopredict.store.news import (
+    DEAD_LETTERED,
+    SCORED,
+    finish_scoring,
+    insert_news_items,
+    pending_news_items,
+)
 from cryptopredict.topic_writer import TopicWriter
 
 logger = logging.getLogger(__name__)
@@ -98,16 +106,35 @@ def newly_stored(items: Sequence[NewsItem], new_ids: set[str]) -> list[NewsItem]
     return [item for item in {i.id: i for i in items}.values() if item.id in new_ids]
 
 
-async def ingest(sources: Sequence[NewsSource], engine: AsyncEngine, writer: TopicWriter) -> NewsIngestResult:
+def items_to_score(new: Sequence[NewsItem], pending: Sequence[NewsItem], limit: int) -> list[NewsItem]:
+    """What one ingest run starts scoring: up to `limit` of the items stored by earlier runs whose scoring
+    never finished (`pending`, oldest first, as the store orders them), then every item this run stored.
+    The new ones are never held back by a backlog; the backlog drains `limit` a run."""
+    new_ids = {item.id for item in new}
+    earlier = [item for item in pending if item.id not in new_ids][:limit]
+    return earlier + list(new)
+
+
+async def ingest(
+    sources: Sequence[NewsSource], engine: AsyncEngine, writer: TopicWriter, pending_limit: int
+) -> NewsIngestResult:
     """Polls the sources, keeps the rejected items as dead letters, stores the items and publishes the new
-    ones on `news`, keyed by id."""
+    ones on `news`, keyed by id. Returns them to be scored, after up to `pending_limit` stored earlier and
+    never scored (an earlier run died between storing and returning them), which are published again."""
     async with httpx.AsyncClient(timeout=httpx.Timeout(15.0, connect=5.0)) as client:
         polled = await poll(sources, client, datetime.now(UTC))
     if polled.letters:
         await insert_dead_letters(engine, polled.letters)
     new = newly_stored(polled.items, set(await insert_news_items(engine, polled.items)))
-    await writer.publish(topics.NEWS, [(item.id.encode(), item.to_json_bytes()) for item in new])
-    return NewsIngestResult(fetched=len(polled.items), rejected=len(polled.letters), new=new)
+    # This run's items are pending too, and the newest: ask for enough to find `pending_limit` older ones.
+    to_score = items_to_score(new, await pending_news_items(engine, pending_limit + len(new)), pending_limit)
+    await writer.publish(topics.NEWS, [(item.id.encode(), item.to_json_bytes()) for item in to_score])
+    return NewsIngestResult(
+        fetched=len(polled.items),
+        rejected=len(polled.letters),
+        new=to_score,
+        resumed=len(to_score) - len(new),
+    )
 
 
 def scoring_failure(exc: Exception) -> tuple[str, str | None]:
@@ -145,10 +172,11 @@ async def score(
             source="sentiment", reason=f"{kind}: {exc}", raw=item.model_dump_json(), at=datetime.now(UTC)
         )
         await insert_dead_letters(engine, [letter])
+        await finish_scoring(engine, item.id, DEAD_LETTERED, letter.at)
         raise SentimentOutputInvalid(f"{kind}: {exc}") from exc
     record_call("ok", timedelta(seconds=time.perf_counter() - started))
     scores = to_scores(result, item.id, model, datetime.now(UTC))
-    await insert_sentiment_scores(engine, scores)
+    await finish_scoring(engine, item.id, SCORED, datetime.now(UTC), scores)
     await writer.publish(topics.NEWS_SENTIMENT, [(s.coin.encode(), s.to_json_bytes()) for s in scores])
     return SentimentResult(
         news_id=item.id, coins=[s.coin for s in scores], model=model, prompt_version=PROMPT_VERSION

@@ -28,14 +28,16 @@ from cryptopredict import workflow_types
 from cryptopredict.models.backfill import BackfillInput, BackfillProgress
 from cryptopredict.models.drift import DriftMonitorInput, DriftReport
 from cryptopredict.models.news_flow import NewsIngestInput
+from cryptopredict.models.retention import PRUNE_KINDS, RetentionAges, RetentionInput
 from cryptopredict.models.training import TrainingInput, TrainingResult
 from cryptopredict.settings import Settings
 from cryptopredict.temporal_connect import connect_temporal
 from cryptopredict.topics import (
-    NEWS_SCHEDULE_ID,
+    RETENTION_SCHEDULE_ID,
     backfill_workflow_id,
     drift_schedule_id,
     drift_workflow_id,
+    news_schedule_id,
     training_schedule_id,
     training_workflow_id,
 )
@@ -241,7 +243,7 @@ async def ensure_news_schedule(settings: Settings, client: Client | None = None)
         action=ScheduleActionStartWorkflow(
             workflow_types.NEWS_INGEST,
             news_ingest_input(settings),
-            id=NEWS_SCHEDULE_ID,
+            id=news_schedule_id(settings.namespace),
             task_queue=settings.temporal.news_task_queue,
         ),
         spec=ScheduleSpec(
@@ -252,7 +254,33 @@ async def ensure_news_schedule(settings: Settings, client: Client | None = None)
             catchup_window=timedelta(seconds=settings.news.catch_up_window_s),
         ),
     )
-    return await create_or_update_schedule(client, NEWS_SCHEDULE_ID, schedule)
+    return await create_or_update_schedule(client, news_schedule_id(settings.namespace), schedule)
+
+
+def retention_input(settings: Settings) -> RetentionInput:
+    """The scheduled RetentionWorkflow's input: every kind, at the ages of the settings (a workflow reads no
+    settings; the schedule is updated to them at each worker start)."""
+    retention = settings.retention
+    ages = RetentionAges(**{f"{kind}_days": getattr(retention, f"{kind}_days") for kind in PRUNE_KINDS})
+    return RetentionInput(ages=ages, batch_rows=retention.batch_rows)
+
+
+async def ensure_retention_schedule(settings: Settings, client: Client | None = None) -> bool:
+    """Creates the retention schedule on the training queue, or updates it to the settings; True when this
+    call created it. `retention.every_s` 0 leaves it alone (pause or delete an existing one by hand), and
+    so does a worker in a namespace (a demo's or a test's): the one schedule prunes the whole deployment."""
+    if settings.retention.every_s <= 0 or settings.namespace is not None:
+        return False
+    action = ScheduleActionStartWorkflow(
+        workflow_types.RETENTION,
+        retention_input(settings),
+        id=RETENTION_SCHEDULE_ID,
+        task_queue=settings.temporal.training_task_queue,
+    )
+    created = await _ensure_schedules(
+        client or await temporal_client(settings), {RETENTION_SCHEDULE_ID: action}, settings.retention.every_s
+    )
+    return bool(created)
 
 
 async def create_or_update_schedule(client: Client, schedule_id: str, schedule: Schedule) -> bool:

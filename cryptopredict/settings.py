@@ -8,6 +8,7 @@ Every endpoint is a setting so the same code runs against a local stack or remot
 from __future__ import annotations
 
 import os
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
@@ -23,6 +24,8 @@ from pydantic import (
     model_validator,
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from cryptopredict.topics import namespaced_pair
 
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 
@@ -268,6 +271,9 @@ class NewsSettings(Section):
     )
     # The model server is the bottleneck: LLM activities a worker runs at once.
     llm_concurrency: int = Field(default=1, ge=1)
+    # Stored items whose scoring never finished (their ingest run died after storing them) that one run
+    # starts scoring again, oldest first, besides the items it stores itself.
+    pending_per_run: int = Field(default=50, gt=0)
 
 
 class KrakenSettings(Section):
@@ -307,6 +313,14 @@ class GrpcSettings(Section):
     # list of pairs or quantile levels INVALID_ARGUMENT naming the bound.
     max_request_bytes: int = Field(default=64 * 1024, gt=0)
     max_list_values: int = Field(default=100, gt=0)
+    # Prediction streams one caller may hold open at once (its bearer token when tokens are set, else
+    # its address); one more is RESOURCE_EXHAUSTED naming this setting.
+    max_streams_per_caller: int = Field(default=16, gt=0)
+    # Addresses not held to that bound: the stream edge opens a short admission stream on the server for
+    # every subscriber it takes (a burst when 1,000 resubscribe) and enforces the bound on its own
+    # subscribers itself. Loopback covers `cryptopredict edge` beside the server; add the edge's address
+    # when it runs on another host, or remove loopback to hold local clients to the bound too.
+    stream_limit_exempt_hosts: list[str] = Field(default_factory=lambda: ["127.0.0.1", "::1"])
 
     @property
     def client_ca_file(self) -> Path | None:
@@ -447,6 +461,28 @@ class DriftSettings(Section):
     retrain_cooldown_s: float = Field(default=6 * 3600.0, ge=0)
 
 
+class RetentionSettings(Section):
+    """What the RetentionWorkflow (workflows/retention.py) prunes, and after how long: ages in days, 0 keeps
+    that kind forever. It never deletes a model version holding an alias, the previous champion, or a
+    study of a retrain still running."""
+
+    # The RetentionWorkflow's Temporal schedule; 0 turns it off.
+    every_s: float = Field(default=86_400.0, ge=0)
+    # Rows of `predictions` whose target time is older (the outcome ledger loses them too).
+    predictions_days: float = Field(default=180.0, ge=0)
+    # Rows of `dead_letters`, by the time the letter was made.
+    dead_letters_days: float = Field(default=30.0, ge=0)
+    # Late trades live only in Kafka: this is the `retention.ms` the workflow sets on topic `late_trades`.
+    late_trades_days: float = Field(default=7.0, ge=0)
+    # Optuna studies whose last trial ended longer ago (studies of a running retrain are kept).
+    optuna_studies_days: float = Field(default=30.0, ge=0)
+    # Registered model versions created longer ago, except the champion, the previous champion and any
+    # other version holding an alias.
+    mlflow_versions_days: float = Field(default=90.0, ge=0)
+    # Rows deleted per statement (each its own transaction), so a large backlog never holds a long lock.
+    batch_rows: int = Field(default=5_000, ge=1)
+
+
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(
         env_prefix="CRYPTOPREDICT_",
@@ -470,6 +506,43 @@ class Settings(BaseSettings):
     features: FeatureSettings = Field(default_factory=FeatureSettings)
     model: ModelSettings = Field(default_factory=ModelSettings)
     drift: DriftSettings = Field(default_factory=DriftSettings)
+    retention: RetentionSettings = Field(default_factory=RetentionSettings)
+    # A demo's or a test run's own namespace: its pairs (`demo.BTC/USD` in every row and record key), topics,
+    # task queues, schedules and registered models carry it, so it never writes where a live target does.
+    namespace: str | None = Field(default=None, pattern=r"^[a-z][a-z0-9]*$")
+
+    @model_validator(mode="after")
+    def _namespaced(self) -> Settings:
+        return self._apply_namespace()
+
+    def _apply_namespace(self) -> Settings:
+        """Topic prefix and task queues start with `<namespace>.` (once, however often this runs)."""
+        if self.namespace is None:
+            return self
+        mark = f"{self.namespace}."
+
+        def marked(name: str) -> str:
+            return name if name.startswith(mark) else mark + name
+
+        self.kafka = self.kafka.model_copy(update={"topic_prefix": marked(self.kafka.topic_prefix)})
+        queues = ("training_task_queue", "news_task_queue", "llm_task_queue")
+        self.temporal = self.temporal.model_copy(
+            update={queue: marked(getattr(self.temporal, queue)) for queue in queues}
+        )
+        return self
+
+    def in_namespace(self, namespace: str) -> Settings:
+        """These settings inside `namespace` (what `CRYPTOPREDICT_NAMESPACE` gives a process)."""
+        if not re.fullmatch(r"[a-z][a-z0-9]*", namespace):
+            raise ValueError(
+                f"a namespace is lowercase letters and digits, starting with a letter: {namespace!r}"
+            )
+        return self.model_copy(update={"namespace": namespace})._apply_namespace()
+
+    @property
+    def pairs(self) -> list[str]:
+        """The project's names of the configured venue pairs (namespaced when a namespace is set)."""
+        return [namespaced_pair(pair, self.namespace) for pair in self.kraken.pairs]
 
     @model_validator(mode="after")
     def _forecast_intervals_have_candles(self) -> Settings:
@@ -494,7 +567,7 @@ class Settings(BaseSettings):
         """Every (pair, interval_s, horizon_candles) with its own champion, schedule and stream."""
         return [
             (pair, interval_s, horizon)
-            for pair in self.kraken.pairs
+            for pair in self.pairs
             for interval_s, horizons in sorted(self.forecast_horizons().items())
             for horizon in horizons
         ]

@@ -30,9 +30,13 @@ class SentimentOutputInvalid(CryptopredictError):
 # Configuration and data errors need a person or more data; retrying only delays the failure.
 NOT_RETRYABLE = [ValueError.__name__, KeyError.__name__, NotEnoughData.__name__]
 
-# A step of a retrain or of a drift check: a worker that died is replaced, a bad input is not retried.
+# A step of a retrain or of a drift check: a worker that died is replaced, a bad input is not retried,
+# and the attempts span about a minute, so a store or registry restarting (30 s in the drills) is outlasted.
 STEP = RetryPolicy(
-    maximum_attempts=3, initial_interval=timedelta(seconds=2), non_retryable_error_types=NOT_RETRYABLE
+    maximum_attempts=6,
+    initial_interval=timedelta(seconds=2),
+    maximum_interval=timedelta(seconds=30),
+    non_retryable_error_types=NOT_RETRYABLE,
 )
 # Starting a scheduled retrain: only Temporal itself can fail it, briefly.
 START_RETRAIN = RetryPolicy(maximum_attempts=5, initial_interval=timedelta(seconds=2))
@@ -92,5 +96,7 @@ START_DRIFT_RETRAIN = _minutes(2)
 RECORD_DRIFT = _minutes(2)
 INGEST_NEWS = _minutes(5, NEWS_POLL)
 SCORE_NEWS = _minutes(3, SENTIMENT_SCORE)
+# One prune step: batches of deletes, heartbeating between them.
+RETENTION_PRUNE = _minutes(60, heartbeat=timedelta(minutes=2))
 # The exchange's pages arrive in seconds; a batch heartbeats per page.
 BACKFILL_BATCH = _minutes(30, BACKFILL_PAGES, heartbeat=timedelta(seconds=10))

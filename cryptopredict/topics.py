@@ -66,6 +66,23 @@ TARGET_SUFFIXES: dict[str, str] = {"price": "", "volatility": "-vol"}
 _SEGMENT = re.compile(r"[a-z][a-z0-9]*")
 
 
+# A pair as the project names it: the venue's pair, after a namespace and a dot in a demo or test run.
+PAIR_PATTERN = r"^(?:[a-z][a-z0-9]{0,15}\.)?[A-Z0-9]{2,12}/[A-Z0-9]{2,12}$"
+
+
+def namespaced_pair(pair: str, namespace: str | None) -> str:
+    """The project's name of a venue's pair inside a namespace (`demo.BTC/USD`); the pair itself without one.
+    Every row, record key and name made for a namespaced pair carries the namespace, so a demo or test run
+    never writes where a live target does."""
+    return pair if namespace is None else f"{namespace}.{pair}"
+
+
+def split_namespace(pair: str) -> tuple[str | None, str]:
+    """(namespace or None, the venue's pair): `demo.BTC/USD` -> ("demo", "BTC/USD")."""
+    namespace, dot, venue_pair = pair.rpartition(".")
+    return (namespace, venue_pair) if dot else (None, pair)
+
+
 def _target_id(
     prefix: str,
     pair_token: str,
@@ -75,6 +92,11 @@ def _target_id(
     exchange: str,
     namespace: str | None,
 ) -> str:
+    pair_namespace, pair_token = split_namespace(pair_token)
+    if pair_namespace is not None:
+        if namespace not in (None, pair_namespace):
+            raise ValueError(f"pair {pair_token!r} is in namespace {pair_namespace!r}, not {namespace!r}")
+        namespace = pair_namespace
     if not pair_token.isalnum():
         raise ValueError(f"a pair must be letters and digits besides '/', got {pair_token!r}")
     for label, segment in (("exchange", exchange), ("namespace", namespace)):
@@ -128,7 +150,7 @@ def training_schedule_id(
 
 def drift_workflow_id(pair: str, interval_s: int, horizon_candles: int) -> str:
     """The drift monitor of a target (its schedule appends the scheduled time to it)."""
-    return f"drift-{pair.replace('/', '')}-{interval_s}s-h{horizon_candles}"
+    return _target_id("drift", pair.replace("/", ""), interval_s, horizon_candles, "price", KRAKEN, None)
 
 
 def drift_schedule_id(pair: str, interval_s: int, horizon_candles: int) -> str:
@@ -161,6 +183,33 @@ def registered_model_name(
 
 
 NEWS_SCHEDULE_ID = "news-ingest"
+# One retention schedule (and workflow id) for the whole deployment.
+RETENTION_SCHEDULE_ID = "retention"
+
+
+def news_schedule_id(namespace: str | None) -> str:
+    return NEWS_SCHEDULE_ID if namespace is None else f"news.{namespace}-ingest"
+
+
+def in_namespace(identifier: str, namespace: str) -> bool:
+    """Whether a registered model, workflow, schedule or Optuna study id belongs to `namespace`: the scheme
+    joins a namespace to the prefix with a dot and to the rest with a dash, which nothing else contains."""
+    return f".{namespace}-" in identifier
+
+
+def namespace_topic_prefix(namespace: str) -> str:
+    """Every topic of a namespace starts with this (settings.kafka.topic_prefix is put after it)."""
+    return f"{namespace}."
+
+
+def registered_model_prefix(namespace: str) -> str:
+    """Every registered model of a namespace starts with this."""
+    return f"cryptopredict.{namespace}-"
+
+
+def namespace_pair_prefix(namespace: str) -> str:
+    """Every store row of a namespace has a pair starting with this."""
+    return f"{namespace}."
 
 
 def sentiment_workflow_id(news_id: str) -> str:

@@ -33,6 +33,9 @@ def edge_command(
         f"-listen={bind_address(grpc.host, grpc.edge_port)}",
         f"-upstream={upstream or bind_address(grpc.host, grpc.port)}",
         f"-queue-size={DEFAULT_QUEUE_SIZE}",
+        # The edge holds its subscribers' streams, so it bounds them per caller as the server would.
+        f"-max-streams-per-caller={grpc.max_streams_per_caller}",
+        f"-stream-limit-exempt={','.join(grpc.stream_limit_exempt_hosts)}",
     ]
     if grpc.tls_cert_file and grpc.tls_key_file:
         args += [f"-tls-cert={grpc.tls_cert_file}", f"-tls-key={grpc.tls_key_file}"]

@@ -28,7 +28,7 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 from sqlalchemy.exc import SQLAlchemyError
 
-from cryptopredict import metrics
+from cryptopredict import metrics, topics
 from cryptopredict.ml.live import LiveFigures
 from cryptopredict.ml.registry import AliasedVersions, aliased_versions
 from cryptopredict.settings import GrpcSettings, Settings
@@ -53,7 +53,7 @@ SERVICE_NAME = pb.DESCRIPTOR.services_by_name["PredictionService"].full_name
 # In-flight streams get this long to finish when the server stops; then they are cancelled.
 STOP_GRACE_S = 2.0
 # Exchange notation as used on our topics, e.g. "BTC/USD", "XBT/USDT".
-PAIR_PATTERN = re.compile(r"^[A-Z0-9]{2,12}/[A-Z0-9]{2,12}$")
+PAIR_PATTERN = re.compile(topics.PAIR_PATTERN)
 # What a prediction forecasts; a request's empty `target` means this one.
 SERVED_TARGETS = ("price",)
 # An error message shows at most this many of the client's values, each cut to SHOWN_CHARS: it stays
@@ -97,7 +97,7 @@ class Targets:
     @classmethod
     def from_settings(cls, settings: Settings) -> Targets:
         return cls(
-            tuple(settings.kraken.pairs),
+            tuple(settings.pairs),
             {i: tuple(sorted(h)) for i, h in sorted(settings.forecast_horizons().items())},
             tuple(settings.model.quantile_levels),
             tuple(settings.model.targets),
@@ -194,11 +194,61 @@ class Backends:
         self._engine.dispose()
 
 
+def peer_host(peer: str) -> str:
+    """The address of grpc's `context.peer()` without its port: "ipv4:10.0.0.7:53122" -> "10.0.0.7",
+    "ipv6:[::1]:53122" -> "::1"; anything else (a unix socket) as it is."""
+    kind, _, address = peer.partition(":")
+    if kind == "ipv6" and address.startswith("["):
+        return address[1 : address.find("]")]
+    if kind == "ipv4":
+        return address.rpartition(":")[0]
+    return peer
+
+
+class StreamSlots:
+    """The prediction streams each caller holds open, at most `limit` (grpc.max_streams_per_caller).
+
+    A caller is its bearer token (by position in grpc.tokens, the secret stays out of messages) when the
+    server has tokens, otherwise its address without the port: a client cannot get more by reconnecting
+    from another port. Callers at `exempt_hosts` (the stream edge) are counted but never refused.
+    """
+
+    def __init__(self, limit: int, exempt_hosts: Iterable[str] = (), tokens: Iterable[str] = ()) -> None:
+        self.limit = limit
+        self._exempt = frozenset(exempt_hosts)
+        self._tokens = [token.encode() for token in tokens]
+        self.open: dict[str, int] = {}
+
+    def caller(self, peer: str, metadata: Iterable[tuple[str, str | bytes]] | None) -> tuple[str, bool]:
+        """(who is calling, whether exempt from the bound)."""
+        host = peer_host(peer)
+        header = dict(metadata or ()).get("authorization", "")
+        token = (header.decode() if isinstance(header, bytes) else header).partition(" ")[2].encode()
+        for number, known in enumerate(self._tokens, start=1):
+            if hmac.compare_digest(token, known):
+                return f"token #{number}", host in self._exempt
+        return host, host in self._exempt
+
+    def take(self, caller: str, exempt: bool = False) -> bool:
+        """Count one more stream of `caller`; False (nothing counted) when it holds `limit` already."""
+        held = self.open.get(caller, 0)
+        if held >= self.limit and not exempt:
+            return False
+        self.open[caller] = held + 1
+        return True
+
+    def release(self, caller: str) -> None:
+        held = self.open.pop(caller, 0) - 1
+        if held > 0:
+            self.open[caller] = held
+
+
 class PredictionService(pb_grpc.PredictionServiceServicer):
-    def __init__(self, hub: PredictionHub, backends: Backends, targets: Targets) -> None:
+    def __init__(self, hub: PredictionHub, backends: Backends, targets: Targets, slots: StreamSlots) -> None:
         self._hub = hub
         self._backends = backends
         self._targets = targets
+        self._slots = slots
 
     async def StreamPredictions(
         self, request: pb.StreamPredictionsRequest, context: grpc.aio.ServicerContext
@@ -207,9 +257,23 @@ class PredictionService(pb_grpc.PredictionServiceServicer):
             request.pairs, request.interval_s, request.horizon_s, zero_means_any=True, target=request.target
         ):
             await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, error)
-        subscription = self._hub.subscribe(
-            request.pairs, request.interval_s or None, request.horizon_s or None
-        )
+        caller, exempt = self._slots.caller(context.peer(), context.invocation_metadata())
+        if not self._slots.take(caller, exempt):
+            metrics.GRPC_STREAMS.labels("RESOURCE_EXHAUSTED").inc()
+            logger.warning("stream of %s refused: %d open already", caller, self._slots.limit)
+            await _abort(
+                context,
+                grpc.StatusCode.RESOURCE_EXHAUSTED,
+                f"caller {_short(caller)} has {self._slots.limit} prediction streams open, the most one caller"
+                " may hold (grpc.max_streams_per_caller): close one first",
+            )
+        try:
+            subscription = self._hub.subscribe(
+                request.pairs, request.interval_s or None, request.horizon_s or None
+            )
+        except BaseException:
+            self._slots.release(caller)
+            raise
         metrics.GRPC_ACTIVE_STREAMS.inc()
         ending = "CANCELLED"  # what grpc does to this generator when the client goes away
         # grpc cancels this generator when the client goes away; finally runs on that path too.
@@ -222,6 +286,7 @@ class PredictionService(pb_grpc.PredictionServiceServicer):
             ending = "UNAVAILABLE"
         finally:
             self._hub.unsubscribe(subscription)
+            self._slots.release(caller)
             metrics.GRPC_ACTIVE_STREAMS.dec()
             metrics.GRPC_STREAMS.labels(ending).inc()
         # Drained at shutdown: UNAVAILABLE is the code clients retry, against this or another replica.
@@ -257,7 +322,10 @@ class PredictionService(pb_grpc.PredictionServiceServicer):
     ) -> pb.GetLedgerResponse:
         if error := self._targets.check([request.pair], request.interval_s):
             await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, error)
-        since = request.since.ToDatetime(tzinfo=UTC) if request.HasField("since") else EPOCH
+        try:
+            since = request.since.ToDatetime(tzinfo=UTC) if request.HasField("since") else EPOCH
+        except ValueError as exc:  # seconds or nanos outside what a Timestamp may hold
+            await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"since is not a valid time: {exc}")
         figures = await _call_backend(context, self._backends.ledger, request.pair, request.interval_s, since)
         return pb.GetLedgerResponse(
             entries=[
@@ -454,6 +522,7 @@ class RunningServer:
     health: health_aio.HealthServicer
     consumer: PredictionConsumer | None
     auth: BearerTokenAuth | None
+    slots: StreamSlots
 
 
 def bind_address(host: str, port: int) -> str:
@@ -492,7 +561,8 @@ async def start_server(
         options=[("grpc.max_receive_message_length", settings.grpc.max_request_bytes)],
     )
     backends = Backends(settings)
-    _add_prediction_service(server, PredictionService(hub, backends, Targets.from_settings(settings)))
+    slots = StreamSlots(settings.grpc.max_streams_per_caller, settings.grpc.stream_limit_exempt_hosts, tokens)
+    _add_prediction_service(server, PredictionService(hub, backends, Targets.from_settings(settings), slots))
     health = health_aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health, server)
     reflection.enable_server_reflection(
@@ -520,7 +590,7 @@ async def start_server(
             tls,
             f"{len(tokens)} bearer token(s)" if tokens else "no authentication",
         )
-        yield RunningServer(server, port, hub, health, consumer, auth)
+        yield RunningServer(server, port, hub, health, consumer, auth, slots)
     finally:
         # Tell load balancers first, so new calls go elsewhere while in-flight streams drain.
         await health.enter_graceful_shutdown()

@@ -138,9 +138,7 @@ async def reload_on_model_events(stream):  # type: ignore[no-untyped-def]
         except ValidationError as exc:
             await dead_letter("prediction_agent", raw, f"invalid model event: {exc.errors()[0]['msg']}")
             continue
-        if event.pair in settings.kraken.pairs and event.horizon_candles in HORIZONS.get(
-            event.interval_s, []
-        ):
+        if event.pair in settings.pairs and event.horizon_candles in HORIZONS.get(event.interval_s, []):
             logger.info("model event: %s v%s %s", event.registered_model, event.champion.version, event.kind)
             await _refresh(event.pair, event.interval_s, event.horizon_candles)
 

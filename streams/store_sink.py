@@ -23,6 +23,7 @@ from cryptopredict.models import Candle, DeadLetter, IndicatorRow, Prediction
 from cryptopredict.store.candles import (
     async_engine,
     insert_dead_letters,
+    store_unreachable,
     upsert_candles,
     upsert_indicators,
     upsert_predictions,
@@ -42,6 +43,9 @@ from streams.guard import CompleteStream, complete_stream
 logger = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=BaseModel)
+
+# Waiting for a store that is away: first retry, then doubling up to the longest pause.
+RETRY_FIRST_S, RETRY_MAX_S = 0.5, 5.0
 
 # `within` bounds how long a closed candle waits for its micro-batch: it is most of the close-to-store delay.
 BATCH, WITHIN_S = 500, 0.02
@@ -83,8 +87,27 @@ async def _sink(
                     else:
                         await dead_letter(source, event.value, reason)
             if rows:
-                await write(await _store(), rows)
+                await _write_when_stored(source, write, rows)
                 logger.debug("%s wrote %d rows", source, len(rows))
+
+
+async def _write_when_stored(
+    source: str, write: Callable[[AsyncEngine, Sequence[M]], Any], rows: Sequence[M]
+) -> None:
+    """Writes `rows`, waiting for a store that is away. Raising instead would end the agent, and Faust
+    acknowledges the records a crashed agent had taken: they would be missing from the store for good."""
+    delay = RETRY_FIRST_S
+    while True:
+        try:
+            await write(await _store(), rows)
+            return
+        except Exception as exc:
+            if not store_unreachable(exc):
+                raise
+            metrics.STORE_WRITE_RETRIES.labels(source).inc()
+            logger.warning("%s: the store is unreachable (%s); retrying in %.1f s", source, exc, delay)
+        await asyncio.sleep(delay)
+        delay = min(2 * delay, RETRY_MAX_S)
 
 
 def _unreadable_letter(source: str, event: Any, reason: str) -> DeadLetter:

@@ -44,7 +44,9 @@ async def resume_from_topic(settings: Settings, client: KrakenTradeClient, trade
     down from REST, unless that is longer than `kraken.max_gap_fill_s` (then: a backfill's job)."""
     too_old = datetime.now(UTC) - timedelta(seconds=settings.kraken.max_gap_fill_s)
     for pair in client.pairs:
-        last = await last_trade_in_topic(settings.kafka, trades_topic, pair)
+        last = await last_trade_in_topic(
+            settings.kafka, trades_topic, topics.namespaced_pair(pair, settings.namespace)
+        )
         if last is None:
             continue
         if last.timestamp < too_old:
@@ -86,8 +88,14 @@ async def run_feed(
                         source="trade_feed", reason=event.reason, raw=event.raw, at=datetime.now(UTC)
                     )
                     await publisher.publish(dead_letter_topic, letter.to_json_bytes())
-                else:
+                elif settings.namespace is None:
                     trades.append(event)
+                else:  # the client speaks the venue's symbols; everything downstream the project's names
+                    trades.append(
+                        event.model_copy(
+                            update={"pair": topics.namespaced_pair(event.pair, settings.namespace)}
+                        )
+                    )
             if max_trades is not None:
                 trades = trades[: max_trades - published]
             for batch in trade_batches(trades):

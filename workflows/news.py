@@ -5,7 +5,8 @@ per new item; SentimentWorkflow asks the local LLM for per-coin sentiment, with 
     temporal workflow list --query 'WorkflowType="SentimentWorkflow"'
 
 A child's workflow id holds the news id and duplicates are rejected, so an item delivered twice is
-scored once. Transient LLM errors (server down, timeouts, 5xx) are retried with backoff for as long as
+scored once. The ingest activity's items include stored ones whose scoring never finished (an earlier run
+died after storing them: the outbox in docs/news.md), so every stored item gets its child. Transient LLM errors (server down, timeouts, 5xx) are retried with backoff for as long as
 it takes; output that stays invalid after the agent's bounded retries fails the activity for good, after
 the activity has put the item in the dead-letter table.
 """

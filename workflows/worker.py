@@ -1,8 +1,8 @@
 """Temporal workers: training, drift and backfill, news, and LLM sentiment (each on its own task queue),
 in one process: `python -m workflows.worker` or `cryptopredict worker`, or only some of the queues
 (`cryptopredict worker --queues training`), so that each queue can run on machines of its own. At start a
-worker makes sure the schedules of the queues it serves exist (retrain and drift: training; news-ingest:
-news) and, serving the LLM queue, checks the LLM endpoint."""
+worker makes sure the schedules of the queues it serves exist (retrain, drift and retention: training;
+news-ingest: news) and, serving the LLM queue, checks the LLM endpoint."""
 
 from __future__ import annotations
 
@@ -17,6 +17,7 @@ from temporalio.worker import Worker
 
 from activities.backfill import BackfillActivities
 from activities.drift import DriftActivities
+from activities.retention import RetentionActivities
 from activities.training import TrainingActivities
 from activities.volatility import VolatilityActivities
 from cryptopredict.orchestration import metrics_runtime, temporal_client
@@ -24,6 +25,7 @@ from cryptopredict.settings import Settings, get_settings
 from workflows.backfill import BackfillWorkflow
 from workflows.drift import DriftMonitorWorkflow
 from workflows.interceptors import WorkflowMetrics
+from workflows.retention import RetentionWorkflow
 from workflows.training import ScheduledRetrainWorkflow, TrainingWorkflow
 
 if TYPE_CHECKING:
@@ -40,10 +42,17 @@ def build_worker(
     backfill = BackfillActivities(settings)
     drift = DriftActivities(settings)
     volatility = VolatilityActivities(settings)
+    retention = RetentionActivities(settings)
     return Worker(
         client,
         task_queue=task_queue or settings.temporal.training_task_queue,
-        workflows=[TrainingWorkflow, ScheduledRetrainWorkflow, BackfillWorkflow, DriftMonitorWorkflow],
+        workflows=[
+            TrainingWorkflow,
+            ScheduledRetrainWorkflow,
+            BackfillWorkflow,
+            DriftMonitorWorkflow,
+            RetentionWorkflow,
+        ],
         activities=[
             training.start_scheduled_retrain,
             training.prepare_training_dataset,
@@ -66,6 +75,11 @@ def build_worker(
             drift.compute_drift,
             drift.start_drift_retrain,
             drift.record_drift_report,
+            retention.prune_predictions,
+            retention.prune_dead_letters,
+            retention.set_late_trades_retention,
+            retention.prune_optuna_studies,
+            retention.prune_model_versions,
         ],
         activity_executor=executor,
         max_concurrent_activities=2,
@@ -137,6 +151,7 @@ async def run_worker(
     from cryptopredict.orchestration import (
         ensure_drift_schedules,
         ensure_news_schedule,
+        ensure_retention_schedule,
         ensure_training_schedules,
     )
 
@@ -152,6 +167,8 @@ async def run_worker(
             logger.info("created the retrain schedule %s", schedule_id)
         for schedule_id in await ensure_drift_schedules(settings, client):
             logger.info("created the drift schedule %s (every %.0f s)", schedule_id, settings.drift.every_s)
+        if await ensure_retention_schedule(settings, client):
+            logger.info("created the retention schedule (every %.0f s)", settings.retention.every_s)
     with concurrent.futures.ThreadPoolExecutor(max_workers=2) as executor:
         workers = []
         if "training" in queues:

@@ -529,6 +529,78 @@ def migrate() -> None:
 
 
 @app.command()
+def backup(
+    directory: Annotated[Path, typer.Argument(help="a new or empty directory for the dumps and manifest")],
+    only: Annotated[
+        str, typer.Option(help="databases to dump: any of store,mlflow,optuna")
+    ] = "store,mlflow,optuna",
+    temporal: Annotated[bool, typer.Option(help="copy the local Temporal dev server's SQLite file")] = True,
+    compress: Annotated[int, typer.Option(min=0, max=9, help="pg_dump's gzip level")] = 1,
+) -> None:
+    """Back up the PostgreSQL databases (custom-format pg_dump) and Temporal's state (docs/recovery.md)."""
+    from cryptopredict.stack.backup import backup as run_backup
+    from cryptopredict.stack.backup import stack_temporal_db
+    from cryptopredict.stack.base import StackError
+
+    settings = get_settings()
+    temporal_db = stack_temporal_db(settings) if temporal else None
+    if temporal and temporal_db is None:
+        typer.echo("temporal: an external server, not backed up here (dump its databases: docs/recovery.md)")
+    try:
+        manifest = run_backup(
+            settings, directory, roles=_roles(only), temporal_db=temporal_db, compress=compress
+        )
+    except StackError as exc:
+        raise UserError(str(exc)) from exc
+    typer.echo(json.dumps(manifest, indent=2))
+
+
+@app.command()
+def restore(
+    directory: Annotated[Path, typer.Argument(help="a directory made by `cryptopredict backup`")],
+    only: Annotated[
+        str, typer.Option(help="databases to restore: any of store,mlflow,optuna")
+    ] = "store,mlflow,optuna",
+    target: Annotated[
+        list[str] | None,
+        typer.Option(help="restore database NAME into NEW instead (NAME=NEW; repeat)"),
+    ] = None,
+    clean: Annotated[bool, typer.Option(help="replace the objects of existing targets")] = False,
+    temporal_db: Annotated[
+        Path | None,
+        typer.Option(help="write the backup's Temporal SQLite file here (Temporal stopped); default: none"),
+    ] = None,
+) -> None:
+    """Restore a backup: the databases (into their own names, or --target NAME=NEW), and the Temporal file."""
+    from cryptopredict.stack.backup import restore as run_restore
+    from cryptopredict.stack.base import StackError
+
+    rename = {}
+    for item in target or []:
+        name, sep, new = item.partition("=")
+        if not (sep and name and new):
+            raise UserError(f"--target {item!r}: expected NAME=NEW")
+        rename[name] = new
+    try:
+        restored = run_restore(
+            get_settings(), directory, roles=_roles(only), rename=rename, clean=clean, temporal_db=temporal_db
+        )
+    except StackError as exc:
+        raise UserError(str(exc)) from exc
+    for line in restored:
+        typer.echo(line)
+
+
+def _roles(text: str) -> list[str]:
+    from cryptopredict.stack.backup import ROLES
+
+    roles = [part.strip() for part in text.split(",") if part.strip()]
+    if not roles or set(roles) - set(ROLES):
+        raise UserError(f"--only {text!r}: name one or more of {','.join(ROLES)}")
+    return roles
+
+
+@app.command()
 def serve() -> None:
     """Run the gRPC prediction server."""
     os.execv(sys.executable, [sys.executable, "-m", "grpc_server"])
@@ -582,6 +654,22 @@ def tls_cert(
 
 
 @app.command()
+def clean(
+    namespace: str = typer.Argument(help="The namespace of a demo or test run, e.g. demo"),
+    yes: bool = typer.Option(False, "--yes", help="Remove what is listed (without it: only list)"),
+) -> None:
+    """List (and with --yes remove) what a demo or test namespace left: topics, store rows, registered
+    models, Optuna studies, schedules. Nothing outside the namespace is touched."""
+    from cryptopredict.cli.clean import clean_namespace
+
+    try:
+        found = asyncio.run(clean_namespace(get_settings(), namespace, dry_run=not yes))
+    except ValueError as exc:
+        raise UserError(str(exc)) from exc
+    typer.echo(json.dumps({"namespace": namespace, "removed" if yes else "found": found}, indent=2))
+
+
+@app.command()
 def demo(
     min_candles: int = 300,
     predictions: int = 20,
@@ -595,6 +683,32 @@ def demo(
         run_demo(get_settings(), min_candles=min_candles, predictions=predictions, timeout_s=timeout_s)
     )
     typer.echo(json.dumps(summary))
+
+
+@app.command()
+def drill(
+    faults: Annotated[
+        str | None, typer.Option(help="comma list of faults (default: all; see docs/reliability.md)")
+    ] = None,
+    outage_s: Annotated[
+        float | None, typer.Option(help="length of every outage (default: each fault's own)")
+    ] = None,
+    ci: Annotated[bool, typer.Option(help="the CI profile: 2 faults, 10 s outages")] = False,
+    report: Annotated[
+        Path | None, typer.Option(help="markdown file whose drill table is replaced (docs/reliability.md)")
+    ] = None,
+) -> int:
+    """Fault drills of the whole pipeline on the stack: one fault at a time, checked against the
+    uninterrupted run of a seeded replay. Exits 1 when a check fails."""
+    from cryptopredict.cli.drill import run
+    from cryptopredict.drill.runner import FAULTS
+
+    _logging("warning")
+    names = [f.strip() for f in faults.split(",") if f.strip()] if faults else None
+    unknown = [n for n in names or [] if n not in FAULTS]
+    if unknown:
+        raise UserError(f"unknown fault(s) {unknown}: faults are {', '.join(FAULTS)}")
+    return run(get_settings(), names, outage_s, ci, report)
 
 
 def main(argv: list[str] | None = None) -> int:

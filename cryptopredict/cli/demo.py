@@ -1,8 +1,10 @@
 """The main job end to end: replay exchange -> feed -> Faust candles -> store -> Temporal training ->
 MLflow champion -> Faust predictions -> gRPC stream.
 
-Each run uses its own topic prefix (fresh Faust state and offsets) and replays the same seeded trades,
-so reruns are reproducible and upsert the same candle rows. Services of the run are child processes
+Each run works in the namespace `demo` (pair `demo.BTC/USD`, model `cryptopredict.demo-btcusd-60s-h1`,
+topics and task queues under `demo.`), so it never writes where a live BTC/USD deployment on the same
+stack does, and uses its own topic prefix (fresh Faust state and offsets). It replays the same seeded
+trades, so reruns are reproducible and upsert the same candle rows. Services of the run are child processes
 with logs under `.local/logs/demo/`; they are stopped when the run ends.
 """
 
@@ -30,7 +32,9 @@ from cryptopredict.settings import Settings
 
 logger = logging.getLogger(__name__)
 
-PAIR = "BTC/USD"
+# What the replay exchange trades; the run names it `demo.BTC/USD` in its own namespace.
+VENUE_PAIR = "BTC/USD"
+NAMESPACE = "demo"
 
 
 def free_port() -> int:
@@ -76,7 +80,7 @@ class ServiceGroup:
             await process.wait()
 
 
-async def candle_rows_since(settings: Settings, since: datetime) -> int:
+async def candle_rows_since(settings: Settings, pair: str, since: datetime) -> int:
     from sqlalchemy import func, select
 
     from cryptopredict.store.candles import async_engine
@@ -88,7 +92,11 @@ async def candle_rows_since(settings: Settings, since: datetime) -> int:
             query = (
                 select(func.count())
                 .select_from(candles)
-                .where(candles.c.written_at >= since, candles.c.interval_s == settings.features.interval_s)
+                .where(
+                    candles.c.pair == pair,
+                    candles.c.written_at >= since,
+                    candles.c.interval_s == settings.features.interval_s,
+                )
             )
             return int((await conn.execute(query)).scalar_one())
     except Exception:  # the sink creates the table on its first start
@@ -122,21 +130,29 @@ async def run_demo(
     with console.status("starting the local stack (first run installs Kafka, tools and models)..."):
         stack.up(settings)
 
-    prefix = f"demo-{started:%Y%m%d%H%M%S}-"
     grpc_port, exchange_port = free_port(), free_port()
-    env = dict(os.environ)
-    env |= {"CRYPTOPREDICT_KAFKA__TOPIC_PREFIX": prefix, "CRYPTOPREDICT_GRPC__PORT": str(grpc_port)}
     run_settings = settings.model_copy(
         update={
-            "kafka": settings.kafka.model_copy(update={"topic_prefix": prefix}),
+            "kafka": settings.kafka.model_copy(update={"topic_prefix": f"{started:%Y%m%d%H%M%S}-"}),
             "grpc": settings.grpc.model_copy(update={"port": grpc_port}),
+            "kraken": settings.kraken.model_copy(update={"pairs": [VENUE_PAIR]}),
         }
-    )
+    ).in_namespace(NAMESPACE)
+    prefix = run_settings.kafka.topic_prefix
+    pair = topics.namespaced_pair(VENUE_PAIR, NAMESPACE)
+    env = dict(os.environ)
+    env |= {
+        "CRYPTOPREDICT_NAMESPACE": NAMESPACE,
+        "CRYPTOPREDICT_KAFKA__TOPIC_PREFIX": prefix,
+        "CRYPTOPREDICT_GRPC__PORT": str(grpc_port),
+        "CRYPTOPREDICT_KRAKEN__PAIRS": json.dumps([VENUE_PAIR]),
+    }
     cli = [sys.executable, "-m", "cryptopredict.cli"]
     services = ServiceGroup(settings.local_dir.resolve() / "logs" / "demo", env)
     try:
         await services.start("stream", sys.executable, "-m", "streams", "worker", "-l", "warn")
-        await services.start("worker", *cli, "worker")
+        # Retrains of the demo start below; its worker makes no schedules.
+        await services.start("worker", *cli, "worker", "--queues", "training", "--no-schedules")
         await services.start("grpc", sys.executable, "-m", "grpc_server")
         # 300x: one 1-minute candle every 0.2 s, long enough to outlast training.
         await services.start(
@@ -146,7 +162,7 @@ async def run_demo(
             "--port",
             str(exchange_port),
             "--pair",
-            PAIR,
+            VENUE_PAIR,
             "--minutes",
             "3000",
             "--speed",
@@ -157,15 +173,15 @@ async def run_demo(
         with console.status(f"replaying trades until {min_candles} candles are in the feature store..."):
             await wait_for(
                 f"{min_candles} candles in the store",
-                lambda: _at_least(candle_rows_since(settings, started), min_candles),
+                lambda: _at_least(candle_rows_since(settings, pair, started), min_candles),
                 timeout_s,
                 services,
             )
         with console.status("training through Temporal (persistence vs XGBoost, MLflow registry)..."):
             # A demo-sized retrain: the real steps, with budgets that fit a few hundred candles.
             request = training_request(
-                settings,
-                PAIR,
+                run_settings,
+                pair,
                 settings.features.interval_s,
                 settings.model.horizons_candles[0],
                 reason="demo",
@@ -179,7 +195,7 @@ async def run_demo(
         console.print(f"[bold]{json.dumps(result.decision_line())}[/bold]")
         with console.status(f"streaming {predictions} predictions over gRPC..."):
             streamed = await stream_predictions(
-                f"127.0.0.1:{grpc_port}", [PAIR], settings.features.interval_s, predictions, timeout_s
+                f"127.0.0.1:{grpc_port}", [pair], settings.features.interval_s, predictions, timeout_s
             )
         for p in streamed[-5:]:
             console.print(
@@ -195,7 +211,7 @@ async def run_demo(
 
     host = settings.temporal.host_port[0]
     workflow_id = topics.training_workflow_id(
-        PAIR, settings.features.interval_s, settings.model.horizons_candles[0]
+        pair, settings.features.interval_s, settings.model.horizons_candles[0]
     )
     return {
         "trades": trades,

@@ -150,8 +150,9 @@ class KrakenTradeClient:
         return []
 
     def _on_status(self, message: dict[str, Any]) -> None:
-        data = message.get("data") or [{}]
-        status = str(data[0].get("system", "unknown")) if isinstance(data[0], dict) else "unknown"
+        data = message.get("data")
+        first = data[0] if isinstance(data, list) and data else {}
+        status = str(first.get("system", "unknown")) if isinstance(first, dict) else "unknown"
         if status != self.status:
             log = logger.info if status == "online" else logger.warning
             log("exchange status: %s", status)
@@ -159,8 +160,10 @@ class KrakenTradeClient:
         self.status = status
 
     def _on_ack(self, message: dict[str, Any], text: str) -> list[Trade | Rejected]:
-        result = message.get("result") or {}
-        symbol = message.get("symbol") or result.get("symbol") or "?"
+        result = message.get("result")
+        symbol = message.get("symbol") or (result.get("symbol") if isinstance(result, dict) else None)
+        # A symbol that is not a string (a broken ack) is kept by its text, as the dead letter shows it.
+        symbol = symbol if isinstance(symbol, str) else json.dumps(symbol) if symbol else "?"
         if message.get("success"):
             self.subscribed.add(symbol)
             self.failed_pairs.pop(symbol, None)

@@ -45,7 +45,8 @@ def subscribe_request(pairs: Iterable[str], req_id: int = 1, snapshot: bool = Tr
 
 
 def format_timestamp(ts: datetime) -> str:
-    return ts.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # isoformat, not strftime: glibc's %Y does not pad years before 1000 to the four digits ISO 8601 needs.
+    return ts.astimezone(UTC).replace(tzinfo=None).isoformat(timespec="microseconds") + "Z"
 
 
 def trade_payload(trade: Trade) -> dict[str, Any]:
@@ -67,7 +68,8 @@ def trade_message(kind: str, trades: Iterable[Trade]) -> str:
 def decode(raw: str | bytes) -> dict[str, Any]:
     try:
         message = json.loads(raw)
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+    # ValueError covers bad JSON, bad UTF-8 and integers too long to convert; RecursionError deep nesting.
+    except (ValueError, RecursionError) as exc:
         raise MalformedMessage(f"invalid JSON: {exc}") from exc
     if not isinstance(message, dict):
         raise MalformedMessage("message is not a JSON object")

@@ -9,6 +9,7 @@ OHLC rows are `[time, open, high, low, close, vwap, volume, count]`; the last ro
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 import time
@@ -38,10 +39,24 @@ def rest_pair(ws_pair: str) -> str:
     return _REST_ASSET.get(base, base) + _REST_ASSET.get(quote, quote)
 
 
+def decode_payload(body: bytes) -> dict[str, Any]:
+    """A response body as the JSON object Kraken answers with; anything else is a KrakenRestError."""
+    try:
+        payload = json.loads(body)
+    except (ValueError, RecursionError) as exc:  # ValueError includes bad UTF-8 and huge integers
+        raise KrakenRestError(f"response is not JSON: {exc}") from exc
+    if not isinstance(payload, dict):
+        raise KrakenRestError(f"response is a JSON {type(payload).__name__}, not an object")
+    return payload
+
+
 def result_rows(payload: dict[str, Any]) -> tuple[list[Any], Any]:
     """Rows under the one pair key of `result`, and `last`."""
-    if payload.get("error"):
-        raise KrakenRestError(", ".join(map(str, payload["error"])))
+    if not isinstance(payload, dict):
+        raise KrakenRestError(f"response is a JSON {type(payload).__name__}, not an object")
+    if errors := payload.get("error"):
+        text = ", ".join(map(str, errors)) if isinstance(errors, list) else str(errors)
+        raise KrakenRestError(f"Kraken answered with an error: {_shown(text)}")
     result = payload.get("result")
     if not isinstance(result, dict) or "last" not in result:
         raise KrakenRestError("response has no result with last")
@@ -71,9 +86,27 @@ def parse_trades_response(
                     ingested_at=ingested_at,
                 )
             )
-        except (ValueError, TypeError, ValidationError) as exc:
-            raise KrakenRestError(f"malformed trade row {row!r}: {exc}") from exc
-    return trades, int(last)
+        # OverflowError: a number too large for a float, or a time outside the datetime range; OSError:
+        # a time the platform's gmtime cannot convert.
+        except (ValueError, TypeError, OverflowError, OSError, ValidationError) as exc:
+            raise KrakenRestError(f"malformed trade row {_shown(row)}: {exc}") from exc
+    return trades, _last(last)
+
+
+def _last(last: Any) -> int:
+    """`last` of a page: an integer (Trades: nanoseconds as a string, OHLC: seconds as a number)."""
+    if isinstance(last, bool) or not isinstance(last, int | str):
+        raise KrakenRestError(f"last is not an integer: {_shown(last)}")
+    try:
+        return int(last)
+    except ValueError as exc:
+        raise KrakenRestError(f"last is not an integer: {_shown(last)}") from exc
+
+
+def _shown(value: Any) -> str:
+    """A bounded repr of what the server sent, for an error message."""
+    text = repr(value)
+    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def trades_response(result_key: str, trades: Iterable[Trade], last_ns: int) -> dict[str, Any]:
@@ -140,8 +173,7 @@ class KrakenRestClient:
                 await asyncio.sleep(delay)
                 continue
             response.raise_for_status()
-            payload: dict[str, Any] = response.json()
-            return payload
+            return decode_payload(response.content)
         raise KrakenRestError(f"{path} failed after {self.max_retries + 1} attempts")
 
     def _backoff(self, attempt: int) -> float:
@@ -216,6 +248,6 @@ def parse_ohlc_response(payload: dict[str, Any]) -> tuple[list[OhlcRow], int]:
             OhlcRow(int(t), float(o), float(h), float(lo), float(c), float(vw), float(v), int(n))
             for t, o, h, lo, c, vw, v, n in rows
         ]
-    except (ValueError, TypeError) as exc:
+    except (ValueError, TypeError, OverflowError) as exc:
         raise KrakenRestError(f"malformed OHLC rows: {exc}") from exc
-    return parsed, int(last)
+    return parsed, _last(last)

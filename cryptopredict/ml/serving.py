@@ -63,7 +63,16 @@ class Champion:
         # A registry that is away raises here and the champion stays unchecked: "no champion" is only
         # what the registry answers, never what a failed request looks like.
         version = current_champion(client, self.registered_model)
-        self.checked = True
+        try:
+            return self._load(version)
+        finally:
+            # Only once the answer is in effect: a candle that finds the champion checked and no model
+            # serving is forecast by nobody, so it must never see a first load half-way.
+            self.checked = True
+
+    def _load(self, version: Any) -> bool:
+        import mlflow
+
         if version is None:
             return False
         if self.serving is not None and self.serving.ref.version == str(version.version):

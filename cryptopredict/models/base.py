@@ -11,7 +11,10 @@ from pydantic import AfterValidator, BaseModel, ConfigDict
 def _require_utc(value: datetime) -> datetime:
     if value.tzinfo is None:
         raise ValueError("timestamp must be timezone-aware")
-    return value.astimezone(UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError as exc:  # e.g. 0001-01-01T00:00+01:00, whose UTC time is before year 1
+        raise ValueError(f"timestamp out of range in UTC: {exc}") from exc
 
 
 UtcDatetime = Annotated[datetime, AfterValidator(_require_utc)]

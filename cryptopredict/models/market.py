@@ -10,15 +10,18 @@ from typing import Literal
 from pydantic import Field, PositiveFloat, field_validator, model_validator
 
 from cryptopredict.models.base import DomainModel, UtcDatetime
+from cryptopredict.topics import PAIR_PATTERN
 
 
 class Trade(DomainModel):
     """One exchange trade. `timestamp` is the exchange's event time, `ingested_at` our receive time."""
 
-    pair: str = Field(min_length=3, pattern=r"^[A-Z0-9]+/[A-Z0-9]+$")
-    trade_id: int = Field(ge=0)
-    price: PositiveFloat
-    qty: PositiveFloat
+    pair: str = Field(min_length=3, pattern=PAIR_PATTERN)
+    # Bounded by what the store and the recordings hold (BIGINT, int64); JSON allows any integer.
+    trade_id: int = Field(ge=0, le=2**63 - 1)
+    # JSON from Python (and Kraken's 1e999) can carry Infinity, which would poison every candle.
+    price: float = Field(gt=0, allow_inf_nan=False)
+    qty: float = Field(gt=0, allow_inf_nan=False)
     side: Literal["buy", "sell"]
     ord_type: Literal["market", "limit"] = "limit"
     timestamp: UtcDatetime

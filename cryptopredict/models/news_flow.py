@@ -20,8 +20,11 @@ class NewsIngestInput(DomainModel):
 class NewsIngestResult(DomainModel):
     fetched: int
     rejected: int
+    # The items to score: the ones this run stored, after `resumed` stored by earlier runs whose scoring
+    # never finished (news_flow.items_to_score).
     new: list[NewsItem]
     sentiment_workflows_started: int = 0
+    resumed: int = 0
 
 
 class SentimentInput(DomainModel):

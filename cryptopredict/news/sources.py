@@ -57,6 +57,7 @@ USER_AGENT = "cryptopredict-news/1.0"
 
 _TICKER = re.compile(r"^[A-Z0-9]{2,10}$")
 _CONTROL = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f]")
+_URL_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
 _DTD_BYTES = re.compile(rb"<!\s*(DOCTYPE|ENTITY)", re.IGNORECASE)
 _SECRET_PARAMS = frozenset({"auth_token"})
 
@@ -224,7 +225,7 @@ def parse_retry_after(value: str | None, now: datetime | None = None) -> float |
         return seconds if seconds >= 0 and seconds != float("inf") else None
     try:
         when = parsedate_to_datetime(value)
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):
         return None
     if when.tzinfo is None:
         when = when.replace(tzinfo=UTC)
@@ -239,7 +240,14 @@ def _iso_datetime(value: object) -> datetime:
     except ValueError as exc:
         raise _Rejected(f"unreadable date {value[:60]!r}") from exc
     # A date without an offset is taken as UTC: every source here publishes UTC when it omits it.
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    return _utc(parsed, value)
+
+
+def _utc(parsed: datetime, value: str) -> datetime:
+    try:
+        return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    except OverflowError as exc:  # year 1 or 9999 pushed out of range by its offset
+        raise _Rejected(f"date out of range {value[:60]!r}") from exc
 
 
 def _rfc822_datetime(value: str | None) -> datetime:
@@ -247,10 +255,10 @@ def _rfc822_datetime(value: str | None) -> datetime:
         raise _Rejected("missing published date")
     try:
         parsed = parsedate_to_datetime(value.strip())
-    except (TypeError, ValueError, IndexError):
+    except (TypeError, ValueError, IndexError, OverflowError):  # OverflowError: a year of many digits
         # Some RSS feeds write ISO 8601 in pubDate.
         return _iso_datetime(value)
-    return parsed.replace(tzinfo=UTC) if parsed.tzinfo is None else parsed.astimezone(UTC)
+    return _utc(parsed, value)
 
 
 def _checked_url(value: object) -> str:
@@ -259,6 +267,10 @@ def _checked_url(value: object) -> str:
     url = value.strip()
     if len(url) > URL_MAX:
         raise _Rejected(f"url longer than {URL_MAX} characters")
+    # urlsplit drops tabs and newlines inside a URL (as browsers do), so "http:/<tab>/host" would pass
+    # the checks below while the stored link keeps them.
+    if _URL_CONTROL.search(url):
+        raise _Rejected(f"url contains control characters {url[:100]!r}")
     try:
         parts = urlsplit(url)
         parts.port  # noqa: B018 - raises ValueError on a malformed port
@@ -390,7 +402,7 @@ def parse_cryptopanic(
     """One page of the posts API in either shape (v1 `/api/v1/posts/` or developer v2)."""
     try:
         payload = json.loads(body)
-    except ValueError as exc:  # includes UnicodeDecodeError
+    except (ValueError, RecursionError) as exc:  # ValueError includes UnicodeDecodeError
         return CryptoPanicPage([], [(_raw_body(body), f"malformed JSON page: {exc}")], None)
     results = payload.get("results") if isinstance(payload, dict) else None
     if not isinstance(results, list):
@@ -492,10 +504,14 @@ def parse_feed(
     """Items and rejects of an RSS 2.0 or Atom document; a document that cannot be read at all is one
     rejected entry with the reason."""
     data = body.encode() if isinstance(body, str) else body
-    if _has_dtd(data):
-        return [], [(_raw_body(data), "feed declares a DTD (<!DOCTYPE/<!ENTITY): refused")]
     try:
+        if _has_dtd(data):
+            return [], [(_raw_body(data), "feed declares a DTD (<!DOCTYPE/<!ENTITY): refused")]
         root = ET.fromstring(data)
+    # The XML declaration names an encoding Python does not know (LookupError) or expat cannot read
+    # (ValueError: multi-byte code pages).
+    except (LookupError, ValueError) as exc:
+        return [], [(_raw_body(data), f"unreadable XML feed: {exc}")]
     except ET.ParseError as exc:
         return [], [(_raw_body(data), f"malformed XML feed: {exc}")]
     if root.tag == "rss":

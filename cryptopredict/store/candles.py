@@ -30,6 +30,33 @@ def async_engine(settings: PostgresSettings, dialect: StoreDialect = "postgres")
     )
 
 
+# SQLSTATE classes of a server that is away rather than of a bad statement: connection exceptions (08),
+# and a server shutting down, restarting or not yet accepting connections (57P01-57P03).
+UNREACHABLE_SQLSTATES = ("08", "57P01", "57P02", "57P03")
+
+
+def store_unreachable(exc: BaseException) -> bool:
+    """Whether `exc` says the store is away (stopped, restarting, a dropped connection), which waiting
+    cures, rather than that a statement or a row is wrong. Follows the causes the drivers wrap."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, OSError):  # refused, reset, timed out
+            return True
+        if getattr(current, "connection_invalidated", False):
+            return True
+        sqlstate = getattr(current, "sqlstate", None) or getattr(current, "pgcode", None)
+        if isinstance(sqlstate, str) and sqlstate.startswith(UNREACHABLE_SQLSTATES):
+            return True
+        if type(current).__name__ in ("ConnectionDoesNotExistError", "InterfaceError") and (
+            "closed" in str(current) or "connection" in str(current).lower()
+        ):
+            return True
+        current = getattr(current, "orig", None) or current.__cause__ or current.__context__
+    return False
+
+
 def sync_engine(settings: PostgresSettings, dialect: StoreDialect = "postgres") -> Engine:
     return create_engine(
         settings.url_for(settings.database, "postgresql+psycopg"),

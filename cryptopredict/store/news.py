@@ -7,20 +7,26 @@ from collections.abc import Sequence
 from datetime import datetime
 
 import pandas as pd
-from sqlalchemy import Engine, func, select
+from sqlalchemy import Engine, func, select, update
 from sqlalchemy import insert as plain_insert
 from sqlalchemy.dialects.postgresql import insert
-from sqlalchemy.ext.asyncio import AsyncEngine
+from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine
 
 from cryptopredict.features.sentiment import SENTIMENT_WINDOWS, sentiment_features
 from cryptopredict.models import NewsItem, SentimentScore
 from cryptopredict.sentiment.extractor import normalize_ticker
 from cryptopredict.store.dialect import IMPLICIT_FLUSH, on_risingwave
-from cryptopredict.store.schema import news_items, sentiment_scores
+from cryptopredict.store.schema import news_items, news_scoring, sentiment_scores
+from cryptopredict.topics import split_namespace
+
+# How an item's scoring ended (news_scoring.outcome).
+SCORED = "scored"
+DEAD_LETTERED = "dead_lettered"
 
 
 async def insert_news_items(engine: AsyncEngine, items: Sequence[NewsItem]) -> list[str]:
-    """Stores the items not seen before; returns their ids (a re-delivered item returns nothing)."""
+    """Stores the items not seen before, each with its row in the scoring outbox (`pending_news_items`),
+    in one transaction; returns their ids (a re-delivered item returns nothing)."""
     unique = list({item.id: item for item in items}.values())
     if not unique:
         return []
@@ -29,7 +35,58 @@ async def insert_news_items(engine: AsyncEngine, items: Sequence[NewsItem]) -> l
     statement = insert(news_items).on_conflict_do_nothing(index_elements=["id"]).returning(news_items.c.id)
     async with engine.begin() as conn:
         result = await conn.execute(statement.values([item.model_dump() for item in unique]))
-        return [row.id for row in result]
+        new = {row.id for row in result}
+        if new:
+            outbox = insert(news_scoring).on_conflict_do_nothing(index_elements=["news_id"])
+            await conn.execute(outbox, _outbox_rows([item for item in unique if item.id in new]))
+        return [item.id for item in unique if item.id in new]
+
+
+def _outbox_rows(items: Sequence[NewsItem]) -> list[dict[str, object]]:
+    return [
+        {"news_id": item.id, "ingested_at": item.ingested_at, "finished_at": None, "outcome": None}
+        for item in items
+    ]
+
+
+async def pending_news_items(engine: AsyncEngine, limit: int) -> list[NewsItem]:
+    """Stored items whose scoring has not finished (neither scored nor dead-lettered), oldest first, at
+    most `limit`: an item whose ingest activity died after storing it is among them."""
+    query = (
+        select(news_items)
+        .join(news_scoring, news_scoring.c.news_id == news_items.c.id)
+        .where(news_scoring.c.finished_at.is_(None))
+        .order_by(news_scoring.c.ingested_at, news_scoring.c.news_id)
+        .limit(limit)
+    )
+    async with engine.connect() as conn:
+        rows = (await conn.execute(query)).mappings().all()
+    return [NewsItem.model_validate(dict(row)) for row in rows]
+
+
+async def finish_scoring(
+    engine: AsyncEngine,
+    news_id: str,
+    outcome: str,
+    at: datetime,
+    scores: Sequence[SentimentScore] = (),
+) -> int:
+    """Stores the item's scores (none when it names no coin or was dead-lettered) and finishes its outbox
+    row with `outcome` (SCORED or DEAD_LETTERED), in one transaction: a retried activity finds both done
+    or neither. Returns the number of scores."""
+    async with engine.begin() as conn:
+        stored = await _insert_scores(conn, scores, on_risingwave(engine))
+        await _finish(conn, [news_id], outcome, at)
+    return stored
+
+
+async def _finish(conn: AsyncConnection, news_ids: Sequence[str], outcome: str, at: datetime) -> None:
+    finished = (
+        update(news_scoring)
+        .where(news_scoring.c.news_id.in_(news_ids), news_scoring.c.finished_at.is_(None))
+        .values(finished_at=at, outcome=outcome)
+    )
+    await conn.execute(finished)
 
 
 async def _insert_new_news_items(engine: AsyncEngine, unique: list[NewsItem]) -> list[str]:
@@ -43,24 +100,33 @@ async def _insert_new_news_items(engine: AsyncEngine, unique: list[NewsItem]) ->
         new = [item for item in unique if item.id not in seen]
         if new:
             await conn.execute(plain_insert(news_items), [item.model_dump() for item in new])
+            await conn.execute(plain_insert(news_scoring), _outbox_rows(new))
     return [item.id for item in new]
 
 
 async def insert_sentiment_scores(engine: AsyncEngine, scores: Sequence[SentimentScore]) -> int:
     """Idempotent: a retried activity stores each (news, coin, model, prompt version) once. On RisingWave
     the row is overwritten with the newest score instead, as the score published on topic
-    `news_sentiment` right after is ingested into the same row."""
+    `news_sentiment` right after is ingested into the same row. The scored items' outbox rows are finished
+    in the same transaction."""
+    if not scores:
+        return 0
+    async with engine.begin() as conn:
+        stored = await _insert_scores(conn, scores, on_risingwave(engine))
+        await _finish(conn, sorted({s.news_id for s in scores}), SCORED, max(s.scored_at for s in scores))
+    return stored
+
+
+async def _insert_scores(conn: AsyncConnection, scores: Sequence[SentimentScore], risingwave: bool) -> int:
+    if risingwave:
+        await conn.execute(IMPLICIT_FLUSH)
     if not scores:
         return 0
     values = [s.model_dump(include=set(sentiment_scores.c.keys())) for s in scores]
-    if on_risingwave(engine):
-        async with engine.begin() as conn:
-            await conn.execute(IMPLICIT_FLUSH)
-            await conn.execute(plain_insert(sentiment_scores), values)
-        return len(scores)
-    statement = insert(sentiment_scores).on_conflict_do_nothing()
-    async with engine.begin() as conn:
-        await conn.execute(statement, values)
+    statement = (
+        plain_insert(sentiment_scores) if risingwave else insert(sentiment_scores).on_conflict_do_nothing()
+    )
+    await conn.execute(statement, values)
     return len(scores)
 
 
@@ -88,7 +154,7 @@ def sentiment_at_closes(
 ) -> pd.DataFrame | None:
     """Point-in-time sentiment of the pair's coin at the close of each candle (given by window start),
     indexed by window start as the candles are; None when the pair names no coin we know."""
-    coin = normalize_ticker(pair)
+    coin = normalize_ticker(split_namespace(pair)[1])
     if coin is None:
         return None
     features = read_sentiment_features(engine, coin, starts + pd.Timedelta(seconds=interval_s))
@@ -111,7 +177,7 @@ def scored_sentiment_at_closes(
 
 def newest_sentiment_at(engine: Engine, pair: str, at: datetime) -> datetime | None:
     """When the newest score of the pair's coin at or before `at` was made; None when there is none."""
-    coin = normalize_ticker(pair)
+    coin = normalize_ticker(split_namespace(pair)[1])
     if coin is None:
         return None
     query = select(func.max(sentiment_scores.c.scored_at)).where(

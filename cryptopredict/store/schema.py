@@ -79,6 +79,22 @@ news_items = Table(
     Column("currencies", ARRAY(Text), nullable=False),
 )
 
+# The scoring outbox: a row per stored news item, written with it and finished once its scores are stored
+# or it is dead-lettered. An unfinished row is picked up again by the next ingest run (migration 0009).
+news_scoring = Table(
+    "news_scoring",
+    metadata,
+    Column("news_id", Text, primary_key=True),
+    Column("ingested_at", DateTime(timezone=True), nullable=False),
+    Column("finished_at", DateTime(timezone=True)),
+    Column("outcome", Text),  # "scored" or "dead_lettered" (store.news)
+)
+Index(
+    "news_scoring_pending",
+    news_scoring.c.ingested_at,
+    postgresql_where=news_scoring.c.finished_at.is_(None),
+)
+
 # One row per (news item, coin, model, prompt version): re-scoring with another model or prompt keeps both.
 sentiment_scores = Table(
     "sentiment_scores",

@@ -17,7 +17,8 @@
 --   datasource cryptopredict-features (infra/grafana/generate.py);
 -- - writes through SQL, each with a RisingWave path chosen by store.dialect (no INSERT ... ON CONFLICT,
 --   no SELECT ... FOR UPDATE): the news flow's de-duplicated news items (the stored ids read first, the
---   others inserted), its sentiment scores and dead letters (plain inserts), and the interval adaptation
+--   others inserted, each with its news_scoring row), its sentiment scores and dead letters (plain
+--   inserts), the scoring outbox finished by an UPDATE by key, and the interval adaptation
 --   of the prediction agent (its row read, then inserted whole over itself). Each sets RW_IMPLICIT_FLUSH,
 --   so a write is visible to the next read as on PostgreSQL;
 -- - PostgreSQL only, never run here: the Alembic migrations (this file stands for them: do not point
@@ -178,6 +179,16 @@ CREATE TABLE IF NOT EXISTS drift_reports (
     properties.bootstrap.server = 'kafka:9092',
     scan.startup.mode = 'earliest'
 ) FORMAT PLAIN ENCODE JSON;
+
+-- The news scoring outbox (migration 0009): written by the news flow beside each new item, finished
+-- (an UPDATE by key) once the item is scored or dead-lettered. Not fed by a topic.
+CREATE TABLE IF NOT EXISTS news_scoring (
+    news_id VARCHAR,
+    ingested_at TIMESTAMPTZ,
+    finished_at TIMESTAMPTZ,
+    outcome VARCHAR,
+    PRIMARY KEY (news_id)
+);
 
 -- Adaptive conformal inference per model version (migration 0008), written by the prediction agent
 -- through SQL only. RisingWave has no SELECT ... FOR UPDATE: cryptopredict.store.adaptation locks the row

@@ -227,3 +227,27 @@ func TestVouchedNeedsLookupAndCredentialOfTheCurrentGeneration(t *testing.T) {
 		t.Fatalf("%d credentials remembered", len(v.credentials))
 	}
 }
+
+func TestCallersAreBoundedAndExemptHostsCountedOnly(t *testing.T) {
+	c := newCallers(2, []string{"::1"})
+	if !c.take("a", false) || !c.take("a", false) || c.take("a", false) {
+		t.Fatal("want two streams of a, then a refusal")
+	}
+	if !c.take("b", false) || !c.take("a", true) {
+		t.Fatal("another caller, and an exempt one, are not refused")
+	}
+	c.release("a")
+	c.release("a")
+	if !c.take("a", false) || c.open["a"] != 2 {
+		t.Fatalf("a release frees a slot: %v", c.open)
+	}
+	c.release("a")
+	c.release("a")
+	c.release("b")
+	if len(c.open) != 0 {
+		t.Fatalf("every slot released: %v", c.open)
+	}
+	if u := newCallers(0, nil); !u.take("a", false) || !u.take("a", false) {
+		t.Fatal("a limit of 0 bounds nobody")
+	}
+}

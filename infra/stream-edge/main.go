@@ -17,6 +17,8 @@
 //   - When the server goes away, the edge's streams end with UNAVAILABLE (clients reconnect, as they
 //     would to the server) and it forgets its predictions and what the server vouched for.
 //   - Every other method is relayed to the server as it is.
+//   - The edge holds its subscribers' streams, so it bounds them per caller itself (callers.go), with
+//     the server's grpc.max_streams_per_caller; the server sees only a short admission stream each.
 package main
 
 import (
@@ -82,6 +84,7 @@ type edge struct {
 	token    string
 	health   *health.Server
 	vouched  *vouched
+	callers  *callers
 
 	latestFromEdge     atomic.Int64 // GetLatestPrediction answered here
 	latestFromUpstream atomic.Int64 // ... and relayed to the server
@@ -217,6 +220,14 @@ func (e *edge) streamPredictions(_ any, stream grpc.ServerStream) error {
 	if err := stream.RecvMsg(&request); err != nil {
 		return err
 	}
+	caller, exempt := identify(stream.Context(), e.callers.exempt)
+	if !e.callers.take(caller, exempt) {
+		// Before admission, so a caller at its bound costs the server nothing; same words as the server's.
+		return status.Errorf(codes.ResourceExhausted,
+			"caller has %d prediction streams open, the most one caller may hold (grpc.max_streams_per_caller): close one first",
+			e.callers.limit)
+	}
+	defer e.callers.release(caller)
 	if err := e.admit(stream.Context(), request); err != nil {
 		return err
 	}
@@ -353,6 +364,8 @@ func main() {
 	keyFile := flag.String("tls-key", "", "PEM private key")
 	upstreamCA := flag.String("upstream-ca", "", "verify a TLS upstream against this CA bundle (empty: plaintext upstream)")
 	metricsAddr := flag.String("metrics", "", "serve /metrics on this address (empty: off)")
+	maxStreams := flag.Int("max-streams-per-caller", 0, "streams one caller may hold (0: no bound)")
+	exemptHosts := flag.String("stream-limit-exempt", "", "comma-separated addresses not held to that bound")
 	flag.Parse()
 	if (*certFile == "") != (*keyFile == "") {
 		log.Fatal("set both -tls-cert and -tls-key, or neither")
@@ -379,6 +392,7 @@ func main() {
 		token:    os.Getenv(tokenEnv),
 		health:   health.NewServer(),
 		vouched:  newVouched(),
+		callers:  newCallers(*maxStreams, strings.FieldsFunc(*exemptHosts, func(r rune) bool { return r == ',' })),
 	}
 	e.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	e.health.SetServingStatus(service, healthpb.HealthCheckResponse_NOT_SERVING)

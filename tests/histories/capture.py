@@ -31,16 +31,18 @@ from cryptopredict import workflow_types
 from cryptopredict.kafka_admin import delete_topics, topic_names
 from cryptopredict.kraken.protocol import subscribe_request
 from cryptopredict.kraken.sources import PairSpec, synthetic_market
+from cryptopredict.models import DeadLetter, Prediction
 from cryptopredict.models.backfill import BackfillInput, BackfillProgress
 from cryptopredict.models.drift import DriftMonitorInput, DriftReport
 from cryptopredict.models.news_flow import NewsIngestInput, NewsIngestResult
+from cryptopredict.models.retention import RetentionInput, RetentionReport, RetentionScope
 from cryptopredict.models.training import TrainingInput, TrainingResult
 from cryptopredict.orchestration import temporal_client
 from cryptopredict.settings import Settings, get_settings
 from cryptopredict.simulators.exchange import ReplayExchange
 from cryptopredict.simulators.markets import synthetic_candles
 from cryptopredict.simulators.news import NewsServer, sample_news_items
-from cryptopredict.store.candles import async_engine, upsert_candles
+from cryptopredict.store.candles import async_engine, insert_dead_letters, upsert_candles, upsert_predictions
 from cryptopredict.store.migrate import migrate
 from cryptopredict.topics import sentiment_workflow_id, training_workflow_id
 from workflows.worker import build_news_workers, build_worker
@@ -276,12 +278,57 @@ async def capture_news(client: Client, settings: Settings) -> None:
             task.cancel()
 
 
+async def capture_retention(client: Client, settings: Settings) -> None:
+    """RetentionWorkflow, every kind on, scoped to objects of its own: an old prediction and dead letter
+    of its pair and source (deleted), no models or studies under its prefixes, its own late_trades topic
+    name (no such topic: left alone)."""
+    run = uuid.uuid4().hex[:8]
+    pair, source = unique_pair("R"), f"capture-retention-{run}"
+    old = datetime.now(UTC) - timedelta(days=400)
+    migrate(settings.postgres)
+    engine = async_engine(settings.postgres)
+    try:
+        prediction = Prediction(
+            pair=pair,
+            interval_s=60,
+            horizon_s=60,
+            made_at=old,
+            feature_time=old,
+            target_time=old,
+            last_price=100.0,
+            predicted_price=101.0,
+            model_name=source,
+            model_version="1",
+        )
+        await upsert_predictions(engine, [prediction])
+        await insert_dead_letters(engine, [DeadLetter(source=source, reason="capture", raw="x", at=old)])
+    finally:
+        await engine.dispose()
+    request = RetentionInput(
+        scope=RetentionScope(
+            pairs=[pair], dead_letter_sources=[source], model_prefix=f"{source}-", study_prefix=f"{source}-"
+        )
+    )
+    async with training_worker(client, settings) as task_queue:
+        handle = await client.start_workflow(
+            workflow_types.RETENTION,
+            request,
+            id=source,
+            task_queue=task_queue,
+            execution_timeout=TIMEOUT,
+            result_type=RetentionReport,
+        )
+        print(f"RetentionWorkflow: {(await handle.result()).summary()}")
+        await save(handle, "RetentionWorkflow")
+
+
 GROUPS: dict[str, tuple[list[str], Callable[[Client, Settings], Awaitable[None]]]] = {
     "training": ([f"TrainingWorkflow-{variant}" for *_, variant in TRAINING_VARIANTS], capture_training),
     "retrain": (["ScheduledRetrainWorkflow", "TrainingWorkflow-not-enough-data"], capture_retrain),
     "drift": (["DriftMonitorWorkflow-breach", "DriftMonitorWorkflow-report-only"], capture_drift),
     "backfill": (BACKFILL_NAMES, capture_backfill),
     "news": (["NewsIngestWorkflow", "SentimentWorkflow"], capture_news),
+    "retention": (["RetentionWorkflow"], capture_retention),
 }
 
 

@@ -26,12 +26,11 @@ import httpx
 import mlflow
 import optuna
 import pytest
-from sqlalchemy import func, select
 from temporalio.client import WorkflowExecutionStatus
-from test_stream_restarts import Run, assert_same_as_uninterrupted
+from topic_prefixes import run_prefix
 
 from cryptopredict import stack
-from cryptopredict.features.candles import CandleState
+from cryptopredict.drill import Run, assert_same_as_uninterrupted, assert_store_holds_each_once
 from cryptopredict.kafka_admin import admin_client
 from cryptopredict.kraken.sources import synthetic_market
 from cryptopredict.ml import pyfunc, registry
@@ -44,7 +43,6 @@ from cryptopredict.stack.kafka_cluster import KafkaNode
 from cryptopredict.stack.profile import load_profile_settings, read_secrets
 from cryptopredict.store.candles import async_engine, upsert_candles
 from cryptopredict.store.migrate import migrate
-from cryptopredict.store.schema import candles, predictions, technical_indicators
 from cryptopredict.topics import TRADES, registered_model_name, topic_name, training_workflow_id
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
@@ -199,7 +197,7 @@ async def test_the_cluster_survives_a_broker_a_stream_worker_and_a_training_work
         heartbeat_timeout_s=5.0,
     )
     try:
-        async with Run(settings, tmp_path, "drill", env=env) as run:
+        async with Run(settings, tmp_path, run_prefix("drill"), env=env) as run:
             metrics_ports = [free_port(), free_port()]
             stream_workers = []
             for port in metrics_ports:  # two workers on one host: a metrics port each
@@ -226,8 +224,8 @@ async def test_the_cluster_survives_a_broker_a_stream_worker_and_a_training_work
 
             # Records Faust drops at the end of a partition after a crash are found by the stream guard
             # within its 120 s allowance, and the restarted worker makes the windows then.
-            await assert_same_as_uninterrupted(settings, run, trades, PAIRS, tmp_path, timeout_s=300)
-            await assert_store_holds_each_once(settings, engine, trades)
+            await assert_same_as_uninterrupted(settings, run, trades, PAIRS, timeout_s=300)
+            await assert_store_holds_each_once(settings, engine, trades, PAIRS)
             metrics_text = await scrape(metrics_ports[0])
             # Every process of the run and of the stack, brokers and relay included, as `ps` shows them.
             command_lines = await asyncio.to_thread(all_command_lines)
@@ -286,58 +284,3 @@ async def test_the_cluster_survives_a_broker_a_stream_worker_and_a_training_work
             assert secret not in text, f"a secret is in the {place}"
     # The database password neither (MLflow's server gets its backend URL from the environment).
     assert f":{settings.postgres.password}@" not in command_lines
-
-
-async def assert_store_holds_each_once(settings: Settings, engine, trades) -> None:
-    """Candles and indicator rows of every closed window, and a prediction per 1-minute candle, once."""
-    expected: set[tuple[str, int, datetime]] = set()
-    for pair in PAIRS:
-        for interval_s in (60, 300):
-            state = CandleState(pair=pair, interval_s=interval_s, grace_s=settings.features.grace_s)
-            expected |= {
-                (c.pair, c.interval_s, c.window_start)
-                for t in trades
-                if t.pair == pair
-                for c in state.add_trade(t)[0]
-            }
-    deadline = time.monotonic() + 300  # the stream guard may take its 120 s allowance, then restart
-    while True:
-        async with engine.connect() as conn:
-            stored = {
-                tuple(row)
-                for row in await conn.execute(
-                    select(candles.c.pair, candles.c.interval_s, candles.c.window_start).where(
-                        candles.c.pair.in_(PAIRS)
-                    )
-                )
-            }
-            indicator_rows = {
-                tuple(row)
-                for row in await conn.execute(
-                    select(
-                        technical_indicators.c.pair,
-                        technical_indicators.c.interval_s,
-                        technical_indicators.c.window_start,
-                    ).where(technical_indicators.c.pair.in_(PAIRS))
-                )
-            }
-            forecasts = (
-                await conn.execute(
-                    select(predictions.c.pair, predictions.c.feature_time, func.count())
-                    .where(predictions.c.pair.in_(PAIRS), predictions.c.interval_s == 60)
-                    .group_by(predictions.c.pair, predictions.c.feature_time)
-                )
-            ).all()
-        predicted = {(pair, feature_time) for pair, feature_time, _ in forecasts}
-        minute_candles = {(pair, start) for pair, interval_s, start in expected if interval_s == 60}
-        if stored == expected and indicator_rows == expected and minute_candles <= predicted:
-            break
-        if time.monotonic() > deadline:
-            pytest.fail(
-                f"store after the drill: {len(expected - stored)} candles missing, {len(stored - expected)} extra; "
-                f"{len(expected - indicator_rows)} indicator rows missing; "
-                f"{len(minute_candles - predicted)} of {len(minute_candles)} candles without a prediction"
-            )
-        await asyncio.sleep(2)
-    assert all(count == 1 for _, _, count in forecasts), "a candle has two predictions"
-    assert predicted == minute_candles

@@ -30,9 +30,9 @@ from sqlalchemy import text
 from test_grpc_server import log_persistence
 from test_pipeline import free_port
 from test_prediction_agent import LAGS, log_xgboost, promote, register, wait_for_log
-from test_stream_restarts import start_worker
-from topic_prefixes import run_prefix
+from topic_prefixes import NAMESPACE, run_prefix, session_pair
 
+from cryptopredict.drill import start_worker
 from cryptopredict.kafka_admin import ensure_topics
 from cryptopredict.kraken.sources import synthetic_trades
 from cryptopredict.ml.registry import mark_challenger, register_version
@@ -43,7 +43,7 @@ from cryptopredict.simulators.exchange import Faults, ReplayExchange
 from cryptopredict.store.candles import async_engine, insert_dead_letters
 from cryptopredict.store.migrate import migrate
 from cryptopredict.store.news import insert_news_items, insert_sentiment_scores
-from cryptopredict.topics import registered_model_name
+from cryptopredict.topics import registered_model_name, registered_model_prefix
 from streams.trade_feed import run_feed
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(900)]
@@ -63,7 +63,7 @@ def start() -> datetime:
 
 @pytest.fixture(scope="module")
 def pair() -> str:
-    return f"G{uuid.uuid4().hex[:5].upper()}/USD"
+    return session_pair("G")
 
 
 @pytest.fixture(scope="module")
@@ -189,7 +189,7 @@ def seeded_registry(settings: Settings) -> Iterator[str]:
     )
     run_id = client.create_run(experiment_id).info.run_id
     client.set_terminated(run_id)
-    name = f"dashboard-test-{uuid.uuid4().hex[:6]}"
+    name = f"{registered_model_prefix(NAMESPACE)}dashboard{uuid.uuid4().hex[:6]}"
     first = register_version(
         client, f"runs:/{run_id}/persistence", name, run_id, {"kind": "persistence", "test_mae": "10.5"}
     )

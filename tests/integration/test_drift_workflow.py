@@ -14,6 +14,7 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 from temporalio.service import RPCError, RPCStatusCode
+from topic_prefixes import session_pair
 
 from cryptopredict.kafka_admin import read_topic
 from cryptopredict.models import Candle, Prediction
@@ -24,7 +25,13 @@ from cryptopredict.simulators.markets import synthetic_candles
 from cryptopredict.store.candles import async_engine, sync_engine, upsert_candles, upsert_predictions
 from cryptopredict.store.drift import read_drift_reports
 from cryptopredict.store.migrate import migrate
-from cryptopredict.topics import DRIFT_REPORTS, registered_model_name, topic_name, training_workflow_id
+from cryptopredict.topics import (
+    DRIFT_REPORTS,
+    drift_workflow_id,
+    registered_model_name,
+    topic_name,
+    training_workflow_id,
+)
 from workflows.worker import build_worker
 
 pytestmark = pytest.mark.integration
@@ -44,7 +51,7 @@ BUDGET = {
 
 
 def unique_pair() -> str:
-    return f"D{uuid.uuid4().hex[:5].upper()}/USD"
+    return session_pair("D")
 
 
 def continued(candles: list[Candle], price: float) -> list[Candle]:
@@ -186,7 +193,9 @@ async def test_a_drift_breach_on_a_shifted_replay_starts_exactly_one_training_wo
     assert any(feature in request_seen.reason for feature in breached)
     assert request_seen.trials == BUDGET["trials"] and request_seen.lags == BUDGET["lags"]
     memo = await (await client.get_workflow_handle(training_id).describe()).memo()
-    assert memo["reason"] == request_seen.reason and memo["triggered_by"].startswith("drift-")
+    assert memo["reason"] == request_seen.reason and memo["triggered_by"].startswith(
+        drift_workflow_id(pair, 60, 1)
+    )
 
     # Recorded: every check is a row of drift_reports and a record on the topic.
     engine = sync_engine(settings.postgres)

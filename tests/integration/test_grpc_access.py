@@ -188,3 +188,75 @@ async def test_metrics_endpoint_reports_calls_streams_and_drops() -> None:
     )
     assert scraped["cryptopredict_grpc_dropped_predictions_total"] >= 3
     assert scraped['cryptopredict_grpc_streams_total{code="CANCELLED"}'] >= 1
+
+
+async def open_stream(channel: grpc.aio.Channel, token: str | None = None) -> grpc.aio.UnaryStreamCall:
+    """A StreamPredictions call once the server has answered it: accepted (headers) or refused (status)."""
+    metadata = (("authorization", f"Bearer {token}"),) if token else None
+    call = pb_grpc.PredictionServiceStub(channel).StreamPredictions(
+        pb.StreamPredictionsRequest(pairs=["BTC/USD"], interval_s=60), metadata=metadata
+    )
+    await call.initial_metadata()
+    return call
+
+
+async def assert_refused(call: grpc.aio.UnaryStreamCall, limit: int) -> None:
+    with pytest.raises(grpc.aio.AioRpcError) as refused:
+        await call.read()
+    assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert f"has {limit} prediction streams open" in refused.value.details()
+    assert "grpc.max_streams_per_caller" in refused.value.details()
+
+
+async def test_streams_per_caller_are_bounded_and_a_closed_one_frees_its_slot() -> None:
+    port = serve_metrics("127.0.0.1", 0)
+    assert port is not None
+    settings = local_settings(max_streams_per_caller=3, stream_limit_exempt_hosts=[])
+    async with start_server(settings, PredictionHub(), consume=False, grace=0.5) as running:
+        running.hub.publish(make_prediction())
+        # Each stream on a channel of its own: separate connections (other ports) are the same caller.
+        channels = [grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") for _ in range(5)]
+        try:
+            calls = [await open_stream(channel) for channel in channels[:3]]
+            for call in calls:  # accepted and delivering
+                assert (await call.read()).prediction.pair == "BTC/USD"
+            assert running.slots.open == {"127.0.0.1": 3}
+            await assert_refused(await open_stream(channels[3]), 3)
+            assert running.slots.open == {"127.0.0.1": 3}  # a refusal holds no slot
+            calls[0].cancel()  # a client going away frees its slot
+            await wait_until(lambda: running.slots.open == {"127.0.0.1": 2})
+            replacement = await open_stream(channels[4])
+            assert (await replacement.read()).prediction.pair == "BTC/USD"
+            assert running.slots.open == {"127.0.0.1": 3}
+            await assert_refused(await open_stream(channels[0]), 3)
+        finally:
+            for channel in channels:
+                await channel.close()
+        await wait_until(lambda: running.slots.open == {})
+    scraped = await scrape(port)
+    assert scraped['cryptopredict_grpc_streams_total{code="RESOURCE_EXHAUSTED"}'] >= 2
+
+
+async def test_with_tokens_each_token_is_a_caller_and_exempt_hosts_are_not_bounded() -> None:
+    settings = local_settings(
+        tokens=[TOKEN, "second-token"], max_streams_per_caller=1, stream_limit_exempt_hosts=[]
+    )
+    async with start_server(settings, PredictionHub(), consume=False, grace=0.5) as running:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            first = await open_stream(channel, TOKEN)
+            await assert_refused(await open_stream(channel, TOKEN), 1)
+            second = await open_stream(channel, "second-token")  # same address, another caller
+            assert running.slots.open == {"token #1": 1, "token #2": 1}
+            first.cancel()
+            second.cancel()
+            await wait_until(lambda: running.slots.open == {})
+    # Loopback is exempt by default (the stream edge beside the server admits its subscribers through it).
+    async with start_server(
+        local_settings(max_streams_per_caller=1), PredictionHub(), consume=False
+    ) as running:
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel:
+            calls = [await open_stream(channel) for _ in range(3)]
+            assert running.slots.open == {"127.0.0.1": 3}
+            for call in calls:
+                call.cancel()
+            await wait_until(lambda: running.slots.open == {})

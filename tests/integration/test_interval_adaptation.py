@@ -4,11 +4,11 @@ and two workers updating at once count each outcome once."""
 
 from __future__ import annotations
 
-import uuid
 from concurrent.futures import ThreadPoolExecutor
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from topic_prefixes import session_pair
 
 from cryptopredict.ml.intervals import aci_update
 from cryptopredict.models import Prediction
@@ -60,7 +60,7 @@ async def store(settings, pair: str, hits: list[bool], version: str = "1") -> No
 
 async def test_misses_widen_the_interval_and_the_state_carries_over(settings):
     migrate(settings.postgres)
-    pair = f"A{uuid.uuid4().hex[:5].upper()}/USD"
+    pair = session_pair("A")
     name = f"aci-test-{pair}"
     hits = [False, False, True, False, True, True, False, False]
     await store(settings, pair, hits)
@@ -81,7 +81,7 @@ async def test_misses_widen_the_interval_and_the_state_carries_over(settings):
 
 async def test_two_workers_at_once_count_each_outcome_once(settings):
     migrate(settings.postgres)
-    pair = f"B{uuid.uuid4().hex[:5].upper()}/USD"
+    pair = session_pair("B")
     hits = [i % 3 != 0 for i in range(60)]
     await store(settings, pair, hits)
     engine = sync_engine(settings.postgres)

@@ -3,10 +3,10 @@ its target time is in the store, and the live figures per model version follow f
 
 from __future__ import annotations
 
-import uuid
 from datetime import UTC, datetime, timedelta
 
 import pytest
+from topic_prefixes import session_pair
 
 from cryptopredict.ml.intervals import christoffersen_pvalue, kupiec_pvalue
 from cryptopredict.models import Prediction
@@ -40,7 +40,7 @@ def prediction(pair: str, candle, predicted: float, version: str, bounds=(None, 
 
 async def test_live_error_skill_and_coverage_per_model_version(settings):
     migrate(settings.postgres)
-    pair = f"L{uuid.uuid4().hex[:5].upper()}/USD"
+    pair = session_pair("L")
     candles = synthetic_candles(pair, 60, 6, T0, seed=1)
     engine = async_engine(settings.postgres)
     # v1: persistence (predicts the last close, interval +-1); v2: off by +10 with a narrow interval.
@@ -86,7 +86,7 @@ def interval_around(realised: float, i: int) -> tuple[float, float]:
 
 async def test_interval_figures_per_regime_score_and_coverage_tests(settings):
     migrate(settings.postgres)
-    pair = f"L{uuid.uuid4().hex[:5].upper()}/USD"
+    pair = session_pair("L")
     candles = synthetic_candles(pair, 60, len(INSIDE) + 1, T0, seed=2)
     realised = [c.close for c in candles[1:]]  # each prediction's target candle is the next one
     with_intervals = [

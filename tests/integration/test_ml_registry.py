@@ -15,6 +15,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 from mlflow.models.model import ModelInfo
+from topic_prefixes import NAMESPACE
 from xgboost import XGBRegressor
 
 from cryptopredict.ml.pyfunc import load_forecast_model, log_forecast_model, predict_frame
@@ -34,6 +35,7 @@ from cryptopredict.ml.registry import (
 from cryptopredict.models import ModelRef
 from cryptopredict.retrain.runs import RetrainRuns
 from cryptopredict.settings import Settings
+from cryptopredict.topics import registered_model_prefix
 
 pytestmark = pytest.mark.integration
 
@@ -52,7 +54,7 @@ def client(settings: Settings) -> Iterator[MlflowClient]:
 
 @pytest.fixture
 def name(client: MlflowClient) -> Iterator[str]:
-    model_name = f"registry-test-{uuid.uuid4().hex[:12]}"
+    model_name = f"{registered_model_prefix(NAMESPACE)}registry{uuid.uuid4().hex[:12]}"
     yield model_name
     client.delete_registered_model(model_name)
 

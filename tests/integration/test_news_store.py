@@ -9,12 +9,22 @@ from datetime import UTC, datetime, timedelta
 
 import pandas as pd
 import pytest
+from sqlalchemy import select
 
 from cryptopredict.models import NewsItem, SentimentScore
 from cryptopredict.orchestration import ensure_news_schedule, temporal_client
 from cryptopredict.store.candles import async_engine, sync_engine
 from cryptopredict.store.migrate import migrate
-from cryptopredict.store.news import insert_news_items, insert_sentiment_scores, read_sentiment_features
+from cryptopredict.store.news import (
+    DEAD_LETTERED,
+    SCORED,
+    finish_scoring,
+    insert_news_items,
+    insert_sentiment_scores,
+    pending_news_items,
+    read_sentiment_features,
+)
+from cryptopredict.store.schema import news_scoring
 from cryptopredict.topics import NEWS_SCHEDULE_ID
 
 pytestmark = pytest.mark.integration
@@ -96,3 +106,36 @@ async def test_the_llm_endpoint_check_skips_a_server_that_is_not_ollama(settings
     assert await ensure_llm_model(settings.llm) == "other"  # the local llama.cpp server
     closed = settings.llm.model_copy(update={"base_url": f"http://127.0.0.1:{free_port()}/v1"})
     assert await ensure_llm_model(closed) == "unreachable"
+
+
+async def test_the_scoring_outbox_holds_stored_items_until_scored_or_dead_lettered(settings):
+    migrate(settings.postgres)
+    run = uuid.uuid4().hex[:6]
+    old = datetime(2000, 1, 1, tzinfo=UTC)  # older than anything else pending on a shared stack
+    items = [
+        news(f"outbox-{run}-{n}", n).model_copy(update={"ingested_at": old + timedelta(minutes=n)})
+        for n in range(4)
+    ]
+    ids = [item.id for item in items]
+    engine = async_engine(settings.postgres)
+    try:
+        await insert_news_items(engine, list(reversed(items)))
+        assert [i.id for i in await pending_news_items(engine, 3)] == ids[:3]  # oldest first, bounded
+        assert (await pending_news_items(engine, 1))[0] == items[0]  # the stored item, whole
+        score = SentimentScore(
+            news_id=ids[0], coin="BTC", score=1, confidence=1.0, model="m", prompt_version="v1", scored_at=T0
+        )
+        await insert_sentiment_scores(engine, [score])  # scores stored: scored
+        await finish_scoring(engine, ids[1], DEAD_LETTERED, T0)
+        await finish_scoring(engine, ids[2], SCORED, T0, [])  # scored, naming no coin
+        await finish_scoring(engine, ids[1], SCORED, T0)  # a finished row stays as it ended
+        assert [i.id for i in await pending_news_items(engine, 3)][:1] == ids[3:]
+        await finish_scoring(engine, ids[3], SCORED, T0)
+        async with engine.connect() as conn:
+            rows = (await conn.execute(select(news_scoring).where(news_scoring.c.news_id.in_(ids)))).all()
+    finally:
+        await engine.dispose()
+    assert sorted((r.news_id, r.outcome) for r in rows) == [
+        (ids[0], SCORED), (ids[1], DEAD_LETTERED), (ids[2], SCORED), (ids[3], SCORED)
+    ]  # fmt: skip
+    assert all(r.finished_at is not None for r in rows)

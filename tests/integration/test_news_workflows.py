@@ -8,25 +8,29 @@ import contextlib
 import subprocess
 import sys
 import uuid
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 
+import httpx
 import pytest
 from pydantic import SecretStr
 from scrape import scrape
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from temporalio.client import WorkflowExecutionStatus, WorkflowFailureError
 from temporalio.common import WorkflowIDReusePolicy
 from temporalio.exceptions import WorkflowAlreadyStartedError
 from topic_prefixes import run_prefix
 
+from cryptopredict import news_flow
 from cryptopredict.cli.demo import free_port
 from cryptopredict.models.news_flow import NewsIngestInput, NewsIngestResult, SentimentInput, SentimentResult
+from cryptopredict.news.sources import RssSource
 from cryptopredict.orchestration import metrics_runtime, temporal_client
 from cryptopredict.simulators.news import INJECTION_TITLE, NewsFaults, NewsServer, sample_news_items
 from cryptopredict.stack.llm import bundled_gguf
 from cryptopredict.store.candles import async_engine
 from cryptopredict.store.migrate import migrate
-from cryptopredict.store.schema import dead_letters, sentiment_scores
+from cryptopredict.store.news import insert_news_items
+from cryptopredict.store.schema import dead_letters, news_scoring, sentiment_scores
 from cryptopredict.topics import sentiment_workflow_id
 from workflows.news import NewsIngestWorkflow, SentimentWorkflow
 from workflows.worker import build_news_workers
@@ -93,7 +97,8 @@ async def test_a_burst_of_news_is_scored_once_each(settings):
             NewsIngestWorkflow.run, request, id=f"news-ingest-{uuid.uuid4().hex[:8]}", **ingest
         )
         assert len(first.new) == first.sentiment_workflows_started >= len(items)
-        assert again.new == [] and again.sentiment_workflows_started == 0  # nothing is scored twice
+        # Nothing is scored twice: items still being scored come back (not finished yet), not restarted.
+        assert len(again.new) == again.resumed and again.sentiment_workflows_started == 0
         assert any(INJECTION_TITLE in item.title for item in first.new)
 
         results = [
@@ -233,3 +238,82 @@ async def test_the_worker_metrics_endpoint_counts_workflows_and_llm_calls(settin
     assert calls and calls[0] >= 1
     latency = [v for k, v in scraped.items() if k.startswith("cryptopredict_llm_latency_seconds_count")]
     assert latency and latency[0] >= 1
+
+
+async def test_items_stored_by_a_run_that_died_are_scored_by_the_next_once_each_oldest_first(settings):
+    """An ingest activity that dies between storing its items and returning them (its insert done, no
+    result) leaves them in the scoring outbox: the next runs start their scoring, `pending_per_run` a run
+    and oldest first, and each ends scored (or dead-lettered) exactly once."""
+    run = uuid.uuid4().hex[:6]
+    served = [item.model_copy(update={"id": f"{item.id}-died-{run}"}) for item in sample_news_items(3)]
+    bounded = settings.model_copy(update={"news": settings.news.model_copy(update={"pending_per_run": 2})})
+    async with news_workers(bounded) as (client, run_settings), NewsServer(served, NewsFaults()) as server:
+        engine = async_engine(run_settings.postgres)
+        request = NewsIngestInput(
+            rss_feeds=[server.rss_url("all")], llm_task_queue=run_settings.temporal.llm_task_queue
+        )
+        # What the activity does before it dies: poll, store. Stored as older than anything else pending on
+        # a shared stack, so the oldest-first order is observable.
+        async with httpx.AsyncClient() as http:
+            polled = await news_flow.poll([RssSource(server.rss_url("all"))], http, datetime.now(UTC))
+        oldest = datetime(2001, 1, 1, tzinfo=UTC)
+        items = [
+            item.model_copy(update={"ingested_at": oldest + timedelta(minutes=n)})
+            for n, item in enumerate(polled.items)
+        ]
+        ids = [item.id for item in items]
+        try:
+            assert len(ids) == 3 and sorted(await insert_news_items(engine, items)) == sorted(ids)
+
+            async def ingest() -> NewsIngestResult:
+                return await client.execute_workflow(
+                    NewsIngestWorkflow.run,
+                    request,
+                    id=f"news-ingest-{uuid.uuid4().hex[:8]}",
+                    task_queue=run_settings.temporal.news_task_queue,
+                    result_type=NewsIngestResult,
+                )
+
+            async def scored(news_ids: list[str]) -> list[SentimentResult]:
+                handles = [
+                    client.get_workflow_handle(sentiment_workflow_id(i), result_type=SentimentResult)
+                    for i in news_ids
+                ]
+                return [await asyncio.wait_for(handle.result(), 300) for handle in handles]
+
+            def ours(result: NewsIngestResult) -> list[str]:
+                # Other runs on a shared stack may have left items pending too (newer than ours).
+                return [i.id for i in result.new if i.id in ids]
+
+            first = await ingest()  # the retry: its insert finds every item stored already
+            assert ours(first) == ids[:2] and first.resumed == 2  # the bound, oldest first
+            results = await scored(ids[:2])
+            second = await ingest()
+            assert ours(second) == ids[2:]
+            results += await scored(ids[2:])
+            assert ours(await ingest()) == []  # all finished
+
+            async with engine.connect() as conn:
+                outbox = (
+                    await conn.execute(select(news_scoring).where(news_scoring.c.news_id.in_(ids)))
+                ).all()
+                rows = (
+                    await conn.execute(select(sentiment_scores).where(sentiment_scores.c.news_id.in_(ids)))
+                ).all()
+        finally:
+            # A failed run must not leave its (oldest) items pending for the next runs on this stack.
+            async with engine.begin() as conn:
+                await conn.execute(delete(news_scoring).where(news_scoring.c.news_id.in_(ids)))
+            await engine.dispose()
+        for news_id in ids:  # one scoring workflow per item, ever
+            runs = [
+                w async for w in client.list_workflows(f"WorkflowId = '{sentiment_workflow_id(news_id)}'")
+            ]
+            assert len(runs) == 1, news_id
+    assert [r.news_id for r in results] == ids
+    assert {(r.news_id, r.finished_at is not None, r.outcome) for r in outbox} == {
+        (i, True, "scored") for i in ids
+    }
+    assert sorted((r.news_id, r.coin) for r in rows) == sorted(
+        (r.news_id, c) for r in results for c in r.coins
+    )

@@ -15,11 +15,12 @@ from itertools import islice
 import pandas as pd
 import pytest
 from aiokafka import AIOKafkaConsumer
+from aiokafka.partitioner import DefaultPartitioner
 from prometheus_client import REGISTRY
 from scrape import scrape
 from sqlalchemy import and_, or_, select
 from ta_parity import assert_matches_ta
-from topic_prefixes import run_prefix
+from topic_prefixes import NAMESPACE, run_prefix
 
 from cryptopredict.features.candles import CandleState
 from cryptopredict.features.indicators import WARM_UP, IndicatorConfig, indicator_frame, ta_frame
@@ -33,12 +34,22 @@ from cryptopredict.simulators.exchange import ReplayExchange
 from cryptopredict.store.candles import async_engine
 from cryptopredict.store.ohlcvt import read_ohlcvt
 from cryptopredict.store.schema import candles, dead_letters, technical_indicators
-from cryptopredict.topics import CANDLES, DEAD_LETTERS, FAUST_APP_ID, LATE_TRADES, TRADES, topic_name
+from cryptopredict.topics import (
+    CANDLES,
+    DEAD_LETTERS,
+    FAUST_APP_ID,
+    LATE_TRADES,
+    TRADES,
+    namespaced_pair,
+    topic_name,
+)
 from streams.trade_feed import run_feed
 
 pytestmark = pytest.mark.integration
 
-PAIR = "ITP/USD"
+# The exchange trades ITP/USD; the run, in the test namespace, names it test.ITP/USD from the feed on.
+VENUE_PAIR = "ITP/USD"
+PAIR = namespaced_pair(VENUE_PAIR, NAMESPACE)
 ANCHOR = datetime(2026, 2, 1, tzinfo=UTC)
 HAND_ANCHOR = datetime(2026, 3, 1, tzinfo=UTC)
 
@@ -55,17 +66,18 @@ def run_settings(settings):
     return settings.model_copy(
         update={
             "kafka": settings.kafka.model_copy(update={"topic_prefix": prefix}),
-            "kraken": settings.kraken.model_copy(update={"pairs": [PAIR]}),
+            "kraken": settings.kraken.model_copy(update={"pairs": [VENUE_PAIR]}),
             "metrics": settings.metrics.model_copy(update={"stream_port": free_port()}),
         }
-    )
+    ).in_namespace(NAMESPACE)
 
 
 @pytest.fixture
 def faust_worker(run_settings, tmp_path):
     env = os.environ | {
         "CRYPTOPREDICT_KAFKA__TOPIC_PREFIX": run_settings.kafka.topic_prefix,
-        "CRYPTOPREDICT_KRAKEN__PAIRS": f'["{PAIR}"]',
+        "CRYPTOPREDICT_NAMESPACE": NAMESPACE,
+        "CRYPTOPREDICT_KRAKEN__PAIRS": f'["{VENUE_PAIR}"]',
         "CRYPTOPREDICT_METRICS__STREAM_PORT": str(run_settings.metrics.stream_port),
     }
     log = (tmp_path / "faust.log").open("wb")
@@ -81,13 +93,13 @@ def faust_worker(run_settings, tmp_path):
 
 
 async def test_replayed_trades_become_exact_candle_rows(run_settings, faust_worker):
-    trades = list(synthetic_trades(PAIR, ANCHOR, minutes=40, trades_per_minute=30, seed=11))
+    trades = list(synthetic_trades(VENUE_PAIR, ANCHOR, minutes=40, trades_per_minute=30, seed=11))
     await assert_pipeline_reproduces_candles(run_settings, trades, faust_worker, speed=1200)
     # A malformed record on the trades topic is kept as a dead letter; the stream goes on.
     publisher = ReliablePublisher(run_settings.kafka)
     await publisher.start()
     await publisher.publish(
-        topic_name(TRADES, run_settings.kafka.topic_prefix), b"{not a trade", key=b"ITP/USD"
+        topic_name(TRADES, run_settings.kafka.topic_prefix), b"{not a trade", key=PAIR.encode()
     )
     await publisher.stop()
     letters = await read_dead_letters(run_settings, expected=1)
@@ -107,7 +119,10 @@ async def test_replayed_trades_become_exact_candle_rows(run_settings, faust_work
 
     # The worker's /metrics tells the same story: the dead letter by kind, and the group's lag (caught up).
     group = topic_name(FAUST_APP_ID, run_settings.kafka.topic_prefix)
-    trades_lag = f'cryptopredict_kafka_consumer_lag{{group="{group}",partition="0",topic="{topic_name(TRADES, run_settings.kafka.topic_prefix)}"}}'
+    # The partition the pair's key hashes to: the one the group has committed offsets for.
+    partitions = list(range(run_settings.kafka.partitions))
+    partition = DefaultPartitioner()(PAIR.encode(), partitions, partitions)
+    trades_lag = f'cryptopredict_kafka_consumer_lag{{group="{group}",partition="{partition}",topic="{topic_name(TRADES, run_settings.kafka.topic_prefix)}"}}'
     async with asyncio.timeout(60):
         while True:
             scraped = await scrape(run_settings.metrics.stream_port)
@@ -205,7 +220,7 @@ async def read_dead_letters(run_settings, expected: int, timeout_s: float = 60) 
 
 @pytest.mark.realdata
 async def test_real_kraken_hour_becomes_exact_candle_rows(run_settings, faust_worker, shared_data):
-    trades = list(csv_trades(shared_data / "kraken" / "BTCUSD_trades_2019-07-01T00.csv", PAIR))
+    trades = list(csv_trades(shared_data / "kraken" / "BTCUSD_trades_2019-07-01T00.csv", VENUE_PAIR))
     await assert_pipeline_reproduces_candles(run_settings, trades, faust_worker, speed=600)
 
 
@@ -215,7 +230,7 @@ async def test_kraken_hourly_history_gets_tas_indicators_in_the_store(
 ):
     """Kraken's XBT/USD hours (the first 3,000 of the export, gaps included) through the candles topic,
     the indicator agent and the store sink: the stored rows equal `ta` over the same candles."""
-    pair = "IXB/USD"  # the export under a pair of its own, so no other test's rows are touched
+    pair = namespaced_pair("IXB/USD", NAMESPACE)  # the export under a pair of its own
     history = list(islice(read_ohlcvt(shared_data / "kraken" / "XBTUSD_60.csv", pair, 3600), 3000))
     assert any(c.gap for c in history)
     started = datetime.now(UTC)
@@ -265,7 +280,8 @@ async def assert_pipeline_reproduces_candles(run_settings, trades, faust_worker,
     try:
         for interval_s in (60, 300):
             state = CandleState(pair=PAIR, interval_s=interval_s, grace_s=run_settings.features.grace_s)
-            expected = [c for t in trades for c in state.add_trade(t)[0]]
+            named = [t.model_copy(update={"pair": PAIR}) for t in trades]  # as the feed names them
+            expected = [c for t in named for c in state.add_trade(t)[0]]
             assert len(expected) >= (38 if interval_s == 60 else 7)  # both sources span 40 minutes or more
             rows = await wait_for_rows(engine, candles, interval_s, started, len(expected), faust_worker)
             by_start = {r["window_start"]: r for r in rows}

@@ -19,7 +19,7 @@ import pandas as pd
 import pytest
 from mlflow import MlflowClient
 from sqlalchemy import text
-from topic_prefixes import run_prefix
+from topic_prefixes import NAMESPACE, run_prefix
 from xgboost import XGBRegressor
 
 from cryptopredict.features.indicators import IndicatorConfig
@@ -40,6 +40,7 @@ from cryptopredict.topics import (
     DEAD_LETTERS,
     PREDICTION_REFUSALS,
     PREDICTIONS,
+    namespaced_pair,
     registered_model_name,
     topic_name,
 )
@@ -47,9 +48,12 @@ from cryptopredict.topics import (
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(600)]
 
 TAG = uuid.uuid4().hex[:5].upper()
-PAIR = f"PA{TAG}/USD"  # xgboost champion at horizon 1 (promoted mid-stream), persistence at horizon 2
-SENTIMENT_PAIR = f"PS{TAG}/USD"  # a champion that reads sentiment, for a coin never scored
-CALIBRATED_PAIR = f"PC{TAG}/USD"  # a calibrated persistence champion at a second interval, 5 minutes
+# An xgboost champion at horizon 1 (promoted mid-stream), persistence at horizon 2.
+PAIR = namespaced_pair(f"PA{TAG}/USD", NAMESPACE)
+# A champion that reads sentiment, for a coin never scored.
+SENTIMENT_PAIR = namespaced_pair(f"PS{TAG}/USD", NAMESPACE)
+# A calibrated persistence champion at a second interval, 5 minutes.
+CALIBRATED_PAIR = namespaced_pair(f"PC{TAG}/USD", NAMESPACE)
 CALIBRATED_CANDLES = 200
 T0 = datetime(2026, 4, 1, tzinfo=UTC)
 LAGS = [f"ret_lag_{k}" for k in (1, 2, 3)]

@@ -24,7 +24,6 @@ import asyncio
 import json
 import re
 import shlex
-import uuid
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
@@ -38,6 +37,7 @@ from google.protobuf.json_format import MessageToDict, ParseDict
 from grpc_health.v1 import health_pb2
 from mlflow import MlflowClient
 from test_grpc_server import log_persistence
+from topic_prefixes import session_pair
 
 from cryptopredict.ml.intervals import kupiec_pvalue
 from cryptopredict.ml.registry import ensure_persistence_champion
@@ -265,7 +265,7 @@ async def seed_ledger(settings: Settings, pair: str) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 async def served() -> AsyncIterator[Served]:
-    pair = f"R{uuid.uuid4().hex[:5].upper()}/USD"
+    pair = session_pair("R")
     base = get_settings()
     # The server answers for configured pairs only: here the test's pair stands in for BTC/USD.
     settings = base.model_copy(

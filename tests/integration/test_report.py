@@ -6,12 +6,12 @@ from __future__ import annotations
 import re
 import subprocess
 import sys
-import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import numpy as np
 import pytest
+from topic_prefixes import session_pair
 
 from cryptopredict.ml.intervals import REGIMES, christoffersen_pvalue, kupiec_pvalue
 from cryptopredict.models.ml import Prediction
@@ -49,7 +49,7 @@ async def test_report_renders_the_charts_and_prints_the_ledgers_figures(tmp_path
 
     settings = get_settings()
     migrate(settings.postgres)
-    pair = f"R{uuid.uuid4().hex[:5].upper()}/USD"
+    pair = session_pair("R")
     candles = synthetic_candles(pair, 60, 600, T0, seed=5)  # 10 hours of 1m candles
     rng = np.random.default_rng(5)
     # Version 4 serves until minute 540, then the promoted version 5; the interval holds most outcomes.
@@ -126,7 +126,7 @@ async def test_report_renders_the_charts_and_prints_the_ledgers_figures(tmp_path
 
 
 def test_report_of_a_pair_without_data_says_so() -> None:
-    done = report("--pair", f"N{uuid.uuid4().hex[:5].upper()}/USD")
+    done = report("--pair", session_pair("N"))
     assert done.returncode == 2
     assert "no candles of" in done.stderr and "Traceback" not in done.stderr
     assert done.stdout == ""

@@ -475,3 +475,43 @@ async def test_edge_leaves_quantile_selection_and_targets_to_the_server(
             assert error.value.code() == grpc.StatusCode.INVALID_ARGUMENT
             assert "not served" in error.value.details()
         assert await edge.metric(ANSWERED_BY_EDGE) == 1
+
+
+async def test_edge_bounds_streams_per_caller_and_the_server_admits_its_bursts(
+    server: RunningServer, tmp_path: Path
+) -> None:
+    """The edge holds its subscribers' streams, so it bounds them per caller itself; the server (loopback
+    exempt by default) admits a burst of subscribers through the edge beyond its own bound."""
+    server.hub.publish(make_prediction("BTC/USD", minute=0))
+    bounded = local_settings(max_streams_per_caller=2, stream_limit_exempt_hosts=[])
+    request = pb.StreamPredictionsRequest(pairs=["BTC/USD"], interval_s=60)
+    async with running_edge(with_port(bounded, server.port), tmp_path) as edge:
+        async with grpc.aio.insecure_channel(edge.target) as channel:
+            stub = pb_grpc.PredictionServiceStub(channel)
+            calls = [stub.StreamPredictions(request, timeout=30) for _ in range(2)]
+            for call in calls:
+                await call.read()
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub.StreamPredictions(request, timeout=30).read()
+            assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+            assert "grpc.max_streams_per_caller" in refused.value.details()
+            calls[0].cancel()
+            await wait_for_metric(edge, "cryptopredict_edge_subscribers", 1)
+            replacement = stub.StreamPredictions(request, timeout=30)
+            await replacement.read()
+            for call in (calls[1], replacement):
+                call.cancel()
+    server_bound = server.slots.limit  # the server's default bound, which the edge's admissions exceed
+    async with running_edge(with_port(local_settings(), server.port), tmp_path) as edge:
+        async with grpc.aio.insecure_channel(edge.target) as channel:
+            stub = pb_grpc.PredictionServiceStub(channel)
+            burst = [stub.StreamPredictions(request, timeout=30) for _ in range(3 * server_bound)]
+            await asyncio.gather(*(call.read() for call in burst))
+            for call in burst:
+                call.cancel()
+
+
+async def wait_for_metric(edge: Edge, name: str, value: float) -> None:
+    async with asyncio.timeout(10):
+        while await edge.metric(name) != value:  # noqa: ASYNC110 - the edge's state, seen by asking
+            await asyncio.sleep(0.05)

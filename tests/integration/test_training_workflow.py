@@ -21,6 +21,7 @@ import optuna
 import pytest
 from temporalio.api.enums.v1 import PendingActivityState
 from temporalio.client import WorkflowFailureError
+from topic_prefixes import session_pair
 
 from cryptopredict.kafka_admin import ensure_topics, read_topic
 from cryptopredict.ml import pyfunc, registry
@@ -57,7 +58,7 @@ async def seed(settings, pair: str, ar: float, seed: int, n: int = N_CANDLES) ->
 
 
 def unique_pair() -> str:
-    return f"T{uuid.uuid4().hex[:5].upper()}/USD"
+    return session_pair("T")
 
 
 def scheduled_activities(history) -> list[str]:

@@ -18,9 +18,9 @@ pytestmark = pytest.mark.unit
 
 REPO = Path(__file__).resolve().parents[2]
 PACKAGE = REPO / "cryptopredict"
-OUTSIDE_CORE = {"cryptopredict.cli", "cryptopredict.stack", "cryptopredict.simulators"}
+OUTSIDE_CORE = {"cryptopredict.cli", "cryptopredict.stack", "cryptopredict.simulators", "cryptopredict.drill"}
 ADAPTERS = {"streams", "grpc_server", "workflows", "activities"}
-CORE_CONTRACT = "The domain core imports no adapter, entry point, launcher or simulator"
+CORE_CONTRACT = "The domain core imports no adapter, entry point, launcher, simulator or drill"
 
 
 def core_contract() -> dict[str, list[str]]:
@@ -57,7 +57,13 @@ def test_no_core_module_imports_an_adapter_entry_point_launcher_or_simulator() -
     assert not illegal
 
 
-LAYERS = ["cryptopredict.cli", "cryptopredict.stack", "cryptopredict.simulators", *sorted(ADAPTERS)]
+LAYERS = [
+    "cryptopredict.cli",
+    "cryptopredict.stack",
+    "cryptopredict.simulators",
+    "cryptopredict.drill",
+    *sorted(ADAPTERS),
+]
 
 
 def layer_of(module: str) -> str:

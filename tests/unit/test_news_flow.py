@@ -109,17 +109,19 @@ class Recorded:
         self.scores: list[Any] = []
         self.published: list[tuple[str, list[tuple[bytes, bytes]]]] = []
         self.calls: list[str] = []
+        self.finished: list[tuple[str, str]] = []  # (news id, outcome) of the scoring outbox
 
         async def letters(engine: object, rows: list[DeadLetter]) -> int:
             self.letters += rows
             return len(rows)
 
-        async def scores(engine: object, rows: list[Any]) -> int:
+        async def finish(engine: object, news_id: str, outcome: str, at: datetime, rows: Any = ()) -> int:
             self.scores += rows
+            self.finished.append((news_id, outcome))
             return len(rows)
 
         monkeypatch.setattr(news_flow, "insert_dead_letters", letters)
-        monkeypatch.setattr(news_flow, "insert_sentiment_scores", scores)
+        monkeypatch.setattr(news_flow, "finish_scoring", finish)
 
     async def publish(self, topic: str, records: list[tuple[bytes, bytes]]) -> None:
         self.published.append((topic, list(records)))
@@ -167,6 +169,7 @@ async def test_a_scored_item_is_stored_and_published_per_coin(monkeypatch: pytes
         (topics.NEWS_SENTIMENT, [b"BTC", b"ETH"])
     ]
     assert recorded.calls == ["ok"] and recorded.letters == []
+    assert recorded.finished == [("n1", "scored")]
 
 
 async def test_output_that_stays_invalid_is_a_dead_letter_and_fails_for_good(monkeypatch: pytest.MonkeyPatch):
@@ -177,6 +180,7 @@ async def test_output_that_stays_invalid_is_a_dead_letter_and_fails_for_good(mon
     [letter] = recorded.letters
     assert letter.source == "sentiment" and letter.reason.startswith("invalid LLM output: ")
     assert NewsItem.model_validate_json(letter.raw) == item("n1")
+    assert recorded.finished == [("n1", "dead_lettered")]
 
 
 async def test_a_down_llm_raises_as_it_is_and_keeps_nothing(monkeypatch: pytest.MonkeyPatch):
@@ -184,3 +188,17 @@ async def test_a_down_llm_raises_as_it_is_and_keeps_nothing(monkeypatch: pytest.
     with pytest.raises(ModelHTTPError):
         await score(recorded, ModelHTTPError(503, "smollm2"))
     assert recorded.calls == ["unavailable"] and recorded.letters == [] and recorded.scores == []
+    assert recorded.finished == []  # still pending: Temporal retries it
+
+
+def test_items_to_score_are_the_oldest_pending_up_to_the_bound_then_every_new_one() -> None:
+    pending = [item(f"old{n}") for n in range(4)] + [item("new1"), item("new2")]  # as stored: oldest first
+    new = [item("new1"), item("new2")]
+    assert [i.id for i in news_flow.items_to_score(new, pending, 2)] == ["old0", "old1", "new1", "new2"]
+    assert [i.id for i in news_flow.items_to_score(new, pending, 10)] == [
+        "old0", "old1", "old2", "old3", "new1", "new2"
+    ]  # fmt: skip
+    # The new ones are never held back, even by a full backlog; a run that stored nothing resumes alone.
+    assert [i.id for i in news_flow.items_to_score(new, pending[:4], 1)] == ["old0", "new1", "new2"]
+    assert [i.id for i in news_flow.items_to_score([], pending[:4], 3)] == ["old0", "old1", "old2"]
+    assert news_flow.items_to_score([], [], 5) == []

@@ -19,7 +19,8 @@ What runs against the store, by `settings.store.dialect` (the header of the DDL 
   table, in order (RisingWave's INSERT takes all columns or none).
 - PostgreSQL only: the sink's upserts (`upsert_rows` and its wrappers; `store.sink_enabled` is off on
   RisingWave, which ingests the topics), the drift monitor's `upsert_drift_records` (only with the sink
-  on), the Alembic migrations and `migrate`'s advisory lock, `cryptopredict load`; and, outside the
+  on), the Alembic migrations and `migrate`'s advisory lock, `cryptopredict load`, the rows
+  `cryptopredict clean` removes (a demo or test namespace runs on the local stack); and, outside the
   store package, `cryptopredict demo`'s count of candles and the benchmarks, which run on the local stack.
 
 Each store function runs here against an engine that records its statements instead of sending them
@@ -104,7 +105,7 @@ TOPIC_OF = {
     "drift_reports": topics.DRIFT_REPORTS,
 }
 # Written through SQL only (cryptopredict.store.adaptation), not read from a topic.
-WRITTEN_BY_SQL = {"interval_adaptation"}
+WRITTEN_BY_SQL = {"interval_adaptation", "news_scoring"}
 # PostgreSQL's identity and the key that stops its sink storing a letter it reads again: RisingWave reads
 # each record once (its Kafka offsets are in its checkpointed state), and the news flow inserts.
 POSTGRES_ONLY_COLUMNS = {"dead_letters": ["id", "letter_key"]}
@@ -256,6 +257,10 @@ class AsyncRecorder(Recorder):
     async def begin(self) -> AsyncIterator[AsyncRecorder]:
         yield self
 
+    @asynccontextmanager
+    async def connect(self) -> AsyncIterator[AsyncRecorder]:  # type: ignore[override]
+        yield self
+
     async def execute(self, statement: ClauseElement, params: Any = None) -> Result:
         return self.run(statement, params)
 
@@ -263,6 +268,9 @@ class AsyncRecorder(Recorder):
 class Result(list[Any]):
     def all(self) -> list[Any]:
         return list(self)
+
+    def mappings(self) -> Result:
+        return self
 
     def one(self) -> Any:
         assert len(self) == 1
@@ -361,6 +369,7 @@ READS = [
     Call(news.sentiment_at_closes, (PAIR, STARTS, 60)),
     Call(news.scored_sentiment_at_closes, (PAIR, pd.DataFrame({"window_start": STARTS}), 60)),
     Call(news.newest_sentiment_at, (PAIR, T0)),
+    Call(news.pending_news_items, (10,)),
     Call(ledger.ledger_summary, (PAIR, 60, T0)),
     Call(drift.read_drift_reports, (PAIR, 60)),
     Call(report.newest_candle_end, (PAIR, 60)),
@@ -373,6 +382,7 @@ READS = [
 WRITES = [
     Call(news.insert_news_items, ([ITEM, ITEM.model_copy(update={"id": "n2"})],)),
     Call(news.insert_sentiment_scores, ([SCORE],)),
+    Call(news.finish_scoring, ("n1", news.SCORED, T0, [SCORE])),
     Call(candles.insert_dead_letters, ([LETTER],)),
     Call(adaptation.adapt_interval_level, ("cryptopredict-btcusd-60s-h1", "3", 0.8, 0.005), adaptation_rows),
     # A version seen for the first time: its row is made.
@@ -388,6 +398,7 @@ POSTGRES_ONLY = {
     "migrate.migrate",
     "migrate.downgrade",
     "loader.load_ohlcvt",
+    "namespace.remove_namespace_rows",
 }
 # Make engines or read settings; send nothing.
 NO_SQL = {"candles.async_engine", "candles.sync_engine", "dialect.store_dialect", "dialect.on_risingwave"}
@@ -454,13 +465,15 @@ async def test_writes_take_a_risingwave_path_that_risingwave_runs(call: Call) ->
     for sql in on_risingwave:
         statement = parsed(sql, key(call.function))
         assert not unsupported(statement), sql
-        assert isinstance(statement, exp.Query | exp.Insert | exp.Set), sql
+        # An UPDATE by key: the scoring outbox's row finished.
+        assert isinstance(statement, exp.Query | exp.Insert | exp.Update | exp.Set), sql
         if isinstance(statement, exp.Insert):
             inserts += 1
             table, named = insert_columns(statement)
             assert named == columns[table], f"{sql}: RisingWave's INSERT names all columns, in order"
             assert not statement.args.get("returning"), sql
-    assert inserts == 1, on_risingwave
+    # One per table written (news items come with their outbox rows).
+    assert 1 <= inserts <= 2, on_risingwave
     # Written rows are visible to the next read when the call returns, as on PostgreSQL.
     assert on_risingwave[0] == "SET RW_IMPLICIT_FLUSH = true"
 
@@ -485,8 +498,10 @@ async def test_news_de_duplication_on_risingwave_inserts_and_returns_only_unseen
     recorder = AsyncRecorder("risingwave", lambda sql: [stored("n1")] if sql.startswith("SELECT") else [])
     items = [ITEM, ITEM.model_copy(update={"id": "n2"}), ITEM.model_copy(update={"id": "n2"})]
     assert await news.insert_news_items(recorder, items) == ["n2"]
-    (insert,) = [params for sql, params in recorder.executed if sql.startswith("INSERT")]
+    (insert,) = [params for sql, params in recorder.executed if sql.startswith("INSERT INTO news_items")]
     assert [row["id"] for row in insert] == ["n2"]
+    (outbox,) = [params for sql, params in recorder.executed if sql.startswith("INSERT INTO news_scoring")]
+    assert [(row["news_id"], row["finished_at"]) for row in outbox] == [("n2", None)]
     recorder = AsyncRecorder(
         "risingwave", lambda sql: [stored("n1"), stored("n2")] if "SELECT" in sql else []
     )

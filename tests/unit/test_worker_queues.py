@@ -67,6 +67,9 @@ def calls(monkeypatch: pytest.MonkeyPatch) -> list[str]:
         cryptopredict.orchestration, "ensure_training_schedules", record("schedule:retrain", [])
     )
     monkeypatch.setattr(cryptopredict.orchestration, "ensure_drift_schedules", record("schedule:drift", []))
+    monkeypatch.setattr(
+        cryptopredict.orchestration, "ensure_retention_schedule", record("schedule:retention", False)
+    )
     return done
 
 
@@ -85,6 +88,7 @@ async def test_every_queue_by_default_as_before(calls: list[str]) -> None:
         "schedule:news",
         "schedule:retrain",
         "schedule:drift",
+        "schedule:retention",
         "worker:training",
         "worker:news",
         "worker:llm",
@@ -94,7 +98,7 @@ async def test_every_queue_by_default_as_before(calls: list[str]) -> None:
 @pytest.mark.parametrize(
     ("queues", "expected"),
     [
-        (["training"], ["schedule:retrain", "schedule:drift", "worker:training"]),
+        (["training"], ["schedule:retrain", "schedule:drift", "schedule:retention", "worker:training"]),
         (["news"], ["schedule:news", "worker:news"]),
         (["llm"], ["llm-check", "worker:llm"]),
         (["news", "llm"], ["llm-check", "schedule:news", "worker:news", "worker:llm"]),

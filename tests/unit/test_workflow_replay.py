@@ -35,6 +35,7 @@ from workflows.backfill import BackfillWorkflow
 from workflows.drift import DriftMonitorWorkflow
 from workflows.interceptors import WorkflowMetrics
 from workflows.news import NewsIngestWorkflow, SentimentWorkflow
+from workflows.retention import RetentionWorkflow
 from workflows.training import ScheduledRetrainWorkflow, TrainingWorkflow
 
 pytestmark = pytest.mark.unit
@@ -48,6 +49,7 @@ WORKFLOWS = [
     DriftMonitorWorkflow,
     NewsIngestWorkflow,
     SentimentWorkflow,
+    RetentionWorkflow,
 ]
 # The histories every workflow type must have, by file: both targets of a retrain, its early failure, and
 # the drift monitor's two branches.
@@ -64,6 +66,7 @@ EXPECTED = {
     "DriftMonitorWorkflow-report-only",
     "NewsIngestWorkflow",
     "SentimentWorkflow",
+    "RetentionWorkflow",
 }
 FILES = sorted(HISTORIES.glob("*.json"))
 
