@@ -19,6 +19,7 @@ from cryptopredict.orchestration import temporal_client
 from cryptopredict.settings import Settings
 from cryptopredict.simulators.markets import synthetic_candles
 from cryptopredict.store.candles import async_engine, upsert_candles
+from cryptopredict.store.migrate import migrate
 from cryptopredict.store.schema import candles, predictions, technical_indicators
 from cryptopredict.topics import registered_model_name
 
@@ -56,6 +57,7 @@ class LiveTarget:
     @classmethod
     async def seeded(cls, settings: Settings) -> LiveTarget:
         live = cls(settings)
+        migrate(settings.postgres)  # a fresh stack: the demo's stream worker has not made the tables yet
         engine = async_engine(settings.postgres)
         try:
             seeded = synthetic_candles(live.pair, 60, 300, DEMO_ANCHOR, seed=5)
