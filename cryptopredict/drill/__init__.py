@@ -6,6 +6,7 @@ from cryptopredict.drill.harness import (
     Run,
     assert_same_as_uninterrupted,
     assert_store_holds_each_once,
+    start_training_worker,
     start_worker,
     wait_for,
 )
@@ -15,6 +16,7 @@ __all__ = [
     "Run",
     "assert_same_as_uninterrupted",
     "assert_store_holds_each_once",
+    "start_training_worker",
     "start_worker",
     "wait_for",
 ]

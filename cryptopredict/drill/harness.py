@@ -11,10 +11,10 @@ import subprocess
 import sys
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import pandas as pd
 from sqlalchemy import func, select
@@ -229,3 +229,21 @@ async def assert_store_holds_each_once(
         raise DrillFailure(
             f"predictions of candles that an uninterrupted run does not close: {sorted(predicted - minute_candles)[:5]}"
         )
+
+
+def start_training_worker(
+    task_queue: str, log: IO[bytes], env: Mapping[str, str] | None = None, local_dir: Path | None = None
+) -> subprocess.Popen[bytes]:
+    """A training worker in a child process (its own process group) serving only `task_queue`, with no
+    schedules and no metrics port; `local_dir` gives it a disk of its own, as on another host."""
+    worker_env = dict(os.environ if env is None else env) | {"CRYPTOPREDICT_METRICS__WORKER_PORT": "-1"}
+    if local_dir is not None:
+        worker_env["CRYPTOPREDICT_LOCAL_DIR"] = str(local_dir)
+    command = [sys.executable, "-m", "cryptopredict.cli", "worker", "--queues", "training", "--no-schedules"]
+    return subprocess.Popen(
+        [*command, "--task-queue", task_queue],
+        env=worker_env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )

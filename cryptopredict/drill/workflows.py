@@ -9,7 +9,6 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -17,7 +16,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cryptopredict.drill.harness import NAMESPACE, DrillFailure
+from cryptopredict.drill.harness import NAMESPACE, DrillFailure, start_training_worker
 from cryptopredict.settings import Settings
 from cryptopredict.topics import namespaced_pair
 
@@ -70,16 +69,7 @@ class Retrain:
             await engine.dispose()
         self.log_dir.mkdir(parents=True, exist_ok=True)
         with (self.log_dir / "training.log").open("ab") as log:
-            self.worker = subprocess.Popen(  # noqa: ASYNC220 (started once, waited on in stop)
-                [
-                    sys.executable, "-m", "cryptopredict.cli", "worker", "--queues", "training",
-                    "--no-schedules", "--task-queue", self.task_queue,
-                ],
-                env=os.environ | {"CRYPTOPREDICT_METRICS__WORKER_PORT": "-1"},
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                start_new_session=True,
-            )  # fmt: skip
+            self.worker = start_training_worker(self.task_queue, log)
 
     async def start_workflow(self) -> None:
         """Starts the retrain (at the fault: a small one is over in seconds)."""

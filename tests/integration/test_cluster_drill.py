@@ -16,7 +16,6 @@ import os
 import signal
 import socket
 import subprocess
-import sys
 import time
 import uuid
 from datetime import UTC, datetime
@@ -30,7 +29,12 @@ from temporalio.client import WorkflowExecutionStatus
 from topic_prefixes import run_prefix
 
 from cryptopredict import stack
-from cryptopredict.drill import Run, assert_same_as_uninterrupted, assert_store_holds_each_once
+from cryptopredict.drill import (
+    Run,
+    assert_same_as_uninterrupted,
+    assert_store_holds_each_once,
+    start_training_worker,
+)
 from cryptopredict.kafka_admin import admin_client
 from cryptopredict.kraken.sources import synthetic_market
 from cryptopredict.ml import pyfunc, registry
@@ -111,24 +115,6 @@ def node_pid(settings: Settings, node_id: int) -> int:
     return pid
 
 
-def start_training_worker(env: dict[str, str], local_dir: Path, task_queue: str, log) -> subprocess.Popen:
-    command = [
-        sys.executable,
-        "-m",
-        "cryptopredict.cli",
-        "worker",
-        "--queues",
-        "training",
-        "--no-schedules",
-        "--task-queue",
-        task_queue,
-    ]
-    worker_env = env | {"CRYPTOPREDICT_LOCAL_DIR": str(local_dir), "CRYPTOPREDICT_METRICS__WORKER_PORT": "-1"}
-    return subprocess.Popen(
-        command, env=worker_env, stdout=log, stderr=subprocess.STDOUT, start_new_session=True
-    )
-
-
 async def kill_the_worker_tuning(handle, workers: dict[int, subprocess.Popen], timeout_s: float = 300) -> int:
     """Waits until a tuning batch runs on one of `workers`, kills that worker -9; returns its pid."""
     deadline = time.monotonic() + timeout_s
@@ -181,7 +167,7 @@ async def test_the_cluster_survives_a_broker_a_stream_worker_and_a_training_work
     task_queue = f"training-drill-{uuid.uuid4()}"
     worker_log = (tmp_path / "training.log").open("wb")
     training_workers = [
-        start_training_worker(env, tmp_path / f"worker-{n}", task_queue, worker_log) for n in (1, 2)
+        start_training_worker(task_queue, worker_log, env, tmp_path / f"worker-{n}") for n in (1, 2)
     ]
     client = await temporal_client(settings)
     request = TrainingInput(
