@@ -25,7 +25,7 @@ from pydantic import (
 )
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from cryptopredict.topics import namespaced_pair
+from cryptopredict.topics import Exchange, market_key, namespaced_pair
 
 LOOPBACK_HOSTS = frozenset({"localhost", "127.0.0.1", "::1", "[::1]"})
 
@@ -276,21 +276,46 @@ class NewsSettings(Section):
     pending_per_run: int = Field(default=50, gt=0)
 
 
-class KrakenSettings(Section):
-    ws_url: str = "wss://ws.kraken.com/v2"
-    rest_url: str = "https://api.kraken.com"
+class VenueSettings(Section):
+    """One exchange's public trade feed. Pairs are the project's names (`BTC/USD`); cryptopredict.venues
+    maps them to the venue's own symbols."""
+
+    ws_url: str
+    rest_url: str
     pairs: list[str] = Field(default_factory=lambda: ["BTC/USD"])
-    # No message at all (Kraken sends a heartbeat about every second) for this long: reconnect.
+    # No message at all (heartbeats, pings included) for this long: reconnect.
     heartbeat_timeout_s: float = 10.0
     # Reconnect delays: base * 2**attempt, capped, times a random factor in [0.5, 1].
     backoff_base_s: float = 0.5
     max_backoff_s: float = 30.0
     # Trades stamped further ahead of our clock than this are rejected as malformed.
     max_future_s: float = 60.0
-    # Kraken's public REST limit is about one request a second.
+    # Least time between two public REST requests (gap fills, OHLC checks): the venue's rate limit.
     rest_min_interval_s: float = 1.0
     # A restarted feed fills at most this much downtime from REST itself; longer gaps need a backfill.
     max_gap_fill_s: float = 6 * 3600
+
+
+class KrakenSettings(VenueSettings):
+    ws_url: str = "wss://ws.kraken.com/v2"
+    rest_url: str = "https://api.kraken.com"
+
+
+class CoinbaseSettings(VenueSettings):
+    ws_url: str = "wss://advanced-trade-ws.coinbase.com"
+    rest_url: str = "https://api.coinbase.com"
+    # Public endpoints allow 10 requests a second per IP.
+    rest_min_interval_s: float = 0.2
+
+
+class BinanceSettings(VenueSettings):
+    ws_url: str = "wss://stream.binance.com:9443"
+    rest_url: str = "https://api.binance.com"
+    pairs: list[str] = Field(default_factory=lambda: ["BTC/USDT"])
+    # Binance sends no heartbeat messages, only a ping frame every 20 s; trades are far more frequent.
+    heartbeat_timeout_s: float = 30.0
+    # historicalTrades weighs 25 of the 6,000 request weight a minute.
+    rest_min_interval_s: float = 0.25
 
 
 class GrpcSettings(Section):
@@ -349,11 +374,19 @@ class MetricsSettings(Section):
     worker_port: int = 9103  # Temporal workers: the SDK runtime's endpoint, ours included
     grpc_port: int = 9104
     edge_port: int = 9105  # the stream edge
+    # The feeds of the other venues (one process each; Kraken's is feed_port).
+    coinbase_feed_port: int = 9106
+    binance_feed_port: int = 9107
     # The local Prometheus the stack starts, scraping the ports above.
     prometheus_port: int = 9090
     # More `host:port` targets per job (feed, stream, worker, grpc, edge) for processes on other hosts,
     # e.g. '{"stream": ["10.0.0.5:9102", "10.0.0.6:9102"]}': one job per kind however many hosts run it.
     scrape_targets: dict[str, list[str]] = Field(default_factory=dict)
+
+    def feed_metrics_port(self, exchange: str) -> int:
+        """The /metrics port of one venue's feed."""
+        port: int = self.feed_port if exchange == "kraken" else getattr(self, f"{exchange}_feed_port")
+        return port
 
 
 class FeatureSettings(Section):
@@ -368,6 +401,12 @@ class FeatureSettings(Section):
     # The idle timer closes a pair's windows only after this long without any trade of the pair arriving:
     # a replay of old trades (timestamps long past) must not be cut by the wall clock while it flows.
     idle_close_s: float = 5.0
+    # Venues whose candles of the same coin become features of the targets on the other venues (lagged
+    # returns and the price spread, cryptopredict.features.cross_venue); each must be read (`venues`).
+    # Empty: none. The gate decides whether a model that reads them is promoted.
+    cross_venue: list[Exchange] = Field(default_factory=list)
+    # Lagged returns of each such venue, in candles.
+    cross_venue_lags: int = Field(default=3, ge=1)
 
 
 ForecastTarget = Literal["price", "volatility"]
@@ -500,7 +539,11 @@ class Settings(BaseSettings):
     mlflow: MlflowSettings = Field(default_factory=MlflowSettings)
     llm: LlmSettings = Field(default_factory=LlmSettings)
     news: NewsSettings = Field(default_factory=NewsSettings)
+    # The exchanges whose trades are read; each has its section below. Kraken alone unless set.
+    venues: list[Exchange] = Field(default=["kraken"], min_length=1)
     kraken: KrakenSettings = Field(default_factory=KrakenSettings)
+    coinbase: CoinbaseSettings = Field(default_factory=CoinbaseSettings)
+    binance: BinanceSettings = Field(default_factory=BinanceSettings)
     grpc: GrpcSettings = Field(default_factory=GrpcSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     features: FeatureSettings = Field(default_factory=FeatureSettings)
@@ -539,10 +582,20 @@ class Settings(BaseSettings):
             )
         return self.model_copy(update={"namespace": namespace})._apply_namespace()
 
+    def venue(self, exchange: str) -> VenueSettings:
+        """The settings section of one exchange."""
+        section: VenueSettings = getattr(self, exchange)
+        return section
+
+    def venue_pairs(self, exchange: str) -> list[str]:
+        """One venue's pairs as the project names them (namespaced when a namespace is set)."""
+        return [namespaced_pair(pair, self.namespace) for pair in self.venue(exchange).pairs]
+
     @property
     def pairs(self) -> list[str]:
-        """The project's names of the configured venue pairs (namespaced when a namespace is set)."""
-        return [namespaced_pair(pair, self.namespace) for pair in self.kraken.pairs]
+        """Market keys (topics.market_key) of every configured pair on every venue read: the pair itself on
+        Kraken, `coinbase:BTC/USD` elsewhere; namespaced when a namespace is set."""
+        return [market_key(exchange, pair) for exchange in self.venues for pair in self.venue_pairs(exchange)]
 
     @model_validator(mode="after")
     def _forecast_intervals_have_candles(self) -> Settings:
@@ -557,6 +610,9 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"forecast interval(s) {unbuilt} have no candles: add them to features.candle_intervals_s"
             )
+        unread = sorted(set(self.features.cross_venue) - set(self.venues))
+        if unread:
+            raise ValueError(f"features.cross_venue names venue(s) {unread} that are not read: add them to venues")
         return self
 
     def forecast_horizons(self) -> dict[int, list[int]]:

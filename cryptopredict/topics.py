@@ -2,7 +2,7 @@
 
 import re
 from datetime import datetime
-from typing import Literal
+from typing import Final, Literal, cast, get_args
 
 TRADES = "trades"
 # Rejected input of every stage, as DeadLetter JSON: the raw payload, its source and the reason.
@@ -61,7 +61,7 @@ TRAINING_WORKFLOW_ID_PREFIX = "training"
 # - a demo or test namespace joins the prefix with a dot, which no pair or exchange contains:
 #   cryptopredict.demo-btcusd-60s-h1.
 ForecastTarget = Literal["price", "volatility"]
-KRAKEN = "kraken"
+KRAKEN: Final = "kraken"
 TARGET_SUFFIXES: dict[str, str] = {"price": "", "volatility": "-vol"}
 _SEGMENT = re.compile(r"[a-z][a-z0-9]*")
 
@@ -70,11 +70,38 @@ _SEGMENT = re.compile(r"[a-z][a-z0-9]*")
 PAIR_PATTERN = r"^(?:[a-z][a-z0-9]{0,15}\.)?[A-Z0-9]{2,12}/[A-Z0-9]{2,12}$"
 
 
+# A market key: a pair as above, after `<exchange>:` on every venue but Kraken (see market_key).
+MARKET_PATTERN = r"^(?:[a-z][a-z0-9]{0,15}:)?(?:[a-z][a-z0-9]{0,15}\.)?[A-Z0-9]{2,12}/[A-Z0-9]{2,12}$"
+
+
 def namespaced_pair(pair: str, namespace: str | None) -> str:
     """The project's name of a venue's pair inside a namespace (`demo.BTC/USD`); the pair itself without one.
     Every row, record key and name made for a namespaced pair carries the namespace, so a demo or test run
     never writes where a live target does."""
     return pair if namespace is None else f"{namespace}.{pair}"
+
+
+Exchange = Literal["kraken", "coinbase", "binance"]
+EXCHANGES: tuple[str, ...] = get_args(Exchange)
+_EXCHANGE_MARK = ":"
+
+
+def market_key(exchange: str, pair: str) -> str:
+    """The record key, Faust table key and target name of one pair on one venue: the pair itself on
+    Kraken (so nothing made before venues existed is renamed or orphaned), `coinbase:BTC/USD` elsewhere."""
+    if exchange not in EXCHANGES:
+        raise ValueError(f"unknown exchange {exchange!r}; expected one of {list(EXCHANGES)}")
+    return pair if exchange == KRAKEN else f"{exchange}{_EXCHANGE_MARK}{pair}"
+
+
+def split_market(market: str) -> tuple[Exchange, str]:
+    """(exchange, pair) of a market key: `binance:demo.BTC/USDT` -> ("binance", "demo.BTC/USDT")."""
+    exchange, mark, pair = market.partition(_EXCHANGE_MARK)
+    if not mark:
+        return KRAKEN, market
+    if exchange not in EXCHANGES:
+        raise ValueError(f"unknown exchange {exchange!r} in {market!r}; expected one of {list(EXCHANGES)}")
+    return cast(Exchange, exchange), pair
 
 
 def split_namespace(pair: str) -> tuple[str | None, str]:
@@ -92,6 +119,11 @@ def _target_id(
     exchange: str,
     namespace: str | None,
 ) -> str:
+    market_exchange, pair_token = split_market(pair_token)
+    if market_exchange != KRAKEN:
+        if exchange not in (KRAKEN, market_exchange):
+            raise ValueError(f"market {pair_token!r} is on {market_exchange!r}, not {exchange!r}")
+        exchange = market_exchange
     pair_namespace, pair_token = split_namespace(pair_token)
     if pair_namespace is not None:
         if namespace not in (None, pair_namespace):
@@ -158,7 +190,7 @@ def drift_schedule_id(pair: str, interval_s: int, horizon_candles: int) -> str:
 
 
 def backfill_workflow_id(pair: str, start: datetime, end: datetime) -> str:
-    return f"backfill-{pair.replace('/', '')}-{start:%Y%m%dT%H%M%S}-{end:%Y%m%dT%H%M%S}"
+    return f"backfill-{pair.replace('/', '').replace(_EXCHANGE_MARK, '-')}-{start:%Y%m%dT%H%M%S}-{end:%Y%m%dT%H%M%S}"
 
 
 def registered_model_name(

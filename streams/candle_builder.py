@@ -1,6 +1,7 @@
-"""Agent trades -> candles: event-time tumbling windows per (pair, interval); only closed candles go out.
+"""Agent trades -> candles: event-time tumbling windows per (market, interval); only closed candles go out.
+A market is a pair on one venue, keyed as topics.market_key names it (the pair itself on Kraken).
 
-State per (pair, interval) lives in the `candle_state` table (changelogged, JSON) so a restarted worker
+State per (market, interval) lives in the `candle_state` table (changelogged, JSON) so a restarted worker
 resumes where it stopped. An idle timer sends ticks through Kafka, so idle windows are closed inside
 the agent, where table writes are allowed and ordered with the trades of the same partition. Trades
 whose window has closed go to `late_trades`.
@@ -48,25 +49,25 @@ trades_topic_name = topic_name(TRADES, settings.kafka.topic_prefix)
 candle_state = state_table("candle_state")
 
 
-def state_key(pair: str, interval_s: int) -> str:
-    return f"{pair}|{interval_s}"
+def state_key(market: str, interval_s: int) -> str:
+    return f"{market}|{interval_s}"
 
 
 # Parsed states by key, with the table value they were parsed from: while the table still holds that very
 # object, nothing else changed it (recovery after a rebalance puts new objects in), so parsing is skipped.
 _parsed: dict[str, tuple[object, CandleState]] = {}
-# When each pair's last trade record arrived (monotonic clock); a pair absent here arrived "now".
+# When each market's last trade record arrived (monotonic clock); a market absent here arrived "now".
 _last_arrival: dict[str, float] = {}
 
 
-def _state_for(pair: str, interval_s: int) -> CandleState:
-    key = state_key(pair, interval_s)
+def _state_for(market: str, interval_s: int) -> CandleState:
+    key = state_key(market, interval_s)
     stored = candle_state.get(key)
     cached = _parsed.get(key)
     if cached is not None and cached[0] is stored:
         return cached[1]
     if stored is None:
-        return CandleState(pair=pair, interval_s=interval_s, grace_s=settings.features.grace_s)
+        return CandleState(pair=market, interval_s=interval_s, grace_s=settings.features.grace_s)
     return CandleState.model_validate(stored)
 
 
@@ -82,7 +83,7 @@ async def _deliver(closed: list[Candle], late: dict[int, tuple[Trade, list[int]]
     the broker has all of them."""
     pending: list[Awaitable[object]] = []
     for candle in closed:
-        pending.append(await candles_topic.send(key=candle.pair.encode(), value=candle.to_json_bytes()))
+        pending.append(await candles_topic.send(key=candle.market.encode(), value=candle.to_json_bytes()))
     for trade, intervals in late.values():
         reason = f"late trade: its window is already closed at interval(s) {intervals} s"
         raw = trade.model_dump_json().encode()
@@ -91,7 +92,7 @@ async def _deliver(closed: list[Candle], late: dict[int, tuple[Trade, list[int]]
     published_at = datetime.now(UTC)
     for candle in closed:
         interval = str(candle.interval_s)
-        metrics.CANDLES_CLOSED.labels(candle.pair, interval).inc()
+        metrics.CANDLES_CLOSED.labels(candle.market, interval).inc()
         metrics.CANDLE_CLOSE_DELAY.labels(interval).observe(
             (published_at - candle.window_end).total_seconds()
         )
@@ -103,8 +104,8 @@ async def _on_trades(raw: bytes) -> None:
     except ValidationError as exc:
         await dead_letter("candle_builder", raw, f"invalid trade batch: {exc.errors()[0]['msg']}")
         return
-    _last_arrival[batch.pair] = time.monotonic()
-    states = [_state_for(batch.pair, interval_s) for interval_s in INTERVALS]
+    _last_arrival[batch.market] = time.monotonic()
+    states = [_state_for(batch.market, interval_s) for interval_s in INTERVALS]
     closed: list[Candle] = []
     late: dict[int, tuple[Trade, list[int]]] = {}
     duplicates = 0
@@ -117,7 +118,7 @@ async def _on_trades(raw: bytes) -> None:
             duplicates += outcome == "duplicate"
     if duplicates:
         logger.info(
-            "dropped %d repeated trade updates of %s (a replay after a restart)", duplicates, batch.pair
+            "dropped %d repeated trade updates of %s (a replay after a restart)", duplicates, batch.market
         )
     await _deliver(closed, late)
     for state in states:
@@ -133,11 +134,11 @@ def _trades_backlog(partition: int) -> bool:
     return highwater is None or (highwater > 0 and (read is None or read + 1 < highwater))
 
 
-async def _on_tick(pair: str, partition: int) -> None:
-    quiet_s = time.monotonic() - _last_arrival.setdefault(pair, time.monotonic())
+async def _on_tick(market: str, partition: int) -> None:
+    quiet_s = time.monotonic() - _last_arrival.setdefault(market, time.monotonic())
     if quiet_s < settings.features.idle_close_s or _trades_backlog(partition):
         return
-    states = [_state_for(pair, interval_s) for interval_s in INTERVALS]
+    states = [_state_for(market, interval_s) for interval_s in INTERVALS]
     closed = [candle for state in states for candle in state.close_idle(datetime.now(UTC))]
     if closed:
         await _deliver(closed, {})
@@ -161,6 +162,6 @@ async def build_candles(stream):  # type: ignore[no-untyped-def]
 
 @app.timer(interval=settings.features.idle_check_s)
 async def tick_idle_windows() -> None:
-    pairs = {key.split("|", 1)[0] for key in list(candle_state.keys())}
-    for pair in pairs:
-        await candle_ticks_topic.send(key=pair.encode(), value=b"{}")
+    markets = {key.split("|", 1)[0] for key in list(candle_state.keys())}
+    for market in markets:
+        await candle_ticks_topic.send(key=market.encode(), value=b"{}")

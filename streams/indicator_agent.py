@@ -1,4 +1,4 @@
-"""Agent candles -> technical_indicators: O(1) incremental indicators per (pair, interval).
+"""Agent candles -> technical_indicators: O(1) incremental indicators per (market, interval).
 
 State lives in the `indicator_state` table (changelogged, JSON). The code is the one training uses
 (`cryptopredict.features.indicators`), so live and historical values are the same numbers.
@@ -37,10 +37,10 @@ async def _on_candle(raw: bytes) -> None:
     except ValidationError as exc:
         await dead_letter("indicator_agent", raw, f"invalid candle: {exc.errors()[0]['msg']}")
         return
-    key = f"{candle.pair}|{candle.interval_s}"
+    key = f"{candle.market}|{candle.interval_s}"
     stored = indicator_state.get(key)
     state = (
-        IndicatorState.new(candle.pair, candle.interval_s)
+        IndicatorState.new(candle.market, candle.interval_s)
         if stored is None
         else IndicatorState.model_validate(stored)
     )
@@ -53,5 +53,5 @@ async def _on_candle(raw: bytes) -> None:
     metrics.INDICATOR_LATENCY.labels(str(candle.interval_s)).observe(time.perf_counter() - started)
     # The row first, acknowledged by the broker, then the state: a kill in between re-sends the same
     # row after the restart instead of losing it (as the candle builder does).
-    await (await indicators_topic.send(key=candle.pair.encode(), value=row.to_json_bytes()))
+    await (await indicators_topic.send(key=candle.market.encode(), value=row.to_json_bytes()))
     indicator_state[key] = state.model_dump(mode="json")

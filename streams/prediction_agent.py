@@ -1,7 +1,8 @@
-"""Agent candles -> predictions, with the current champion of each (pair, interval, horizon): one
-prediction (or refusal) per closed candle of each forecast interval and configured horizon.
+"""Agent candles -> predictions, with the current champion of each (market, interval, horizon): one
+prediction (or refusal) per closed candle of each forecast interval and configured horizon. A market is
+a pair on one venue (topics.market_key: the pair itself on Kraken).
 
-Per pair a changelogged table keeps the recent candles and the indicator state (the same O(1) code as
+Per market a changelogged table keeps the recent candles and the indicator state (the same O(1) code as
 the indicator agent), so the model input is built by the code that built the training dataset. The
 champion is swapped in place when a model event (promotion, rollback) arrives, and a timer checks the
 `champion` alias too, for a move made by hand in MLflow.
@@ -63,14 +64,14 @@ champions: dict[str, Champion] = {}
 interval_levels: dict[tuple[str, str], float] = {}
 
 
-def _state_key(pair: str, interval_s: int) -> str:
-    """The pair alone for features.interval_s, as before further intervals were served, so an upgraded
-    worker keeps its table's history; the pair and interval for the others."""
-    return pair if interval_s == settings.features.interval_s else f"{pair}@{interval_s}s"
+def _state_key(market: str, interval_s: int) -> str:
+    """The market alone for features.interval_s, as before further intervals were served, so an upgraded
+    worker keeps its table's history; the market and interval for the others."""
+    return market if interval_s == settings.features.interval_s else f"{market}@{interval_s}s"
 
 
-def _champion_for(pair: str, interval_s: int, horizon: int) -> Champion:
-    name = registered_model_name(pair, interval_s, horizon)
+def _champion_for(market: str, interval_s: int, horizon: int) -> Champion:
+    name = registered_model_name(market, interval_s, horizon)
     if name not in champions:
         champions[name] = Champion(settings.mlflow.tracking_uri, name)
     return champions[name]
@@ -85,8 +86,8 @@ def _store() -> Engine:
     return _engine
 
 
-async def _refresh(pair: str, interval_s: int, horizon: int) -> None:
-    champion = _champion_for(pair, interval_s, horizon)
+async def _refresh(market: str, interval_s: int, horizon: int) -> None:
+    champion = _champion_for(market, interval_s, horizon)
     try:
         if await asyncio.to_thread(champion.refresh) and champion.serving is not None:
             metrics.MODEL_LOADS.labels(champion.registered_model, "loaded").inc()
@@ -98,13 +99,13 @@ async def _refresh(pair: str, interval_s: int, horizon: int) -> None:
         raw = json.dumps({"registered_model": champion.registered_model, "version": champion.failed_version})
         await dead_letter("prediction_agent", raw.encode(), str(exc))
     except Exception:  # MLflow briefly unreachable: keep serving, try again next tick
-        logger.exception("champion refresh failed for %s %ds h%d", pair, interval_s, horizon)
+        logger.exception("champion refresh failed for %s %ds h%d", market, interval_s, horizon)
 
 
 @app.timer(interval=settings.model.refresh_s)
 async def refresh_champions() -> None:
-    for pair, interval_s, horizon in settings.forecast_targets():
-        await _refresh(pair, interval_s, horizon)
+    for market, interval_s, horizon in settings.forecast_targets():
+        await _refresh(market, interval_s, horizon)
 
 
 async def _adapt(model: Any, ref: ModelRef) -> None:
@@ -163,11 +164,11 @@ async def _on_candle(raw: bytes) -> None:
         return
     if candle.interval_s not in HORIZONS:
         return
-    key = _state_key(candle.pair, candle.interval_s)
+    key = _state_key(candle.market, candle.interval_s)
     stored = prediction_state.get(key)
     history = [] if stored is None else [Candle.model_validate(c) for c in stored["candles"]]
     indicators = (
-        IndicatorState.new(candle.pair, candle.interval_s, INDICATORS)
+        IndicatorState.new(candle.market, candle.interval_s, INDICATORS)
         if stored is None
         else IndicatorState.model_validate(stored["indicators"])
     )
@@ -193,15 +194,15 @@ async def _forecast(history: list[Candle], values: dict[str, float | None]) -> N
     for horizon in HORIZONS[candle.interval_s]:
         outcome = await _predict(history, values, horizon)
         if isinstance(outcome, PredictionRefusal):
-            logger.info("no prediction for %s at %s: %s", candle.pair, candle.window_start, outcome.reason)
+            logger.info("no prediction for %s at %s: %s", candle.market, candle.window_start, outcome.reason)
             sent = await prediction_refusals_topic.send(
-                key=candle.pair.encode(), value=outcome.to_json_bytes()
+                key=candle.market.encode(), value=outcome.to_json_bytes()
             )
             kind = metrics.reason_kind(outcome.reason)
-            metrics.PREDICTION_REFUSALS.labels(candle.pair, outcome.horizon_s, kind).inc()
+            metrics.PREDICTION_REFUSALS.labels(candle.market, outcome.horizon_s, kind).inc()
         elif outcome is not None:
-            sent = await predictions_topic.send(key=candle.pair.encode(), value=outcome.to_json_bytes())
-            metrics.PREDICTIONS.labels(candle.pair, outcome.horizon_s, outcome.model_version).inc()
+            sent = await predictions_topic.send(key=candle.market.encode(), value=outcome.to_json_bytes())
+            metrics.PREDICTIONS.labels(candle.market, outcome.horizon_s, outcome.model_version).inc()
         else:
             continue
         await sent
@@ -212,11 +213,11 @@ async def _predict(
 ) -> Prediction | PredictionRefusal | None:
     """The champion's forecast from the newest candle of `history`; None while there is no champion."""
     candle = history[-1]
-    champion = _champion_for(candle.pair, candle.interval_s, horizon)
+    champion = _champion_for(candle.market, candle.interval_s, horizon)
     while not champion.checked:
         # A worker just (re)started, or the registry was away: the candle waits (in Kafka, unacknowledged)
         # until the registry says whether there is a champion, rather than go without its prediction.
-        await _refresh(candle.pair, candle.interval_s, horizon)
+        await _refresh(candle.market, candle.interval_s, horizon)
         if not champion.checked:
             await asyncio.sleep(REGISTRY_RETRY_S)
     serving = champion.serving

@@ -1,51 +1,88 @@
-"""Trade feed: Kraken WebSocket v2 (or the replay exchange) -> topic `trades`, keyed by pair; one record
-per exchange message and pair (a TradeBatch).
+"""Trade feed: one venue's public trade stream (Kraken WebSocket v2, Coinbase Advanced Trade, Binance
+spot, or the replay exchange speaking it) -> topic `trades`, keyed by market (topics.market_key: the pair
+itself on Kraken); one record per exchange message and pair (a TradeBatch).
 
-Rejected messages go to `dead_letters` with the raw payload and the reason. Gaps after a reconnect
-are filled from Kraken's REST `Trades`. Run: `cryptopredict feed [--url ws://...] [--rest-url http://...]`.
+Rejected messages go to `dead_letters` with the raw payload and the reason. Gaps after a reconnect are
+filled from the venue's REST trades. One process per venue:
+`cryptopredict feed [--venue coinbase] [--url ws://...] [--rest-url http://...]`.
 """
 
 from __future__ import annotations
 
+import importlib
 import logging
-from collections.abc import Callable
+from collections import Counter
+from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, Protocol
 
 from cryptopredict import metrics, topics
 from cryptopredict.kafka_admin import ensure_topics, last_trade_in_topic
-from cryptopredict.kraken.client import KrakenTradeClient, Rejected
-from cryptopredict.kraken.rest import KrakenRestClient
-from cryptopredict.models import DeadLetter, trade_batches
+from cryptopredict.kraken.client import Rejected
+from cryptopredict.models import DeadLetter, Trade, trade_batches
 from cryptopredict.publisher import ReliablePublisher
 from cryptopredict.settings import Settings
 
 logger = logging.getLogger(__name__)
 
 
+class TradeClient(Protocol):
+    """What the feed needs of a venue's client (see cryptopredict/kraken/client.py)."""
+
+    exchange: str
+    pairs: list[str]  # the project's pairs, without a namespace
+    rest: Any
+    counts: Counter[str]
+    last_trade_id: dict[str, int]
+    last_timestamp: dict[str, datetime]
+
+    def batches(self) -> AsyncIterator[list[Trade | Rejected]]: ...
+
+
+# Each venue's client, imported only by a feed that reads that venue.
+TRADE_CLIENTS = {
+    "kraken": "cryptopredict.kraken.client:KrakenTradeClient",
+    "coinbase": "cryptopredict.coinbase.client:CoinbaseTradeClient",
+    "binance": "cryptopredict.binance.client:BinanceTradeClient",
+}
+
+
+def dead_letter_source(exchange: str) -> str:
+    """`trade_feed` for Kraken, as before venues existed (dashboards and alerts select it), else
+    `trade_feed.<exchange>`."""
+    return "trade_feed" if exchange == topics.KRAKEN else f"trade_feed.{exchange}"
+
+
 def trade_client(
-    settings: Settings, url: str | None = None, rest_url: str | None = None
-) -> KrakenTradeClient:
-    kraken = settings.kraken
-    rest = KrakenRestClient(rest_url or kraken.rest_url, min_interval_s=kraken.rest_min_interval_s)
-    return KrakenTradeClient(
-        url or kraken.ws_url,
-        kraken.pairs,
-        rest=rest,
-        heartbeat_timeout_s=kraken.heartbeat_timeout_s,
-        backoff_base_s=kraken.backoff_base_s,
-        max_backoff_s=kraken.max_backoff_s,
-        max_future_s=kraken.max_future_s,
+    settings: Settings, url: str | None = None, rest_url: str | None = None, venue: str = topics.KRAKEN
+) -> TradeClient:
+    """The client of one venue, from its settings section (`kraken`, `coinbase`, `binance`)."""
+    section = settings.venue(venue)
+    module, _, name = TRADE_CLIENTS[venue].partition(":")
+    client_class = getattr(importlib.import_module(module), name)
+    client: TradeClient = client_class(
+        url or section.ws_url,
+        section.pairs,
+        rest=client_class.rest_client(rest_url or section.rest_url, section.rest_min_interval_s),
+        heartbeat_timeout_s=section.heartbeat_timeout_s,
+        backoff_base_s=section.backoff_base_s,
+        max_backoff_s=section.max_backoff_s,
+        max_future_s=section.max_future_s,
     )
+    return client
 
 
-async def resume_from_topic(settings: Settings, client: KrakenTradeClient, trades_topic: str) -> None:
+def _market(settings: Settings, exchange: str, venue_pair: str) -> str:
+    return topics.market_key(exchange, topics.namespaced_pair(venue_pair, settings.namespace))
+
+
+async def resume_from_topic(settings: Settings, client: TradeClient, trades_topic: str) -> None:
     """Starts from the last trade the topic holds per pair, so a restarted feed fills the time it was
-    down from REST, unless that is longer than `kraken.max_gap_fill_s` (then: a backfill's job)."""
-    too_old = datetime.now(UTC) - timedelta(seconds=settings.kraken.max_gap_fill_s)
+    down from REST, unless that is longer than the venue's `max_gap_fill_s` (then: a backfill's job)."""
+    too_old = datetime.now(UTC) - timedelta(seconds=settings.venue(client.exchange).max_gap_fill_s)
     for pair in client.pairs:
         last = await last_trade_in_topic(
-            settings.kafka, trades_topic, topics.namespaced_pair(pair, settings.namespace)
+            settings.kafka, trades_topic, _market(settings, client.exchange, pair)
         )
         if last is None:
             continue
@@ -63,11 +100,12 @@ async def run_feed(
     url: str | None = None,
     max_trades: int | None = None,
     rest_url: str | None = None,
-    client: KrakenTradeClient | None = None,
+    client: TradeClient | None = None,
     on_ack: Callable[[Any, float], None] | None = None,
+    venue: str = topics.KRAKEN,
 ) -> dict[str, int]:
-    """Publishes until cancelled (or `max_trades`); returns the client's counters."""
-    client = client or trade_client(settings, url, rest_url)
+    """Publishes one venue's trades until cancelled (or `max_trades`); returns the client's counters."""
+    client = client or trade_client(settings, url, rest_url, venue)
     publisher = ReliablePublisher(settings.kafka, on_ack=on_ack)
     trades_topic = topics.topic_name(topics.TRADES, settings.kafka.topic_prefix)
     dead_letter_topic = topics.topic_name(topics.DEAD_LETTERS, settings.kafka.topic_prefix)
@@ -81,11 +119,18 @@ async def run_feed(
         async for events in client.batches():
             trades = []
             for event in events:
+                if isinstance(event, Trade) and event.exchange != client.exchange:
+                    event = Rejected(
+                        event.model_dump_json(), f"a {event.exchange} trade on the {client.exchange} feed"
+                    )
                 if isinstance(event, Rejected):
-                    logger.warning("rejected exchange message: %s", event.reason)
+                    logger.warning("rejected %s message: %s", client.exchange, event.reason)
                     metrics.DEAD_LETTERS.labels("trade_feed", metrics.reason_kind(event.reason)).inc()
                     letter = DeadLetter(
-                        source="trade_feed", reason=event.reason, raw=event.raw, at=datetime.now(UTC)
+                        source=dead_letter_source(client.exchange),
+                        reason=event.reason,
+                        raw=event.raw,
+                        at=datetime.now(UTC),
                     )
                     await publisher.publish(dead_letter_topic, letter.to_json_bytes())
                 elif settings.namespace is None:
@@ -100,11 +145,11 @@ async def run_feed(
                 trades = trades[: max_trades - published]
             for batch in trade_batches(trades):
                 await publisher.publish(
-                    trades_topic, batch.to_json_bytes(), key=batch.pair.encode(), context=batch
+                    trades_topic, batch.to_json_bytes(), key=batch.market.encode(), context=batch
                 )
-                metrics.FEED_TRADES.labels(batch.pair).inc(len(batch.trades))
+                metrics.FEED_TRADES.labels(batch.market).inc(len(batch.trades))
                 newest = max(trade.timestamp for trade in batch.trades)
-                metrics.FEED_LAST_TRADE.labels(batch.pair).set(newest.timestamp())
+                metrics.FEED_LAST_TRADE.labels(batch.market).set(newest.timestamp())
             if (published + len(trades)) // 10_000 > published // 10_000:
                 logger.info("published %d trades (%s)", published + len(trades), dict(client.counts))
             published += len(trades)

@@ -140,19 +140,32 @@ def exchange(
 
 @app.command()
 def feed(
-    url: Annotated[str | None, typer.Option(help="WebSocket URL; default: settings.kraken.ws_url")] = None,
+    venue: Annotated[
+        str, typer.Option(help="kraken | coinbase | binance: the exchange this feed reads")
+    ] = "kraken",
+    url: Annotated[
+        str | None, typer.Option(help="WebSocket URL; default: the venue's ws_url setting")
+    ] = None,
     rest_url: Annotated[
         str | None, typer.Option(help="REST base URL for gap fills; default: settings")
     ] = None,
 ) -> None:
-    """Publish exchange trades to the `trades` topic until interrupted."""
+    """Publish one exchange's trades to the `trades` topic until interrupted (one process per venue)."""
     from cryptopredict.metrics import serve_metrics
     from streams.trade_feed import run_feed
 
     _logging("info")
     settings = get_settings()
-    serve_metrics(settings.metrics.host, settings.metrics.feed_port)
-    asyncio.run(run_feed(settings, url, rest_url=rest_url))
+    _check_venue(venue)
+    serve_metrics(settings.metrics.host, settings.metrics.feed_metrics_port(venue))
+    asyncio.run(run_feed(settings, url, rest_url=rest_url, venue=venue))
+
+
+def _check_venue(venue: str) -> None:
+    from cryptopredict.topics import EXCHANGES
+
+    if venue not in EXCHANGES:
+        raise typer.BadParameter(f"--venue must be one of {', '.join(EXCHANGES)}, not {venue!r}")
 
 
 @app.command()

@@ -18,6 +18,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from cryptopredict.models import Candle, Trade
+from cryptopredict.topics import split_market
 
 TradeOutcome = Literal["accepted", "late", "duplicate"]
 
@@ -123,8 +124,10 @@ class OpenWindow(BaseModel):
         self.trade_count += 1
         return True
 
-    def to_candle(self, pair: str, interval_s: int) -> Candle:
+    def to_candle(self, market: str, interval_s: int) -> Candle:
+        exchange, pair = split_market(market)
         return Candle(
+            exchange=exchange,
             pair=pair,
             interval_s=interval_s,
             window_start=self.start,
@@ -141,8 +144,10 @@ class OpenWindow(BaseModel):
         )
 
 
-def gap_candle(pair: str, interval_s: int, start: datetime, last_close: float) -> Candle:
+def gap_candle(market: str, interval_s: int, start: datetime, last_close: float) -> Candle:
+    exchange, pair = split_market(market)
     return Candle(
+        exchange=exchange,
         pair=pair,
         interval_s=interval_s,
         window_start=start,
@@ -159,6 +164,8 @@ def gap_candle(pair: str, interval_s: int, start: datetime, last_close: float) -
 
 
 class CandleState(BaseModel):
+    # The market key (topics.market_key): the pair itself on Kraken, so states saved before venues existed
+    # still load under the same name.
     pair: str
     interval_s: int
     grace_s: float

@@ -291,6 +291,7 @@ class IndicatorState(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
+    # The market key (topics.market_key), as the candle builder's state holds it.
     pair: str
     interval_s: int
     config: IndicatorConfig
@@ -334,6 +335,7 @@ class IndicatorState(BaseModel):
         """Indicators at this closed candle; `warm_up` when any of them has no value yet."""
         values = dict(zip(self._names, self._step(candle), strict=True))
         return IndicatorRow.model_construct(  # every field comes from a validated candle
+            exchange=candle.exchange,
             pair=candle.pair,
             interval_s=candle.interval_s,
             window_start=candle.window_start,
@@ -342,9 +344,9 @@ class IndicatorState(BaseModel):
         )
 
     def _step(self, candle: Candle) -> list[float | None]:
-        if candle.pair != self.pair or candle.interval_s != self.interval_s:
+        if candle.market != self.pair or candle.interval_s != self.interval_s:
             raise ValueError(
-                f"candle of {candle.pair}/{candle.interval_s}s fed to {self.pair}/{self.interval_s}s"
+                f"candle of {candle.market}/{candle.interval_s}s fed to {self.pair}/{self.interval_s}s"
             )
         prices = self.prices
         start = candle.window_start.timestamp()
@@ -415,7 +417,7 @@ def indicator_frame(candles: Sequence[Candle], config: IndicatorConfig | None = 
     names = config.feature_names()
     if not candles:
         return pd.DataFrame(columns=[*names, WARM_UP])
-    state = IndicatorState.new(candles[0].pair, candles[0].interval_s, config)
+    state = IndicatorState.new(candles[0].market, candles[0].interval_s, config)
     rows = [state._step(candle) for candle in candles]
     frame = pd.DataFrame(rows, columns=names, dtype=float)
     frame.index = pd.DatetimeIndex([c.window_start for c in candles], name="window_start")

@@ -28,6 +28,7 @@ from websockets.asyncio.client import connect
 from cryptopredict.kraken.protocol import MalformedMessage, decode, parse_trades, subscribe_request
 from cryptopredict.kraken.rest import KrakenRestClient, KrakenRestError, to_ns
 from cryptopredict.models import Trade
+from cryptopredict.topics import KRAKEN
 
 logger = logging.getLogger(__name__)
 
@@ -51,6 +52,13 @@ class ConnectionDead(Exception):
 
 
 class KrakenTradeClient:
+    exchange = KRAKEN
+
+    @staticmethod
+    def rest_client(url: str, min_interval_s: float) -> KrakenRestClient:
+        """The REST client that fills this venue's gaps (the feed builds it from the venue's settings)."""
+        return KrakenRestClient(url, min_interval_s=min_interval_s)
+
     def __init__(
         self,
         url: str,

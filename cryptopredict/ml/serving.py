@@ -4,12 +4,15 @@ made from the same feature code as training."""
 from __future__ import annotations
 
 import logging
+from collections.abc import Mapping
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
 import numpy as np
 import pandas as pd
 
+from cryptopredict.features.cross_venue import PREFIX as CROSS_VENUE
+from cryptopredict.features.cross_venue import venues_of
 from cryptopredict.features.indicators import IndicatorConfig
 from cryptopredict.features.model_inputs import feature_frame
 from cryptopredict.ml.adaptive import Scaled, offset_at, scale_of
@@ -20,6 +23,8 @@ from cryptopredict.models import Candle, ModelRef, Prediction, PredictionRefusal
 logger = logging.getLogger(__name__)
 
 CHAMPION = "champion"
+# Another venue's candles when none are at hand: its cross-venue features are NaN and the row is refused.
+NO_CANDLES = pd.DataFrame(columns=["window_start", "close", "gap"])
 
 
 def history_length(lags: int) -> int:
@@ -114,14 +119,29 @@ def input_row(
     lags: int,
     config: IndicatorConfig,
     sentiment: pd.DataFrame | None = None,
+    cross_venue: Mapping[str, pd.DataFrame] | None = None,
+    cross_venue_lags: int = 0,
 ) -> pd.DataFrame:
     """The model input at the newest candle of `history`, by the code that builds the training dataset
-    (cryptopredict.features.model_inputs): one row, NaN where a feature is not available."""
+    (cryptopredict.features.model_inputs): one row, NaN where a feature is not available.
+    `cross_venue`: exchange -> that venue's recent candles of the coin (see cross_venue_window)."""
     last = history[-1]
     candles = pd.DataFrame([c.model_dump() for c in history])
     indicators = pd.DataFrame([indicator_values], index=pd.DatetimeIndex([last.window_start]), dtype=float)
-    frame, _ = feature_frame(candles, last.interval_s, lags, indicators, config, sentiment)
+    frame, _ = feature_frame(
+        candles, last.interval_s, lags, indicators, config, sentiment, cross_venue, cross_venue_lags
+    )
     return frame.iloc[[-1]]
+
+
+def cross_venue_window(model: Any, last: Candle) -> tuple[dict[str, int], datetime, datetime]:
+    """What the model's cross-venue features need at `last`: exchange -> return lags (empty when it reads
+    none), and the span [start, end] of window_start..window_end the other venues' candles must cover
+    (they closed by the start of `last`, cryptopredict.features.cross_venue)."""
+    venues = venues_of(forecast_spec(model).features)
+    step = timedelta(seconds=last.interval_s)
+    back = max(venues.values(), default=0) + 1
+    return venues, last.window_start - step * back, last.window_start
 
 
 def missing_inputs(model: Any, row: pd.DataFrame) -> str | None:
@@ -135,6 +155,12 @@ def missing_inputs(model: Any, row: pd.DataFrame) -> str | None:
         return None
     if any(name.startswith("ret_lag_") for name in empty):
         return f"incomplete history: a gap or a missing candle among the last candles ({empty[0]} is empty)"
+    other_venues = [name for name in empty if name.startswith(CROSS_VENUE)]
+    if other_venues:
+        return (
+            "cross-venue inputs missing: another venue's candle closed before this one is a gap or not"
+            f" in the store ({', '.join(other_venues)})"
+        )
     return f"warm-up: {', '.join(empty)} have no value yet"
 
 
@@ -160,19 +186,26 @@ def predict_next(
     config: IndicatorConfig,
     sentiment: pd.DataFrame | None = None,
     *,
+    cross_venue: Mapping[str, pd.DataFrame] | None = None,
     quantile_levels: list[float] | None = None,
     interval_level: float | None = None,
 ) -> Prediction | PredictionRefusal:
     """A prediction from the newest candle of `history`, or the reason there is none: a feature the
-    model needs is missing (warm-up, a gap or a missing candle among the last `lags + 1`).
+    model needs is missing (warm-up, a gap or a missing candle among the last `lags + 1`, another venue's
+    candle). `cross_venue`: exchange -> that venue's candles in cross_venue_window (a venue the model
+    reads and this leaves out counts as having none).
     `interval_level`: the coverage to draw the interval at (adaptive conformal inference moves it);
     None: the model's calibrated level."""
     last = history[-1]
     horizon = timedelta(seconds=last.interval_s) * horizon_candles
     spec = forecast_spec(model)
+    venues = venues_of(spec.features)
+    others = {exchange: (cross_venue or {}).get(exchange, NO_CANDLES) for exchange in venues}
     # A model that reads no feature (persistence) needs no feature row, and building one costs ~10 ms.
     row = (
-        input_row(history, indicator_values, lags, config, sentiment)
+        input_row(
+            history, indicator_values, lags, config, sentiment, others, max(venues.values(), default=0)
+        )
         if spec.features
         else pd.DataFrame(index=pd.DatetimeIndex([last.window_start]))
     )
@@ -194,6 +227,7 @@ def predict_next(
         # interval: reporting it would count every outcome as outside and give coverage 0 in the ledger.
         band = {}
     return Prediction(
+        exchange=last.exchange,
         pair=last.pair,
         interval_s=last.interval_s,
         horizon_s=int(horizon.total_seconds()),
@@ -238,6 +272,7 @@ def _calibrated_band(
 def refusal(ref: ModelRef, candle: Candle, horizon_candles: int, reason: str) -> PredictionRefusal:
     """What is published instead of a prediction from `candle` when the model's inputs are not fit."""
     return PredictionRefusal(
+        exchange=candle.exchange,
         pair=candle.pair,
         interval_s=candle.interval_s,
         horizon_s=candle.interval_s * horizon_candles,

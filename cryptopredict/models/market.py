@@ -10,11 +10,24 @@ from typing import Literal
 from pydantic import Field, PositiveFloat, field_validator, model_validator
 
 from cryptopredict.models.base import DomainModel, UtcDatetime
-from cryptopredict.topics import PAIR_PATTERN
+from cryptopredict.topics import KRAKEN, PAIR_PATTERN, Exchange, market_key
 
 
-class Trade(DomainModel):
-    """One exchange trade. `timestamp` is the exchange's event time, `ingested_at` our receive time."""
+class OnMarket(DomainModel):
+    """Anything of one pair on one venue. Records written before venues existed carry no exchange: Kraken."""
+
+    exchange: Exchange = KRAKEN
+    pair: str
+
+    @property
+    def market(self) -> str:
+        """Its record key and Faust table key (the pair itself on Kraken): see topics.market_key."""
+        return market_key(self.exchange, self.pair)
+
+
+class Trade(OnMarket):
+    """One exchange trade. `timestamp` is the exchange's event time, `ingested_at` our receive time.
+    `trade_id` is the venue's own sequence for the pair, so it is unique per (exchange, pair)."""
 
     pair: str = Field(min_length=3, pattern=PAIR_PATTERN)
     # Bounded by what the store and the recordings hold (BIGINT, int64); JSON allows any integer.
@@ -32,40 +45,38 @@ MAX_TRADE_BATCH = 500
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
-class TradeBatch(DomainModel):
+class TradeBatch(OnMarket):
     """The value of a `trades` record: consecutive trades of one pair, in exchange order.
 
     One record per exchange message (or REST page chunk) rather than per trade: a stream worker pays a
     fixed cost per record, so batches are what lets one worker keep up with bursts (gap fills, replays).
     """
 
-    pair: str
     trades: list[Trade] = Field(min_length=1, max_length=MAX_TRADE_BATCH)
 
     @model_validator(mode="after")
-    def _one_pair(self) -> TradeBatch:
-        strangers = {t.pair for t in self.trades} - {self.pair}
+    def _one_market(self) -> TradeBatch:
+        strangers = {t.market for t in self.trades} - {self.market}
         if strangers:
-            raise ValueError(f"a batch of {self.pair} holds trades of {sorted(strangers)}")
+            raise ValueError(f"a batch of {self.market} holds trades of {sorted(strangers)}")
         return self
 
 
 def trade_batches(trades: Iterable[Trade], max_size: int = MAX_TRADE_BATCH) -> list[TradeBatch]:
-    """Groups trades per pair, keeping their order, into batches of at most `max_size`."""
-    by_pair: dict[str, list[Trade]] = {}
+    """Groups trades per market (venue and pair), keeping their order, into batches of at most `max_size`."""
+    by_market: dict[str, list[Trade]] = {}
     for trade in trades:
-        by_pair.setdefault(trade.pair, []).append(trade)
+        by_market.setdefault(trade.market, []).append(trade)
     return [
-        TradeBatch(pair=pair, trades=group[i : i + max_size])
-        for pair, group in by_pair.items()
+        TradeBatch(exchange=group[0].exchange, pair=group[0].pair, trades=group[i : i + max_size])
+        for group in by_market.values()
         for i in range(0, len(group), max_size)
     ]
 
 
-class Candle(DomainModel):
+class Candle(OnMarket):
     """A closed OHLCV candle for [window_start, window_end). `gap` marks a window without trades."""
 
-    pair: str
     interval_s: int = Field(gt=0)
     window_start: UtcDatetime
     window_end: UtcDatetime
@@ -91,10 +102,9 @@ class Candle(DomainModel):
         return self
 
 
-class IndicatorRow(DomainModel):
+class IndicatorRow(OnMarket):
     """Technical indicators for one closed candle; `warm_up` marks rows whose windows are not yet full."""
 
-    pair: str
     interval_s: int = Field(gt=0)
     window_start: UtcDatetime
     values: dict[str, float | None]

@@ -7,6 +7,7 @@ from typing import Literal
 from pydantic import Field, PositiveFloat, model_validator
 
 from cryptopredict.models.base import DomainModel, UtcDatetime
+from cryptopredict.models.market import OnMarket
 
 
 class ModelRef(DomainModel):
@@ -33,10 +34,9 @@ class QuantilePrice(DomainModel):
     price: PositiveFloat
 
 
-class Prediction(DomainModel):
+class Prediction(OnMarket):
     """A forecast of the close price `horizon_s` after the feature row's candle closed."""
 
-    pair: str
     interval_s: int = Field(gt=0)
     horizon_s: int = Field(gt=0)
     made_at: UtcDatetime
@@ -73,7 +73,7 @@ class ModelEvent(DomainModel):
     """Published to `model_events` when the champion of a registered model moves."""
 
     registered_model: str
-    pair: str
+    pair: str  # the target's market key (topics.market_key)
     interval_s: int = Field(gt=0)
     horizon_candles: int = Field(gt=0)
     champion: ModelRef
@@ -83,10 +83,9 @@ class ModelEvent(DomainModel):
     at: UtcDatetime
 
 
-class PredictionRefusal(DomainModel):
+class PredictionRefusal(OnMarket):
     """Published to `prediction_refusals` instead of a number when the model's inputs are incomplete."""
 
-    pair: str
     interval_s: int = Field(gt=0)
     horizon_s: int = Field(gt=0)
     feature_time: UtcDatetime

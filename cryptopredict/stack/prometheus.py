@@ -41,13 +41,13 @@ UI_PACKAGES = (
     "libjs-rickshaw",
 )
 SCRAPE_INTERVAL = "5s"
-# Scrape job name -> the MetricsSettings field holding that process's port.
+# Scrape job name -> the MetricsSettings fields holding the ports of its processes (a feed per venue).
 SCRAPE_JOBS = {
-    "feed": "feed_port",
-    "stream": "stream_port",
-    "worker": "worker_port",
-    "grpc": "grpc_port",
-    "edge": "edge_port",
+    "feed": ("feed_port", "coinbase_feed_port", "binance_feed_port"),
+    "stream": ("stream_port",),
+    "worker": ("worker_port",),
+    "grpc": ("grpc_port",),
+    "edge": ("edge_port",),
 }
 
 
@@ -112,9 +112,10 @@ def render_config(metrics: MetricsSettings, rules_dir: Path = RULES_DIR) -> str:
         raise StackError(
             f"metrics.scrape_targets: unknown job(s) {sorted(unknown)}; known: {sorted(SCRAPE_JOBS)}"
         )
-    for job, field in SCRAPE_JOBS.items():
-        port = int(getattr(metrics, field))
-        targets = ([f"{metrics.host}:{port}"] if port >= 0 else []) + metrics.scrape_targets.get(job, [])
+    for job, fields in SCRAPE_JOBS.items():
+        ports = [int(getattr(metrics, field)) for field in fields]
+        targets = [f"{metrics.host}:{port}" for port in ports if port >= 0]
+        targets += metrics.scrape_targets.get(job, [])
         if not targets:
             continue
         lines += [

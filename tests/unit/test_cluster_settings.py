@@ -96,14 +96,17 @@ def test_prometheus_scrapes_each_job_on_every_host_it_is_given():
     from cryptopredict.stack.prometheus import render_config
 
     metrics = MetricsSettings(
-        feed_port=-1, scrape_targets={"stream": ["10.0.0.5:9102"], "feed": ["10.0.0.7:9101"]}
+        feed_port=-1,
+        binance_feed_port=-1,
+        scrape_targets={"stream": ["10.0.0.5:9102"], "feed": ["10.0.0.7:9101"]},
     )
     jobs = {
         job["job_name"]: job["static_configs"][0]["targets"]
         for job in yaml.safe_load(render_config(metrics))["scrape_configs"]
     }
     assert jobs["stream"] == ["127.0.0.1:9102", "10.0.0.5:9102"]
-    assert jobs["feed"] == ["10.0.0.7:9101"]  # the local endpoint is off, the remote one is scraped
+    # Kraken's and Binance's local feed endpoints are off, Coinbase's and the remote one are scraped.
+    assert jobs["feed"] == ["127.0.0.1:9106", "10.0.0.7:9101"]
     with pytest.raises(StackError, match="unknown job"):
         render_config(MetricsSettings(scrape_targets={"kafka": ["h:1"]}))
 

@@ -134,3 +134,16 @@ def test_namespace_rows_are_selected_by_pair_or_model_name_only() -> None:
     assert {"candles", "technical_indicators", "predictions", "interval_adaptation"} <= selected.keys()
     assert "news_items" not in selected and "dead_letters" not in selected
     assert "'demo.'" in selected["candles"] and "'cryptopredict.demo-'" in selected["interval_adaptation"]
+
+
+def test_a_market_key_names_the_venue_of_a_target() -> None:
+    assert registered_model_name("binance:BTC/USDT", 60, 1) == "cryptopredict-binance-btcusdt-60s-h1"
+    assert (
+        registered_model_name("coinbase:demo.BTC/USD", 60, 1) == "cryptopredict.demo-coinbase-btcusd-60s-h1"
+    )
+    assert training_workflow_id("coinbase:BTC/USD", 60, 1) == "training-coinbase-BTCUSD-60s-h1"
+    assert registered_model_name("coinbase:BTC/USD", 60, 1) == registered_model_name(
+        "BTC/USD", 60, 1, exchange="coinbase"
+    )
+    with pytest.raises(ValueError, match="is on 'coinbase', not 'binance'"):
+        registered_model_name("coinbase:BTC/USD", 60, 1, exchange="binance")
