@@ -15,11 +15,17 @@ from __future__ import annotations
 
 import logging
 import re
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterator, Mapping, Sequence
+from typing import TYPE_CHECKING, Protocol
 
 from prometheus_client import REGISTRY, CollectorRegistry, Counter, Gauge, Histogram, start_http_server
-from prometheus_client.core import CounterMetricFamily, Metric
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
+
+from cryptopredict.topics import namespaced_pair
+
+if TYPE_CHECKING:
+    from cryptopredict.models import TradeBatch
 
 logger = logging.getLogger(__name__)
 
@@ -27,15 +33,40 @@ NAMESPACE = "cryptopredict"
 # Seconds: from sub-millisecond (hub fan-out, unary RPCs) to a minute (LLM calls, close delays).
 LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60)
 
-# Trade feed (plus cryptopredict_feed_events_total{event} and cryptopredict_feed_reconnects_total, read
-# from the exchange client's own counters by FeedCounts at scrape time)
-FEED_TRADES = Counter("feed_trades", "Trades published to the trades topic", ["pair"], namespace=NAMESPACE)
+# Trade feed, one process per venue: `exchange` is the venue, `pair` the project's pair without it (so
+# Kraken's series keep the label values they had before venues existed). Plus
+# cryptopredict_feed_events_total{exchange,event}, cryptopredict_feed_reconnects_total{exchange} and
+# cryptopredict_feed_venue_online{exchange}, read from the venue client by FeedCounts at scrape time.
+FEED_TRADES = Counter(
+    "feed_trades", "Trades published to the trades topic", ["exchange", "pair"], namespace=NAMESPACE
+)
 FEED_LAST_TRADE = Gauge(
     "feed_last_trade_timestamp_seconds",
-    "Unix time of the newest trade published, per pair",
-    ["pair"],
+    "Unix time of the newest trade published, per venue and pair",
+    ["exchange", "pair"],
     namespace=NAMESPACE,
 )
+
+# Our closed 1m candles against the venue's own OHLC endpoint (cryptopredict.venue_check), in the feed.
+VENUE_OHLC_DEVIATION = Gauge(
+    "venue_ohlc_deviation_ratio",
+    "Largest relative difference of open, high, low, close or volume between our 1m candles and the"
+    " venue's OHLC rows, over the windows of the latest check",
+    ["exchange", "pair"], namespace=NAMESPACE,
+)  # fmt: skip
+VENUE_OHLC_WINDOWS = Counter(
+    "venue_ohlc_windows", "Closed 1m windows compared with the venue's OHLC rows", ["exchange", "pair"],
+    namespace=NAMESPACE,
+)  # fmt: skip
+VENUE_OHLC_DISAGREEING = Counter(
+    "venue_ohlc_disagreeing_windows",
+    "Closed 1m windows whose candle differs from the venue's OHLC row by more than the venue's ohlc_tolerance",
+    ["exchange", "pair"], namespace=NAMESPACE,
+)  # fmt: skip
+VENUE_OHLC_CHECKS = Counter(
+    "venue_ohlc_checks", "OHLC checks of one pair against the venue, by outcome (ok, failed)",
+    ["exchange", "outcome"], namespace=NAMESPACE,
+)  # fmt: skip
 
 # Every stage
 DEAD_LETTERS = Counter(
@@ -129,32 +160,71 @@ LLM_LATENCY = "cryptopredict_llm_latency_seconds"  # histogram
 MODEL_DECISIONS = "cryptopredict_model_decisions_total"  # counter, attribute decision (promoted, kept)
 
 
+class FeedClient(Protocol):
+    """What the metrics read of a venue's trade client (cryptopredict.kraken.client and its siblings)."""
+
+    @property
+    def exchange(self) -> str: ...
+    @property
+    def pairs(self) -> Sequence[str]: ...
+    @property
+    def counts(self) -> Mapping[str, int]: ...
+    @property
+    def status(self) -> str: ...
+
+
 class FeedCounts(Collector):
-    """Exposes the exchange client's counters (trades, heartbeats, reconnects, duplicates_dropped,
-    rejected, gap_filled, status_*) as they are, so the client keeps one set of counts."""
+    """Exposes the venue client's counters (trades, heartbeats, reconnects, duplicates_dropped, rejected,
+    gap_filled, status_*) as they are, so the client keeps one set of counts, and whether the venue says it
+    is online (its status channel's "online", or subscribed and flowing on venues without one)."""
 
     def __init__(self) -> None:
-        self.counts: Mapping[str, int] = {}
+        self.client: FeedClient | None = None
 
-    def track(self, counts: Mapping[str, int]) -> None:
-        self.counts = counts
+    def track(self, client: FeedClient) -> None:
+        self.client = client
 
     def collect(self) -> Iterator[Metric]:
         events = CounterMetricFamily(
-            f"{NAMESPACE}_feed_events", "Events of the exchange feed client, by kind", labels=["event"]
+            f"{NAMESPACE}_feed_events",
+            "Events of the exchange feed client, by kind",
+            labels=["exchange", "event"],
         )
-        for event, value in sorted(self.counts.items()):
-            events.add_metric([event], value)
-        yield events
-        yield CounterMetricFamily(
-            f"{NAMESPACE}_feed_reconnects",
-            "Reconnects of the exchange WebSocket",
-            value=self.counts.get("reconnects", 0),
+        reconnects = CounterMetricFamily(
+            f"{NAMESPACE}_feed_reconnects", "Reconnects of the exchange WebSocket", labels=["exchange"]
         )
+        online = GaugeMetricFamily(
+            f"{NAMESPACE}_feed_venue_online",
+            "1 while the venue's status, as the feed's client sees it, is online; else 0",
+            labels=["exchange"],
+        )
+        if (client := self.client) is not None:
+            counts = dict(client.counts)
+            for event, value in sorted(counts.items()):
+                events.add_metric([client.exchange, event], value)
+            reconnects.add_metric([client.exchange], counts.get("reconnects", 0))
+            online.add_metric([client.exchange], float(client.status == "online"))
+        yield from (events, reconnects, online)
 
 
 FEED_COUNTS = FeedCounts()
 REGISTRY.register(FEED_COUNTS)
+
+
+def track_feed(client: FeedClient, namespace: str | None = None) -> None:
+    """Exports `client`'s counts and status, and a zero count of trades for each of its pairs (named as
+    the feed publishes them, inside `namespace`), so that a pair that never trades is seen as quiet."""
+    FEED_COUNTS.track(client)
+    for pair in client.pairs:
+        FEED_TRADES.labels(client.exchange, namespaced_pair(pair, namespace))
+
+
+def feed_published(batch: TradeBatch) -> None:
+    """Counts a batch the feed published, and the time of its newest trade."""
+    FEED_TRADES.labels(batch.exchange, batch.pair).inc(len(batch.trades))
+    newest = max(trade.timestamp for trade in batch.trades)
+    FEED_LAST_TRADE.labels(batch.exchange, batch.pair).set(newest.timestamp())
+
 
 _REASON_KIND = re.compile(r"^[^:(\[{0-9]*")
 

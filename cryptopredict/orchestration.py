@@ -25,6 +25,7 @@ from temporalio.exceptions import WorkflowAlreadyStartedError
 from temporalio.runtime import PrometheusConfig, Runtime, TelemetryConfig
 
 from cryptopredict import workflow_types
+from cryptopredict.features.cross_venue import source_markets
 from cryptopredict.models.backfill import BackfillInput, BackfillProgress
 from cryptopredict.models.drift import DriftMonitorInput, DriftReport
 from cryptopredict.models.news_flow import NewsIngestInput
@@ -73,8 +74,11 @@ def training_request(
 ) -> TrainingInput:
     """A retrain of (pair, interval, horizon) with the configured model settings; `extra` overrides."""
     model = settings.model
-    configured = {
+    cross_venue = source_markets(pair, settings.features.cross_venue, settings.venue_pairs)
+    configured: dict[str, Any] = {
         "lags": model.lags,
+        "cross_venue": list(cross_venue.values()),
+        "cross_venue_lags": settings.features.cross_venue_lags,
         "test_fraction": model.test_fraction,
         "folds": model.folds,
         "trials": model.trials,

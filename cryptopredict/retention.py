@@ -29,7 +29,7 @@ from sqlalchemy.pool import NullPool
 from cryptopredict import workflow_types
 from cryptopredict.models.retention import PruneCount, PruneRequest
 from cryptopredict.settings import Settings
-from cryptopredict.topics import LATE_TRADES, topic_name
+from cryptopredict.topics import LATE_TRADES, split_market, topic_name
 
 if TYPE_CHECKING:
     from mlflow import MlflowClient
@@ -267,8 +267,18 @@ def delete_statement(template: str, column: str, values: Sequence[str] | None) -
     return text(template.format(scope=f"AND {column} = ANY(:scope)")), {"scope": list(values)}
 
 
+# A scope's pairs are market keys (topics.market_key); a row's market is its venue and pair.
+SCOPED_MARKET = "exchange || ':' || pair"
+
+
+def scoped_markets(markets: Sequence[str] | None) -> list[str] | None:
+    """Market keys as SCOPED_MARKET spells them: `kraken:BTC/USD`, `coinbase:BTC/USD`."""
+    return None if markets is None else [":".join(split_market(m)) for m in markets]
+
+
 def prune_predictions(settings: Settings, request: PruneRequest, progress: Progress) -> PruneCount:
-    statement, params = delete_statement(DELETE_PREDICTIONS, "pair", request.scope.pairs)
+    markets = scoped_markets(request.scope.pairs)
+    statement, params = delete_statement(DELETE_PREDICTIONS, SCOPED_MARKET, markets)
     return _prune_rows(settings, request, "predictions", statement, params, progress)
 
 

@@ -294,6 +294,13 @@ class VenueSettings(Section):
     rest_min_interval_s: float = 1.0
     # A restarted feed fills at most this much downtime from REST itself; longer gaps need a backfill.
     max_gap_fill_s: float = 6 * 3600
+    # The feed compares our stored 1m candles with the venue's OHLC endpoint this often (0: never), for
+    # windows closed at least ohlc_check_delay_s ago (the grace period and the store sink come first); a
+    # window whose open, high, low, close or volume differs by more than ohlc_tolerance (a fraction)
+    # disagrees (cryptopredict.venue_check).
+    ohlc_check_every_s: float = Field(default=60.0, ge=0)
+    ohlc_check_delay_s: float = Field(default=120.0, ge=0)
+    ohlc_tolerance: float = Field(default=0.01, gt=0)
 
 
 class KrakenSettings(VenueSettings):
@@ -314,8 +321,8 @@ class BinanceSettings(VenueSettings):
     pairs: list[str] = Field(default_factory=lambda: ["BTC/USDT"])
     # Binance sends no heartbeat messages, only a ping frame every 20 s; trades are far more frequent.
     heartbeat_timeout_s: float = 30.0
-    # historicalTrades weighs 25 of the 6,000 request weight a minute.
-    rest_min_interval_s: float = 0.25
+    # historicalTrades weighs 25 of the 6,000 request weight a minute: at most 200 a minute, with margin.
+    rest_min_interval_s: float = 0.3
 
 
 class GrpcSettings(Section):
@@ -612,7 +619,9 @@ class Settings(BaseSettings):
             )
         unread = sorted(set(self.features.cross_venue) - set(self.venues))
         if unread:
-            raise ValueError(f"features.cross_venue names venue(s) {unread} that are not read: add them to venues")
+            raise ValueError(
+                f"features.cross_venue names venue(s) {unread} that are not read: add them to venues"
+            )
         return self
 
     def forecast_horizons(self) -> dict[int, list[int]]:

@@ -57,12 +57,17 @@ async def watch_predictions(
     timeout: float | None = None,  # noqa: ASYNC109
     horizon_s: int = 0,
     credentials: Credentials = PLAINTEXT,
+    exchange: str = "",
 ) -> AsyncGenerator[Prediction]:
     """The predictions of StreamPredictions as they arrive: the latest known ones first, then live ones.
-    Ends quietly at the deadline `timeout` (None: never); any other RPC error is raised."""
+    `pairs` are on `exchange` ("": Kraken, "*": every exchange). Ends quietly at the deadline `timeout`
+    (None: never); any other RPC error is raised."""
     async with credentials.channel(target) as channel:
+        request = pb.StreamPredictionsRequest(
+            pairs=list(pairs), interval_s=interval_s, horizon_s=horizon_s, exchange=exchange
+        )
         call = pb_grpc.PredictionServiceStub(channel).StreamPredictions(
-            pb.StreamPredictionsRequest(pairs=list(pairs), interval_s=interval_s, horizon_s=horizon_s),
+            request,
             timeout=timeout,
             metadata=credentials.metadata,
         )
@@ -84,6 +89,7 @@ async def stream_predictions(
     timeout: float = 10.0,  # noqa: ASYNC109
     horizon_s: int = 0,
     credentials: Credentials = PLAINTEXT,
+    exchange: str = "",
 ) -> list[Prediction]:
     """Collect up to `limit` predictions from StreamPredictions, waiting at most `timeout` seconds.
 
@@ -91,7 +97,7 @@ async def stream_predictions(
     RPC error is raised as grpc.aio.AioRpcError.
     """
     received: list[Prediction] = []
-    stream = watch_predictions(target, pairs, interval_s, timeout, horizon_s, credentials)
+    stream = watch_predictions(target, pairs, interval_s, timeout, horizon_s, credentials, exchange)
     try:
         async for prediction in stream:
             received.append(prediction)
@@ -111,12 +117,17 @@ async def get_latest_prediction(
     horizon_s: int = 0,
     timeout: float = 10.0,  # noqa: ASYNC109
     credentials: Credentials = PLAINTEXT,
+    exchange: str = "",
 ) -> Prediction | None:
-    """The latest prediction of a key, or None when the server has none yet (NOT_FOUND)."""
+    """The latest prediction of a key (`pair` on `exchange`, "": Kraken), or None when the server has none
+    yet (NOT_FOUND)."""
+    request = pb.GetLatestPredictionRequest(
+        pair=pair, interval_s=interval_s, horizon_s=horizon_s, exchange=exchange
+    )
     async with credentials.channel(target) as channel:
         try:
             response = await pb_grpc.PredictionServiceStub(channel).GetLatestPrediction(
-                pb.GetLatestPredictionRequest(pair=pair, interval_s=interval_s, horizon_s=horizon_s),
+                request,
                 timeout=timeout,
                 metadata=credentials.metadata,
             )

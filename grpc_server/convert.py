@@ -14,6 +14,7 @@ from google.protobuf.timestamp_pb2 import Timestamp
 from cryptopredict.ml.live import LiveFigures
 from cryptopredict.ml.registry import AliasedVersions, VersionSummary
 from cryptopredict.models.ml import Prediction, QuantilePrice
+from cryptopredict.topics import KRAKEN, market_key
 from grpc_server.pb import predictions_pb2 as pb
 
 _TIMESTAMP_FIELDS = ("made_at", "feature_time", "target_time")
@@ -45,6 +46,7 @@ def prediction_to_proto(prediction: Prediction) -> pb.Prediction:
         quantiles=[pb.QuantilePrice(level=q.level, price=q.price) for q in prediction.quantiles],
         predicted_volatility=prediction.predicted_volatility,
         volatility_regime=prediction.volatility_regime or "",
+        exchange=prediction.exchange,
     )
 
 
@@ -83,6 +85,8 @@ def prediction_from_proto(message: pb.Prediction) -> Prediction:
             "quantiles": [QuantilePrice(level=q.level, price=q.price) for q in message.quantiles],
             # proto3 strings have no "unset": the empty string is the unknown regime.
             "volatility_regime": message.volatility_regime or None,
+            # Servers from before exchanges existed send none: their predictions are all of Kraken.
+            "exchange": message.exchange or KRAKEN,
         }
     )
 
@@ -107,10 +111,15 @@ class ModelTarget(NamedTuple):
     """One forecast target and the registered model that serves it."""
 
     name: str
-    pair: str
+    pair: str  # the pair on its exchange, never carrying the exchange
     interval_s: int
     horizon_s: int
     target: str = "price"
+    exchange: str = KRAKEN
+
+    @property
+    def market(self) -> str:
+        return market_key(self.exchange, self.pair)
 
 
 def model_to_proto(
@@ -138,6 +147,7 @@ def model_to_proto(
         interval_s=target.interval_s,
         horizon_s=target.horizon_s,
         target=target.target,
+        exchange=target.exchange,
         champion=version(versions.champion),
         challenger=version(versions.challenger),
     )

@@ -23,11 +23,11 @@ logger = logging.getLogger(__name__)
 # Enough for a burst of every pair, interval and horizon; a client further behind is too slow anyway.
 DEFAULT_QUEUE_SIZE = 256
 
-PredictionKey = tuple[str, int, int]  # (pair, interval_s, horizon_s)
+PredictionKey = tuple[str, int, int]  # (market key: topics.market_key, interval_s, horizon_s)
 
 
 def prediction_key(prediction: Prediction) -> PredictionKey:
-    return prediction.pair, prediction.interval_s, prediction.horizon_s
+    return prediction.market, prediction.interval_s, prediction.horizon_s
 
 
 @dataclass(frozen=True, slots=True)
@@ -47,7 +47,8 @@ class Subscription:
     other subscribers or makes the server's memory grow.
     """
 
-    pairs: frozenset[str]  # empty means all pairs
+    exchange: str | None  # None means every exchange
+    pairs: frozenset[str]  # pairs on that exchange (on any, with None); empty means all pairs
     interval_s: int | None  # None means all intervals
     horizon_s: int | None  # None means all horizons
     # None is the end-of-stream marker put by `close`, behind what is still queued.
@@ -57,7 +58,8 @@ class Subscription:
     def wants(self, published: Published) -> bool:
         prediction = published.prediction
         return (
-            (not self.pairs or prediction.pair in self.pairs)
+            (self.exchange is None or prediction.exchange == self.exchange)
+            and (not self.pairs or prediction.pair in self.pairs)
             and (self.interval_s is None or prediction.interval_s == self.interval_s)
             and (self.horizon_s is None or prediction.horizon_s == self.horizon_s)
         )
@@ -81,7 +83,8 @@ class Subscription:
 
 
 class PredictionHub:
-    """Keeps the latest prediction per (pair, interval_s, horizon_s) and fans out new ones.
+    """Keeps the latest prediction per (market, interval_s, horizon_s) and fans out new ones.
+    A market is a pair on one exchange (topics.market_key): `BTC/USD` on Kraken and on Coinbase are two.
 
     Each subscriber gets a bounded queue of `queue_size`; see `Subscription` for what happens when
     a client falls behind (drop the oldest, count it).
@@ -118,26 +121,34 @@ class PredictionHub:
                 metrics.GRPC_DROPPED.inc()
         return True
 
-    def latest(self, pair: str, interval_s: int, horizon_s: int | None = None) -> Published | None:
-        """The latest prediction of a key; with no horizon, the newest of any horizon."""
+    def latest(self, market: str, interval_s: int, horizon_s: int | None = None) -> Published | None:
+        """The latest prediction of a key (`market`: topics.market_key); with no horizon, the newest of any."""
         if horizon_s is not None:
-            return self._latest.get((pair, interval_s, horizon_s))
+            return self._latest.get((market, interval_s, horizon_s))
         candidates = [
             p
-            for (k_pair, k_interval, _), p in self._latest.items()
-            if (k_pair, k_interval) == (pair, interval_s)
+            for (k_market, k_interval, _), p in self._latest.items()
+            if (k_market, k_interval) == (market, interval_s)
         ]
         return max(candidates, key=lambda p: _recency(p.prediction), default=None)
 
     def subscribe(
-        self, pairs: Collection[str] = (), interval_s: int | None = None, horizon_s: int | None = None
+        self,
+        pairs: Collection[str] = (),
+        interval_s: int | None = None,
+        horizon_s: int | None = None,
+        *,
+        exchange: str | None = None,
     ) -> Subscription:
-        """Register a subscriber whose queue already holds the latest prediction of each matching key.
+        """Register a subscriber whose queue already holds the latest prediction of each matching key:
+        of `pairs` (all when empty) on `exchange` (every one when None), at that interval and horizon.
 
         Snapshot and registration happen in one synchronous step, so no prediction published in
         between is missed or delivered twice. After `close`, the subscription ends after the snapshot.
         """
-        subscription = Subscription(frozenset(pairs), interval_s, horizon_s, asyncio.Queue(self.queue_size))
+        subscription = Subscription(
+            exchange, frozenset(pairs), interval_s, horizon_s, asyncio.Queue(self.queue_size)
+        )
         for published in sorted(self._latest.values(), key=lambda p: _recency(p.prediction)):
             if subscription.wants(published) and subscription.offer(published):
                 self.dropped += 1
@@ -146,7 +157,12 @@ class PredictionHub:
             subscription.close()
             return subscription
         self._subscriptions.add(subscription)
-        logger.debug("subscribed %s (now %d)", sorted(subscription.pairs), self.subscriber_count)
+        logger.debug(
+            "subscribed %s on %s (now %d)",
+            sorted(subscription.pairs),
+            exchange or "every exchange",
+            self.subscriber_count,
+        )
         return subscription
 
     def close(self) -> None:

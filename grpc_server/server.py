@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import gc
 import hmac
 import itertools
@@ -34,7 +35,14 @@ from cryptopredict.ml.registry import AliasedVersions, aliased_versions
 from cryptopredict.settings import GrpcSettings, Settings
 from cryptopredict.store.candles import sync_engine
 from cryptopredict.store.ledger import ledger_summary
-from cryptopredict.topics import ForecastTarget, registered_model_name
+from cryptopredict.topics import (
+    EXCHANGES,
+    KRAKEN,
+    ForecastTarget,
+    market_key,
+    registered_model_name,
+    split_market,
+)
 from grpc_server.consumer import PredictionConsumer
 from grpc_server.convert import (
     ModelTarget,
@@ -56,6 +64,9 @@ STOP_GRACE_S = 2.0
 PAIR_PATTERN = re.compile(topics.PAIR_PATTERN)
 # What a prediction forecasts; a request's empty `target` means this one.
 SERVED_TARGETS = ("price",)
+# A request's `exchange` that means every exchange served, where a request may name many pairs
+# (StreamPredictions, ListModels). An empty one means Kraken: what clients sent before exchanges existed.
+ANY_EXCHANGE = "*"
 # An error message shows at most this many of the client's values, each cut to SHOWN_CHARS: it stays
 # short whatever the client sent (status details travel in a header, which grpc caps at a few KiB).
 SHOWN_VALUES = 3
@@ -86,7 +97,7 @@ class Targets:
     """What this deployment forecasts (from settings): requests for anything else are INVALID_ARGUMENT,
     so a typo is told apart from "nothing yet" (NOT_FOUND)."""
 
-    pairs: tuple[str, ...]
+    pairs: tuple[str, ...]  # market keys (topics.market_key): `BTC/USD` on Kraken, `coinbase:BTC/USD`
     # Candle interval (seconds) -> its horizons in candles: predictions are made at these intervals only.
     horizons: dict[int, tuple[int, ...]]
     quantile_levels: tuple[float, ...] = ()  # the levels every prediction's quantiles are at
@@ -114,6 +125,41 @@ class Targets:
     def intervals(self) -> list[int]:
         return sorted(self.horizons)
 
+    @functools.cached_property
+    def _split(self) -> tuple[tuple[str, str, str], ...]:
+        """(market key, exchange, pair) of every served market."""
+        return tuple((market, *split_market(market)) for market in self.pairs)
+
+    @property
+    def exchanges(self) -> list[str]:
+        """The exchanges with a served pair, in the order of the pairs."""
+        return list(dict.fromkeys(on for _, on, _ in self._split))
+
+    def pairs_on(self, exchange: str | None) -> list[str]:
+        """The served pairs of `exchange` (every exchange when None), as the exchange's requests name them."""
+        return list(dict.fromkeys(pair for _, on, pair in self._split if exchange in (None, on)))
+
+    def markets(self, exchange: str | None, pairs: Iterable[str] = ()) -> list[str]:
+        """The served market keys of `pairs` (all when empty; in their order) on `exchange` (every
+        exchange when None)."""
+        on_exchange = [(market, pair) for market, on, pair in self._split if exchange in (None, on)]
+        wanted = list(pairs) or list(dict.fromkeys(pair for _, pair in on_exchange))
+        return [market for pair in wanted for market, served in on_exchange if served == pair]
+
+    def check_exchange(self, exchange: str, any_exchange: bool = False) -> str | None:
+        """Why a request's `exchange` is not served, or None. With `any_exchange`, ANY_EXCHANGE is too."""
+        if exchange == ANY_EXCHANGE and any_exchange:
+            return None
+        served = self.exchanges
+        if exchange == ANY_EXCHANGE:
+            return f"exchange '*' (every exchange) is not one exchange: name one of {served}"
+        if exchange and exchange not in EXCHANGES:
+            return f"unknown exchange {_short(exchange)}: this server forecasts on exchanges {served}"
+        if (exchange or KRAKEN) not in served:
+            default = "" if exchange else " (the exchange of a request that names none)"
+            return f"exchange {exchange or KRAKEN!r}{default} is not served: exchanges are {served}"
+        return None
+
     def horizons_s(self, interval_s: int = 0) -> list[int]:
         """The horizons served at `interval_s` in seconds (0: at any interval)."""
         intervals = [interval_s] if interval_s else self.intervals
@@ -127,18 +173,25 @@ class Targets:
         zero_means_any: bool = False,
         target: str = "",
         quantile_levels: Iterable[float] = (),
+        exchange: str = "",
     ) -> str | None:
         """Why the request names something not served, or None. With `zero_means_any`, a zero interval
-        or horizon is a wildcard; otherwise the interval must be given. An empty target means "price"."""
+        or horizon is a wildcard (and ANY_EXCHANGE is every exchange); otherwise the interval must be
+        given. An empty target means "price", an empty exchange Kraken."""
         pairs, levels = list(pairs), list(quantile_levels)
         for label, values in (("pairs", pairs), ("quantile levels", levels)):
             if len(values) > self.max_values:
                 return f"at most {self.max_values} {label} per request, got {len(values)}"
+        if error := self.check_exchange(exchange, any_exchange=zero_means_any):
+            return error
         if error := _invalid_pairs(pairs):
             return error
-        unknown = [pair for pair in pairs if pair not in self.pairs]
+        on = requested_exchange(exchange)
+        served = self.pairs_on(on)
+        unknown = [pair for pair in pairs if pair not in served]
         if unknown:
-            return f"unknown pair(s) {_shown(unknown)}: this server forecasts {list(self.pairs)}"
+            where = "on any exchange" if on is None else f"on {on}"
+            return f"unknown pair(s) {_shown(unknown)} {where}: this server forecasts {served} there"
         if not (interval_s == 0 and zero_means_any) and interval_s not in self.horizons:
             return f"interval_s={interval_s} is not served: predictions are made at interval_s in {self.intervals}"
         if horizon_s != 0 and horizon_s not in self.horizons_s(interval_s):
@@ -157,21 +210,32 @@ class Targets:
         # A level computed by the client (1 - 0.9) may differ from ours in the last bits.
         return any(math.isclose(level, served, abs_tol=LEVEL_TOLERANCE) for served in self.quantile_levels)
 
-    def model_targets(self, pairs: Iterable[str]) -> list[ModelTarget]:
-        """Every forecast target of `pairs`, ordered by pair, interval, horizon and kind."""
+    def model_targets(self, markets: Iterable[str]) -> list[ModelTarget]:
+        """Every forecast target of `markets` (market keys), ordered by market, interval, horizon and kind."""
         return [
-            self.model_target(pair, interval_s, h, kind)
-            for pair in pairs
+            self.model_target(market, interval_s, h, kind)
+            for market in markets
             for interval_s in self.intervals
             for h in self.horizons[interval_s]
             for kind in self.kinds
         ]
 
     def model_target(
-        self, pair: str, interval_s: int, horizon_candles: int, kind: ForecastTarget = "price"
+        self, market: str, interval_s: int, horizon_candles: int, kind: ForecastTarget = "price"
     ) -> ModelTarget:
-        name = registered_model_name(pair, interval_s, horizon_candles, target=kind)
-        return ModelTarget(name, pair, interval_s, horizon_candles * interval_s, kind)
+        name = registered_model_name(market, interval_s, horizon_candles, target=kind)
+        exchange, pair = split_market(market)
+        return ModelTarget(name, pair, interval_s, horizon_candles * interval_s, kind, exchange)
+
+
+def requested_exchange(exchange: str) -> str | None:
+    """The exchange a request names: Kraken when it names none, None (every one) for ANY_EXCHANGE."""
+    return None if exchange == ANY_EXCHANGE else exchange or KRAKEN
+
+
+def requested_market(exchange: str, pair: str) -> str:
+    """The market key of a request's (exchange, pair), once `Targets.check` has accepted them."""
+    return market_key(exchange or KRAKEN, pair)
 
 
 class Backends:
@@ -183,8 +247,8 @@ class Backends:
         # What the ledger's coverage test compares with: the level training calibrates and ACI steers to.
         self._nominal_coverage = settings.model.interval_coverage
 
-    def ledger(self, pair: str, interval_s: int, since: datetime) -> list[LiveFigures]:
-        return ledger_summary(self._engine, pair, interval_s, since, self._nominal_coverage)
+    def ledger(self, market: str, interval_s: int, since: datetime) -> list[LiveFigures]:
+        return ledger_summary(self._engine, market, interval_s, since, self._nominal_coverage)
 
     def models(self, names: list[str]) -> list[AliasedVersions | None]:
         client = MlflowClient(self._tracking_uri)
@@ -254,7 +318,12 @@ class PredictionService(pb_grpc.PredictionServiceServicer):
         self, request: pb.StreamPredictionsRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[bytes]:
         if error := self._targets.check(
-            request.pairs, request.interval_s, request.horizon_s, zero_means_any=True, target=request.target
+            request.pairs,
+            request.interval_s,
+            request.horizon_s,
+            zero_means_any=True,
+            target=request.target,
+            exchange=request.exchange,
         ):
             await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, error)
         caller, exempt = self._slots.caller(context.peer(), context.invocation_metadata())
@@ -269,7 +338,10 @@ class PredictionService(pb_grpc.PredictionServiceServicer):
             )
         try:
             subscription = self._hub.subscribe(
-                request.pairs, request.interval_s or None, request.horizon_s or None
+                request.pairs,
+                request.interval_s or None,
+                request.horizon_s or None,
+                exchange=requested_exchange(request.exchange),
             )
         except BaseException:
             self._slots.release(caller)
@@ -301,14 +373,16 @@ class PredictionService(pb_grpc.PredictionServiceServicer):
             request.horizon_s,
             target=request.target,
             quantile_levels=request.quantile_levels,
+            exchange=request.exchange,
         ):
             await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, error)
-        published = self._hub.latest(request.pair, request.interval_s, request.horizon_s or None)
+        market = requested_market(request.exchange, request.pair)
+        published = self._hub.latest(market, request.interval_s, request.horizon_s or None)
         if published is None:
             await _abort(
                 context,
                 grpc.StatusCode.NOT_FOUND,
-                f"no prediction yet for {request.pair} interval_s={request.interval_s}"
+                f"no prediction yet for {market} interval_s={request.interval_s}"
                 f" horizon_s={request.horizon_s or 'any'}",
             )
         if request.quantile_levels:
@@ -320,13 +394,14 @@ class PredictionService(pb_grpc.PredictionServiceServicer):
     async def GetLedger(
         self, request: pb.GetLedgerRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetLedgerResponse:
-        if error := self._targets.check([request.pair], request.interval_s):
+        if error := self._targets.check([request.pair], request.interval_s, exchange=request.exchange):
             await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, error)
         try:
             since = request.since.ToDatetime(tzinfo=UTC) if request.HasField("since") else EPOCH
         except ValueError as exc:  # seconds or nanos outside what a Timestamp may hold
             await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, f"since is not a valid time: {exc}")
-        figures = await _call_backend(context, self._backends.ledger, request.pair, request.interval_s, since)
+        market = requested_market(request.exchange, request.pair)
+        figures = await _call_backend(context, self._backends.ledger, market, request.interval_s, since)
         return pb.GetLedgerResponse(
             entries=[
                 ledger_entry_to_proto(f)
@@ -338,24 +413,26 @@ class PredictionService(pb_grpc.PredictionServiceServicer):
     async def ListModels(
         self, request: pb.ListModelsRequest, context: grpc.aio.ServicerContext
     ) -> pb.ListModelsResponse:
-        if error := self._targets.check(request.pairs, 0, zero_means_any=True):
+        if error := self._targets.check(request.pairs, 0, zero_means_any=True, exchange=request.exchange):
             await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, error)
-        pairs = list(request.pairs) or list(self._targets.pairs)
-        models = await self._models(context, self._targets.model_targets(pairs))
+        markets = self._targets.markets(requested_exchange(request.exchange), request.pairs)
+        models = await self._models(context, self._targets.model_targets(markets))
         return pb.ListModelsResponse(models=[m for m in models if m is not None])
 
     async def GetModel(
         self, request: pb.GetModelRequest, context: grpc.aio.ServicerContext
     ) -> pb.GetModelResponse:
         error = (
-            self._targets.check([request.pair], request.interval_s, request.horizon_s)
+            self._targets.check(
+                [request.pair], request.interval_s, request.horizon_s, exchange=request.exchange
+            )
             or ("horizon_s must be given" if request.horizon_s == 0 else None)
             or self._targets.check_kind(request.target)
         )
         if error:
             await _abort(context, grpc.StatusCode.INVALID_ARGUMENT, error)
         target = self._targets.model_target(
-            request.pair,
+            requested_market(request.exchange, request.pair),
             request.interval_s,
             request.horizon_s // request.interval_s,
             cast(ForecastTarget, request.target or "price"),
@@ -372,8 +449,8 @@ class PredictionService(pb_grpc.PredictionServiceServicer):
         figures over all its predictions whose outcome is known."""
         registered = await _call_backend(context, self._backends.models, [t.name for t in targets])
         live: dict[tuple[str, str], LiveFigures] = {}
-        for pair, interval_s in sorted({(t.pair, t.interval_s) for t in targets}):
-            ledger = await _call_backend(context, self._backends.ledger, pair, interval_s, EPOCH)
+        for market, interval_s in sorted({(t.market, t.interval_s) for t in targets}):
+            ledger = await _call_backend(context, self._backends.ledger, market, interval_s, EPOCH)
             live.update({(f.model_name, f.model_version): f for f in ledger})
         return [
             None if versions is None else model_to_proto(target, versions, live)
@@ -608,11 +685,11 @@ async def start_server(
 async def _export_live_figures(backends: Backends, targets: Targets) -> None:
     """Keeps the live_* gauges (MAE, skill, coverage, outcomes per model version) at the ledger's values."""
     while True:
-        for pair, interval_s in itertools.product(targets.pairs, targets.intervals):
+        for market, interval_s in itertools.product(targets.pairs, targets.intervals):
             try:
-                figures = await asyncio.to_thread(backends.ledger, pair, interval_s, EPOCH)
+                figures = await asyncio.to_thread(backends.ledger, market, interval_s, EPOCH)
             except SQLAlchemyError as exc:  # the store down: keep the last values, try again later
-                logger.warning("live figures of %s not updated: %s", pair, exc)
+                logger.warning("live figures of %s not updated: %s", market, exc)
                 continue
             for f in figures:
                 labels = (f.model_name, f.model_version)

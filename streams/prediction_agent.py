@@ -27,6 +27,7 @@ from cryptopredict.ml.pyfunc import forecast_spec
 from cryptopredict.ml.serving import (
     Champion,
     ModelLoadError,
+    cross_venue_window,
     history_length,
     predict_next,
     refusal,
@@ -36,6 +37,7 @@ from cryptopredict.ml.serving import (
 from cryptopredict.models import Candle, ModelEvent, ModelRef, Prediction, PredictionRefusal
 from cryptopredict.store.adaptation import adapt_interval_level
 from cryptopredict.store.candles import sync_engine
+from cryptopredict.store.inputs import read_cross_venue_candles
 from cryptopredict.store.news import newest_sentiment_at, sentiment_at_closes
 from cryptopredict.topics import registered_model_name
 from streams.app import (
@@ -239,6 +241,12 @@ async def _predict(
         sentiment = await asyncio.to_thread(
             sentiment_at_closes, _store(), candle.pair, starts, candle.interval_s
         )
+    cross_venue = None
+    markets, start, end = cross_venue_window(model, candle, settings.venue_pairs)
+    if markets:
+        cross_venue = await asyncio.to_thread(
+            read_cross_venue_candles, _store(), markets, candle.interval_s, start, end
+        )
     return predict_next(
         model,
         ref,
@@ -248,6 +256,7 @@ async def _predict(
         horizon,
         INDICATORS,
         sentiment,
+        cross_venue=cross_venue,
         quantile_levels=settings.model.quantile_levels,
         interval_level=interval_levels.get((ref.name, ref.version)),
     )

@@ -1,7 +1,7 @@
 """Agents that write the streams into the feature store: candles, indicator rows, predictions and dead
 letters.
 
-Micro-batches (`stream.take_events`) with idempotent upserts keyed by (pair, interval_s, window_start),
+Micro-batches (`stream.take_events`) with idempotent upserts keyed by (exchange, pair, interval_s, window_start),
 and dead letters by their content key, so replays and restarts never duplicate rows. The schema is
 brought up to date by the migrations first. Off when `store.sink_enabled` is false (RisingWave ingests
 the topics itself).

@@ -9,14 +9,14 @@ filled from the venue's REST trades. One process per venue:
 
 from __future__ import annotations
 
+import asyncio
 import importlib
 import logging
-from collections import Counter
 from collections.abc import AsyncIterator, Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
-from cryptopredict import metrics, topics
+from cryptopredict import metrics, topics, venue_check
 from cryptopredict.kafka_admin import ensure_topics, last_trade_in_topic
 from cryptopredict.kraken.client import Rejected
 from cryptopredict.models import DeadLetter, Trade, trade_batches
@@ -26,13 +26,11 @@ from cryptopredict.settings import Settings
 logger = logging.getLogger(__name__)
 
 
-class TradeClient(Protocol):
-    """What the feed needs of a venue's client (see cryptopredict/kraken/client.py)."""
+class TradeClient(metrics.FeedClient, Protocol):
+    """What the feed needs of a venue's client (see cryptopredict/kraken/client.py); `pairs` are the
+    project's pairs without a namespace."""
 
-    exchange: str
-    pairs: list[str]  # the project's pairs, without a namespace
     rest: Any
-    counts: Counter[str]
     last_trade_id: dict[str, int]
     last_timestamp: dict[str, datetime]
 
@@ -114,7 +112,8 @@ async def run_feed(
     if client.rest is not None:
         await resume_from_topic(settings, client, trades_topic)
     published = 0
-    metrics.FEED_COUNTS.track(client.counts)
+    metrics.track_feed(client, settings.namespace)
+    ohlc_check = asyncio.create_task(venue_check.watch_venue_candles(settings, client.exchange, client.rest))
     try:
         async for events in client.batches():
             trades = []
@@ -147,15 +146,15 @@ async def run_feed(
                 await publisher.publish(
                     trades_topic, batch.to_json_bytes(), key=batch.market.encode(), context=batch
                 )
-                metrics.FEED_TRADES.labels(batch.market).inc(len(batch.trades))
-                newest = max(trade.timestamp for trade in batch.trades)
-                metrics.FEED_LAST_TRADE.labels(batch.market).set(newest.timestamp())
+                metrics.feed_published(batch)
             if (published + len(trades)) // 10_000 > published // 10_000:
                 logger.info("published %d trades (%s)", published + len(trades), dict(client.counts))
             published += len(trades)
             if max_trades is not None and published >= max_trades:
                 break
     finally:
+        ohlc_check.cancel()
+        await asyncio.gather(ohlc_check, return_exceptions=True)
         await publisher.stop()
         if client.rest is not None:
             await client.rest.aclose()

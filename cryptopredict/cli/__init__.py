@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import logging
 import os
@@ -41,6 +42,9 @@ def _logging(level: str) -> None:
 
 @app.command()
 def exchange(
+    venue: Annotated[
+        str, typer.Option(help="kraken | coinbase | binance: the exchange whose protocol the replay speaks")
+    ] = "kraken",
     port: int = 8790,
     host: str = "127.0.0.1",
     source: Annotated[
@@ -53,7 +57,9 @@ def exchange(
     trades_file: Annotated[
         Path | None, typer.Option(help="CSV of real trades: timestamp,time_ms,side,price,qty")
     ] = None,
-    pair: str = "BTC/USD",
+    pair: Annotated[
+        str | None, typer.Option(help="Pair to replay; default: BTC/USD (BTC/USDT on Binance)")
+    ] = None,
     pairs: Annotated[
         str | None, typer.Option(help="Comma list of pairs (synthetic); default: --pair")
     ] = None,
@@ -82,12 +88,24 @@ def exchange(
     maintenance_s: Annotated[float, typer.Option(help="Fault: maintenance length, wall seconds")] = 5.0,
     rest_429_every: Annotated[int | None, typer.Option(help="Fault: every Nth REST request is a 429")] = None,
     rest_500_every: Annotated[int | None, typer.Option(help="Fault: every Nth REST request is a 500")] = None,
+    skip_sequence_every: Annotated[
+        int | None, typer.Option(help="Fault (coinbase): every Nth trade update of a connection is lost")
+    ] = None,
 ) -> None:
-    """Run the replay exchange (Kraken WebSocket v2 + REST Trades/OHLC on one port) until interrupted."""
+    """Run the replay exchange (Kraken WebSocket v2 + REST Trades/OHLC on one port; --venue binance: Binance
+    spot streams + REST historicalTrades/klines; --venue coinbase: Advanced Trade market_trades, heartbeats
+    and status + REST market trades/candles) until interrupted."""
     from cryptopredict.kraken.sources import SOURCES, csv_trades, load_trades, synthetic_trades
-    from cryptopredict.simulators.exchange import Faults, ReplayExchange, parse_speed
+    from cryptopredict.simulators import replay_exchange
+    from cryptopredict.simulators.exchange import Faults, parse_speed
 
     _logging("info")
+    try:
+        server_class = replay_exchange(venue)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from exc
+    default_pair: str = getattr(server_class, "default_pair", "BTC/USD")
+    pair = pair or default_pair
     kind = source or ("trades-file" if (trades_file or file) else "synthetic")
     if kind not in SOURCES:
         raise typer.BadParameter(f"--source must be one of {', '.join(SOURCES)}")
@@ -126,9 +144,15 @@ def exchange(
         rest_429_every=rest_429_every,
         rest_500_every=rest_500_every,
     )
+    if skip_sequence_every is not None:
+        if venue != "coinbase":
+            raise typer.BadParameter("--skip-sequence-every is a Coinbase fault: --venue coinbase")
+        from cryptopredict.simulators.coinbase import CoinbaseFaults
+
+        faults = CoinbaseFaults(**dataclasses.asdict(faults), skip_sequence_every=skip_sequence_every)
 
     async def run() -> None:
-        server = ReplayExchange(trades, speed=replay_speed, host=host, port=port, faults=faults)
+        server = server_class(trades, speed=replay_speed, host=host, port=port, faults=faults)
         await server.start()
         typer.echo(
             f"replay exchange at {server.url} (REST {server.rest_url}), {len(trades)} trades", err=True
@@ -171,15 +195,20 @@ def _check_venue(venue: str) -> None:
 @app.command()
 def record(
     out: Annotated[Path, typer.Argument(help="Parquet file to write")],
-    url: Annotated[str | None, typer.Option(help="WebSocket URL; default: settings.kraken.ws_url")] = None,
+    venue: Annotated[str, typer.Option(help="kraken | coinbase | binance: the exchange recorded")] = "kraken",
+    url: Annotated[
+        str | None, typer.Option(help="WebSocket URL; default: the venue's ws_url setting")
+    ] = None,
     max_trades: Annotated[int | None, typer.Option(help="stop after this many trades")] = None,
 ) -> None:
-    """Record live trades to Parquet; replay them with `exchange --source trades-file --file OUT`."""
+    """Record live trades to Parquet; replay them with `exchange [--venue V] --source trades-file --file OUT`."""
     from cryptopredict.kraken.record import record_trades
     from streams.trade_feed import trade_client
 
     _logging("info")
-    written = asyncio.run(record_trades(trade_client(get_settings(), url), out, max_trades))
+    _check_venue(venue)
+    client = trade_client(get_settings(), url, venue=venue)
+    written = asyncio.run(record_trades(client, out, max_trades))
     typer.echo(f"recorded {written} trades to {out}")
 
 
@@ -358,6 +387,9 @@ def watch(
     horizon: Annotated[int, typer.Option(help="forecast horizon in candles (0: every horizon)")] = 0,
     target: Annotated[str | None, typer.Option(help="gRPC server host:port (default from settings)")] = None,
     limit: Annotated[int, typer.Option(help="stop after this many predictions (0: never)")] = 0,
+    exchange: Annotated[
+        str, typer.Option(help="exchange of the pairs: kraken, coinbase, binance, or * for every one")
+    ] = "kraken",
 ) -> None:
     """Print the prediction stream as a table: the latest prediction per pair first, then live ones.
     TLS and the bearer token come from the grpc settings (tls_ca_file or tls_cert_file, client_token)."""
@@ -372,7 +404,12 @@ def watch(
         seen = 0
         interval_s = parse_interval(interval)
         stream = watch_predictions(
-            address, pair or [], interval_s, horizon_s=horizon * interval_s, credentials=credentials
+            address,
+            pair or [],
+            interval_s,
+            horizon_s=horizon * interval_s,
+            credentials=credentials,
+            exchange=exchange,
         )
         async for prediction in stream:
             typer.echo(WATCH_FORMAT.format(*watch_row(prediction)))
@@ -395,7 +432,7 @@ def watch_row(p: Prediction) -> tuple[str, ...]:
     )
     return (
         f"{p.feature_time:%Y-%m-%d %H:%M}",
-        p.pair,
+        p.market,  # the pair alone on Kraken, `coinbase:BTC/USD` on another exchange
         f"{p.last_price:,.2f}",
         f"{p.predicted_price:,.2f}",
         band,
@@ -457,7 +494,7 @@ def report(
     if data is None:
         raise UserError(f"no candles of {pair} at {interval} in the feature store: nothing to report")
     psi, skipped = feature_psi(data.reference, data.recent, bins=settings.drift.psi_bins)
-    stamp = f"{pair.replace('/', '')}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
+    stamp = f"{pair.replace('/', '').replace(':', '-')}-{datetime.now(UTC):%Y%m%dT%H%M%SZ}"
     folder = out or settings.local_dir / "reports" / stamp
     title = f"{pair} {interval} h{horizon}"
     progress(f"rendering charts into {folder}")
@@ -687,13 +724,25 @@ def demo(
     min_candles: int = 300,
     predictions: int = 20,
     timeout_s: float = 900.0,
+    venues: Annotated[
+        str, typer.Option(help="Comma list of venues replayed and read at once; Kraken is always one")
+    ] = "kraken,coinbase",
 ) -> None:
     """The main job: stack up, replay trades, build candles, train via Temporal, stream predictions."""
     from cryptopredict.cli.demo import run_demo
 
     _logging("warning")
+    venue_list = tuple(v.strip() for v in venues.split(",") if v.strip())
+    for venue in venue_list:
+        _check_venue(venue)
     summary = asyncio.run(
-        run_demo(get_settings(), min_candles=min_candles, predictions=predictions, timeout_s=timeout_s)
+        run_demo(
+            get_settings(),
+            min_candles=min_candles,
+            predictions=predictions,
+            timeout_s=timeout_s,
+            venues=venue_list,
+        )
     )
     typer.echo(json.dumps(summary))
 

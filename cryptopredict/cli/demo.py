@@ -2,7 +2,8 @@
 MLflow champion -> Faust predictions -> gRPC stream.
 
 Each run works in the namespace `demo` (pair `demo.BTC/USD`, model `cryptopredict.demo-btcusd-60s-h1`,
-topics and task queues under `demo.`), so it never writes where a live BTC/USD deployment on the same
+topics and task queues under `demo.`) and reads the venues it is given (Kraken and Coinbase by default: a
+replay exchange speaking each venue's protocol, and a feed per venue; it trains and streams Kraken's), so it never writes where a live BTC/USD deployment on the same
 stack does, and uses its own topic prefix (fresh Faust state and offsets). It replays the same seeded
 trades, so reruns are reproducible and upsert the same candle rows. Services of the run are child processes
 with logs under `.local/logs/demo/`; they are stopped when the run ends.
@@ -34,6 +35,8 @@ logger = logging.getLogger(__name__)
 
 # What the replay exchange trades; the run names it `demo.BTC/USD` in its own namespace.
 VENUE_PAIR = "BTC/USD"
+# The same coin on each venue, as that venue quotes it.
+VENUE_PAIRS = {"kraken": VENUE_PAIR, "coinbase": VENUE_PAIR, "binance": "BTC/USDT"}
 NAMESPACE = "demo"
 
 
@@ -80,12 +83,13 @@ class ServiceGroup:
             await process.wait()
 
 
-async def candle_rows_since(settings: Settings, pair: str, since: datetime) -> int:
+async def candle_rows_since(settings: Settings, market: str, since: datetime) -> int:
     from sqlalchemy import func, select
 
     from cryptopredict.store.candles import async_engine
     from cryptopredict.store.schema import candles
 
+    exchange, pair = topics.split_market(market)
     engine = async_engine(settings.postgres)
     try:
         async with engine.connect() as conn:
@@ -93,6 +97,7 @@ async def candle_rows_since(settings: Settings, pair: str, since: datetime) -> i
                 select(func.count())
                 .select_from(candles)
                 .where(
+                    candles.c.exchange == exchange,
                     candles.c.pair == pair,
                     candles.c.written_at >= since,
                     candles.c.interval_s == settings.features.interval_s,
@@ -117,25 +122,35 @@ async def wait_for(what: str, check: Any, timeout_s: float, services: ServiceGro
 
 
 async def run_demo(
-    settings: Settings, min_candles: int, predictions: int, timeout_s: float
+    settings: Settings,
+    min_candles: int,
+    predictions: int,
+    timeout_s: float,
+    venues: tuple[str, ...] = ("kraken", "coinbase"),
 ) -> dict[str, Any]:
     from rich.console import Console
 
     from cryptopredict import stack
     from cryptopredict.orchestration import start_training, training_request
+    from cryptopredict.simulators import replay_exchange
     from grpc_server.client import stream_predictions
+
+    if "kraken" not in venues or not set(venues) <= set(topics.EXCHANGES):
+        raise ValueError(f"the demo reads Kraken and any of {list(topics.EXCHANGES)}, not {list(venues)}")
 
     console = Console(stderr=True, soft_wrap=True)
     started = datetime.now(UTC)
     with console.status("starting the local stack (first run installs Kafka, tools and models)..."):
         stack.up(settings)
 
-    grpc_port, exchange_port = free_port(), free_port()
+    grpc_port = free_port()
+    exchange_ports = {venue: free_port() for venue in venues}
     run_settings = settings.model_copy(
         update={
             "kafka": settings.kafka.model_copy(update={"topic_prefix": f"{started:%Y%m%d%H%M%S}-"}),
             "grpc": settings.grpc.model_copy(update={"port": grpc_port}),
-            "kraken": settings.kraken.model_copy(update={"pairs": [VENUE_PAIR]}),
+            "venues": list(venues),
+            **{v: settings.venue(v).model_copy(update={"pairs": [VENUE_PAIRS[v]]}) for v in venues},
         }
     ).in_namespace(NAMESPACE)
     prefix = run_settings.kafka.topic_prefix
@@ -145,7 +160,8 @@ async def run_demo(
         "CRYPTOPREDICT_NAMESPACE": NAMESPACE,
         "CRYPTOPREDICT_KAFKA__TOPIC_PREFIX": prefix,
         "CRYPTOPREDICT_GRPC__PORT": str(grpc_port),
-        "CRYPTOPREDICT_KRAKEN__PAIRS": json.dumps([VENUE_PAIR]),
+        "CRYPTOPREDICT_VENUES": json.dumps(list(venues)),
+        **{f"CRYPTOPREDICT_{v.upper()}__PAIRS": json.dumps([VENUE_PAIRS[v]]) for v in venues},
     }
     cli = [sys.executable, "-m", "cryptopredict.cli"]
     services = ServiceGroup(settings.local_dir.resolve() / "logs" / "demo", env)
@@ -154,29 +170,51 @@ async def run_demo(
         # Retrains of the demo start below; its worker makes no schedules.
         await services.start("worker", *cli, "worker", "--queues", "training", "--no-schedules")
         await services.start("grpc", sys.executable, "-m", "grpc_server")
-        # 300x: one 1-minute candle every 0.2 s, long enough to outlast training.
-        await services.start(
-            "exchange",
-            *cli,
-            "exchange",
-            "--port",
-            str(exchange_port),
-            "--pair",
-            VENUE_PAIR,
-            "--minutes",
-            "3000",
-            "--speed",
-            "300",
-        )
-        await services.start("feed", *cli, "feed", "--url", f"ws://127.0.0.1:{exchange_port}/v2")
-
-        with console.status(f"replaying trades until {min_candles} candles are in the feature store..."):
-            await wait_for(
-                f"{min_candles} candles in the store",
-                lambda: _at_least(candle_rows_since(settings, pair, started), min_candles),
-                timeout_s,
-                services,
+        for venue, port in exchange_ports.items():
+            # 300x: one 1-minute candle every 0.2 s, long enough to outlast training. Every venue
+            # replays the same seeded market, through its own protocol.
+            await services.start(
+                f"exchange-{venue}",
+                *cli,
+                "exchange",
+                "--venue",
+                venue,
+                "--port",
+                str(port),
+                "--pair",
+                VENUE_PAIRS[venue],
+                "--minutes",
+                "3000",
+                "--speed",
+                "300",
             )
+            replay = replay_exchange(venue)([], port=port)
+            await services.start(
+                f"feed-{venue}",
+                *cli,
+                "feed",
+                "--venue",
+                venue,
+                "--url",
+                replay.url,
+                "--rest-url",
+                replay.rest_url,
+            )
+
+        markets = [
+            topics.market_key(venue, topics.namespaced_pair(VENUE_PAIRS[venue], NAMESPACE))
+            for venue in venues
+        ]
+        with console.status(f"replaying trades until {min_candles} candles are in the feature store..."):
+            for market in markets:
+                await wait_for(
+                    f"{min_candles} candles of {market} in the store",
+                    lambda market=market: _at_least(
+                        candle_rows_since(settings, market, started), min_candles
+                    ),
+                    timeout_s,
+                    services,
+                )
         with console.status("training through Temporal (persistence vs XGBoost, MLflow registry)..."):
             # A demo-sized retrain: the real steps, with budgets that fit a few hundred candles.
             request = training_request(
@@ -207,14 +245,18 @@ async def run_demo(
         await services.stop()
     # Counted once the feed has stopped: reading a topic that is still being written never ends.
     trade_records = await read_topic(run_settings.kafka, topics.topic_name(topics.TRADES, prefix))
-    trades = sum(len(TradeBatch.model_validate_json(v).trades) for v in trade_records)
+    trades_by_venue = dict.fromkeys(venues, 0)
+    for value in trade_records:
+        batch = TradeBatch.model_validate_json(value)
+        trades_by_venue[batch.exchange] += len(batch.trades)
 
     host = settings.temporal.host_port[0]
     workflow_id = topics.training_workflow_id(
         pair, settings.features.interval_s, settings.model.horizons_candles[0]
     )
     return {
-        "trades": trades,
+        "trades": sum(trades_by_venue.values()),
+        "trades_by_venue": trades_by_venue,
         "candles": candles,
         "model_version": f"{result.champion.name}/{result.champion.version} ({result.champion.flavor})",
         "predictions_streamed": len(streamed),

@@ -7,7 +7,9 @@ Features at the candle starting at t are known when it closes (t + interval), an
   Bollinger %B and width. OBV is left out: it is a running total whose level depends on where the
   history starts, so training and the live stream would disagree on it.
 - sentiment of the pair's coin, point in time at the close (cryptopredict.features.sentiment): the
-  weighted mean (0 when nothing was scored, with the count saying so) and log(1 + count).
+  weighted mean (0 when nothing was scored, with the count saying so) and log(1 + count);
+- when asked for, the same coin's lagged returns and price spread on other venues, from their candles
+  closed one interval before the target's close (cryptopredict.features.cross_venue).
 
 Rows are aligned on a complete time grid: a missing candle or a gap candle (no trades) inside the
 lag window leaves NaN in the returns, so the row cannot be used.
@@ -15,12 +17,14 @@ lag window leaves NaN in the returns, so the row cannot be used.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from datetime import timedelta
 
 import numpy as np
 import pandas as pd
 
 from cryptopredict.features import indicators as ind
+from cryptopredict.features.cross_venue import all_cross_venue_features
 
 
 def return_feature_names(lags: int) -> list[str]:
@@ -103,12 +107,17 @@ def feature_frame(
     indicators: pd.DataFrame,
     config: ind.IndicatorConfig,
     sentiment: pd.DataFrame | None = None,
+    cross_venue: Mapping[str, pd.DataFrame] | None = None,
+    cross_venue_lags: int = 0,
 ) -> tuple[pd.DataFrame, pd.DataFrame]:
     """Model inputs of every step from the first to the last candle (NaN where unusable), and the
-    complete grid they were computed on. `indicators` and `sentiment` are indexed by window_start."""
+    complete grid they were computed on. `indicators` and `sentiment` are indexed by window_start;
+    `cross_venue`: exchange -> that venue's candles of the same coin and interval (None: no such features)."""
     grid = complete_grid(candles, interval_s)
     close = grid["close"].astype(float)
     parts = [return_features(grid, lags), indicator_features(indicators.reindex(grid.index), close, config)]
     if sentiment is not None:
         parts.append(sentiment_columns(sentiment.reindex(grid.index)))
+    if cross_venue:
+        parts.append(all_cross_venue_features(grid, cross_venue, interval_s, cross_venue_lags))
     return pd.concat(parts, axis=1), grid

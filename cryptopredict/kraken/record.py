@@ -6,15 +6,24 @@ The file holds the Trade model's fields, one row per trade, written in row group
 from __future__ import annotations
 
 import logging
+from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Protocol
 
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cryptopredict.kraken.client import KrakenTradeClient, Rejected
+from cryptopredict.kraken.client import Rejected
 from cryptopredict.models import Trade
 
 logger = logging.getLogger(__name__)
+
+
+class TradeSource(Protocol):
+    """Any venue's trade client (Kraken, Coinbase, Binance)."""
+
+    def batches(self) -> AsyncIterator[list[Trade | Rejected]]: ...
+
 
 SCHEMA = pa.schema(
     [
@@ -35,20 +44,23 @@ def _table(trades: list[Trade]) -> pa.Table:
 
 
 async def record_trades(
-    client: KrakenTradeClient, path: Path, max_trades: int | None = None, row_group: int = 1000
+    client: TradeSource, path: Path, max_trades: int | None = None, row_group: int = 1000
 ) -> int:
     """Writes trades until cancelled or `max_trades`; returns how many were written."""
     written, buffer = 0, []
     with pq.ParquetWriter(path, SCHEMA) as writer:
         try:
-            async for event in client.events():
-                if isinstance(event, Rejected):
-                    logger.warning("not recorded: %s", event.reason)
-                    continue
-                buffer.append(event)
-                if len(buffer) >= row_group:
-                    writer.write_table(_table(buffer))
-                    written, buffer = written + len(buffer), []
+            async for batch in client.batches():
+                for event in batch:
+                    if isinstance(event, Rejected):
+                        logger.warning("not recorded: %s", event.reason)
+                        continue
+                    buffer.append(event)
+                    if len(buffer) >= row_group:
+                        writer.write_table(_table(buffer))
+                        written, buffer = written + len(buffer), []
+                    if max_trades is not None and written + len(buffer) >= max_trades:
+                        break
                 if max_trades is not None and written + len(buffer) >= max_trades:
                     break
         finally:

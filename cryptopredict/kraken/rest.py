@@ -204,6 +204,16 @@ class KrakenRestClient:
                 return
             since_ns = last
 
+    async def ohlc(self, ws_pair: str, interval_s: int, since_s: int) -> list[OhlcRow]:
+        """The closed candles of `interval_s` (a whole number of minutes Kraken offers) that start at or after
+        `since_s`, from Kraken's newest 720; the still-forming last row is left out."""
+        if interval_s <= 0 or interval_s % 60:
+            raise ValueError(f"Kraken's OHLC intervals are whole minutes, not {interval_s} s")
+        # `since` is exclusive on Kraken: one second earlier includes the window starting at since_s.
+        params = {"pair": rest_pair(ws_pair), "interval": str(interval_s // 60), "since": str(since_s - 1)}
+        rows, last = parse_ohlc_response(await self.get("/0/public/OHLC", params))
+        return [row for row in rows if since_s <= row.time <= last]
+
 
 @dataclass(frozen=True)
 class OhlcRow:

@@ -3,12 +3,14 @@
 The target of the candle starting at t is the close of the candle starting at t + horizon * interval,
 found by timestamp on a complete time grid, never by shifting rows: a hole in the history can never pair
 a row with the wrong future. Rows are dropped, and counted by reason, when their lag window touches a gap
-or a missing candle, an indicator is still warming up, or the target candle is a gap or missing.
+or a missing candle, an indicator is still warming up, another venue's candle a cross-venue feature
+needs is missing or a gap, or the target candle is a gap or missing.
 """
 
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
@@ -16,6 +18,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from cryptopredict.features.cross_venue import PREFIX as CROSS_VENUE
 from cryptopredict.features.indicators import IndicatorConfig, indicator_frame
 from cryptopredict.features.model_inputs import feature_frame
 from cryptopredict.ml.volatility import FUTURE_VOL, absolute_returns, future_volatility, volatility_inputs
@@ -81,12 +84,23 @@ def build_dataset(
     indicators: pd.DataFrame,
     sentiment: pd.DataFrame | None = None,
     config: IndicatorConfig | None = None,
+    cross_venue: Mapping[str, pd.DataFrame] | None = None,
+    cross_venue_lags: int = 0,
 ) -> Dataset:
     """`candles`: store rows of one (pair, interval) (window_start, close, gap, ...); `indicators`: the
     indicator values by window_start; `sentiment`: point-in-time sentiment features by window_start,
-    already taken at each candle's close (None: no sentiment for this coin)."""
+    already taken at each candle's close (None: no sentiment for this coin); `cross_venue`: exchange ->
+    that venue's candles of the same coin and interval, for `cross_venue_lags` lagged returns and the
+    spread (cryptopredict.features.cross_venue; None: no such features)."""
     features, grid = feature_frame(
-        candles, interval_s, lags, indicators, config or IndicatorConfig(), sentiment
+        candles,
+        interval_s,
+        lags,
+        indicators,
+        config or IndicatorConfig(),
+        sentiment,
+        cross_venue,
+        cross_venue_lags,
     )
     names = list(features.columns)
     close = grid["close"].astype(float)
@@ -97,14 +111,17 @@ def build_dataset(
     real = ~grid["missing"] & has_future  # the newest rows wait for their future: not drops
 
     returns_ok = features[[n for n in names if n.startswith("ret_lag_")]].notna().all(axis=1)
-    indicators_ok = features.notna().all(axis=1)
+    own_ok = features[[n for n in names if not n.startswith(CROSS_VENUE)]].notna().all(axis=1)
+    others_ok = features.notna().all(axis=1)
     target_ok = target_unusable.eq(False)
     dropped = {
         "window_touches_gap": int((real & ~returns_ok).sum()),
-        "indicator_warm_up": int((real & returns_ok & ~indicators_ok).sum()),
-        "target_touches_gap": int((real & returns_ok & indicators_ok & ~target_ok).sum()),
+        "indicator_warm_up": int((real & returns_ok & ~own_ok).sum()),
+        "target_touches_gap": int((real & own_ok & others_ok & ~target_ok).sum()),
     }
-    keep = real & returns_ok & indicators_ok & target_ok
+    if cross_venue:
+        dropped["cross_venue_missing"] = int((real & own_ok & ~others_ok).sum())
+    keep = real & own_ok & others_ok & target_ok
     frame = features[keep].copy()
     frame[FEATURE_TIME] = frame.index
     frame[LAST_CLOSE] = close[keep]

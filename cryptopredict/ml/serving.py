@@ -4,7 +4,7 @@ made from the same feature code as training."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
 
@@ -12,7 +12,7 @@ import numpy as np
 import pandas as pd
 
 from cryptopredict.features.cross_venue import PREFIX as CROSS_VENUE
-from cryptopredict.features.cross_venue import venues_of
+from cryptopredict.features.cross_venue import source_markets, venues_of
 from cryptopredict.features.indicators import IndicatorConfig
 from cryptopredict.features.model_inputs import feature_frame
 from cryptopredict.ml.adaptive import Scaled, offset_at, scale_of
@@ -134,14 +134,17 @@ def input_row(
     return frame.iloc[[-1]]
 
 
-def cross_venue_window(model: Any, last: Candle) -> tuple[dict[str, int], datetime, datetime]:
-    """What the model's cross-venue features need at `last`: exchange -> return lags (empty when it reads
-    none), and the span [start, end] of window_start..window_end the other venues' candles must cover
-    (they closed by the start of `last`, cryptopredict.features.cross_venue)."""
+def cross_venue_window(
+    model: Any, last: Candle, pairs_of: Callable[[str], Sequence[str]]
+) -> tuple[dict[str, str], datetime, datetime]:
+    """The other venues' candles the model's cross-venue features need at `last`: exchange -> the market
+    of the coin there (empty when the model reads none; `pairs_of`: Settings.venue_pairs), and the span
+    [start, end) of their window starts: the candles that closed by the start of `last`
+    (cryptopredict.features.cross_venue), as many as the return lags need."""
     venues = venues_of(forecast_spec(model).features)
     step = timedelta(seconds=last.interval_s)
-    back = max(venues.values(), default=0) + 1
-    return venues, last.window_start - step * back, last.window_start
+    start = last.window_start - step * (max(venues.values(), default=0) + 1)
+    return source_markets(last.market, venues, pairs_of), start, last.window_start
 
 
 def missing_inputs(model: Any, row: pd.DataFrame) -> str | None:
@@ -203,9 +206,7 @@ def predict_next(
     others = {exchange: (cross_venue or {}).get(exchange, NO_CANDLES) for exchange in venues}
     # A model that reads no feature (persistence) needs no feature row, and building one costs ~10 ms.
     row = (
-        input_row(
-            history, indicator_values, lags, config, sentiment, others, max(venues.values(), default=0)
-        )
+        input_row(history, indicator_values, lags, config, sentiment, others, max(venues.values(), default=0))
         if spec.features
         else pd.DataFrame(index=pd.DatetimeIndex([last.window_start]))
     )

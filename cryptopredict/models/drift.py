@@ -8,6 +8,7 @@ from typing import Literal
 from pydantic import BaseModel, Field
 
 from cryptopredict.models.base import DomainModel, UtcDatetime
+from cryptopredict.topics import KRAKEN, Exchange, split_market
 
 TrainingOverride = float | int | str | bool | None
 
@@ -186,10 +187,12 @@ class RecordInput(BaseModel):
 
 class DriftRecord(DomainModel):
     """One drift check as a row of table `drift_reports` (and a record of topic `drift_reports`, which
-    RisingWave ingests): flat columns for SQL and dashboards, the PSI of each feature as JSON."""
+    RisingWave ingests): flat columns for SQL and dashboards, the PSI of each feature as JSON. The target's
+    market key is stored as its venue and bare pair, as the other tables of a market are."""
 
     workflow_id: str
     run_id: str
+    exchange: Exchange = KRAKEN
     pair: str
     interval_s: int
     horizon_candles: int
@@ -220,10 +223,12 @@ class DriftRecord(DomainModel):
     def of(cls, report: DriftReport, workflow_id: str, run_id: str) -> DriftRecord:
         top = report.max_psi
         live, retrain = report.live, report.retrain
+        exchange, pair = split_market(report.target.pair)
         return cls(
             workflow_id=workflow_id,
             run_id=run_id,
-            pair=report.target.pair,
+            exchange=exchange,
+            pair=pair,
             interval_s=report.target.interval_s,
             horizon_candles=report.target.horizon_candles,
             checked_at=report.checked_at,

@@ -36,7 +36,7 @@ class RetentionAges(BaseModel):
 class RetentionScope(BaseModel):
     """What a run may touch. None (the schedule's) is everything; a test narrows each to its own objects."""
 
-    pairs: list[str] | None = None
+    pairs: list[str] | None = None  # market keys (topics.market_key): predictions of these venues and pairs
     dead_letter_sources: list[str] | None = None
     model_prefix: str | None = None
     study_prefix: str | None = None

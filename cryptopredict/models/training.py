@@ -23,6 +23,10 @@ class TrainingInput(BaseModel):
     interval_s: int = Field(default=60, gt=0)
     horizon_candles: int = Field(default=1, gt=0)
     lags: int = Field(default=10, gt=0)
+    # Market keys of the pair's coin on other venues whose lagged returns and price spread are features
+    # (cryptopredict.features.cross_venue; features.cross_venue), and how many lagged returns of each.
+    cross_venue: list[str] = Field(default_factory=list)
+    cross_venue_lags: int = Field(default=3, gt=0)
     test_fraction: float = Field(default=0.2, gt=0, lt=1)
     min_rows: int = Field(default=300, gt=0)
     folds: int = Field(default=4, ge=2)

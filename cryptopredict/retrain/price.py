@@ -39,7 +39,7 @@ from cryptopredict.store.candles import sync_engine
 from cryptopredict.store.inputs import read_stored_inputs
 from cryptopredict.store.report import feature_psi
 from cryptopredict.temporal_policies import NotEnoughData
-from cryptopredict.topics import registered_model_name
+from cryptopredict.topics import registered_model_name, split_market
 
 logger = logging.getLogger(__name__)
 
@@ -48,9 +48,10 @@ def build_run(runs: RetrainRuns, request: TrainingInput, key: str, progress: Pro
     """Builds the dataset and starts the retrain's MLflow run (tagged with `key`) with the dataset,
     its identity and the request logged in it, so any worker can download the dataset."""
     config = IndicatorConfig()
+    cross_venue: dict[str, str] = {split_market(market)[0]: market for market in request.cross_venue}
     engine = sync_engine(runs.settings.postgres)
     try:
-        inputs = read_stored_inputs(engine, request.pair, request.interval_s, config)
+        inputs = read_stored_inputs(engine, request.pair, request.interval_s, config, cross_venue)
     finally:
         engine.dispose()
     if inputs is None:
@@ -65,6 +66,8 @@ def build_run(runs: RetrainRuns, request: TrainingInput, key: str, progress: Pro
         inputs.indicators,
         sentiment,
         config,
+        inputs.cross_venue,
+        request.cross_venue_lags,
     )
     if len(dataset.frame) < request.min_rows:
         # More data arrives with time; a person need not act, so a later run may succeed.

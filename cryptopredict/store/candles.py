@@ -1,6 +1,8 @@
-"""Reading and writing the feature store. Writes are idempotent upserts keyed by (pair, interval_s,
-window_start), so replays never duplicate rows. The upserts are PostgreSQL's (the sink, off on
-RisingWave, which ingests the topics itself); the dead letters of the news flow have a RisingWave path."""
+"""Reading and writing the feature store. Writes are idempotent upserts keyed by (exchange, pair,
+interval_s, window_start), so replays never duplicate rows. The upserts are PostgreSQL's (the sink, off
+on RisingWave, which ingests the topics itself); the dead letters of the news flow have a RisingWave path.
+Readers take a target's market key (topics.market_key: the pair itself on Kraken, `coinbase:BTC/USD`
+elsewhere) and select by venue and pair."""
 
 from __future__ import annotations
 
@@ -8,7 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
-from sqlalchemy import Engine, Table, create_engine, select
+from sqlalchemy import ColumnElement, Engine, Table, create_engine, select
 from sqlalchemy import insert as plain_insert
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
@@ -17,6 +19,7 @@ from cryptopredict.models import Candle, DeadLetter, IndicatorRow, Prediction
 from cryptopredict.settings import PostgresSettings
 from cryptopredict.store.dialect import IMPLICIT_FLUSH, StoreDialect, engine_options, on_risingwave
 from cryptopredict.store.schema import candles, dead_letters, predictions, technical_indicators
+from cryptopredict.topics import split_market
 
 
 def async_engine(settings: PostgresSettings, dialect: StoreDialect = "postgres") -> AsyncEngine:
@@ -65,7 +68,19 @@ def sync_engine(settings: PostgresSettings, dialect: StoreDialect = "postgres") 
     )
 
 
-WINDOW_KEY = ("pair", "interval_s", "window_start")
+WINDOW_KEY = ("exchange", "pair", "interval_s", "window_start")
+
+
+def market_params(market: str) -> dict[str, str]:
+    """The bind parameters `exchange` and `pair` of a market key, for SQL text that selects one market."""
+    exchange, pair = split_market(market)
+    return {"exchange": exchange, "pair": pair}
+
+
+def on_market(table: Table, market: str) -> tuple[ColumnElement[bool], ColumnElement[bool]]:
+    """The conditions selecting the rows of one market (a market key) in a table keyed by venue and pair."""
+    exchange, pair = split_market(market)
+    return table.c.exchange == exchange, table.c.pair == pair
 
 
 async def upsert_rows(
@@ -94,7 +109,15 @@ async def upsert_indicators(engine: AsyncEngine, rows: Sequence[IndicatorRow]) -
     return await upsert_rows(engine, technical_indicators, [r.model_dump() for r in rows])
 
 
-PREDICTION_KEY = ("pair", "interval_s", "horizon_s", "feature_time", "model_name", "model_version")
+PREDICTION_KEY = (
+    "exchange",
+    "pair",
+    "interval_s",
+    "horizon_s",
+    "feature_time",
+    "model_name",
+    "model_version",
+)
 
 
 async def upsert_predictions(engine: AsyncEngine, rows: Sequence[Prediction]) -> int:
@@ -123,10 +146,10 @@ async def insert_dead_letters(engine: AsyncEngine, rows: Sequence[DeadLetter]) -
 
 
 def read_candles(engine: Engine, pair: str, interval_s: int) -> pd.DataFrame:
-    """All candles of a (pair, interval) in time order, gap candles included."""
+    """All candles of a (market key, interval) in time order, gap candles included."""
     query = (
         select(candles)
-        .where(candles.c.pair == pair, candles.c.interval_s == interval_s)
+        .where(*on_market(candles, pair), candles.c.interval_s == interval_s)
         .order_by(candles.c.window_start)
     )
     with engine.connect() as conn:
@@ -134,11 +157,11 @@ def read_candles(engine: Engine, pair: str, interval_s: int) -> pd.DataFrame:
 
 
 def read_indicator_values(engine: Engine, pair: str, interval_s: int) -> pd.DataFrame:
-    """The stored indicator rows of a (pair, interval), one column per indicator (NaN inside a warm-up),
-    indexed by window_start."""
+    """The stored indicator rows of a (market key, interval), one column per indicator (NaN inside a
+    warm-up), indexed by window_start."""
     query = (
         select(technical_indicators.c.window_start, technical_indicators.c["values"])
-        .where(technical_indicators.c.pair == pair, technical_indicators.c.interval_s == interval_s)
+        .where(*on_market(technical_indicators, pair), technical_indicators.c.interval_s == interval_s)
         .order_by(technical_indicators.c.window_start)
     )
     with engine.connect() as conn:

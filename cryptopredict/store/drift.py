@@ -8,7 +8,7 @@ from sqlalchemy import Engine, select
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from cryptopredict.models.drift import DriftRecord
-from cryptopredict.store.candles import upsert_rows
+from cryptopredict.store.candles import on_market, upsert_rows
 from cryptopredict.store.schema import drift_reports
 
 DRIFT_KEY = ("workflow_id", "run_id")
@@ -19,10 +19,10 @@ async def upsert_drift_records(engine: AsyncEngine, records: list[DriftRecord]) 
 
 
 def read_drift_reports(engine: Engine, pair: str, interval_s: int) -> pd.DataFrame:
-    """The drift checks of a (pair, interval), oldest first."""
+    """The drift checks of a (market key, interval), oldest first."""
     query = (
         select(drift_reports)
-        .where(drift_reports.c.pair == pair, drift_reports.c.interval_s == interval_s)
+        .where(*on_market(drift_reports, pair), drift_reports.c.interval_s == interval_s)
         .order_by(drift_reports.c.checked_at)
     )
     with engine.connect() as conn:

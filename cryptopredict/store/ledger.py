@@ -10,6 +10,7 @@ from sqlalchemy import Engine, text
 
 from cryptopredict.ml.intervals import REGIMES, christoffersen_pvalue_of_counts, kupiec_pvalue_of_counts
 from cryptopredict.ml.live import DEFAULT_COVERAGE, IntervalFigures, LiveFigures
+from cryptopredict.store.candles import market_params
 
 LEDGER_SUMMARY = text(
     """
@@ -20,7 +21,7 @@ LEDGER_SUMMARY = text(
            avg(CASE WHEN inside_interval THEN 1.0 ELSE 0.0 END)
                FILTER (WHERE inside_interval IS NOT NULL) AS interval_coverage
     FROM prediction_outcomes
-    WHERE pair = :pair AND interval_s = :interval_s AND target_time >= :since
+    WHERE exchange = :exchange AND pair = :pair AND interval_s = :interval_s AND target_time >= :since
     GROUP BY model_name, model_version
     ORDER BY model_name, model_version
     """
@@ -40,7 +41,7 @@ LEDGER_INTERVALS = text(
                    PARTITION BY model_name, model_version ORDER BY target_time
                ) AS previous
         FROM prediction_outcomes
-        WHERE pair = :pair AND interval_s = :interval_s AND target_time >= :since
+        WHERE exchange = :exchange AND pair = :pair AND interval_s = :interval_s AND target_time >= :since
           AND inside_interval IS NOT NULL
     )
     SELECT model_name, model_version,
@@ -83,8 +84,9 @@ def ledger_summary(
     since: datetime,
     nominal_coverage: float = DEFAULT_COVERAGE,
 ) -> list[LiveFigures]:
-    """Per model version, over the predictions whose target time is at or after `since`."""
-    params = {"pair": pair, "interval_s": interval_s, "since": since}
+    """Per model version of a (market key, interval), over the predictions whose target time is at or
+    after `since`."""
+    params = {**market_params(pair), "interval_s": interval_s, "since": since}
     with engine.connect() as conn:
         rows = conn.execute(LEDGER_SUMMARY, params).all()
         interval_rows = conn.execute(LEDGER_INTERVALS, {**params, "nominal": nominal_coverage}).all()

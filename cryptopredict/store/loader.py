@@ -24,6 +24,7 @@ def batched(rows: Iterable[Candle], size: int) -> Iterator[list[Candle]]:
 
 
 async def load_ohlcvt(settings: Settings, path: Path, pair: str, interval_s: int) -> int:
+    """Loads the file as candles of `pair`, a market key (the pair itself on Kraken)."""
     migrate(settings.postgres)
     engine = async_engine(settings.postgres)
     written = 0

@@ -1,4 +1,6 @@
-"""The store rows of a demo or test namespace: those whose pair, or registered model, is in it."""
+"""The store rows of a demo or test namespace: those whose pair, or registered model, is in it. The pair
+column holds the bare namespaced pair on every venue (the venue is column `exchange`), so rows of all
+venues are found."""
 
 from __future__ import annotations
 

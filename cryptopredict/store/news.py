@@ -17,7 +17,7 @@ from cryptopredict.models import NewsItem, SentimentScore
 from cryptopredict.sentiment.extractor import normalize_ticker
 from cryptopredict.store.dialect import IMPLICIT_FLUSH, on_risingwave
 from cryptopredict.store.schema import news_items, news_scoring, sentiment_scores
-from cryptopredict.topics import split_namespace
+from cryptopredict.topics import split_market, split_namespace
 
 # How an item's scoring ended (news_scoring.outcome).
 SCORED = "scored"
@@ -149,12 +149,17 @@ def read_sentiment_features(
     return sentiment_features(scores, times)
 
 
+def coin_of(pair: str) -> str | None:
+    """The coin a pair or market key (`binance:demo.BTC/USDT`) trades; None when it names none we know."""
+    return normalize_ticker(split_namespace(split_market(pair)[1])[1])
+
+
 def sentiment_at_closes(
     engine: Engine, pair: str, starts: pd.DatetimeIndex, interval_s: int
 ) -> pd.DataFrame | None:
     """Point-in-time sentiment of the pair's coin at the close of each candle (given by window start),
     indexed by window start as the candles are; None when the pair names no coin we know."""
-    coin = normalize_ticker(split_namespace(pair)[1])
+    coin = coin_of(pair)
     if coin is None:
         return None
     features = read_sentiment_features(engine, coin, starts + pd.Timedelta(seconds=interval_s))
@@ -177,7 +182,7 @@ def scored_sentiment_at_closes(
 
 def newest_sentiment_at(engine: Engine, pair: str, at: datetime) -> datetime | None:
     """When the newest score of the pair's coin at or before `at` was made; None when there is none."""
-    coin = normalize_ticker(split_namespace(pair)[1])
+    coin = coin_of(pair)
     if coin is None:
         return None
     query = select(func.max(sentiment_scores.c.scored_at)).where(

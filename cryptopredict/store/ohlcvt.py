@@ -14,9 +14,12 @@ from pathlib import Path
 
 from cryptopredict.features.candles import gap_candle
 from cryptopredict.models import Candle
+from cryptopredict.topics import split_market
 
 
-def read_ohlcvt(path: Path, pair: str, interval_s: int) -> Iterator[Candle]:
+def read_ohlcvt(path: Path, market: str, interval_s: int) -> Iterator[Candle]:
+    """Candles of `market` (a market key: the pair itself on Kraken, `coinbase:BTC/USD` elsewhere)."""
+    exchange, pair = split_market(market)
     step = timedelta(seconds=interval_s)
     previous: Candle | None = None
     with path.open() as handle:
@@ -28,9 +31,10 @@ def read_ohlcvt(path: Path, pair: str, interval_s: int) -> Iterator[Candle]:
             if previous is not None:
                 gap_start = previous.window_start + step
                 while gap_start < start:
-                    yield gap_candle(pair, interval_s, gap_start, previous.close)
+                    yield gap_candle(market, interval_s, gap_start, previous.close)
                     gap_start += step
             previous = Candle(
+                exchange=exchange,
                 pair=pair,
                 interval_s=interval_s,
                 window_start=start,

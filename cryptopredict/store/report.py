@@ -1,6 +1,6 @@
-"""What `cryptopredict report` draws, read from the feature store: the outcomes of one (pair, interval,
-horizon) from the ledger (view `prediction_outcomes`), the candles over the same range, and the model
-inputs of two windows for drift.
+"""What `cryptopredict report` draws, read from the feature store: the outcomes of one (market key,
+interval, horizon) from the ledger (view `prediction_outcomes`), the candles over the same range, and the
+model inputs of two windows for drift.
 
 The range ends at the newest candle of the pair (not the wall clock, so a replayed or stopped feed still
 has a report) and spans `hours`: outcomes whose target time is in [since, until] (the same `since` as
@@ -24,6 +24,7 @@ from cryptopredict.features.model_inputs import feature_frame
 from cryptopredict.ml.dataset import indicator_values
 from cryptopredict.ml.drift import psi
 from cryptopredict.ml.live import DEFAULT_COVERAGE, IntervalFigures, interval_figures
+from cryptopredict.store.candles import market_params, on_market
 from cryptopredict.store.schema import candles
 
 # Candles read before the reference window so that every indicator is past its warm-up there (the longest
@@ -36,7 +37,7 @@ OUTCOMES = text(
            lower_price, upper_price, realised_price, abs_error, persistence_abs_error, inside_interval,
            interval_level, volatility_regime
     FROM prediction_outcomes
-    WHERE pair = :pair AND interval_s = :interval_s AND horizon_s = :horizon_s
+    WHERE exchange = :exchange AND pair = :pair AND interval_s = :interval_s AND horizon_s = :horizon_s
       AND target_time >= :since AND target_time <= :until
     ORDER BY target_time, made_at
     """
@@ -122,7 +123,7 @@ class ReportData:
 
 def newest_candle_end(engine: Engine, pair: str, interval_s: int) -> datetime | None:
     query = select(func.max(candles.c.window_end)).where(
-        candles.c.pair == pair, candles.c.interval_s == interval_s
+        *on_market(candles, pair), candles.c.interval_s == interval_s
     )
     with engine.connect() as conn:
         newest: datetime | None = conn.execute(query).scalar()
@@ -131,12 +132,12 @@ def newest_candle_end(engine: Engine, pair: str, interval_s: int) -> datetime | 
 
 def newest_outcome_time(engine: Engine, pair: str, interval_s: int, horizon_s: int) -> datetime | None:
     query = text(
-        "SELECT max(target_time) FROM prediction_outcomes"
-        " WHERE pair = :pair AND interval_s = :interval_s AND horizon_s = :horizon_s"
+        "SELECT max(target_time) FROM prediction_outcomes WHERE exchange = :exchange AND pair = :pair"
+        " AND interval_s = :interval_s AND horizon_s = :horizon_s"
     )
     with engine.connect() as conn:
         newest: datetime | None = conn.execute(
-            query, {"pair": pair, "interval_s": interval_s, "horizon_s": horizon_s}
+            query, {**market_params(pair), "interval_s": interval_s, "horizon_s": horizon_s}
         ).scalar()
     return newest
 
@@ -148,7 +149,7 @@ def read_candles_between(
     query = (
         select(candles)
         .where(
-            candles.c.pair == pair,
+            *on_market(candles, pair),
             candles.c.interval_s == interval_s,
             candles.c.window_start >= start,
             candles.c.window_start < end,
@@ -163,7 +164,8 @@ def read_outcomes(
     engine: Engine, pair: str, interval_s: int, horizon_s: int, since: datetime, until: datetime
 ) -> pd.DataFrame:
     """Ledger rows of one target whose target time is in [since, until], in target time order."""
-    params = {"pair": pair, "interval_s": interval_s, "horizon_s": horizon_s, "since": since, "until": until}
+    params = {**market_params(pair), "interval_s": interval_s, "horizon_s": horizon_s}
+    params |= {"since": since, "until": until}
     with engine.connect() as conn:
         frame = pd.read_sql(OUTCOMES.bindparams(**params), conn)
     frame["model_version"] = frame["model_version"].astype(str)

@@ -12,21 +12,40 @@ from sqlalchemy import (
     Index,
     Integer,
     MetaData,
+    PrimaryKeyConstraint,
     SmallInteger,
     Table,
     Text,
     func,
+    text,
 )
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 
+from cryptopredict.topics import KRAKEN
+
 metadata = MetaData()
+
+# The venue of a market's rows (topics.Exchange), first in each key that holds the pair: the same pair and
+# window on two venues are two rows. Rows stored before venues existed are Kraken's (migration 0010, which
+# appends the column to the existing tables: every statement names its columns, so the order is moot).
+KRAKEN_DEFAULT = text(f"'{KRAKEN}'")
+
+
+def _exchange() -> Column[str]:
+    return Column("exchange", Text, nullable=False, server_default=KRAKEN_DEFAULT)
+
+
+def _window_key() -> PrimaryKeyConstraint:
+    return PrimaryKeyConstraint("exchange", "pair", "interval_s", "window_start")
+
 
 candles = Table(
     "candles",
     metadata,
-    Column("pair", Text, primary_key=True),
-    Column("interval_s", Integer, primary_key=True),
-    Column("window_start", DateTime(timezone=True), primary_key=True),
+    _exchange(),
+    Column("pair", Text, nullable=False),
+    Column("interval_s", Integer, nullable=False),
+    Column("window_start", DateTime(timezone=True), nullable=False),
     Column("window_end", DateTime(timezone=True), nullable=False),
     Column("open", Double, nullable=False),
     Column("high", Double, nullable=False),
@@ -39,18 +58,21 @@ candles = Table(
     Column("last_trade_id", BigInteger),
     Column("gap", Boolean, nullable=False),
     Column("written_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    _window_key(),
 )
 
 technical_indicators = Table(
     "technical_indicators",
     metadata,
-    Column("pair", Text, primary_key=True),
-    Column("interval_s", Integer, primary_key=True),
-    Column("window_start", DateTime(timezone=True), primary_key=True),
+    _exchange(),
+    Column("pair", Text, nullable=False),
+    Column("interval_s", Integer, nullable=False),
+    Column("window_start", DateTime(timezone=True), nullable=False),
     # One key per feature name (cryptopredict.features.indicators); null inside a warm-up.
     Column("values", JSONB, nullable=False),
     Column("warm_up", Boolean, nullable=False),
     Column("written_at", DateTime(timezone=True), nullable=False, server_default=func.now()),
+    _window_key(),
 )
 
 dead_letters = Table(
@@ -64,6 +86,7 @@ dead_letters = Table(
     # DeadLetter.store_key(): a letter read again is not stored twice (migration 0006).
     Column("letter_key", Text, nullable=False),
 )
+Index("dead_letters_at", dead_letters.c.at)
 Index("dead_letters_letter_key", dead_letters.c.letter_key, unique=True)
 
 news_items = Table(
@@ -78,6 +101,7 @@ news_items = Table(
     Column("ingested_at", DateTime(timezone=True), nullable=False),
     Column("currencies", ARRAY(Text), nullable=False),
 )
+Index("news_items_published_at", news_items.c.published_at)
 
 # The scoring outbox: a row per stored news item, written with it and finished once its scores are stored
 # or it is dead-lettered. An unfinished row is picked up again by the next ingest run (migration 0009).
@@ -108,17 +132,19 @@ sentiment_scores = Table(
     Column("reason", Text, nullable=False),
     Column("scored_at", DateTime(timezone=True), nullable=False),
 )
+Index("sentiment_scores_coin_scored_at", sentiment_scores.c.coin, sentiment_scores.c.scored_at)
 
 # One row per prediction: the champion version that made it, for the feature row of one candle.
 predictions = Table(
     "predictions",
     metadata,
-    Column("pair", Text, primary_key=True),
-    Column("interval_s", Integer, primary_key=True),
-    Column("horizon_s", Integer, primary_key=True),
-    Column("feature_time", DateTime(timezone=True), primary_key=True),
-    Column("model_name", Text, primary_key=True),
-    Column("model_version", Text, primary_key=True),
+    _exchange(),
+    Column("pair", Text, nullable=False),
+    Column("interval_s", Integer, nullable=False),
+    Column("horizon_s", Integer, nullable=False),
+    Column("feature_time", DateTime(timezone=True), nullable=False),
+    Column("model_name", Text, nullable=False),
+    Column("model_version", Text, nullable=False),
     Column("made_at", DateTime(timezone=True), nullable=False),
     Column("target_time", DateTime(timezone=True), nullable=False),
     Column("last_price", Double, nullable=False),
@@ -132,8 +158,17 @@ predictions = Table(
     Column("quantiles", JSONB),
     Column("predicted_volatility", Double),
     Column("volatility_regime", Text),
+    PrimaryKeyConstraint(
+        "exchange", "pair", "interval_s", "horizon_s", "feature_time", "model_name", "model_version"
+    ),
 )
-Index("predictions_target_time", predictions.c.pair, predictions.c.interval_s, predictions.c.target_time)
+Index(
+    "predictions_target_time",
+    predictions.c.exchange,
+    predictions.c.pair,
+    predictions.c.interval_s,
+    predictions.c.target_time,
+)
 
 # Adaptive conformal inference per model version (cryptopredict.store.adaptation); migration 0008.
 interval_adaptation = Table(
@@ -154,6 +189,7 @@ drift_reports = Table(
     metadata,
     Column("workflow_id", Text, primary_key=True),
     Column("run_id", Text, primary_key=True),
+    _exchange(),
     Column("pair", Text, nullable=False),
     Column("interval_s", Integer, nullable=False),
     Column("horizon_candles", Integer, nullable=False),
@@ -184,6 +220,7 @@ drift_reports = Table(
 )
 Index(
     "drift_reports_target_checked_at",
+    drift_reports.c.exchange,
     drift_reports.c.pair,
     drift_reports.c.interval_s,
     drift_reports.c.checked_at,

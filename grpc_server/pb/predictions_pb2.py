@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"cryptopredict/v1/predictions.proto\x12\x10\x63ryptopredict.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xb8\x04\n\nPrediction\x12\x0c\n\x04pair\x18\x01 \x01(\t\x12\x12\n\ninterval_s\x18\x02 \x01(\x03\x12\x11\n\thorizon_s\x18\x03 \x01(\x03\x12+\n\x07made_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x66\x65\x61ture_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0btarget_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nlast_price\x18\x07 \x01(\x01\x12\x17\n\x0fpredicted_price\x18\x08 \x01(\x01\x12\x12\n\nmodel_name\x18\t \x01(\t\x12\x15\n\rmodel_version\x18\n \x01(\t\x12\x18\n\x0blower_price\x18\x0b \x01(\x01H\x00\x88\x01\x01\x12\x18\n\x0bupper_price\x18\x0c \x01(\x01H\x01\x88\x01\x01\x12\x1b\n\x0einterval_level\x18\r \x01(\x01H\x02\x88\x01\x01\x12\x32\n\tquantiles\x18\x0e \x03(\x0b\x32\x1f.cryptopredict.v1.QuantilePrice\x12!\n\x14predicted_volatility\x18\x0f \x01(\x01H\x03\x88\x01\x01\x12\x19\n\x11volatility_regime\x18\x10 \x01(\tB\x0e\n\x0c_lower_priceB\x0e\n\x0c_upper_priceB\x11\n\x0f_interval_levelB\x17\n\x15_predicted_volatility\"-\n\rQuantilePrice\x12\r\n\x05level\x18\x01 \x01(\x01\x12\r\n\x05price\x18\x02 \x01(\x01\"`\n\x18StreamPredictionsRequest\x12\r\n\x05pairs\x18\x01 \x03(\t\x12\x12\n\ninterval_s\x18\x02 \x01(\x03\x12\x11\n\thorizon_s\x18\x03 \x01(\x03\x12\x0e\n\x06target\x18\x04 \x01(\t\"M\n\x19StreamPredictionsResponse\x12\x30\n\nprediction\x18\x01 \x01(\x0b\x32\x1c.cryptopredict.v1.Prediction\"z\n\x1aGetLatestPredictionRequest\x12\x0c\n\x04pair\x18\x01 \x01(\t\x12\x12\n\ninterval_s\x18\x02 \x01(\x03\x12\x11\n\thorizon_s\x18\x03 \x01(\x03\x12\x17\n\x0fquantile_levels\x18\x04 \x03(\x01\x12\x0e\n\x06target\x18\x05 \x01(\t\"O\n\x1bGetLatestPredictionResponse\x12\x30\n\nprediction\x18\x01 \x01(\x0b\x32\x1c.cryptopredict.v1.Prediction\"v\n\x10GetLedgerRequest\x12\x0c\n\x04pair\x18\x01 \x01(\t\x12\x12\n\ninterval_s\x18\x02 \x01(\x03\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12)\n\x05since\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\"\x8d\x04\n\x0bLedgerEntry\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x10\n\x08outcomes\x18\x03 \x01(\x03\x12\x10\n\x08live_mae\x18\x04 \x01(\x01\x12\x17\n\x0fpersistence_mae\x18\x05 \x01(\x01\x12!\n\x14skill_vs_persistence\x18\x06 \x01(\x01H\x00\x88\x01\x01\x12\x1e\n\x11interval_coverage\x18\x07 \x01(\x01H\x01\x88\x01\x01\x12O\n\x12\x63overage_by_regime\x18\x08 \x03(\x0b\x32\x33.cryptopredict.v1.LedgerEntry.CoverageByRegimeEntry\x12\x1b\n\x0einterval_score\x18\t \x01(\x01H\x02\x88\x01\x01\x12\x1a\n\rkupiec_pvalue\x18\n \x01(\x01H\x03\x88\x01\x01\x12\"\n\x15\x63hristoffersen_pvalue\x18\x0b \x01(\x01H\x04\x88\x01\x01\x1a\x37\n\x15\x43overageByRegimeEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x42\x17\n\x15_skill_vs_persistenceB\x14\n\x12_interval_coverageB\x11\n\x0f_interval_scoreB\x10\n\x0e_kupiec_pvalueB\x18\n\x16_christoffersen_pvalue\"C\n\x11GetLedgerResponse\x12.\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x1d.cryptopredict.v1.LedgerEntry\"\"\n\x11ListModelsRequest\x12\r\n\x05pairs\x18\x01 \x03(\t\"=\n\x12ListModelsResponse\x12\'\n\x06models\x18\x01 \x03(\x0b\x32\x17.cryptopredict.v1.Model\"V\n\x0fGetModelRequest\x12\x0c\n\x04pair\x18\x01 \x01(\t\x12\x12\n\ninterval_s\x18\x02 \x01(\x03\x12\x11\n\thorizon_s\x18\x03 \x01(\x03\x12\x0e\n\x06target\x18\x04 \x01(\t\":\n\x10GetModelResponse\x12&\n\x05model\x18\x01 \x01(\x0b\x32\x17.cryptopredict.v1.Model\"\xc0\x01\n\x05Model\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04pair\x18\x02 \x01(\t\x12\x12\n\ninterval_s\x18\x03 \x01(\x03\x12\x11\n\thorizon_s\x18\x04 \x01(\x03\x12\x30\n\x08\x63hampion\x18\x05 \x01(\x0b\x32\x1e.cryptopredict.v1.ModelVersion\x12\x32\n\nchallenger\x18\x06 \x01(\x0b\x32\x1e.cryptopredict.v1.ModelVersion\x12\x0e\n\x06target\x18\x07 \x01(\t\"\xa5\x02\n\x0cModelVersion\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0e\n\x06run_id\x18\x03 \x01(\t\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x45\n\x0ctest_metrics\x18\x05 \x03(\x0b\x32/.cryptopredict.v1.ModelVersion.TestMetricsEntry\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12+\n\x04live\x18\x07 \x01(\x0b\x32\x1d.cryptopredict.v1.LedgerEntry\x1a\x32\n\x10TestMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x32\xf9\x03\n\x11PredictionService\x12n\n\x11StreamPredictions\x12*.cryptopredict.v1.StreamPredictionsRequest\x1a+.cryptopredict.v1.StreamPredictionsResponse0\x01\x12r\n\x13GetLatestPrediction\x12,.cryptopredict.v1.GetLatestPredictionRequest\x1a-.cryptopredict.v1.GetLatestPredictionResponse\x12T\n\tGetLedger\x12\".cryptopredict.v1.GetLedgerRequest\x1a#.cryptopredict.v1.GetLedgerResponse\x12W\n\nListModels\x12#.cryptopredict.v1.ListModelsRequest\x1a$.cryptopredict.v1.ListModelsResponse\x12Q\n\x08GetModel\x12!.cryptopredict.v1.GetModelRequest\x1a\".cryptopredict.v1.GetModelResponseb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\"cryptopredict/v1/predictions.proto\x12\x10\x63ryptopredict.v1\x1a\x1fgoogle/protobuf/timestamp.proto\"\xca\x04\n\nPrediction\x12\x0c\n\x04pair\x18\x01 \x01(\t\x12\x12\n\ninterval_s\x18\x02 \x01(\x03\x12\x11\n\thorizon_s\x18\x03 \x01(\x03\x12+\n\x07made_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x30\n\x0c\x66\x65\x61ture_time\x18\x05 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12/\n\x0btarget_time\x18\x06 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x12\n\nlast_price\x18\x07 \x01(\x01\x12\x17\n\x0fpredicted_price\x18\x08 \x01(\x01\x12\x12\n\nmodel_name\x18\t \x01(\t\x12\x15\n\rmodel_version\x18\n \x01(\t\x12\x18\n\x0blower_price\x18\x0b \x01(\x01H\x00\x88\x01\x01\x12\x18\n\x0bupper_price\x18\x0c \x01(\x01H\x01\x88\x01\x01\x12\x1b\n\x0einterval_level\x18\r \x01(\x01H\x02\x88\x01\x01\x12\x32\n\tquantiles\x18\x0e \x03(\x0b\x32\x1f.cryptopredict.v1.QuantilePrice\x12!\n\x14predicted_volatility\x18\x0f \x01(\x01H\x03\x88\x01\x01\x12\x19\n\x11volatility_regime\x18\x10 \x01(\t\x12\x10\n\x08\x65xchange\x18\x11 \x01(\tB\x0e\n\x0c_lower_priceB\x0e\n\x0c_upper_priceB\x11\n\x0f_interval_levelB\x17\n\x15_predicted_volatility\"-\n\rQuantilePrice\x12\r\n\x05level\x18\x01 \x01(\x01\x12\r\n\x05price\x18\x02 \x01(\x01\"r\n\x18StreamPredictionsRequest\x12\r\n\x05pairs\x18\x01 \x03(\t\x12\x12\n\ninterval_s\x18\x02 \x01(\x03\x12\x11\n\thorizon_s\x18\x03 \x01(\x03\x12\x0e\n\x06target\x18\x04 \x01(\t\x12\x10\n\x08\x65xchange\x18\x05 \x01(\t\"M\n\x19StreamPredictionsResponse\x12\x30\n\nprediction\x18\x01 \x01(\x0b\x32\x1c.cryptopredict.v1.Prediction\"\x8c\x01\n\x1aGetLatestPredictionRequest\x12\x0c\n\x04pair\x18\x01 \x01(\t\x12\x12\n\ninterval_s\x18\x02 \x01(\x03\x12\x11\n\thorizon_s\x18\x03 \x01(\x03\x12\x17\n\x0fquantile_levels\x18\x04 \x03(\x01\x12\x0e\n\x06target\x18\x05 \x01(\t\x12\x10\n\x08\x65xchange\x18\x06 \x01(\t\"O\n\x1bGetLatestPredictionResponse\x12\x30\n\nprediction\x18\x01 \x01(\x0b\x32\x1c.cryptopredict.v1.Prediction\"\x88\x01\n\x10GetLedgerRequest\x12\x0c\n\x04pair\x18\x01 \x01(\t\x12\x12\n\ninterval_s\x18\x02 \x01(\x03\x12\x15\n\rmodel_version\x18\x03 \x01(\t\x12)\n\x05since\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x10\n\x08\x65xchange\x18\x05 \x01(\t\"\x8d\x04\n\x0bLedgerEntry\x12\x12\n\nmodel_name\x18\x01 \x01(\t\x12\x15\n\rmodel_version\x18\x02 \x01(\t\x12\x10\n\x08outcomes\x18\x03 \x01(\x03\x12\x10\n\x08live_mae\x18\x04 \x01(\x01\x12\x17\n\x0fpersistence_mae\x18\x05 \x01(\x01\x12!\n\x14skill_vs_persistence\x18\x06 \x01(\x01H\x00\x88\x01\x01\x12\x1e\n\x11interval_coverage\x18\x07 \x01(\x01H\x01\x88\x01\x01\x12O\n\x12\x63overage_by_regime\x18\x08 \x03(\x0b\x32\x33.cryptopredict.v1.LedgerEntry.CoverageByRegimeEntry\x12\x1b\n\x0einterval_score\x18\t \x01(\x01H\x02\x88\x01\x01\x12\x1a\n\rkupiec_pvalue\x18\n \x01(\x01H\x03\x88\x01\x01\x12\"\n\x15\x63hristoffersen_pvalue\x18\x0b \x01(\x01H\x04\x88\x01\x01\x1a\x37\n\x15\x43overageByRegimeEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x42\x17\n\x15_skill_vs_persistenceB\x14\n\x12_interval_coverageB\x11\n\x0f_interval_scoreB\x10\n\x0e_kupiec_pvalueB\x18\n\x16_christoffersen_pvalue\"C\n\x11GetLedgerResponse\x12.\n\x07\x65ntries\x18\x01 \x03(\x0b\x32\x1d.cryptopredict.v1.LedgerEntry\"4\n\x11ListModelsRequest\x12\r\n\x05pairs\x18\x01 \x03(\t\x12\x10\n\x08\x65xchange\x18\x02 \x01(\t\"=\n\x12ListModelsResponse\x12\'\n\x06models\x18\x01 \x03(\x0b\x32\x17.cryptopredict.v1.Model\"h\n\x0fGetModelRequest\x12\x0c\n\x04pair\x18\x01 \x01(\t\x12\x12\n\ninterval_s\x18\x02 \x01(\x03\x12\x11\n\thorizon_s\x18\x03 \x01(\x03\x12\x0e\n\x06target\x18\x04 \x01(\t\x12\x10\n\x08\x65xchange\x18\x05 \x01(\t\":\n\x10GetModelResponse\x12&\n\x05model\x18\x01 \x01(\x0b\x32\x17.cryptopredict.v1.Model\"\xd2\x01\n\x05Model\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0c\n\x04pair\x18\x02 \x01(\t\x12\x12\n\ninterval_s\x18\x03 \x01(\x03\x12\x11\n\thorizon_s\x18\x04 \x01(\x03\x12\x30\n\x08\x63hampion\x18\x05 \x01(\x0b\x32\x1e.cryptopredict.v1.ModelVersion\x12\x32\n\nchallenger\x18\x06 \x01(\x0b\x32\x1e.cryptopredict.v1.ModelVersion\x12\x0e\n\x06target\x18\x07 \x01(\t\x12\x10\n\x08\x65xchange\x18\x08 \x01(\t\"\xa5\x02\n\x0cModelVersion\x12\x0f\n\x07version\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x0e\n\x06run_id\x18\x03 \x01(\t\x12.\n\ncreated_at\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.Timestamp\x12\x45\n\x0ctest_metrics\x18\x05 \x03(\x0b\x32/.cryptopredict.v1.ModelVersion.TestMetricsEntry\x12\x0e\n\x06reason\x18\x06 \x01(\t\x12+\n\x04live\x18\x07 \x01(\x0b\x32\x1d.cryptopredict.v1.LedgerEntry\x1a\x32\n\x10TestMetricsEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x01:\x02\x38\x01\x32\xf9\x03\n\x11PredictionService\x12n\n\x11StreamPredictions\x12*.cryptopredict.v1.StreamPredictionsRequest\x1a+.cryptopredict.v1.StreamPredictionsResponse0\x01\x12r\n\x13GetLatestPrediction\x12,.cryptopredict.v1.GetLatestPredictionRequest\x1a-.cryptopredict.v1.GetLatestPredictionResponse\x12T\n\tGetLedger\x12\".cryptopredict.v1.GetLedgerRequest\x1a#.cryptopredict.v1.GetLedgerResponse\x12W\n\nListModels\x12#.cryptopredict.v1.ListModelsRequest\x1a$.cryptopredict.v1.ListModelsResponse\x12Q\n\x08GetModel\x12!.cryptopredict.v1.GetModelRequest\x1a\".cryptopredict.v1.GetModelResponseb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -37,39 +37,39 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_MODELVERSION_TESTMETRICSENTRY']._loaded_options = None
   _globals['_MODELVERSION_TESTMETRICSENTRY']._serialized_options = b'8\001'
   _globals['_PREDICTION']._serialized_start=90
-  _globals['_PREDICTION']._serialized_end=658
-  _globals['_QUANTILEPRICE']._serialized_start=660
-  _globals['_QUANTILEPRICE']._serialized_end=705
-  _globals['_STREAMPREDICTIONSREQUEST']._serialized_start=707
-  _globals['_STREAMPREDICTIONSREQUEST']._serialized_end=803
-  _globals['_STREAMPREDICTIONSRESPONSE']._serialized_start=805
-  _globals['_STREAMPREDICTIONSRESPONSE']._serialized_end=882
-  _globals['_GETLATESTPREDICTIONREQUEST']._serialized_start=884
-  _globals['_GETLATESTPREDICTIONREQUEST']._serialized_end=1006
-  _globals['_GETLATESTPREDICTIONRESPONSE']._serialized_start=1008
-  _globals['_GETLATESTPREDICTIONRESPONSE']._serialized_end=1087
-  _globals['_GETLEDGERREQUEST']._serialized_start=1089
-  _globals['_GETLEDGERREQUEST']._serialized_end=1207
-  _globals['_LEDGERENTRY']._serialized_start=1210
-  _globals['_LEDGERENTRY']._serialized_end=1735
-  _globals['_LEDGERENTRY_COVERAGEBYREGIMEENTRY']._serialized_start=1570
-  _globals['_LEDGERENTRY_COVERAGEBYREGIMEENTRY']._serialized_end=1625
-  _globals['_GETLEDGERRESPONSE']._serialized_start=1737
-  _globals['_GETLEDGERRESPONSE']._serialized_end=1804
-  _globals['_LISTMODELSREQUEST']._serialized_start=1806
-  _globals['_LISTMODELSREQUEST']._serialized_end=1840
-  _globals['_LISTMODELSRESPONSE']._serialized_start=1842
-  _globals['_LISTMODELSRESPONSE']._serialized_end=1903
-  _globals['_GETMODELREQUEST']._serialized_start=1905
-  _globals['_GETMODELREQUEST']._serialized_end=1991
-  _globals['_GETMODELRESPONSE']._serialized_start=1993
-  _globals['_GETMODELRESPONSE']._serialized_end=2051
-  _globals['_MODEL']._serialized_start=2054
-  _globals['_MODEL']._serialized_end=2246
-  _globals['_MODELVERSION']._serialized_start=2249
-  _globals['_MODELVERSION']._serialized_end=2542
-  _globals['_MODELVERSION_TESTMETRICSENTRY']._serialized_start=2492
-  _globals['_MODELVERSION_TESTMETRICSENTRY']._serialized_end=2542
-  _globals['_PREDICTIONSERVICE']._serialized_start=2545
-  _globals['_PREDICTIONSERVICE']._serialized_end=3050
+  _globals['_PREDICTION']._serialized_end=676
+  _globals['_QUANTILEPRICE']._serialized_start=678
+  _globals['_QUANTILEPRICE']._serialized_end=723
+  _globals['_STREAMPREDICTIONSREQUEST']._serialized_start=725
+  _globals['_STREAMPREDICTIONSREQUEST']._serialized_end=839
+  _globals['_STREAMPREDICTIONSRESPONSE']._serialized_start=841
+  _globals['_STREAMPREDICTIONSRESPONSE']._serialized_end=918
+  _globals['_GETLATESTPREDICTIONREQUEST']._serialized_start=921
+  _globals['_GETLATESTPREDICTIONREQUEST']._serialized_end=1061
+  _globals['_GETLATESTPREDICTIONRESPONSE']._serialized_start=1063
+  _globals['_GETLATESTPREDICTIONRESPONSE']._serialized_end=1142
+  _globals['_GETLEDGERREQUEST']._serialized_start=1145
+  _globals['_GETLEDGERREQUEST']._serialized_end=1281
+  _globals['_LEDGERENTRY']._serialized_start=1284
+  _globals['_LEDGERENTRY']._serialized_end=1809
+  _globals['_LEDGERENTRY_COVERAGEBYREGIMEENTRY']._serialized_start=1644
+  _globals['_LEDGERENTRY_COVERAGEBYREGIMEENTRY']._serialized_end=1699
+  _globals['_GETLEDGERRESPONSE']._serialized_start=1811
+  _globals['_GETLEDGERRESPONSE']._serialized_end=1878
+  _globals['_LISTMODELSREQUEST']._serialized_start=1880
+  _globals['_LISTMODELSREQUEST']._serialized_end=1932
+  _globals['_LISTMODELSRESPONSE']._serialized_start=1934
+  _globals['_LISTMODELSRESPONSE']._serialized_end=1995
+  _globals['_GETMODELREQUEST']._serialized_start=1997
+  _globals['_GETMODELREQUEST']._serialized_end=2101
+  _globals['_GETMODELRESPONSE']._serialized_start=2103
+  _globals['_GETMODELRESPONSE']._serialized_end=2161
+  _globals['_MODEL']._serialized_start=2164
+  _globals['_MODEL']._serialized_end=2374
+  _globals['_MODELVERSION']._serialized_start=2377
+  _globals['_MODELVERSION']._serialized_end=2670
+  _globals['_MODELVERSION_TESTMETRICSENTRY']._serialized_start=2620
+  _globals['_MODELVERSION_TESTMETRICSENTRY']._serialized_end=2670
+  _globals['_PREDICTIONSERVICE']._serialized_start=2673
+  _globals['_PREDICTIONSERVICE']._serialized_end=3178
 # @@protoc_insertion_point(module_scope)

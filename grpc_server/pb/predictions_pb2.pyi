@@ -10,7 +10,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Prediction(_message.Message):
-    __slots__ = ("pair", "interval_s", "horizon_s", "made_at", "feature_time", "target_time", "last_price", "predicted_price", "model_name", "model_version", "lower_price", "upper_price", "interval_level", "quantiles", "predicted_volatility", "volatility_regime")
+    __slots__ = ("pair", "interval_s", "horizon_s", "made_at", "feature_time", "target_time", "last_price", "predicted_price", "model_name", "model_version", "lower_price", "upper_price", "interval_level", "quantiles", "predicted_volatility", "volatility_regime", "exchange")
     PAIR_FIELD_NUMBER: _ClassVar[int]
     INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
     HORIZON_S_FIELD_NUMBER: _ClassVar[int]
@@ -27,6 +27,7 @@ class Prediction(_message.Message):
     QUANTILES_FIELD_NUMBER: _ClassVar[int]
     PREDICTED_VOLATILITY_FIELD_NUMBER: _ClassVar[int]
     VOLATILITY_REGIME_FIELD_NUMBER: _ClassVar[int]
+    EXCHANGE_FIELD_NUMBER: _ClassVar[int]
     pair: str
     interval_s: int
     horizon_s: int
@@ -43,7 +44,8 @@ class Prediction(_message.Message):
     quantiles: _containers.RepeatedCompositeFieldContainer[QuantilePrice]
     predicted_volatility: float
     volatility_regime: str
-    def __init__(self, pair: _Optional[str] = ..., interval_s: _Optional[int] = ..., horizon_s: _Optional[int] = ..., made_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., feature_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., target_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_price: _Optional[float] = ..., predicted_price: _Optional[float] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., lower_price: _Optional[float] = ..., upper_price: _Optional[float] = ..., interval_level: _Optional[float] = ..., quantiles: _Optional[_Iterable[_Union[QuantilePrice, _Mapping]]] = ..., predicted_volatility: _Optional[float] = ..., volatility_regime: _Optional[str] = ...) -> None: ...
+    exchange: str
+    def __init__(self, pair: _Optional[str] = ..., interval_s: _Optional[int] = ..., horizon_s: _Optional[int] = ..., made_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., feature_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., target_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., last_price: _Optional[float] = ..., predicted_price: _Optional[float] = ..., model_name: _Optional[str] = ..., model_version: _Optional[str] = ..., lower_price: _Optional[float] = ..., upper_price: _Optional[float] = ..., interval_level: _Optional[float] = ..., quantiles: _Optional[_Iterable[_Union[QuantilePrice, _Mapping]]] = ..., predicted_volatility: _Optional[float] = ..., volatility_regime: _Optional[str] = ..., exchange: _Optional[str] = ...) -> None: ...
 
 class QuantilePrice(_message.Message):
     __slots__ = ("level", "price")
@@ -54,16 +56,18 @@ class QuantilePrice(_message.Message):
     def __init__(self, level: _Optional[float] = ..., price: _Optional[float] = ...) -> None: ...
 
 class StreamPredictionsRequest(_message.Message):
-    __slots__ = ("pairs", "interval_s", "horizon_s", "target")
+    __slots__ = ("pairs", "interval_s", "horizon_s", "target", "exchange")
     PAIRS_FIELD_NUMBER: _ClassVar[int]
     INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
     HORIZON_S_FIELD_NUMBER: _ClassVar[int]
     TARGET_FIELD_NUMBER: _ClassVar[int]
+    EXCHANGE_FIELD_NUMBER: _ClassVar[int]
     pairs: _containers.RepeatedScalarFieldContainer[str]
     interval_s: int
     horizon_s: int
     target: str
-    def __init__(self, pairs: _Optional[_Iterable[str]] = ..., interval_s: _Optional[int] = ..., horizon_s: _Optional[int] = ..., target: _Optional[str] = ...) -> None: ...
+    exchange: str
+    def __init__(self, pairs: _Optional[_Iterable[str]] = ..., interval_s: _Optional[int] = ..., horizon_s: _Optional[int] = ..., target: _Optional[str] = ..., exchange: _Optional[str] = ...) -> None: ...
 
 class StreamPredictionsResponse(_message.Message):
     __slots__ = ("prediction",)
@@ -72,18 +76,20 @@ class StreamPredictionsResponse(_message.Message):
     def __init__(self, prediction: _Optional[_Union[Prediction, _Mapping]] = ...) -> None: ...
 
 class GetLatestPredictionRequest(_message.Message):
-    __slots__ = ("pair", "interval_s", "horizon_s", "quantile_levels", "target")
+    __slots__ = ("pair", "interval_s", "horizon_s", "quantile_levels", "target", "exchange")
     PAIR_FIELD_NUMBER: _ClassVar[int]
     INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
     HORIZON_S_FIELD_NUMBER: _ClassVar[int]
     QUANTILE_LEVELS_FIELD_NUMBER: _ClassVar[int]
     TARGET_FIELD_NUMBER: _ClassVar[int]
+    EXCHANGE_FIELD_NUMBER: _ClassVar[int]
     pair: str
     interval_s: int
     horizon_s: int
     quantile_levels: _containers.RepeatedScalarFieldContainer[float]
     target: str
-    def __init__(self, pair: _Optional[str] = ..., interval_s: _Optional[int] = ..., horizon_s: _Optional[int] = ..., quantile_levels: _Optional[_Iterable[float]] = ..., target: _Optional[str] = ...) -> None: ...
+    exchange: str
+    def __init__(self, pair: _Optional[str] = ..., interval_s: _Optional[int] = ..., horizon_s: _Optional[int] = ..., quantile_levels: _Optional[_Iterable[float]] = ..., target: _Optional[str] = ..., exchange: _Optional[str] = ...) -> None: ...
 
 class GetLatestPredictionResponse(_message.Message):
     __slots__ = ("prediction",)
@@ -92,16 +98,18 @@ class GetLatestPredictionResponse(_message.Message):
     def __init__(self, prediction: _Optional[_Union[Prediction, _Mapping]] = ...) -> None: ...
 
 class GetLedgerRequest(_message.Message):
-    __slots__ = ("pair", "interval_s", "model_version", "since")
+    __slots__ = ("pair", "interval_s", "model_version", "since", "exchange")
     PAIR_FIELD_NUMBER: _ClassVar[int]
     INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
     MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
     SINCE_FIELD_NUMBER: _ClassVar[int]
+    EXCHANGE_FIELD_NUMBER: _ClassVar[int]
     pair: str
     interval_s: int
     model_version: str
     since: _timestamp_pb2.Timestamp
-    def __init__(self, pair: _Optional[str] = ..., interval_s: _Optional[int] = ..., model_version: _Optional[str] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+    exchange: str
+    def __init__(self, pair: _Optional[str] = ..., interval_s: _Optional[int] = ..., model_version: _Optional[str] = ..., since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., exchange: _Optional[str] = ...) -> None: ...
 
 class LedgerEntry(_message.Message):
     __slots__ = ("model_name", "model_version", "outcomes", "live_mae", "persistence_mae", "skill_vs_persistence", "interval_coverage", "coverage_by_regime", "interval_score", "kupiec_pvalue", "christoffersen_pvalue")
@@ -143,10 +151,12 @@ class GetLedgerResponse(_message.Message):
     def __init__(self, entries: _Optional[_Iterable[_Union[LedgerEntry, _Mapping]]] = ...) -> None: ...
 
 class ListModelsRequest(_message.Message):
-    __slots__ = ("pairs",)
+    __slots__ = ("pairs", "exchange")
     PAIRS_FIELD_NUMBER: _ClassVar[int]
+    EXCHANGE_FIELD_NUMBER: _ClassVar[int]
     pairs: _containers.RepeatedScalarFieldContainer[str]
-    def __init__(self, pairs: _Optional[_Iterable[str]] = ...) -> None: ...
+    exchange: str
+    def __init__(self, pairs: _Optional[_Iterable[str]] = ..., exchange: _Optional[str] = ...) -> None: ...
 
 class ListModelsResponse(_message.Message):
     __slots__ = ("models",)
@@ -155,16 +165,18 @@ class ListModelsResponse(_message.Message):
     def __init__(self, models: _Optional[_Iterable[_Union[Model, _Mapping]]] = ...) -> None: ...
 
 class GetModelRequest(_message.Message):
-    __slots__ = ("pair", "interval_s", "horizon_s", "target")
+    __slots__ = ("pair", "interval_s", "horizon_s", "target", "exchange")
     PAIR_FIELD_NUMBER: _ClassVar[int]
     INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
     HORIZON_S_FIELD_NUMBER: _ClassVar[int]
     TARGET_FIELD_NUMBER: _ClassVar[int]
+    EXCHANGE_FIELD_NUMBER: _ClassVar[int]
     pair: str
     interval_s: int
     horizon_s: int
     target: str
-    def __init__(self, pair: _Optional[str] = ..., interval_s: _Optional[int] = ..., horizon_s: _Optional[int] = ..., target: _Optional[str] = ...) -> None: ...
+    exchange: str
+    def __init__(self, pair: _Optional[str] = ..., interval_s: _Optional[int] = ..., horizon_s: _Optional[int] = ..., target: _Optional[str] = ..., exchange: _Optional[str] = ...) -> None: ...
 
 class GetModelResponse(_message.Message):
     __slots__ = ("model",)
@@ -173,7 +185,7 @@ class GetModelResponse(_message.Message):
     def __init__(self, model: _Optional[_Union[Model, _Mapping]] = ...) -> None: ...
 
 class Model(_message.Message):
-    __slots__ = ("name", "pair", "interval_s", "horizon_s", "champion", "challenger", "target")
+    __slots__ = ("name", "pair", "interval_s", "horizon_s", "champion", "challenger", "target", "exchange")
     NAME_FIELD_NUMBER: _ClassVar[int]
     PAIR_FIELD_NUMBER: _ClassVar[int]
     INTERVAL_S_FIELD_NUMBER: _ClassVar[int]
@@ -181,6 +193,7 @@ class Model(_message.Message):
     CHAMPION_FIELD_NUMBER: _ClassVar[int]
     CHALLENGER_FIELD_NUMBER: _ClassVar[int]
     TARGET_FIELD_NUMBER: _ClassVar[int]
+    EXCHANGE_FIELD_NUMBER: _ClassVar[int]
     name: str
     pair: str
     interval_s: int
@@ -188,7 +201,8 @@ class Model(_message.Message):
     champion: ModelVersion
     challenger: ModelVersion
     target: str
-    def __init__(self, name: _Optional[str] = ..., pair: _Optional[str] = ..., interval_s: _Optional[int] = ..., horizon_s: _Optional[int] = ..., champion: _Optional[_Union[ModelVersion, _Mapping]] = ..., challenger: _Optional[_Union[ModelVersion, _Mapping]] = ..., target: _Optional[str] = ...) -> None: ...
+    exchange: str
+    def __init__(self, name: _Optional[str] = ..., pair: _Optional[str] = ..., interval_s: _Optional[int] = ..., horizon_s: _Optional[int] = ..., champion: _Optional[_Union[ModelVersion, _Mapping]] = ..., challenger: _Optional[_Union[ModelVersion, _Mapping]] = ..., target: _Optional[str] = ..., exchange: _Optional[str] = ...) -> None: ...
 
 class ModelVersion(_message.Message):
     __slots__ = ("version", "kind", "run_id", "created_at", "test_metrics", "reason", "live")

@@ -235,29 +235,41 @@ def base(uid: str, title: str, description: str, tags: Iterable[str]) -> dash.Da
 
 # --- Predictions ------------------------------------------------------------------------------------
 
+# A market is a venue (`exchange`, Kraken unless chosen) and a pair on it.
+MARKET = "exchange = ${exchange:sqlstring} AND pair = ${pair:sqlstring}"
 PREDICTION_KEY = (
-    "pair = ${pair:sqlstring} AND interval_s = ${interval_s:sqlstring}::int "
-    "AND horizon_s = ${horizon_s:sqlstring}::int"
+    f"{MARKET} AND interval_s = ${{interval_s:sqlstring}}::int AND horizon_s = ${{horizon_s:sqlstring}}::int"
 )
 # The rolling figures: over the outcome at each target time and the ${window} before it, in the range.
 ROLLING_WINDOW = "WINDOW w AS (ORDER BY target_time ROWS BETWEEN ${window:raw} PRECEDING AND CURRENT ROW)"
 # The coverage intervals are calibrated to (settings.model.interval_coverage's default), drawn as a line.
 NOMINAL_COVERAGE = 0.8
 
+# The venue every panel shows; Kraken, the only one before venues existed, when nothing is chosen.
+DEFAULT_EXCHANGE = "kraken"
+EXCHANGES = sql(
+    "variable exchange",
+    "SELECT DISTINCT exchange FROM predictions ORDER BY exchange",
+    {"exchange": "text"},
+    format="table",
+)
 PAIRS = sql(
-    "variable pair", "SELECT DISTINCT pair FROM predictions ORDER BY pair", {"pair": "text"}, format="table"
+    "variable pair",
+    "SELECT DISTINCT pair FROM predictions WHERE exchange = ${exchange:sqlstring} ORDER BY pair",
+    {"pair": "text"},
+    format="table",
 )
 INTERVALS = sql(
     "variable interval_s",
-    "SELECT DISTINCT interval_s FROM predictions WHERE pair = ${pair:sqlstring} ORDER BY interval_s",
+    f"SELECT DISTINCT interval_s FROM predictions WHERE {MARKET} ORDER BY interval_s",
     {"interval_s": "number"},
     format="table",
 )
 HORIZONS = sql(
     "variable horizon_s",
-    """
+    f"""
 SELECT DISTINCT horizon_s FROM predictions
-WHERE pair = ${pair:sqlstring} AND interval_s = ${interval_s:sqlstring}::int
+WHERE {MARKET} AND interval_s = ${{interval_s:sqlstring}}::int
 ORDER BY horizon_s
 """,
     {"horizon_s": "number"},
@@ -275,10 +287,10 @@ ORDER BY target_time
 )
 REALISED = sql(
     "predictions: realised close",
-    """
+    f"""
 SELECT window_end AS "time", close AS realised
 FROM candles
-WHERE pair = ${pair:sqlstring} AND interval_s = ${interval_s:sqlstring}::int AND $__timeFilter(window_end)
+WHERE {MARKET} AND interval_s = ${{interval_s:sqlstring}}::int AND $__timeFilter(window_end)
 ORDER BY window_end
 """,
     {"time": "time", "realised": "number"},
@@ -519,6 +531,11 @@ def predictions_dashboard() -> dash.Dashboard:
             "How good are the served forecasts? Predicted vs realised price with the interval band, "
             "rolling MAE against persistence, skill and interval coverage, per model version.",
             ["predictions"],
+        )
+        .with_variable(
+            sql_variable("exchange", "exchange", EXCHANGES).current(
+                dm.VariableOption(selected=True, text=DEFAULT_EXCHANGE, value=DEFAULT_EXCHANGE)
+            )
         )
         .with_variable(sql_variable("pair", "pair", PAIRS))
         .with_variable(sql_variable("interval_s", "interval (s)", INTERVALS))

@@ -6,12 +6,24 @@
 --
 -- FORMAT PLAIN with a PRIMARY KEY: a record whose key columns match a stored row overwrites it (a candle
 -- sent again after a restart), as the PostgreSQL sink's upserts do. Not FORMAT UPSERT: that keys rows by
--- the Kafka message key (INCLUDE KEY), and our records are keyed by pair only, for partitioning.
+-- the Kafka message key (INCLUDE KEY), and our records are keyed by market only, for partitioning.
+--
+-- `exchange` (migration 0010): the venue of a market's row, first in each key that holds the pair. Every
+-- record carries it now. One written before venues existed has none, and RisingWave does not fill a
+-- column's DEFAULT in for a missing field (risingwavelabs/risingwave#17374): its row comes in with a NULL
+-- exchange, which no query selects. Such rows are Kraken's; where topics still hold those records, move
+-- them once they are in (the same for technical_indicators, predictions and drift_reports):
+--   INSERT INTO candles SELECT COALESCE(exchange, 'kraken'), pair, ... FROM candles WHERE exchange IS NULL;
+--   DELETE FROM candles WHERE exchange IS NULL;
+-- A deployment made before 0010: a primary key cannot be altered, so candles, technical_indicators and
+-- predictions are created again (they read their topics from the start); drift_reports takes
+-- ALTER TABLE ... ADD COLUMN exchange VARCHAR.
 --
 -- What runs against this store (tests/unit/test_risingwave_sql.py parses all of it in sqlglot's
 -- RisingWave dialect, and this file too):
 -- - reads, the same SQL as on PostgreSQL: training and the drift check (cryptopredict/store/candles.py,
---   news.py, inputs.py: plain SELECT ... WHERE pair = ? AND interval_s = ? ORDER BY window_start),
+--   news.py, inputs.py: plain SELECT ... WHERE exchange = ? AND pair = ? AND interval_s = ?
+--   ORDER BY window_start),
 --   serving (sentiment of the prediction agent, ledger figures of GetLedger and the drift check,
 --   store/ledger.py), `cryptopredict report` (store/report.py) and the Grafana dashboards' queries of
 --   datasource cryptopredict-features (infra/grafana/generate.py);
@@ -29,6 +41,7 @@
 -- Not executed in this repository's tests: no RisingWave build can be installed here (see the issue note).
 
 CREATE TABLE IF NOT EXISTS candles (
+    exchange VARCHAR,
     pair VARCHAR,
     interval_s INT,
     window_start TIMESTAMPTZ,
@@ -44,7 +57,7 @@ CREATE TABLE IF NOT EXISTS candles (
     last_trade_id BIGINT,
     gap BOOLEAN,
     written_at TIMESTAMPTZ AS proctime(),
-    PRIMARY KEY (pair, interval_s, window_start)
+    PRIMARY KEY (exchange, pair, interval_s, window_start)
 ) WITH (
     connector = 'kafka',
     topic = 'candles',
@@ -53,13 +66,14 @@ CREATE TABLE IF NOT EXISTS candles (
 ) FORMAT PLAIN ENCODE JSON;
 
 CREATE TABLE IF NOT EXISTS technical_indicators (
+    exchange VARCHAR,
     pair VARCHAR,
     interval_s INT,
     window_start TIMESTAMPTZ,
     "values" JSONB,
     warm_up BOOLEAN,
     written_at TIMESTAMPTZ AS proctime(),
-    PRIMARY KEY (pair, interval_s, window_start)
+    PRIMARY KEY (exchange, pair, interval_s, window_start)
 ) WITH (
     connector = 'kafka',
     topic = 'technical_indicators',
@@ -117,6 +131,7 @@ CREATE TABLE IF NOT EXISTS sentiment_scores (
 -- Predictions (topic `predictions`). The uncertainty columns are those of migration 0007: `quantiles` keeps
 -- the topic's JSON list of {"level", "price"} as it is.
 CREATE TABLE IF NOT EXISTS predictions (
+    exchange VARCHAR,
     pair VARCHAR,
     interval_s INT,
     horizon_s INT,
@@ -134,7 +149,7 @@ CREATE TABLE IF NOT EXISTS predictions (
     quantiles JSONB,
     predicted_volatility DOUBLE PRECISION,
     volatility_regime VARCHAR,
-    PRIMARY KEY (pair, interval_s, horizon_s, feature_time, model_name, model_version)
+    PRIMARY KEY (exchange, pair, interval_s, horizon_s, feature_time, model_name, model_version)
 ) WITH (
     connector = 'kafka',
     topic = 'predictions',
@@ -146,6 +161,7 @@ CREATE TABLE IF NOT EXISTS predictions (
 CREATE TABLE IF NOT EXISTS drift_reports (
     workflow_id VARCHAR,
     run_id VARCHAR,
+    exchange VARCHAR,
     pair VARCHAR,
     interval_s INT,
     horizon_candles INT,
@@ -205,13 +221,13 @@ CREATE TABLE IF NOT EXISTS interval_adaptation (
     PRIMARY KEY (model_name, model_version)
 );
 
--- The outcome ledger (migration 0007 creates the same as a view on PostgreSQL). A deployment made before
--- the uncertainty columns adds them to `predictions` (ALTER TABLE ... ADD COLUMN) and drops this view
--- first: IF NOT EXISTS keeps an old one as it is.
+-- The outcome ledger (migration 0010 creates the same as a view on PostgreSQL): a prediction joined with
+-- the close of its own venue's candle at its target time. A deployment made before drops this view first
+-- and creates it again (IF NOT EXISTS keeps an old one as it is).
 CREATE MATERIALIZED VIEW IF NOT EXISTS prediction_outcomes AS
 SELECT
-    p.pair, p.interval_s, p.horizon_s, p.feature_time, p.target_time, p.model_name, p.model_version,
-    p.made_at, p.last_price, p.predicted_price, p.lower_price, p.upper_price,
+    p.exchange, p.pair, p.interval_s, p.horizon_s, p.feature_time, p.target_time, p.model_name,
+    p.model_version, p.made_at, p.last_price, p.predicted_price, p.lower_price, p.upper_price,
     p.interval_level, p.quantiles, p.predicted_volatility, p.volatility_regime,
     c.close AS realised_price,
     abs(p.predicted_price - c.close) AS abs_error,
@@ -220,4 +236,5 @@ SELECT
          ELSE (c.close BETWEEN p.lower_price AND p.upper_price) END AS inside_interval
 FROM predictions p
 JOIN candles c
-  ON c.pair = p.pair AND c.interval_s = p.interval_s AND c.window_end = p.target_time;
+  ON c.exchange = p.exchange AND c.pair = p.pair AND c.interval_s = p.interval_s
+ AND c.window_end = p.target_time;

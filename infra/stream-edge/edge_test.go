@@ -17,9 +17,14 @@ func timestamp(t time.Time) []byte {
 	return protowire.AppendVarint(b, uint64(t.Nanosecond()))
 }
 
-// encoded is a StreamPredictionsResponse as the server sends it (the fields the edge reads, and one it
-// does not).
+// encoded is a StreamPredictionsResponse as a server from before exchanges sends it: no exchange, so Kraken.
 func encoded(pair string, minute int, madeAfter time.Duration) []byte {
+	return encodedOn("", pair, minute, madeAfter)
+}
+
+// encodedOn is a StreamPredictionsResponse as the server sends it (the fields the edge reads, and one it
+// does not), of pair on exchange ("": the field left out).
+func encodedOn(exchange, pair string, minute int, madeAfter time.Duration) []byte {
 	feature := t0.Add(time.Duration(minute) * time.Minute)
 	p := protowire.AppendTag(nil, predictionPair, protowire.BytesType)
 	p = protowire.AppendString(p, pair)
@@ -33,6 +38,10 @@ func encoded(pair string, minute int, madeAfter time.Duration) []byte {
 	p = protowire.AppendBytes(p, timestamp(feature))
 	p = protowire.AppendTag(p, 8, protowire.Fixed64Type) // predicted_price
 	p = protowire.AppendFixed64(p, 42)
+	if exchange != "" {
+		p = protowire.AppendTag(p, predictionExchange, protowire.BytesType)
+		p = protowire.AppendString(p, exchange)
+	}
 	r := protowire.AppendTag(nil, responsePrediction, protowire.BytesType)
 	return protowire.AppendBytes(r, p)
 }
@@ -55,7 +64,11 @@ func drain(s *subscriber) []string {
 				return append(got, "closed")
 			}
 			p, _ := parseResponse(wire)
-			got = append(got, p.key.pair+"@"+time.Unix(0, p.featureTime).UTC().Format("15:04"))
+			market := p.key.pair // as the server's market keys name it: the pair alone on Kraken
+			if p.key.exchange != defaultExchange {
+				market = p.key.exchange + ":" + market
+			}
+			got = append(got, market+"@"+time.Unix(0, p.featureTime).UTC().Format("15:04"))
 		default:
 			return got
 		}
@@ -76,8 +89,13 @@ func equal(t *testing.T, got []string, want ...string) {
 
 func TestParseResponseReadsKeyAndTimes(t *testing.T) {
 	p := mustParse(t, encoded("BTC/USD", 3, 1500*time.Millisecond))
-	if p.key != (key{"BTC/USD", 60, 60}) {
+	if p.key != (key{"kraken", "BTC/USD", 60, 60}) { // no exchange: Kraken
 		t.Fatalf("key %v", p.key)
+	}
+	for _, exchange := range []string{"kraken", "coinbase"} {
+		if k := mustParse(t, encodedOn(exchange, "BTC/USD", 3, 0)).key; k != (key{exchange, "BTC/USD", 60, 60}) {
+			t.Fatalf("key %v of a prediction on %s", k, exchange)
+		}
 	}
 	feature := t0.Add(3 * time.Minute)
 	if p.featureTime != feature.UnixNano() || p.madeAt != feature.Add(1500*time.Millisecond).UnixNano() {
@@ -99,18 +117,22 @@ func TestParseRequests(t *testing.T) {
 	b = protowire.AppendTag(b, requestInterval, protowire.VarintType)
 	b = protowire.AppendVarint(b, 60)
 	f, err := parseRequest(b)
-	if err != nil || len(f.pairs) != 2 || f.interval != 60 || f.horizon != 0 {
+	if err != nil || len(f.pairs) != 2 || f.interval != 60 || f.horizon != 0 || f.exchange != "kraken" {
 		t.Fatalf("filter %+v, %v", f, err)
 	}
-	if !f.wants(key{"ETH/USD", 60, 300}) || f.wants(key{"ETH/USD", 300, 60}) || f.wants(key{"XRP/USD", 60, 60}) {
+	if !f.wants(key{"kraken", "ETH/USD", 60, 300}) || f.wants(key{"kraken", "ETH/USD", 300, 60}) ||
+		f.wants(key{"kraken", "XRP/USD", 60, 60}) {
 		t.Fatal("filter wants the wrong keys")
+	}
+	if f.wants(key{"coinbase", "ETH/USD", 60, 300}) {
+		t.Fatal("a request without an exchange wants another exchange than Kraken")
 	}
 	if _, exact := parseLatestRequest(b); exact { // no horizon: the server's "newest of any"
 		t.Fatal("a zero horizon is not an exact key")
 	}
 	b = protowire.AppendTag(b, requestHorizon, protowire.VarintType)
 	b = protowire.AppendVarint(b, 60)
-	eth := key{"ETH/USD", 60, 60}
+	eth := key{"kraken", "ETH/USD", 60, 60}
 	if l, exact := parseLatestRequest(b); !exact || l != (lookup{eth, ""}) {
 		t.Fatalf("latest request %v %v", l, exact) // a repeated field read as singular: the last wins
 	}
@@ -138,7 +160,7 @@ func TestSubscriberGetsTheLatestOfEachKeyOldestFirstThenNewerOnes(t *testing.T) 
 	h.publish(mustParse(t, encoded("BTC/USD", 1, time.Second)))
 	h.publish(mustParse(t, encoded("ETH/USD", 0, time.Second)))
 	h.publish(mustParse(t, encoded("XRP/USD", 2, time.Second)))
-	s := h.subscribe(filter{pairs: map[string]bool{"BTC/USD": true, "ETH/USD": true}})
+	s := h.subscribe(filter{exchange: defaultExchange, pairs: map[string]bool{"BTC/USD": true, "ETH/USD": true}})
 	equal(t, drain(s), "ETH/USD@12:00", "BTC/USD@12:01")
 	if h.publish(mustParse(t, encoded("BTC/USD", 1, time.Second))) { // a repeat
 		t.Fatal("a prediction no newer than the latest was published")
@@ -156,7 +178,7 @@ func TestSubscriberGetsTheLatestOfEachKeyOldestFirstThenNewerOnes(t *testing.T) 
 
 func TestAFullQueueDropsItsOldestAndCountsThem(t *testing.T) {
 	h := newHub(4)
-	s := h.subscribe(filter{})
+	s := h.subscribe(filter{exchange: anyExchange})
 	for minute := 0; minute < 10; minute++ {
 		h.publish(mustParse(t, encoded("BTC/USD", minute, time.Second)))
 	}
@@ -168,28 +190,28 @@ func TestAFullQueueDropsItsOldestAndCountsThem(t *testing.T) {
 
 func TestCloseEndsStreamsAfterWhatIsQueued(t *testing.T) {
 	h := newHub(4)
-	s := h.subscribe(filter{})
+	s := h.subscribe(filter{exchange: anyExchange})
 	h.publish(mustParse(t, encoded("BTC/USD", 0, time.Second)))
 	h.close()
 	if h.publish(mustParse(t, encoded("BTC/USD", 1, time.Second))) {
 		t.Fatal("published after close")
 	}
 	equal(t, drain(s), "BTC/USD@12:00", "closed")
-	equal(t, drain(h.subscribe(filter{})), "BTC/USD@12:00", "closed") // late: the snapshot, then the end
-	h.reset()                                                         // the upstream stream ends too as the edge shuts down: no stream is ended twice
+	equal(t, drain(h.subscribe(filter{exchange: anyExchange})), "BTC/USD@12:00", "closed") // late: the snapshot, then the end
+	h.reset()                                                                              // the upstream stream ends too as the edge shuts down: no stream is ended twice
 }
 
 func TestResetEndsStreamsAndForgetsThePredictions(t *testing.T) {
 	h := newHub(4)
-	s := h.subscribe(filter{})
+	s := h.subscribe(filter{exchange: anyExchange})
 	h.publish(mustParse(t, encoded("BTC/USD", 5, time.Second)))
 	h.reset()
 	equal(t, drain(s), "BTC/USD@12:05", "closed")
-	if _, ok := h.latestOf(key{"BTC/USD", 60, 60}); ok {
+	if _, ok := h.latestOf(key{"kraken", "BTC/USD", 60, 60}); ok {
 		t.Fatal("a prediction of the upstream that went away is still known")
 	}
 	// The next upstream's older prediction is its latest: it reaches new streams.
-	next := h.subscribe(filter{})
+	next := h.subscribe(filter{exchange: anyExchange})
 	if !h.publish(mustParse(t, encoded("BTC/USD", 1, time.Second))) {
 		t.Fatal("the new upstream's prediction was refused")
 	}
@@ -198,18 +220,21 @@ func TestResetEndsStreamsAndForgetsThePredictions(t *testing.T) {
 
 func TestVouchedNeedsLookupAndCredentialOfTheCurrentGeneration(t *testing.T) {
 	v := newVouched()
-	btc := lookup{key{"BTC/USD", 60, 60}, ""}
+	btc := lookup{key{"kraken", "BTC/USD", 60, 60}, ""}
 	g := v.current()
 	v.addLookup(g, btc)
 	if v.answers("Bearer a", btc) {
 		t.Fatal("answered for a caller the upstream never accepted")
 	}
 	v.addCredential(g, "Bearer a")
-	if !v.answers("Bearer a", btc) || v.answers("Bearer b", btc) || v.answers("Bearer a", lookup{key{"ETH/USD", 60, 60}, ""}) {
+	if !v.answers("Bearer a", btc) || v.answers("Bearer b", btc) || v.answers("Bearer a", lookup{key{"kraken", "ETH/USD", 60, 60}, ""}) {
 		t.Fatal("answers for the wrong caller or key")
 	}
 	if v.answers("Bearer a", lookup{btc.key, "volatility"}) {
 		t.Fatal("answers for a target the upstream never vouched for")
+	}
+	if v.answers("Bearer a", lookup{key{"coinbase", "BTC/USD", 60, 60}, ""}) {
+		t.Fatal("answers for the pair on an exchange the upstream never vouched for")
 	}
 	v.reset()
 	if v.answers("Bearer a", btc) {
@@ -249,5 +274,99 @@ func TestCallersAreBoundedAndExemptHostsCountedOnly(t *testing.T) {
 	}
 	if u := newCallers(0, nil); !u.take("a", false) || !u.take("a", false) {
 		t.Fatal("a limit of 0 bounds nobody")
+	}
+}
+
+func request(exchange string, pairs ...string) []byte {
+	var b []byte
+	for _, pair := range pairs {
+		b = protowire.AppendTag(b, requestPairs, protowire.BytesType)
+		b = protowire.AppendString(b, pair)
+	}
+	if exchange != "" {
+		b = protowire.AppendTag(b, requestExchange, protowire.BytesType)
+		b = protowire.AppendString(b, exchange)
+	}
+	return b
+}
+
+func mustFilter(t *testing.T, b []byte) filter {
+	t.Helper()
+	f, err := parseRequest(b)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return f
+}
+
+func TestRequestsAndLookupsAreByExchangeAndNoneMeansKraken(t *testing.T) {
+	for _, c := range []struct {
+		request []byte
+		want    string
+	}{
+		{request("", "BTC/USD"), "kraken"},
+		{request("kraken", "BTC/USD"), "kraken"},
+		{request("coinbase", "BTC/USD"), "coinbase"},
+		{request("*"), "*"},
+		{everyPrediction(), "*"}, // what the edge follows the server with
+	} {
+		if f := mustFilter(t, c.request); f.exchange != c.want {
+			t.Fatalf("request %x: exchange %q, want %q", c.request, f.exchange, c.want)
+		}
+	}
+	if f := mustFilter(t, everyPrediction()); len(f.pairs) != 0 || f.interval != 0 || f.horizon != 0 {
+		t.Fatalf("the edge's own request is not for everything: %+v", f)
+	}
+	coinbase := mustFilter(t, request("coinbase", "BTC/USD"))
+	if !coinbase.wants(key{"coinbase", "BTC/USD", 60, 60}) || coinbase.wants(key{"kraken", "BTC/USD", 60, 60}) {
+		t.Fatal("a Coinbase filter wants the wrong exchange")
+	}
+	every := mustFilter(t, request("*", "BTC/USD"))
+	if !every.wants(key{"coinbase", "BTC/USD", 60, 60}) || !every.wants(key{"kraken", "BTC/USD", 60, 60}) ||
+		every.wants(key{"kraken", "ETH/USD", 60, 60}) {
+		t.Fatal("an every-exchange filter wants the wrong keys")
+	}
+	exact := func(exchange string) []byte {
+		b := protowire.AppendTag(nil, requestPairs, protowire.BytesType)
+		b = protowire.AppendString(b, "BTC/USD")
+		b = protowire.AppendTag(b, requestInterval, protowire.VarintType)
+		b = protowire.AppendVarint(b, 60)
+		b = protowire.AppendTag(b, requestHorizon, protowire.VarintType)
+		b = protowire.AppendVarint(b, 60)
+		if exchange != "" {
+			b = protowire.AppendTag(b, latestExchange, protowire.BytesType)
+			b = protowire.AppendString(b, exchange)
+		}
+		return b
+	}
+	for exchange, want := range map[string]string{"": "kraken", "kraken": "kraken", "coinbase": "coinbase"} {
+		l, ok := parseLatestRequest(exact(exchange))
+		if !ok || l != (lookup{key{want, "BTC/USD", 60, 60}, ""}) {
+			t.Fatalf("lookup on %q: %v %v", exchange, l, ok)
+		}
+	}
+}
+
+func TestTheSamePairOnTwoExchangesIsTwoKeys(t *testing.T) {
+	h := newHub(16)
+	kraken := h.subscribe(mustFilter(t, request("", "BTC/USD")))
+	coinbase := h.subscribe(mustFilter(t, request("coinbase", "BTC/USD")))
+	every := h.subscribe(mustFilter(t, request("*")))
+	if !h.publish(mustParse(t, encodedOn("kraken", "BTC/USD", 2, time.Second))) ||
+		!h.publish(mustParse(t, encodedOn("coinbase", "BTC/USD", 1, time.Second))) { // older, but its own key
+		t.Fatal("a prediction of the pair on another exchange was refused")
+	}
+	h.publish(mustParse(t, encoded("BTC/USD", 3, time.Second))) // no exchange: Kraken's
+	equal(t, drain(kraken), "BTC/USD@12:02", "BTC/USD@12:03")
+	equal(t, drain(coinbase), "coinbase:BTC/USD@12:01")
+	equal(t, drain(every), "BTC/USD@12:02", "coinbase:BTC/USD@12:01", "BTC/USD@12:03")
+	// The snapshot of a new subscriber, and lookups, are by exchange too.
+	equal(t, drain(h.subscribe(mustFilter(t, request("coinbase")))), "coinbase:BTC/USD@12:01")
+	wire, ok := h.latestOf(key{"coinbase", "BTC/USD", 60, 60})
+	if !ok || mustParse(t, wire).featureTime != t0.Add(time.Minute).UnixNano() {
+		t.Fatal("the latest Coinbase prediction is not Coinbase's")
+	}
+	if _, ok := h.latestOf(key{"binance", "BTC/USD", 60, 60}); ok {
+		t.Fatal("a prediction of an exchange never published")
 	}
 }

@@ -10,6 +10,9 @@
 //     served once the server has accepted it (its initial metadata): validation and authentication
 //     answer exactly as the server's. So is its target: "price", the only one served, is what the
 //     edge's own stream from the server carries.
+//   - Keys and subscriptions are by exchange too: "BTC/USD" on Kraken and on Coinbase are two keys, and a
+//     request or prediction that names no exchange (from clients and servers older than exchanges)
+//     means Kraken, as on the server.
 //   - GetLatestPrediction is answered from the edge's latest predictions when, since the edge last
 //     connected, the server has answered a lookup of that key and target (OK or NOT_FOUND) and accepted
 //     the caller's authorization; anything else goes to the server, including any lookup with a field
@@ -126,7 +129,7 @@ func (e *edge) follow(ctx context.Context) error {
 	if e.token != "" {
 		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+e.token)
 	}
-	up, err := e.openStream(ctx, []byte{}) // an empty request: every pair, interval and horizon
+	up, err := e.openStream(ctx, everyPrediction())
 	if err != nil {
 		return err
 	}

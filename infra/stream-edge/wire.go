@@ -13,7 +13,9 @@ const (
 	requestPairs    = 1 // StreamPredictionsRequest.pairs; GetLatestPredictionRequest.pair
 	requestInterval = 2 // StreamPredictionsRequest.interval_s
 	requestHorizon  = 3 // StreamPredictionsRequest.horizon_s
+	requestExchange = 5 // StreamPredictionsRequest.exchange
 	latestTarget    = 5 // GetLatestPredictionRequest.target ("" or "price"; StreamPredictionsRequest's is 4)
+	latestExchange  = 6 // GetLatestPredictionRequest.exchange
 
 	responsePrediction = 1 // StreamPredictionsResponse.prediction
 
@@ -22,13 +24,22 @@ const (
 	predictionHorizon     = 3
 	predictionMadeAt      = 4
 	predictionFeatureTime = 5
+	predictionExchange    = 17
+
+	// What a request or prediction without an exchange means: clients and servers from before exchanges
+	// existed knew Kraken only.
+	defaultExchange = "kraken"
+	// A StreamPredictionsRequest's exchange that means every exchange.
+	anyExchange = "*"
 
 	timestampSeconds = 1
 	timestampNanos   = 2
 )
 
-// key is what the upstream keeps one latest prediction of: (pair, interval_s, horizon_s).
+// key is what the upstream keeps one latest prediction of: (exchange, pair, interval_s, horizon_s). The
+// same pair on two exchanges is two keys.
 type key struct {
+	exchange string // never empty: defaultExchange where the message has none
 	pair     string
 	interval int64
 	horizon  int64
@@ -41,15 +52,18 @@ type lookup struct {
 	target string
 }
 
-// filter is a StreamPredictionsRequest: empty pairs, zero interval or zero horizon mean "any".
+// filter is a StreamPredictionsRequest: exchange anyExchange, empty pairs, zero interval or zero horizon
+// mean "any".
 type filter struct {
+	exchange string // never empty: defaultExchange where the request has none
 	pairs    map[string]bool
 	interval int64
 	horizon  int64
 }
 
 func (f filter) wants(k key) bool {
-	return (len(f.pairs) == 0 || f.pairs[k.pair]) &&
+	return (f.exchange == anyExchange || f.exchange == k.exchange) &&
+		(len(f.pairs) == 0 || f.pairs[k.pair]) &&
 		(f.interval == 0 || f.interval == k.interval) &&
 		(f.horizon == 0 || f.horizon == k.horizon)
 }
@@ -98,6 +112,14 @@ func fields(b []byte, visit func(num protowire.Number, typ protowire.Type, value
 	return nil
 }
 
+// exchangeOr is the exchange a message names, defaultExchange when it names none.
+func exchangeOr(exchange string) string {
+	if exchange == "" {
+		return defaultExchange
+	}
+	return exchange
+}
+
 func parseRequest(b []byte) (filter, error) {
 	f := filter{pairs: map[string]bool{}}
 	err := fields(b, func(num protowire.Number, typ protowire.Type, value []byte, varint uint64) error {
@@ -108,10 +130,20 @@ func parseRequest(b []byte) (filter, error) {
 			f.interval = int64(varint)
 		case num == requestHorizon && typ == protowire.VarintType:
 			f.horizon = int64(varint)
+		case num == requestExchange && typ == protowire.BytesType:
+			f.exchange = string(value)
 		}
 		return nil
 	})
+	f.exchange = exchangeOr(f.exchange)
 	return f, err
+}
+
+// everyPrediction is the StreamPredictionsRequest the edge follows the upstream with: every exchange,
+// pair, interval and horizon.
+func everyPrediction() []byte {
+	b := protowire.AppendTag(nil, requestExchange, protowire.BytesType)
+	return protowire.AppendString(b, anyExchange)
 }
 
 // parseLatestRequest reads a GetLatestPredictionRequest; false when it names no exact key (a zero
@@ -130,11 +162,14 @@ func parseLatestRequest(b []byte) (lookup, bool) {
 			l.horizon = int64(varint)
 		case num == latestTarget && typ == protowire.BytesType:
 			l.target = string(value)
+		case num == latestExchange && typ == protowire.BytesType:
+			l.exchange = string(value)
 		default:
 			known = false
 		}
 		return nil
 	})
+	l.exchange = exchangeOr(l.exchange)
 	return l, err == nil && known && l.pair != "" && l.interval > 0 && l.horizon > 0
 }
 
@@ -180,9 +215,12 @@ func parseResponse(wire []byte) (prediction, error) {
 			p.madeAt, err = parseTimestamp(value)
 		case num == predictionFeatureTime && typ == protowire.BytesType:
 			p.featureTime, err = parseTimestamp(value)
+		case num == predictionExchange && typ == protowire.BytesType:
+			p.key.exchange = string(value)
 		}
 		return err
 	})
+	p.key.exchange = exchangeOr(p.key.exchange)
 	if err == nil && p.key.pair == "" {
 		err = fmt.Errorf("prediction without a pair")
 	}

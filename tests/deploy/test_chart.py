@@ -53,6 +53,8 @@ OPERATOR_KINDS = {
     ("monitoring.coreos.com/v1", "PrometheusRule"),
 }
 ROLES = {"feed", "stream", "worker", "serve", "edge", "migrate", "mlflow", "risingwave-ddl"}
+# The /metrics ports of the feeds of the other venues (MetricsSettings defaults).
+METRICS_PORTS = {"coinbase": 9106, "binance": 9107}
 
 
 # --- rendering -----------------------------------------------------------------------------------------
@@ -132,6 +134,16 @@ def containers(docs: list[dict[str, Any]]) -> Iterator[tuple[dict[str, Any], dic
             spec = doc["spec"]["template"]["spec"]
             for container in spec.get("initContainers", []) + spec["containers"]:
                 yield doc, container
+
+
+def container_venue(container: dict[str, Any]) -> str | None:
+    """The venue a feed container reads (`cryptopredict feed --venue V`); None for another role."""
+    args = container.get("args", [])
+    if args[:1] != ["feed"]:
+        return None
+    ctx = typer.main.get_command(app).commands["feed"].make_context("feed", list(args[1:]))  # type: ignore[attr-defined]
+    venue: str = ctx.params["venue"]
+    return venue
 
 
 def by_kind(docs: list[dict[str, Any]], kind: str) -> dict[str, dict[str, Any]]:
@@ -277,9 +289,12 @@ def test_the_service_monitor_scrapes_each_kind_of_process(rendered: dict[str, li
             if service["spec"]["selector"].items() <= d["spec"]["template"]["metadata"]["labels"].items()
         ]
         assert selected, f"{service['metadata']['name']} selects no pod"
+        (service_port,) = service["spec"]["ports"]
+        assert service_port["targetPort"] == "metrics"  # by name: each venue's feed serves on its own port
         for container in selected:
             port = {p["name"]: p["containerPort"] for p in container["ports"]}["metrics"]
-            assert port == service["spec"]["ports"][0]["port"]
+            venue = container_venue(container)
+            assert port == (service_port["port"] if venue in (None, "kraken") else METRICS_PORTS[venue])
     (rule,) = by_kind(docs, "PrometheusRule").values()
     source = yaml.safe_load((REPO / "infra" / "prometheus" / "rules" / "cryptopredict.yml").read_text())
     assert rule["spec"]["groups"] == source["groups"]
@@ -344,18 +359,32 @@ def test_one_worker_deployment_per_queue_and_one_feed_replica_per_pair_set(
     queues = sorted(c["args"][2] for d, c in containers(docs) if c.get("args", [None])[0] == "worker")
     assert queues == ["llm", "news", "training"]
     feeds = {n: d for n, d in deployments.items() if "-feed-" in n}
-    assert len(feeds) == len(values["feed"]["pairSets"])
-    seen: list[str] = []
+    sets = {
+        v: values["feed"]["pairSets"] if v == "kraken" else values["feed"][v]["pairSets"]
+        for v in values["venues"]
+    }
+    assert values["venues"] == ["kraken", "coinbase", "binance"]  # every venue's feeds are rendered here
+    assert sorted(feeds) == sorted(
+        f"{RELEASE}-cryptopredict-feed-{s['name'] if v == 'kraken' else f'{v}-' + s['name']}"
+        for v, venue_sets in sets.items()
+        for s in venue_sets
+    )
+    seen: dict[str, list[str]] = {v: [] for v in sets}
     for deployment in feeds.values():
         assert deployment["spec"]["replicas"] == 1 and deployment["spec"]["strategy"]["type"] == "Recreate"
         (container,) = deployment["spec"]["template"]["spec"]["containers"]
+        venue = container_venue(container)
+        assert venue in sets
         pairs = json.loads(
-            next(e["value"] for e in container["env"] if e["name"] == "CRYPTOPREDICT_KRAKEN__PAIRS")
+            next(e["value"] for e in container["env"] if e["name"] == f"CRYPTOPREDICT_{venue.upper()}__PAIRS")
         )
-        seen += pairs
-    assert sorted(seen) == sorted(p for s in values["feed"]["pairSets"] for p in s["pairs"])
+        seen[venue] += pairs
     settings = by_kind(docs, "ConfigMap")[f"{RELEASE}-cryptopredict-settings"]["data"]
-    assert json.loads(settings["CRYPTOPREDICT_KRAKEN__PAIRS"]) == seen  # the other roles forecast them all
+    assert json.loads(settings["CRYPTOPREDICT_VENUES"]) == values["venues"]
+    for venue, venue_sets in sets.items():
+        assert sorted(seen[venue]) == sorted(p for s in venue_sets for p in s["pairs"])
+        # the other roles forecast them all
+        assert sorted(json.loads(settings[f"CRYPTOPREDICT_{venue.upper()}__PAIRS"])) == sorted(seen[venue])
     stream = deployments[f"{RELEASE}-cryptopredict-stream"]
     assert stream["spec"]["strategy"]["rollingUpdate"] == {"maxSurge": 0, "maxUnavailable": 1}
     pdbs = {
@@ -406,7 +435,12 @@ def test_each_pod_environment_loads_as_the_settings(
             "serve": "grpc_port",
             "edge": "edge_port",
         }
-        if role in metrics:
+        if role == "feed":
+            venue = container_venue(container)
+            assert venue is not None and venue in settings.venues
+            assert ports["metrics"] == settings.metrics.feed_metrics_port(venue)
+            assert settings.metrics.host == "0.0.0.0"
+        elif role in metrics:
             assert ports["metrics"] == getattr(settings.metrics, metrics[role])
             assert settings.metrics.host == "0.0.0.0"
         if role == "serve":
@@ -477,6 +511,27 @@ def test_secret_settings_are_refused_in_values(template: Callable[..., str]) -> 
         (["--set", "featureStore=risingwave"], "postgresMetadataUrl"),
         (["--set", "settings.kafka.security_protocol=SASL_SSL"], "secrets.kafkaSaslPassword"),
         (["--set", "settings.kraken.pairs={ETH/USD}"], "set by the chart"),
+        (["--set", "settings.coinbase.pairs={ETH/USD}"], "set by the chart"),
+        (["--set-json", 'settings.venues=["kraken"]'], "set by the chart"),
+        (["--set-json", 'venues=["kraken","ftx"]'], "venues"),  # values.schema.json: the known venues
+        (
+            [
+                "--set-json",
+                'venues=["kraken","coinbase"]',
+                "--set-json",
+                'feed.coinbase.pairSets=[{"name":"a","pairs":["BTC/USD"]},{"name":"b","pairs":["BTC/USD"]}]',
+            ],
+            r"feed\.coinbase\.pairSets: BTC/USD is in two sets",
+        ),
+        (
+            [
+                "--set-json",
+                'venues=["kraken","coinbase"]',
+                "--set-json",
+                'feed.pairSets=[{"name":"coinbase-main","pairs":["ETH/USD"]}]',
+            ],
+            "two feeds would be named feed-coinbase-main",
+        ),
         (["--set", "featureStore=clickhouse"], "featureStore"),
         (["--set", "stream.replica=2"], "'replica' not allowed"),  # values.schema.json: the chart's own keys
     ],

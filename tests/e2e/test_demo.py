@@ -32,7 +32,9 @@ async def test_demo_streams_predictions_of_the_champion_and_leaves_a_live_target
     started = datetime.now(UTC)
     summary = await run_demo(settings, min_candles=200, predictions=5, timeout_s=600)
     assert summary["model_version"].startswith("cryptopredict.demo-btcusd-60s-h1/")
-    assert summary["trades"] > 1000
+    # Two venues at once, each through its own protocol, feed and candles.
+    assert set(summary["trades_by_venue"]) == {"kraken", "coinbase"}
+    assert min(summary["trades_by_venue"].values()) > 1000
     assert summary["candles"] >= 200
     assert summary["predictions_streamed"] == 5
     name, _, rest = summary["model_version"].partition("/")

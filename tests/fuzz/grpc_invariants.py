@@ -17,6 +17,7 @@ from invariants import NOW, PAIRS
 from cryptopredict.ml.live import LiveFigures
 from cryptopredict.ml.registry import AliasedVersions
 from cryptopredict.models.ml import Prediction, QuantilePrice
+from cryptopredict.topics import market_key
 from grpc_server.hub import PredictionHub
 from grpc_server.pb import predictions_pb2 as pb
 from grpc_server.server import PredictionService, StreamSlots, Targets
@@ -27,7 +28,9 @@ CLIENT_CODES = frozenset(
 )
 # A status message stays short whatever the client sent (it travels in a header).
 MAX_DETAILS = 1024
-TARGETS = Targets(PAIRS, {60: (1, 5), 300: (1,)}, (0.1, 0.5, 0.9), ("price",), max_values=20)
+# Every pair on Kraken and on Coinbase (market keys, as settings.pairs gives them).
+MARKETS = (*PAIRS, *(market_key("coinbase", pair) for pair in PAIRS))
+TARGETS = Targets(MARKETS, {60: (1, 5), 300: (1,)}, (0.1, 0.5, 0.9), ("price",), max_values=20)
 
 
 class Aborted(Exception):
@@ -62,8 +65,9 @@ class NoBackends:
         return [None] * len(names)
 
 
-def _prediction(pair: str, interval_s: int, horizon_s: int) -> Prediction:
+def _prediction(pair: str, interval_s: int, horizon_s: int, exchange: str = "kraken") -> Prediction:
     return Prediction(
+        exchange=exchange,
         pair=pair,
         interval_s=interval_s,
         horizon_s=horizon_s,
@@ -85,6 +89,7 @@ METHODS = ("StreamPredictions", "GetLatestPrediction", "GetLedger", "ListModels"
 def _service() -> PredictionService:
     hub = PredictionHub()
     hub.publish(_prediction("BTC/USD", 60, 60))
+    hub.publish(_prediction("BTC/USD", 60, 60, exchange="coinbase"))
     # Closed: an accepted stream delivers the snapshot and ends instead of waiting for more.
     hub.close()
     return PredictionService(hub, NoBackends(), TARGETS, StreamSlots(limit=4))  # type: ignore[arg-type]

@@ -220,6 +220,7 @@ INT64 = st.integers(min_value=-(2**63), max_value=2**63 - 1)
 SERVED_INTERVALS = st.sampled_from([60, 300]) | INT64
 PAIR_TEXT = st.sampled_from([*invariants.PAIRS, "btc/usd", "DOGE/USD", ""]) | st.text(max_size=200)
 TARGET_TEXT = st.sampled_from(["", "price", "volatility"]) | st.text(max_size=200)
+EXCHANGE_TEXT = st.sampled_from(["", "kraken", "coinbase", "binance", "*"]) | st.text(max_size=200)
 LEVELS = st.lists(st.sampled_from([0.1, 0.5, 0.9]) | st.floats(), max_size=30)
 
 
@@ -231,7 +232,11 @@ def grpc_calls(draw: st.DrawFn) -> tuple[str, Any]:
     if method == "StreamPredictions":
         pairs = draw(st.lists(PAIR_TEXT, max_size=30))
         return method, pb.StreamPredictionsRequest(
-            pairs=pairs, interval_s=interval, horizon_s=horizon, target=draw(TARGET_TEXT)
+            pairs=pairs,
+            interval_s=interval,
+            horizon_s=horizon,
+            target=draw(TARGET_TEXT),
+            exchange=draw(EXCHANGE_TEXT),
         )
     if method == "GetLatestPrediction":
         request = pb.GetLatestPredictionRequest(
@@ -240,19 +245,28 @@ def grpc_calls(draw: st.DrawFn) -> tuple[str, Any]:
             horizon_s=horizon,
             quantile_levels=draw(LEVELS),
             target=draw(TARGET_TEXT),
+            exchange=draw(EXCHANGE_TEXT),
         )
         return method, request
     if method == "GetLedger":
         request = pb.GetLedgerRequest(
-            pair=draw(PAIR_TEXT), interval_s=interval, model_version=draw(st.text(max_size=20))
+            pair=draw(PAIR_TEXT),
+            interval_s=interval,
+            model_version=draw(st.text(max_size=20)),
+            exchange=draw(EXCHANGE_TEXT),
         )
         if draw(st.booleans()):
             request.since.seconds, request.since.nanos = draw(INT64), draw(st.integers(-(2**31), 2**31 - 1))
         return method, request
     if method == "ListModels":
-        return method, pb.ListModelsRequest(pairs=draw(st.lists(PAIR_TEXT, max_size=30)))
+        pairs = draw(st.lists(PAIR_TEXT, max_size=30))
+        return method, pb.ListModelsRequest(pairs=pairs, exchange=draw(EXCHANGE_TEXT))
     return method, pb.GetModelRequest(
-        pair=draw(PAIR_TEXT), interval_s=interval, horizon_s=horizon, target=draw(TARGET_TEXT)
+        pair=draw(PAIR_TEXT),
+        interval_s=interval,
+        horizon_s=horizon,
+        target=draw(TARGET_TEXT),
+        exchange=draw(EXCHANGE_TEXT),
     )
 
 
@@ -268,25 +282,29 @@ def test_any_request_is_answered_or_refused_with_a_client_error(call: tuple[str,
     st.sampled_from(invariants.PAIRS),
     st.sampled_from([(60, 60), (60, 300), (300, 300)]),
     st.lists(st.sampled_from([0.1, 0.5, 0.9]), max_size=3),
+    st.sampled_from(["", "kraken", "coinbase"]),
 )
 def test_a_request_for_what_is_served_is_never_invalid(
-    pair: str, interval_horizon: tuple[int, int], levels: list[float]
+    pair: str, interval_horizon: tuple[int, int], levels: list[float], exchange: str
 ) -> None:
     interval, horizon = interval_horizon
     pb = grpc_invariants.pb
+    key = {"pair": pair, "interval_s": interval, "exchange": exchange}
     for method, request in [
         (
             "GetLatestPrediction",
-            pb.GetLatestPredictionRequest(
-                pair=pair, interval_s=interval, horizon_s=horizon, quantile_levels=levels
-            ),
+            pb.GetLatestPredictionRequest(**key, horizon_s=horizon, quantile_levels=levels),
         ),
-        ("GetModel", pb.GetModelRequest(pair=pair, interval_s=interval, horizon_s=horizon)),
-        ("GetLedger", pb.GetLedgerRequest(pair=pair, interval_s=interval)),
+        ("GetModel", pb.GetModelRequest(**key, horizon_s=horizon)),
+        ("GetLedger", pb.GetLedgerRequest(**key)),
         (
             "StreamPredictions",
-            pb.StreamPredictionsRequest(pairs=[pair], interval_s=interval, horizon_s=horizon),
+            pb.StreamPredictionsRequest(
+                pairs=[pair], interval_s=interval, horizon_s=horizon, exchange=exchange
+            ),
         ),
+        ("StreamPredictions", pb.StreamPredictionsRequest(pairs=[pair], interval_s=interval, exchange="*")),
+        ("ListModels", pb.ListModelsRequest(pairs=[pair], exchange=exchange)),
     ]:
         aborted = grpc_invariants.call_grpc(method, request)
         assert aborted is None or aborted.code != grpc.StatusCode.INVALID_ARGUMENT, (method, aborted.details)

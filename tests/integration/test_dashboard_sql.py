@@ -236,10 +236,15 @@ def run_query(url: str, query: str) -> tuple[list[str], list[tuple[Any, ...]]]:
         return [column.name for column in cur.description], cur.fetchall()
 
 
+def panel_variables(pair: str, window: str = "60") -> dict[str, str]:
+    """The dashboards' variables as a viewer of the replayed Kraken target sets them."""
+    return {"exchange": "kraken", "pair": pair, "interval_s": "60", "horizon_s": "60", "window": window}
+
+
 def test_every_sql_query_returns_rows_of_its_columns(
     generate: ModuleType, settings: Settings, replayed_store: str, seeded_registry: str, start: datetime
 ) -> None:
-    variables = {"pair": replayed_store, "interval_s": "60", "horizon_s": "60", "window": "60"}
+    variables = panel_variables(replayed_store)
     end = datetime.now(UTC) + timedelta(minutes=5)
     checked = []
     for file, board in generate.load_dashboards().items():
@@ -268,7 +273,7 @@ def test_the_seeded_figures_come_out(
     generate: ModuleType, settings: Settings, replayed_store: str, start: datetime
 ) -> None:
     """Spot checks that the panels show the right numbers, not just the right shapes."""
-    variables = {"pair": replayed_store, "interval_s": "60", "horizon_s": "60", "window": "60"}
+    variables = panel_variables(replayed_store)
     end = datetime.now(UTC) + timedelta(minutes=5)
     url = database_url(settings, "cryptopredict-features")
     _, per_version = run_query(url, generate.substitute_sql(generate.PER_VERSION.sql, start, end, variables))
@@ -286,7 +291,7 @@ def test_coverage_by_regime_is_each_regimes_share_inside(
     generate: ModuleType, settings: Settings, replayed_store: str, start: datetime
 ) -> None:
     # A window longer than the range: each regime's last point is its coverage over the whole range.
-    variables = {"pair": replayed_store, "interval_s": "60", "horizon_s": "60", "window": "100000"}
+    variables = panel_variables(replayed_store, window="100000")
     end = datetime.now(UTC) + timedelta(minutes=5)
     url = database_url(settings, "cryptopredict-features")
     query = generate.substitute_sql(generate.COVERAGE_BY_REGIME.sql, start, end, variables)
@@ -298,7 +303,7 @@ def test_coverage_by_regime_is_each_regimes_share_inside(
         f"""
         SELECT coalesce(volatility_regime, 'none'), avg(CASE WHEN inside_interval THEN 1.0 ELSE 0.0 END)
         FROM prediction_outcomes
-        WHERE pair = '{replayed_store}' AND interval_s = 60 AND horizon_s = 60
+        WHERE exchange = 'kraken' AND pair = '{replayed_store}' AND interval_s = 60 AND horizon_s = 60
           AND inside_interval IS NOT NULL AND target_time BETWEEN '{start:%Y-%m-%dT%H:%M:%SZ}'
           AND '{end:%Y-%m-%dT%H:%M:%SZ}'
         GROUP BY 1

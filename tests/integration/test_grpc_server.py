@@ -19,7 +19,9 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from prometheus_client import REGISTRY
 from topic_prefixes import session_pair
+from typer.testing import CliRunner
 
+from cryptopredict.cli import app
 from cryptopredict.kafka_client import client_kwargs
 from cryptopredict.models.ml import Prediction, QuantilePrice
 from cryptopredict.settings import GrpcSettings, Settings, get_settings
@@ -304,6 +306,8 @@ async def test_watch_prints_the_stream_as_a_table(running: RunningServer, target
         *command, "--limit", "2", stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE
     )
     await wait_until(lambda: running.hub.subscriber_count == 1, timeout=30)
+    # Of another exchange: not what a watch that names none (Kraken) shows.
+    running.hub.publish(on_coinbase(make_prediction("BTC/USD", minute=2)))
     running.hub.publish(make_prediction("BTC/USD", minute=2))
     stdout, stderr = await asyncio.wait_for(watcher.communicate(), 30)
     assert watcher.returncode == 0, stderr.decode()
@@ -311,6 +315,7 @@ async def test_watch_prints_the_stream_as_a_table(running: RunningServer, target
     assert header.split()[:3] == ["feature", "time", "pair"]
     assert "2024-05-01 12:01" in first and "99.50..103.25" in first and "cryptopredict-test v1" in first
     assert "2024-05-01 12:02" in second and " - " in second  # no interval given
+    assert "coinbase" not in second
 
 
 async def test_get_ledger_reports_the_live_figures_of_each_version(target: str) -> None:
@@ -643,3 +648,156 @@ async def test_get_ledger_reports_the_interval_figures(target: str) -> None:
     nominal = settings.model.interval_coverage
     assert entry.kupiec_pvalue == pytest.approx(kupiec_pvalue(inside, nominal))
     assert entry.christoffersen_pvalue == pytest.approx(christoffersen_pvalue(inside))
+
+
+VENUE_PAIR = session_pair("V")  # on Kraken and Coinbase, for the ledger of each
+
+
+def two_venue_settings() -> Settings:
+    """local_settings() and Coinbase beside Kraken, with BTC/USD and VENUE_PAIR there too."""
+    base = local_settings()
+    return base.model_copy(
+        update={
+            "venues": ["kraken", "coinbase"],
+            "kraken": base.kraken.model_copy(update={"pairs": [*PAIRS, VENUE_PAIR]}),
+            "coinbase": base.coinbase.model_copy(update={"pairs": ["BTC/USD", VENUE_PAIR]}),
+        }
+    )
+
+
+def on_coinbase(prediction: Prediction) -> Prediction:
+    return prediction.model_copy(update={"exchange": "coinbase"})
+
+
+async def test_each_exchange_is_its_own_market_and_none_means_kraken() -> None:
+    async with start_server(two_venue_settings(), PredictionHub(), consume=False, grace=0.5) as running:
+        target, hub = f"127.0.0.1:{running.port}", running.hub
+        kraken = [make_prediction(minute=m) for m in (1, 4)]
+        coinbase = [on_coinbase(make_prediction(minute=m)) for m in (2, 3, 5)]
+        hub.publish(kraken[0])
+        hub.publish(coinbase[0])
+        # Each stream asks for exactly what it should get: had another exchange's prediction reached
+        # it, that one would be among them, in publication order.
+        streams = [
+            asyncio.create_task(stream_predictions(target, ["BTC/USD"], 60, limit=2, timeout=10)),
+            asyncio.create_task(
+                stream_predictions(target, ["BTC/USD"], 60, limit=2, timeout=10, exchange="kraken")
+            ),
+            asyncio.create_task(
+                stream_predictions(target, ["BTC/USD"], 60, limit=3, timeout=10, exchange="coinbase")
+            ),
+            asyncio.create_task(
+                stream_predictions(target, ["BTC/USD"], 60, limit=5, timeout=10, exchange="*")
+            ),
+        ]
+        await wait_until(lambda: hub.subscriber_count == len(streams))
+        for prediction in (coinbase[1], kraken[1], coinbase[2]):
+            hub.publish(prediction)
+        unnamed, named, coinbase_only, every = await asyncio.gather(*streams)
+        assert unnamed == named == kraken
+        assert coinbase_only == coinbase
+        assert every == [kraken[0], coinbase[0], coinbase[1], kraken[1], coinbase[2]]
+        assert await get_latest_prediction(target, "BTC/USD", 60, 60) == kraken[1]
+        assert await get_latest_prediction(target, "BTC/USD", 60, 60, exchange="coinbase") == coinbase[2]
+        # ETH/USD is served on Kraken only.
+        assert await get_latest_prediction(target, "ETH/USD", 60, 60) is None  # NOT_FOUND: nothing yet
+        async with grpc.aio.insecure_channel(target) as channel:
+            stub = pb_grpc.PredictionServiceStub(channel)
+            details = await invalid_argument(
+                stub.GetLatestPrediction(
+                    pb.GetLatestPredictionRequest(
+                        pair="ETH/USD", interval_s=60, horizon_s=60, exchange="coinbase"
+                    )
+                )
+            )
+            assert "unknown pair(s) ['ETH/USD'] on coinbase" in details, details
+            listed = await invalid_argument(
+                stub.ListModels(pb.ListModelsRequest(pairs=["ETH/USD"], exchange="coinbase"))
+            )
+            assert "on coinbase" in listed, listed
+
+
+async def test_watch_shows_the_exchange_it_is_given() -> None:
+    async with start_server(two_venue_settings(), PredictionHub(), consume=False, grace=0.5) as running:
+        running.hub.publish(make_prediction("BTC/USD", minute=1))
+        running.hub.publish(on_coinbase(make_prediction("BTC/USD", minute=2)))
+        target = f"127.0.0.1:{running.port}"
+        arguments = ["watch", "--target", target, "--limit", "1", "--exchange", "coinbase"]
+        # In a thread of this process (the command runs its own event loop): no second interpreter to start.
+        result = await asyncio.wait_for(asyncio.to_thread(CliRunner().invoke, app, arguments), 30)
+    assert result.exit_code == 0, result.output
+    _, row = result.stdout.strip().splitlines()
+    assert "2024-05-01 12:02" in row and "coinbase:BTC/USD" in row, row
+
+
+async def test_an_exchange_not_served_is_invalid_argument_naming_it(target: str) -> None:
+    counted = {"method": f"/{SERVICE_NAME}/GetLatestPrediction", "code": "INVALID_ARGUMENT"}
+    before = REGISTRY.get_sample_value("cryptopredict_grpc_request_duration_seconds_count", counted) or 0
+    key = {"pair": "BTC/USD", "interval_s": 60, "horizon_s": 60}
+    async with grpc.aio.insecure_channel(target) as channel:
+        stub = pb_grpc.PredictionServiceStub(channel)
+        for exchange, reason in (
+            ("ftx", "unknown exchange 'ftx'"),
+            ("coinbase", "exchange 'coinbase' is not served: exchanges are ['kraken']"),  # not configured
+            ("*", "exchange '*' (every exchange) is not one exchange"),
+        ):
+            latest = await invalid_argument(
+                stub.GetLatestPrediction(pb.GetLatestPredictionRequest(**key, exchange=exchange))
+            )
+            assert latest.startswith(reason), latest
+            ledger = await invalid_argument(
+                stub.GetLedger(pb.GetLedgerRequest(pair="BTC/USD", interval_s=60, exchange=exchange))
+            )
+            assert ledger.startswith(reason), ledger
+            if exchange != "*":  # every exchange: what a stream may ask for
+                streamed = await invalid_argument(
+                    stub.StreamPredictions(
+                        pb.StreamPredictionsRequest(pairs=["BTC/USD"], exchange=exchange)
+                    ).read()
+                )
+                assert streamed.startswith(reason), streamed
+    after = REGISTRY.get_sample_value("cryptopredict_grpc_request_duration_seconds_count", counted)
+    assert after == before + 3  # counted like any other bad request
+
+
+async def test_the_ledger_is_per_exchange() -> None:
+    from cryptopredict.simulators.markets import synthetic_candles
+    from cryptopredict.store.candles import async_engine, upsert_candles, upsert_predictions
+    from cryptopredict.store.migrate import migrate
+
+    settings = two_venue_settings()
+    migrate(settings.postgres)
+    made, candles = [], []
+    for exchange, version, seed in (("kraken", "4", 6), ("coinbase", "5", 7)):
+        venue_candles = [
+            c.model_copy(update={"exchange": exchange})
+            for c in synthetic_candles(VENUE_PAIR, 60, 4, T0, seed=seed)
+        ]
+        candles += venue_candles
+        made += [
+            make_prediction(VENUE_PAIR, minute=i).model_copy(
+                update={
+                    "exchange": exchange,
+                    "last_price": c.close,
+                    "predicted_price": c.close,
+                    "model_version": version,
+                }
+            )
+            for i, c in enumerate(venue_candles[:2])
+        ]
+    engine = async_engine(settings.postgres)
+    await upsert_predictions(engine, made)
+    await upsert_candles(engine, candles)
+    await engine.dispose()
+    async with (
+        start_server(settings, PredictionHub(), consume=False, grace=0.5) as running,
+        grpc.aio.insecure_channel(f"127.0.0.1:{running.port}") as channel,
+    ):
+        stub = pb_grpc.PredictionServiceStub(channel)
+        versions = {}
+        for exchange in ("", "kraken", "coinbase"):
+            response = await stub.GetLedger(
+                pb.GetLedgerRequest(pair=VENUE_PAIR, interval_s=60, exchange=exchange)
+            )
+            versions[exchange] = [(e.model_version, e.outcomes) for e in response.entries]
+    assert versions == {"": [("4", 2)], "kraken": [("4", 2)], "coinbase": [("5", 2)]}

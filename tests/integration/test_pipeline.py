@@ -158,10 +158,17 @@ async def test_hand_built_sequence_out_of_order_late_and_empty_windows(run_setti
     started = datetime.now(UTC)
     publisher = ReliablePublisher(run_settings.kafka)
     await publisher.start()
-    for batch in arrivals:
-        record = TradeBatch(pair=PAIR, trades=batch)
+    # The same pair on Coinbase, interleaved, at twice the prices and with the same trade ids: its own
+    # candles (by its own key), never mixed with Kraken's.
+    coinbase = [
+        [t.model_copy(update={"exchange": "coinbase", "price": 2 * t.price}) for t in b] for b in arrivals
+    ]
+    for batch in [b for pair in zip(arrivals, coinbase, strict=True) for b in pair]:
+        record = TradeBatch(exchange=batch[0].exchange, pair=PAIR, trades=batch)
         await publisher.publish(
-            topic_name(TRADES, run_settings.kafka.topic_prefix), record.to_json_bytes(), key=PAIR.encode()
+            topic_name(TRADES, run_settings.kafka.topic_prefix),
+            record.to_json_bytes(),
+            key=record.market.encode(),
         )
     await publisher.stop()
 
@@ -169,8 +176,18 @@ async def test_hand_built_sequence_out_of_order_late_and_empty_windows(run_setti
     try:
         minutes = await wait_for_rows(engine, candles, 60, started, 6, faust_worker)
         five = await wait_for_rows(engine, candles, 300, started, 1, faust_worker)
+        coinbase_minutes = await wait_for_rows(
+            engine, candles, 60, started, 6, faust_worker, exchange="coinbase"
+        )
+        coinbase_rows = await wait_for_rows(
+            engine, technical_indicators, 60, started, 6, faust_worker, exchange="coinbase"
+        )
     finally:
         await engine.dispose()
+    assert [(r["open"], r["close"], r["trade_count"]) for r in coinbase_minutes[:6]] == [
+        (2 * r["open"], 2 * r["close"], r["trade_count"]) for r in minutes[:6]
+    ]
+    assert len(coinbase_rows) >= 6
     ohlc = [(r["open"], r["high"], r["low"], r["close"], r["trade_count"], r["gap"]) for r in minutes[:6]]
     assert ohlc == [
         (100.0, 102.0, 99.0, 99.0, 4, False),
@@ -195,7 +212,8 @@ async def test_hand_built_sequence_out_of_order_late_and_empty_windows(run_setti
             run_settings.kafka, topic_name(LATE_TRADES, run_settings.kafka.topic_prefix)
         )
     ]
-    assert [Trade.model_validate_json(d.raw).trade_id for d in late] == [7]
+    late_trades = [Trade.model_validate_json(d.raw) for d in late]
+    assert sorted((t.exchange, t.trade_id) for t in late_trades) == [("coinbase", 7), ("kraken", 7)]
     assert "[60]" in late[0].reason
 
 
@@ -261,20 +279,23 @@ async def assert_pipeline_reproduces_candles(run_settings, trades, faust_worker,
     started = datetime.now(UTC)
     exchange = ReplayExchange(trades, speed=speed)
     await exchange.start()
-    published_before = REGISTRY.get_sample_value("cryptopredict_feed_trades_total", {"pair": PAIR}) or 0.0
+    kraken_pair = {"exchange": "kraken", "pair": PAIR}
+    published_before = REGISTRY.get_sample_value("cryptopredict_feed_trades_total", kraken_pair) or 0.0
     try:
         counts = await asyncio.wait_for(run_feed(run_settings, exchange.url, max_trades=len(trades)), 120)
     finally:
         await exchange.stop()
     assert counts["trades"] == len(trades) and counts.get("rejected", 0) == 0
-    # The feed's metrics count what it published, and the newest trade's time.
+    # The feed's metrics count what it published, the newest trade's time, and the venue's status.
     feed_metrics = serve_metrics("127.0.0.1", 0)
     assert feed_metrics is not None
     scraped = await scrape(feed_metrics)
-    assert scraped[f'cryptopredict_feed_trades_total{{pair="{PAIR}"}}'] - published_before == len(trades)
+    labels = f'{{exchange="kraken",pair="{PAIR}"}}'
+    assert scraped[f"cryptopredict_feed_trades_total{labels}"] - published_before == len(trades)
     newest = max(t.timestamp for t in trades).timestamp()
-    assert scraped[f'cryptopredict_feed_last_trade_timestamp_seconds{{pair="{PAIR}"}}'] == newest
-    assert scraped['cryptopredict_feed_events_total{event="trades"}'] == len(trades)
+    assert scraped[f"cryptopredict_feed_last_trade_timestamp_seconds{labels}"] == newest
+    assert scraped['cryptopredict_feed_events_total{event="trades",exchange="kraken"}'] == len(trades)
+    assert scraped['cryptopredict_feed_venue_online{exchange="kraken"}'] == 1
 
     engine = async_engine(run_settings.postgres)
     try:
@@ -345,10 +366,17 @@ async def wait_for_stored_letters(run_settings, letter: DeadLetter, unreadable_r
     return rows
 
 
-async def wait_for_rows(engine, table, interval_s, since, count, faust_worker, pair=PAIR, timeout_s=120):
+async def wait_for_rows(
+    engine, table, interval_s, since, count, faust_worker, pair=PAIR, timeout_s=120, exchange="kraken"
+):
     query = (
         select(table)
-        .where(table.c.pair == pair, table.c.interval_s == interval_s, table.c.written_at >= since)
+        .where(
+            table.c.exchange == exchange,
+            table.c.pair == pair,
+            table.c.interval_s == interval_s,
+            table.c.written_at >= since,
+        )
         .order_by(table.c.window_start)
     )
     deadline = time.monotonic() + timeout_s

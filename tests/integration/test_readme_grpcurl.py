@@ -7,7 +7,8 @@ runs, nothing else:
 
 - the address 127.0.0.1:50051 becomes the test server's (it listens on a free port);
 - the pair BTC/USD becomes a pair of this module's own, because the ledger lives in the shared feature
-  store, where other runs' BTC/USD rows would change the figures;
+  store, where other runs' BTC/USD rows would change the figures (the server serves it on Kraken and on
+  Coinbase, with predictions of each);
 - `-max-time` is capped at MAX_TIME_S, so a stream example ends within seconds.
 
 Each command must exit 0 and print what it promises (see `check_call`). The one exception: a
@@ -52,7 +53,7 @@ from grpc_server.convert import only_quantiles, prediction_to_proto
 from grpc_server.hub import PredictionHub
 from grpc_server.pb import predictions_pb2 as pb
 from grpc_server.pb import predictions_pb2_grpc as pb_grpc
-from grpc_server.server import SERVICE_NAME, RunningServer, start_server
+from grpc_server.server import SERVICE_NAME, RunningServer, requested_exchange, requested_market, start_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(180)]
 
@@ -179,17 +180,18 @@ class Served:
     ledger: dict[str, Any]  # pair's expected GetLedger entry (interval 60, every model version)
     model_name: str  # registered for (pair, 60 s, 1 candle), with the persistence baseline as champion
     minute: int = 0
-    # What the hub holds: the latest prediction per (pair, interval_s, horizon_s), as published.
+    # What the hub holds: the latest prediction per (market, interval_s, horizon_s), as published.
     latest: dict[tuple[str, int, int], Prediction] = field(default_factory=dict)
 
     @property
     def target(self) -> str:
         return f"127.0.0.1:{self.server.port}"
 
-    def publish(self, interval_s: int = 60, horizon_s: int = 60) -> Prediction:
+    def publish(self, interval_s: int = 60, horizon_s: int = 60, exchange: str = "kraken") -> Prediction:
         self.minute += 1
         feature_time = T0 + timedelta(minutes=self.minute)
         prediction = Prediction(
+            exchange=exchange,
             pair=self.pair,
             interval_s=interval_s,
             horizon_s=horizon_s,
@@ -212,7 +214,7 @@ class Served:
             volatility_regime="mid",
         )
         assert self.server.hub.publish(prediction)
-        self.latest[prediction.pair, interval_s, horizon_s] = prediction
+        self.latest[prediction.market, interval_s, horizon_s] = prediction
         return prediction
 
 
@@ -271,7 +273,9 @@ async def served() -> AsyncIterator[Served]:
     settings = base.model_copy(
         update={
             "grpc": GrpcSettings(host="127.0.0.1", port=0),
+            "venues": ["kraken", "coinbase"],
             "kraken": base.kraken.model_copy(update={"pairs": [pair]}),
+            "coinbase": base.coinbase.model_copy(update={"pairs": [pair]}),
         }
     )
     ledger = await seed_ledger(settings, pair)
@@ -284,14 +288,20 @@ async def served() -> AsyncIterator[Served]:
             served.publish(horizon_s=60)
             served.publish(horizon_s=300)
             served.publish(interval_s=300)
+            served.publish(horizon_s=60, exchange="coinbase")
             yield served
     finally:
         registry.delete_registered_model(model_name)
 
 
-def stream_filter(request: dict[str, Any]) -> tuple[set[str], int, int]:
-    """StreamPredictions' pairs, interval and horizon; empty or 0 means all."""
-    return set(request.get("pairs", [])), int(request.get("interval_s", 0)), int(request.get("horizon_s", 0))
+def stream_filter(request: dict[str, Any]) -> tuple[str | None, set[str], int, int]:
+    """StreamPredictions' exchange (None: every one), pairs, interval and horizon; empty or 0 means all."""
+    return (
+        requested_exchange(request.get("exchange", "")),
+        set(request.get("pairs", [])),
+        int(request.get("interval_s", 0)),
+        int(request.get("horizon_s", 0)),
+    )
 
 
 def check_call(
@@ -313,7 +323,8 @@ def check_call(
     request = call.request
     if call.verb == f"{SERVICE_NAME}/GetLatestPrediction":
         horizon_s = int(request.get("horizon_s", 0)) or None
-        latest = served.server.hub.latest(request["pair"], int(request["interval_s"]), horizon_s)
+        market = requested_market(request.get("exchange", ""), request["pair"])
+        latest = served.server.hub.latest(market, int(request["interval_s"]), horizon_s)
         assert latest is not None, "the example asks for something the test did not seed"
         prediction = latest.prediction
         if "quantile_levels" in request:
@@ -324,11 +335,12 @@ def check_call(
     elif call.verb == f"{SERVICE_NAME}/StreamPredictions":
         # The latest prediction of each matching key, oldest first, then the live one published meanwhile.
         assert live is not None
-        pairs, interval_s, horizon_s = stream_filter(request)
+        exchange, pairs, interval_s, horizon_s = stream_filter(request)
         wanted = [
             p
             for p in before
-            if (not pairs or p.pair in pairs)
+            if exchange in (None, p.exchange)
+            and (not pairs or p.pair in pairs)
             and interval_s in (0, p.interval_s)
             and horizon_s in (0, p.horizon_s)
         ]
@@ -341,6 +353,7 @@ def check_call(
             f"seeded: {EXAMPLE_PAIR}, interval 60"
         )
         assert "since" not in request, "seeded: no check for `since`"
+        assert request.get("exchange", "kraken") == "kraken", "seeded: Kraken's ledger"
         wanted = [
             e for e in [served.ledger] if request.get("model_version") in (None, "", e["model_version"])
         ]
@@ -349,6 +362,7 @@ def check_call(
         models = messages[0]["models"] if call.verb.endswith("ListModels") else [messages[0]["model"]]
         assert [(m["name"], m["champion"]["kind"]) for m in models] == [(served.model_name, "persistence")]
         assert models[0]["pair"] == served.pair and "challenger" not in models[0]
+        assert models[0]["exchange"] == "kraken", "seeded: Kraken's model"
     elif call.verb == f"{HEALTH_SERVICE}/Check":
         assert messages == [{"status": "SERVING"}]
 
@@ -388,11 +402,11 @@ async def test_docs_grpcurl_command(served: Served, command: str) -> None:
             await process.wait()
             pytest.fail(f"{command}\nstill running without a subscription after {MAX_TIME_S} s")
         if process.returncode is None:
-            pairs, interval_s, horizon_s = stream_filter(call.request)
+            exchange, pairs, interval_s, horizon_s = stream_filter(call.request)
             assert not pairs or served.pair in pairs, (
                 f"seeded: the stream example must ask for {EXAMPLE_PAIR}"
             )
-            live = served.publish(interval_s=interval_s or 60, horizon_s=horizon_s or 60)
+            live = served.publish(interval_s or 60, horizon_s or 60, exchange or "kraken")
     stdout, stderr = (out.decode() for out in await asyncio.wait_for(process.communicate(), 30))
     ended_by_max_time = (
         streaming and process.returncode == DEADLINE_EXCEEDED_EXIT and "DeadlineExceeded" in stderr

@@ -21,7 +21,16 @@ import pytest
 from aiokafka import AIOKafkaProducer
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
-from test_grpc_server import EDGE_PAIR, T0, local_settings, make_prediction, wait_until, with_uncertainty
+from test_grpc_server import (
+    EDGE_PAIR,
+    T0,
+    local_settings,
+    make_prediction,
+    on_coinbase,
+    two_venue_settings,
+    wait_until,
+    with_uncertainty,
+)
 
 from cryptopredict.cli.demo import free_port
 from cryptopredict.kafka_client import client_kwargs
@@ -515,3 +524,44 @@ async def wait_for_metric(edge: Edge, name: str, value: float) -> None:
     async with asyncio.timeout(10):
         while await edge.metric(name) != value:  # noqa: ASYNC110 - the edge's state, seen by asking
             await asyncio.sleep(0.05)
+
+
+async def test_edge_keeps_exchanges_apart_and_none_means_kraken(tmp_path: Path) -> None:
+    settings = two_venue_settings()
+    async with start_server(settings, PredictionHub(), consume=False, grace=0.5) as running:
+        hub = running.hub
+        kraken = [make_prediction(minute=m) for m in (1, 4)]
+        coinbase = [on_coinbase(make_prediction(minute=m)) for m in (2, 3)]
+        hub.publish(kraken[0])
+        hub.publish(coinbase[0])
+        async with running_edge(with_port(settings, running.port), tmp_path) as edge:
+            # Each stream asks for exactly what it should get, so another exchange's would be among them.
+            streams = [
+                asyncio.create_task(stream_predictions(edge.target, ["BTC/USD"], 60, limit=2, timeout=20)),
+                asyncio.create_task(
+                    stream_predictions(edge.target, ["BTC/USD"], 60, limit=2, timeout=20, exchange="coinbase")
+                ),
+                asyncio.create_task(
+                    stream_predictions(edge.target, ["BTC/USD"], 60, limit=4, timeout=20, exchange="*")
+                ),
+            ]
+            await wait_until_metric(edge, "cryptopredict_edge_subscribers", len(streams))
+            hub.publish(coinbase[1])
+            hub.publish(kraken[1])
+            unnamed, coinbase_only, every = await asyncio.gather(*streams)
+            assert unnamed == kraken and coinbase_only == coinbase
+            assert every == [kraken[0], coinbase[0], coinbase[1], kraken[1]]
+            # Lookups by exchange: the server answers each key first, then the edge does.
+            for _ in range(2):
+                assert await get_latest_prediction(edge.target, "BTC/USD", 60, 60) == kraken[1]
+                latest = await get_latest_prediction(edge.target, "BTC/USD", 60, 60, exchange="coinbase")
+                assert latest == coinbase[1]
+            assert (await edge.metric(ANSWERED_UPSTREAM), await edge.metric(ANSWERED_BY_EDGE)) == (2, 2)
+            # An exchange the server does not know: its refusal, through the edge.
+            with pytest.raises(grpc.aio.AioRpcError) as unary:
+                await get_latest_prediction(edge.target, "BTC/USD", 60, 60, exchange="ftx")
+            with pytest.raises(grpc.aio.AioRpcError) as stream:
+                await stream_predictions(edge.target, ["BTC/USD"], 60, timeout=10, exchange="ftx")
+            for error in (unary.value, stream.value):
+                assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
+                assert "unknown exchange 'ftx'" in (error.details() or "")

@@ -40,6 +40,26 @@ def test_every_sql_query_is_a_spec_with_its_columns(generate: ModuleType) -> Non
             assert "time" in spec.columns, f"{name}: a time series needs a time column"
 
 
+def test_every_feature_store_query_of_a_pair_selects_its_venue_kraken_by_default(
+    generate: ModuleType,
+) -> None:
+    # The same pair trades on several venues: a query by pair alone would mix their rows.
+    pair_keyed = [
+        name
+        for name, spec in generate.SQL_QUERIES.items()
+        if spec.datasource.uid == "cryptopredict-features" and "${pair:sqlstring}" in spec.sql
+    ]
+    assert pair_keyed
+    for name in pair_keyed:
+        assert "exchange = ${exchange:sqlstring}" in generate.SQL_QUERIES[name].sql, name
+    (exchange,) = [
+        v
+        for v in generate.load_dashboards()["predictions.json"]["templating"]["list"]
+        if v["name"] == "exchange"
+    ]
+    assert exchange["current"]["value"] == "kraken"
+
+
 def test_every_panel_reads_a_provisioned_datasource(generate: ModuleType) -> None:
     provisioned = yaml.safe_load((GRAFANA / "provisioning" / "datasources" / "datasources.yml").read_text())
     by_uid = {ds["uid"]: ds["type"] for ds in provisioned["datasources"]}

@@ -12,11 +12,13 @@ import pandas as pd
 import pytest
 
 from cryptopredict.features.candles import gap_candle
+from cryptopredict.features.cross_venue import feature_names
 from cryptopredict.features.indicators import IndicatorConfig, IndicatorState, indicator_frame
 from cryptopredict.features.sentiment import sentiment_features
 from cryptopredict.ml import lifecycle
 from cryptopredict.ml.dataset import TARGET, build_dataset, indicator_values
-from cryptopredict.ml.serving import input_row
+from cryptopredict.ml.pyfunc import ForecastPythonModel, ForecastSpec
+from cryptopredict.ml.serving import cross_venue_window, input_row
 from cryptopredict.models import Candle
 
 pytestmark = pytest.mark.unit
@@ -111,20 +113,44 @@ def test_features_on_a_history_truncated_at_t_equal_the_full_history_features_at
         pd.testing.assert_frame_equal(truncated.loc[common, features], full.loc[common, features])
 
 
+class Loaded:
+    """A loaded forecaster, as far as forecast_spec reads it."""
+
+    def __init__(self, spec: ForecastSpec) -> None:
+        self.model = ForecastPythonModel()
+        self.model.spec = spec
+
+    def unwrap_python_model(self) -> ForecastPythonModel:
+        return self.model
+
+
 def test_the_live_input_row_equals_the_training_row():
-    """The prediction path builds its row from recent candles, the streaming indicator state and the
-    sentiment at the candle's close."""
-    candles, lags = walk(100), 3
+    """The prediction path builds its row from recent candles, the streaming indicator state, the
+    sentiment at the candle's close and the other venue's candles it reads from the store (the window
+    cross_venue_window names)."""
+    candles, lags, other_lags = walk(100), 3, 2
+    other = [c.model_copy(update={"exchange": "coinbase"}) for c in walk(100, seed=5, gaps={60})]
+    others = frame_of(other)
     sentiment = sentiment_at_closes(candles)
-    ds = dataset(candles, lags=lags, sentiment=sentiment).frame.set_index("window_start")
-    assert {"sentiment_mean_1h", "sentiment_log_count_24h"} <= set(ds.columns)
+    frame = frame_of(candles)
+    values, _ = indicator_values(frame, PAIR, 60, None, SMALL)
+    built = build_dataset(frame, 60, lags, 1, values, sentiment, SMALL, {"coinbase": others}, other_lags)
+    ds = built.frame.set_index("window_start")
+    assert {"sentiment_mean_1h", "sentiment_log_count_24h", "xv_coinbase_ret_lag_2"} <= set(ds.columns)
+    assert built.dropped["cross_venue_missing"] == 3  # the other venue's gap, in the spread and two lags
+    model = Loaded(ForecastSpec(family="persistence", features=feature_names("coinbase", 2), interval=(0, 0)))
     state = IndicatorState.new(PAIR, 60, SMALL)
     checked = 0
     for i, candle in enumerate(candles):
         values = state.update(candle).values
         if candle.window_start in ds.index:
             at = sentiment.loc[[candle.window_start]]
-            row = input_row(candles[max(0, i - lags) : i + 1], values, lags, SMALL, at).iloc[0]
+            markets, start, end = cross_venue_window(model, candle, lambda exchange: [PAIR])
+            assert markets == {"coinbase": f"coinbase:{PAIR}"}
+            stored = others[(others["window_start"] >= start) & (others["window_start"] < end)]
+            history = candles[max(0, i - lags) : i + 1]
+            row = input_row(history, values, lags, SMALL, at, {"coinbase": stored}, other_lags).iloc[0]
+            assert list(row.index) == built.features
             np.testing.assert_allclose(
                 row[list(row.index)], ds.loc[candle.window_start, list(row.index)], rtol=1e-12
             )

@@ -293,6 +293,18 @@ def test_the_stored_row_is_flat_and_round_trips_as_json():
     assert record.breached and record.max_psi_feature == "a" and record.psi["a"] == report.features[0].psi
     assert DriftRecord.from_json(record.to_json_bytes()) == record
     assert DriftReport.model_validate_json(report.model_dump_json()) == report
+    assert (record.exchange, record.pair) == ("kraken", TARGET.pair)
+    # A target's market key is stored as its venue and bare pair, as every table of a market keeps them.
+    elsewhere = report.model_copy(
+        update={"target": TARGET.model_copy(update={"pair": "coinbase:demo.BTC/USD"})}
+    )
+    assert DriftRecord.of(elsewhere, "drift-x", "run-1").model_dump(include={"exchange", "pair"}) == {
+        "exchange": "coinbase",
+        "pair": "demo.BTC/USD",
+    }
+    # Records published before venues existed carry none: Kraken's.
+    old = record.model_dump(mode="json", exclude={"exchange"})
+    assert DriftRecord.model_validate(old).exchange == "kraken"
 
 
 def test_drift_settings_defaults():

@@ -141,6 +141,16 @@ def test_proto_mirrors_every_model_field() -> None:
     assert set(pb.Prediction.DESCRIPTOR.fields_by_name) == set(Prediction.model_fields)
 
 
+def test_the_exchange_travels_and_none_means_kraken() -> None:
+    coinbase = make_prediction(exchange="coinbase")
+    message = prediction_to_proto(coinbase)
+    assert message.exchange == "coinbase" and prediction_from_proto(message) == coinbase
+    assert prediction_to_proto(make_prediction()).exchange == "kraken"
+    # A server from before exchanges sends none: its predictions were all of Kraken.
+    message.ClearField("exchange")
+    assert prediction_from_proto(message) == make_prediction()
+
+
 def test_unset_timestamp_is_rejected_not_read_as_1970() -> None:
     message = prediction_to_proto(make_prediction())
     message.ClearField("target_time")

@@ -10,6 +10,7 @@ from cryptopredict.models.retention import PRUNE_KINDS, PruneRequest, RetentionA
 from cryptopredict.orchestration import retention_input
 from cryptopredict.retention import (
     DELETE_PREDICTIONS,
+    SCOPED_MARKET,
     StudyListing,
     VersionListing,
     delete_statement,
@@ -17,6 +18,7 @@ from cryptopredict.retention import (
     protected_versions,
     prune_predictions,
     retention_ms,
+    scoped_markets,
     studies_to_delete,
     versions_to_delete,
 )
@@ -90,6 +92,11 @@ def test_a_scoped_delete_names_its_rows_and_an_unscoped_one_every_row():
     scoped, params = delete_statement(DELETE_PREDICTIONS, "pair", ["T1/USD"])
     assert "AND pair = ANY(:scope)" in str(scoped) and params == {"scope": ["T1/USD"]}
     assert "LIMIT :batch" in str(scoped)
+    # A scope's pairs are market keys; each names its venue (Kraken's key is the pair itself).
+    assert scoped_markets(["T1/USD", "coinbase:t.T1/USD"]) == ["kraken:T1/USD", "coinbase:t.T1/USD"]
+    assert scoped_markets(None) is None
+    scoped, _ = delete_statement(DELETE_PREDICTIONS, SCOPED_MARKET, ["kraken:T1/USD"])
+    assert "AND exchange || ':' || pair = ANY(:scope)" in str(scoped)
 
 
 def test_the_scheduled_input_carries_the_settings_ages_and_zero_turns_a_kind_off():

@@ -60,7 +60,7 @@ from cryptopredict.settings import PostgresSettings, StoreSettings
 from cryptopredict.store import adaptation, candles, drift, ledger, news, report
 from cryptopredict.store.candles import async_engine, sync_engine, upsert_rows
 from cryptopredict.store.dialect import StoreDialect, engine_options, store_dialect
-from cryptopredict.store.inputs import read_stored_inputs
+from cryptopredict.store.inputs import read_cross_venue_candles, read_stored_inputs
 from cryptopredict.store.schema import metadata
 
 pytestmark = pytest.mark.unit
@@ -167,8 +167,8 @@ def test_kafka_tables_read_plain_json_of_their_topic_and_keep_their_arrival_time
 
 
 def test_the_outcome_ledger_is_the_same_query_on_both() -> None:
-    # The newest revision that creates the view (0007 recreated it with the uncertainty columns).
-    migration = importlib.import_module("cryptopredict.store.migrations.versions.0007_prediction_quantiles")
+    # The newest revision that creates the view (0010 recreated it with the venue).
+    migration = importlib.import_module("cryptopredict.store.migrations.versions.0010_exchange")
     postgres = sqlglot.parse_one(migration.OUTCOMES, read="postgres")
     (risingwave,) = [s for s in ddl_statements() if s.find(exp.Table).name == "prediction_outcomes"]
     assert risingwave.kind == "VIEW" and risingwave.find(exp.MaterializedProperty)
@@ -364,6 +364,8 @@ READS = [
     Call(candles.read_candles, (PAIR, 60)),
     Call(candles.read_indicator_values, (PAIR, 60)),
     Call(read_stored_inputs, (PAIR, 60, IndicatorConfig()), stored_candles),
+    Call(read_cross_venue_candles, ({"coinbase": "coinbase:BTC/USD"}, 60)),
+    Call(read_cross_venue_candles, ({"coinbase": "coinbase:BTC/USD"}, 60, T0, T0 + timedelta(hours=1))),
     Call(news.read_sentiment_features, ("BTC", STARTS)),
     Call(news.read_sentiment_features, ("BTC", STARTS, "model")),
     Call(news.sentiment_at_closes, (PAIR, STARTS, 60)),
@@ -483,14 +485,56 @@ async def test_postgres_only_writes_use_what_risingwave_lacks() -> None:
     for table in ("candles", "technical_indicators", "predictions", "drift_reports"):
         recorder = AsyncRecorder("postgres", no_rows)
         columns = metadata.tables[table].columns
-        row = {c.name: None for c in columns if c.server_default is None}
         keys = tuple(c.name for c in columns if c.primary_key)
+        row = {c.name: None for c in columns if c.server_default is None or c.name in keys}
         await upsert_rows(recorder, metadata.tables[table], [row], keys)
         (sql,) = [s for s, _ in recorder.executed]
         assert unsupported(parsed(sql, table)), sql
 
 
 # --- the RisingWave paths behave as the PostgreSQL ones ---------------------------------------------------
+
+
+MARKET_READS = [c for c in READS if c.args and c.args[0] == PAIR]
+SENTIMENT_OF_THE_COIN = {news.sentiment_at_closes, news.scored_sentiment_at_closes, news.newest_sentiment_at}
+
+
+@pytest.mark.parametrize(
+    ("market", "venue", "pair"),
+    [("BTC/USD", "kraken", "BTC/USD"), ("binance:demo.BTC/USDT", "binance", "demo.BTC/USDT")],
+)
+@pytest.mark.parametrize("call", MARKET_READS, ids=lambda c: key(c.function))
+async def test_reads_of_a_market_select_its_venue_and_pair(
+    call: Call, market: str, venue: str, pair: str
+) -> None:
+    # A market read is given a market key (Kraken's is the pair itself) and binds its venue and bare pair.
+    bound: list[tuple[str, dict[str, Any]]] = []
+    recorder = (AsyncRecorder if inspect.iscoroutinefunction(call.function) else Recorder)(
+        "postgres", call.respond
+    )
+    record = recorder.run
+
+    def run(statement: ClauseElement, params: Any = None) -> Result:
+        values = dict(statement.compile(dialect=POSTGRES).params)
+        values |= params if isinstance(params, dict) else {}
+        result = record(statement, params)
+        bound.append((recorder.executed[-1][0], values))
+        return result
+
+    recorder.run = run  # type: ignore[method-assign]
+    outcome = call.function(recorder, market, *call.args[1:])
+    if inspect.isawaitable(outcome):
+        await outcome
+    markets = [(sql, values) for sql, values in bound if re.search(r"\bpair = ", sql)]
+    if call.function in SENTIMENT_OF_THE_COIN:
+        # Sentiment is the coin's, the same on every venue.
+        assert not markets and any("coin = " in sql for sql, _ in bound), bound
+        return
+    assert markets, bound
+    for sql, values in markets:
+        assert re.search(r"\bexchange = ", sql), sql
+        named = sorted(str(v) for k, v in values.items() if k.startswith(("exchange", "pair")))
+        assert named == sorted([venue, pair]), (sql, values)
 
 
 async def test_news_de_duplication_on_risingwave_inserts_and_returns_only_unseen_items() -> None:
@@ -558,7 +602,14 @@ def test_risingwave_turns_the_sink_off() -> None:
 
 # --- the dashboards -----------------------------------------------------------------------------------------
 
-VARIABLES = {"pair": PAIR, "interval_s": "60", "horizon_s": "60", "window": "60", "name": "x"}
+VARIABLES = {
+    "exchange": "kraken",
+    "pair": PAIR,
+    "interval_s": "60",
+    "horizon_s": "60",
+    "window": "60",
+    "name": "x",
+}
 
 
 def test_every_dashboard_query_of_the_feature_store_parses_in_risingwave(generate: ModuleType) -> None:

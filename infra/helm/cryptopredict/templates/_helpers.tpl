@@ -34,23 +34,40 @@ app.kubernetes.io/component: {{ .component }}
 {{/* Ports the project's settings give (settings defaults where the values leave them out). */}}
 {{- define "cryptopredict.grpcPort" -}}{{ (.Values.settings.grpc | default dict).port | default 50051 }}{{- end -}}
 {{- define "cryptopredict.edgePort" -}}{{ (.Values.settings.grpc | default dict).edge_port | default 50052 }}{{- end -}}
+{{/* (dict "root" $ "job" JOB ["venue" VENUE]): a feed of another venue than Kraken serves on
+metrics.<venue>_feed_port (MetricsSettings.feed_metrics_port). */}}
 {{- define "cryptopredict.metricsPort" -}}
-{{- $defaults := dict "feed" 9101 "stream" 9102 "worker" 9103 "grpc" 9104 "edge" 9105 -}}
+{{- $defaults := dict "feed" 9101 "stream" 9102 "worker" 9103 "grpc" 9104 "edge" 9105 "coinbase_feed" 9106 "binance_feed" 9107 -}}
 {{- $metrics := .root.Values.settings.metrics | default dict -}}
-{{- $key := printf "%s_port" .job -}}
-{{- if hasKey $metrics $key -}}{{ index $metrics $key }}{{- else -}}{{ index $defaults .job }}{{- end -}}
+{{- $job := .job -}}
+{{- if and (eq .job "feed") .venue (ne .venue "kraken") -}}{{- $job = printf "%s_feed" .venue -}}{{- end -}}
+{{- $key := printf "%s_port" $job -}}
+{{- if hasKey $metrics $key -}}{{ index $metrics $key }}{{- else -}}{{ index $defaults $job }}{{- end -}}
 {{- end -}}
 
-{{/* The pairs of every feed, in order, each once; a pair in two sets fails (it would be published twice). */}}
+{{/* The pair sets of one venue's feeds: (dict "root" $ "venue" VENUE) -> JSON {"key": ..., "sets": [...]}.
+Kraken's are feed.pairSets (as before venues existed), another venue's feed.<venue>.pairSets. */}}
+{{- define "cryptopredict.pairSets" -}}
+{{- if eq .venue "kraken" -}}
+{{- toJson (dict "key" "feed.pairSets" "sets" .root.Values.feed.pairSets) -}}
+{{- else -}}
+{{- $venue := index .root.Values.feed .venue | default dict -}}
+{{- toJson (dict "key" (printf "feed.%s.pairSets" .venue) "sets" ($venue.pairSets | default list)) -}}
+{{- end -}}
+{{- end -}}
+
+{{/* The pairs of every feed of one venue, in order, each once: (dict "root" $ "venue" VENUE). A pair in
+two sets of one venue fails (it would be published twice). */}}
 {{- define "cryptopredict.allPairs" -}}
+{{- $sets := include "cryptopredict.pairSets" . | fromJson -}}
 {{- $pairs := list -}}
-{{- range .Values.feed.pairSets -}}
+{{- range $sets.sets -}}
 {{- range .pairs -}}
-{{- if has . $pairs -}}{{- fail (printf "feed.pairSets: %s is in two sets; each pair has exactly one feed" .) -}}{{- end -}}
+{{- if has . $pairs -}}{{- fail (printf "%s: %s is in two sets; each pair has exactly one feed" $sets.key .) -}}{{- end -}}
 {{- $pairs = append $pairs . -}}
 {{- end -}}
 {{- end -}}
-{{- if not $pairs -}}{{- fail "feed.pairSets: name at least one pair" -}}{{- end -}}
+{{- if not $pairs -}}{{- fail (printf "%s: name at least one pair (%s is in venues)" $sets.key .venue) -}}{{- end -}}
 {{- toJson $pairs -}}
 {{- end -}}
 
@@ -66,7 +83,7 @@ app.kubernetes.io/component: {{ .component }}
 {{- define "cryptopredict.settingsEnv" -}}
 {{- $root := . -}}
 {{- $secret := dict "kafka" (list "sasl_password") "temporal" (list "api_key") "postgres" (list "url" "metadata_url") "news" (list "cryptopanic_token") "grpc" (list "tokens" "client_token") "llm" (list "api_key") -}}
-{{- $owned := dict "kraken" (list "pairs") "store" (list "sink_enabled" "dialect") -}}
+{{- $owned := dict "kraken" (list "pairs") "coinbase" (list "pairs") "binance" (list "pairs") "store" (list "sink_enabled" "dialect") -}}
 {{- $env := dict -}}
 {{- range $section, $fields := .Values.settings -}}
 {{- if kindIs "map" $fields -}}
@@ -79,6 +96,8 @@ app.kubernetes.io/component: {{ .component }}
 {{- end -}}
 {{- $_ := set $env (printf "CRYPTOPREDICT_%s__%s" (upper $section) (upper $field)) (include "cryptopredict.envValue" $value) -}}
 {{- end -}}
+{{- else if eq $section "venues" -}}
+{{- fail "settings.venues is set by the chart: list the venues under `venues`" -}}
 {{- else -}}
 {{- $_ := set $env (printf "CRYPTOPREDICT_%s" (upper $section)) (include "cryptopredict.envValue" $fields) -}}
 {{- end -}}
@@ -92,7 +111,10 @@ app.kubernetes.io/component: {{ .component }}
 {{- fail (printf "stream.replicas (%d) is above settings.kafka.partitions (%d): the extra workers would get no partition" (int .Values.stream.replicas) $partitions) -}}
 {{- end -}}
 {{- $m := include "cryptopredict.mountRoot" . -}}
-{{- $_ := set $env "CRYPTOPREDICT_KRAKEN__PAIRS" (include "cryptopredict.allPairs" .) -}}
+{{- $_ := set $env "CRYPTOPREDICT_VENUES" (toJson .Values.venues) -}}
+{{- range $venue := .Values.venues -}}
+{{- $_ := set $env (printf "CRYPTOPREDICT_%s__PAIRS" (upper $venue)) (include "cryptopredict.allPairs" (dict "root" $root "venue" $venue)) -}}
+{{- end -}}
 {{- $_ := set $env "CRYPTOPREDICT_GRPC__HOST" "0.0.0.0" -}}
 {{- $_ := set $env "CRYPTOPREDICT_METRICS__HOST" "0.0.0.0" -}}
 {{- if eq .Values.featureStore "risingwave" -}}
@@ -285,7 +307,7 @@ affinity:
 {{- end }}
 {{- end -}}
 
-{{/* Pod template metadata: (dict "root" $ "component" NAME "job" METRICS-JOB-or-""). */}}
+{{/* Pod template metadata: (dict "root" $ "component" NAME "job" METRICS-JOB-or-"" ["venue" VENUE]). */}}
 {{- define "cryptopredict.podMetadata" -}}
 {{- $root := .root -}}
 labels:
@@ -301,7 +323,7 @@ annotations:
   checksum/settings: {{ include "cryptopredict.settingsEnv" $root | sha256sum }}
   {{- if and .job $root.Values.monitoring.podAnnotations }}
   prometheus.io/scrape: "true"
-  prometheus.io/port: {{ include "cryptopredict.metricsPort" (dict "root" $root "job" .job) | quote }}
+  prometheus.io/port: {{ include "cryptopredict.metricsPort" (dict "root" $root "job" .job "venue" .venue) | quote }}
   prometheus.io/path: /metrics
   {{- end }}
   {{- with $root.Values.podAnnotations }}

@@ -1,0 +1,1 @@
+"""Binance spot public trade streams and REST market data: parsing for the feed, building for the replay exchange."""

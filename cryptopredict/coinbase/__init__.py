@@ -1,0 +1,1 @@
+"""Coinbase Advanced Trade: public market-data WebSocket (market_trades, heartbeats, status) and REST."""
