@@ -27,6 +27,7 @@ class TradeSource(Protocol):
 
 SCHEMA = pa.schema(
     [
+        ("exchange", pa.string()),
         ("pair", pa.string()),
         ("trade_id", pa.int64()),
         ("price", pa.float64()),

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from cryptopredict.models import Trade
+from cryptopredict.topics import KRAKEN
 
 SOURCES = ("synthetic", "trades-file", "ohlcvt")
 
@@ -67,6 +68,8 @@ def _row_fields(row: dict[str, Any], default_pair: str) -> dict[str, Any]:
     side = str(row["side"]).lower()
     trade_id = row.get("trade_id")
     return {
+        # A recording holds its venue; other files, and recordings from before venues existed, are Kraken's.
+        "exchange": row.get("exchange") or KRAKEN,
         "pair": default_pair if row.get("pair") in (None, "") or _is_nan(row.get("pair")) else row["pair"],
         "trade_id": None if trade_id in (None, "") or _is_nan(trade_id) else int(trade_id),
         "price": float(row["price"]),
