@@ -161,7 +161,7 @@ MODEL_DECISIONS = "cryptopredict_model_decisions_total"  # counter, attribute de
 
 
 class FeedClient(Protocol):
-    """What the metrics read of a venue's trade client (cryptopredict.kraken.client and its siblings)."""
+    """What the metrics read of a venue's trade client (cryptopredict.feed_client.VenueTradeClient)."""
 
     @property
     def exchange(self) -> str: ...

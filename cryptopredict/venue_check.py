@@ -36,7 +36,7 @@ FIELDS = ("open", "high", "low", "close", "volume")
 
 
 class OhlcRow(Protocol):
-    """A venue's OHLC row (cryptopredict.kraken.rest.OhlcRow and its siblings); `time` starts the window."""
+    """A venue's OHLC row (cryptopredict.venue_rest.OhlcRow); `time` starts the window."""
 
     @property
     def time(self) -> int: ...

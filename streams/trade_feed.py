@@ -17,8 +17,8 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol
 
 from cryptopredict import metrics, topics, venue_check
+from cryptopredict.feed_client import Rejected
 from cryptopredict.kafka_admin import ensure_topics, last_trade_in_topic
-from cryptopredict.kraken.client import Rejected
 from cryptopredict.models import DeadLetter, Trade, trade_batches
 from cryptopredict.publisher import ReliablePublisher
 from cryptopredict.settings import Settings
@@ -27,7 +27,7 @@ logger = logging.getLogger(__name__)
 
 
 class TradeClient(metrics.FeedClient, Protocol):
-    """What the feed needs of a venue's client (see cryptopredict/kraken/client.py); `pairs` are the
+    """What the feed needs of a venue's client (cryptopredict.feed_client.VenueTradeClient); `pairs` are the
     project's pairs without a namespace."""
 
     rest: Any

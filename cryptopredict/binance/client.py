@@ -19,13 +19,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
-import random
 import time
-from collections import Counter
-from collections.abc import AsyncIterator, Sequence
-from datetime import UTC, datetime, timedelta
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from datetime import UTC, datetime
+from typing import Any
 from urllib.parse import urlsplit
 
 import websockets
@@ -41,8 +39,8 @@ from cryptopredict.binance.protocol import (
     parse_message,
     subscribe_request,
 )
-from cryptopredict.binance.rest import BinanceRestClient, BinanceRestError
-from cryptopredict.kraken.client import ConnectionDead, Rejected, backoff_delay
+from cryptopredict.binance.rest import BinanceRestClient
+from cryptopredict.feed_client import ConnectionDead, Rejected, VenueTradeClient, send_paced
 from cryptopredict.models import Trade
 from cryptopredict.models.market import MAX_TRADE_BATCH
 from cryptopredict.venues import UnknownSymbol, project_pair, venue_symbol
@@ -66,10 +64,6 @@ class _Watched(ClientConnection):
             self.last_alive = time.monotonic()
 
 
-class _Rotate(Exception):
-    """The connection is old enough to be replaced before Binance closes it."""
-
-
 class _Closed:
     """Put on the message queue when the reader ends: the connection is gone."""
 
@@ -77,13 +71,10 @@ class _Closed:
         self.error = error
 
 
-class BinanceTradeClient:
+class BinanceTradeClient(VenueTradeClient[BinanceRestClient]):
     exchange = BINANCE
-
-    @staticmethod
-    def rest_client(url: str, min_interval_s: float) -> BinanceRestClient:
-        """The REST client that fills this venue's gaps (the feed builds it from the venue's settings)."""
-        return BinanceRestClient(url, min_interval_s=min_interval_s)
+    rest_class = BinanceRestClient
+    connection_name = BINANCE
 
     def __init__(
         self,
@@ -91,29 +82,14 @@ class BinanceTradeClient:
         pairs: Sequence[str],
         rest: BinanceRestClient | None = None,
         heartbeat_timeout_s: float = 30.0,
-        backoff_base_s: float = 0.5,
-        max_backoff_s: float = 30.0,
-        max_future_s: float = 60.0,
-        rng: random.Random | None = None,
+        *,
         max_connection_s: float = MAX_CONNECTION_S,
         max_batch: int = MAX_TRADE_BATCH,
+        **options: Any,
     ) -> None:
-        self.url = url
-        self.pairs = list(pairs)
-        self.rest = rest
-        self.heartbeat_timeout_s = heartbeat_timeout_s
-        self.backoff_base_s = backoff_base_s
-        self.max_backoff_s = max_backoff_s
-        self.max_future = timedelta(seconds=max_future_s)
-        self.rng = rng or random.Random()
+        super().__init__(url, pairs, rest, heartbeat_timeout_s, **options)
         self.max_connection_s = max_connection_s
         self.max_batch = max_batch
-        self.status = "connecting"
-        self.subscribed: set[str] = set()
-        self.failed_pairs: dict[str, str] = {}
-        self.counts: Counter[str] = Counter()
-        self.last_trade_id: dict[str, int] = {}
-        self.last_timestamp: dict[str, datetime] = {}
         self._unreported: list[Rejected] = []
         self._streamable: list[str] = []
         for pair in self.pairs:
@@ -128,81 +104,57 @@ class BinanceTradeClient:
         self._requests: dict[int, str] = {}  # SUBSCRIBE id -> pair of the open connection
 
     @property
-    def reconnects(self) -> int:
-        return self.counts["reconnects"]
-
-    @property
     def stream_url(self) -> str:
         """The raw-stream endpoint `/ws` under a bare base URL; a URL with a path is used as it is."""
         if urlsplit(self.url).path.strip("/"):
             return self.url
         return self.url.rstrip("/") + "/ws"
 
-    async def events(self) -> AsyncIterator[Trade | Rejected]:
-        async for batch in self.batches():
-            for event in batch:
-                yield event
-
-    async def batches(self) -> AsyncIterator[list[Trade | Rejected]]:
-        """Accepted trades and rejects, in order: what had arrived when the last batch was taken, or a REST page."""
+    async def _connection(self) -> AsyncGenerator[list[Trade | Rejected], None]:
+        """Accepted trades and rejects, in order: what had arrived when the last batch was taken, or a REST
+        page. Ends, to be replaced at once, when the connection is `max_connection_s` old."""
         if self._unreported:
             yield list(self._unreported)
             self._unreported.clear()
-        attempt = 0
-        while True:
+        # No per-message compression: trade messages are small and many, so it costs more CPU than it saves.
+        async with connect(
+            self.stream_url,
+            max_size=2**20,
+            open_timeout=10,
+            compression=None,
+            create_connection=_Watched,
+        ) as ws:
+            assert isinstance(ws, _Watched)
+            ws.last_alive = opened = time.monotonic()
+            await self._subscribe(ws)
+            self.status = "online"
+            queue: asyncio.Queue[Data | _Closed] = asyncio.Queue(maxsize=4 * self.max_batch)
+            reader = asyncio.create_task(_read(ws, queue))
             try:
-                # No per-message compression: trade messages are small and many, so it costs more CPU than it saves.
-                async with connect(
-                    self.stream_url,
-                    max_size=2**20,
-                    open_timeout=10,
-                    compression=None,
-                    create_connection=_Watched,
-                ) as ws:
-                    assert isinstance(ws, _Watched)
-                    ws.last_alive = opened = time.monotonic()
-                    await self._subscribe(ws)
-                    self.status = "online"
-                    queue: asyncio.Queue[Data | _Closed] = asyncio.Queue(maxsize=4 * self.max_batch)
-                    reader = asyncio.create_task(_read(ws, queue))
-                    try:
-                        # Fill before reading the stream, so no streamed trade moves last_trade_id past the gap.
-                        async for batch in self._fill_gaps():
-                            yield batch
-                        while True:
-                            raws, closed = await self._next_messages(ws, queue)
-                            attempt = 0  # the link delivers again: the next failure starts a fresh backoff
-                            async for batch in self._handle(raws):
-                                yield batch
-                            if closed is not None:
-                                raise ConnectionDead(f"connection closed: {closed.error or 'by the server'}")
-                            if time.monotonic() - opened > self.max_connection_s:
-                                raise _Rotate
-                    finally:
-                        reader.cancel()
-                        with contextlib.suppress(asyncio.CancelledError):
-                            await reader
-            except _Rotate:
-                self.counts["rotations"] += 1
-                logger.info(
-                    "replacing a connection %.0fs old before Binance closes it", self.max_connection_s
-                )
-            except (OSError, ConnectionDead, BinanceRestError, websockets.WebSocketException) as exc:
-                self.counts["reconnects"] += 1
-                delay = backoff_delay(attempt, self.backoff_base_s, self.max_backoff_s, self.rng)
-                attempt += 1
-                self.status = "reconnecting"
-                logger.warning("binance connection lost (%s); reconnect %d in %.1fs", exc, attempt, delay)
-                await asyncio.sleep(delay)
+                # Fill before reading the stream, so no streamed trade moves last_trade_id past the gap.
+                async for batch in self._fill_gaps():
+                    yield batch
+                while True:
+                    raws, closed = await self._next_messages(ws, queue)
+                    self._attempt = 0  # the link delivers again: the next failure starts a fresh backoff
+                    async for batch in self._handle_messages(raws):
+                        yield batch
+                    if closed is not None:
+                        raise ConnectionDead(f"connection closed: {closed.error or 'by the server'}")
+                    if time.monotonic() - opened > self.max_connection_s:
+                        break
+            finally:
+                reader.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await reader
+        self.counts["rotations"] += 1
+        logger.info("replacing a connection %.0fs old before Binance closes it", self.max_connection_s)
 
     async def _subscribe(self, ws: ClientConnection) -> None:
         """One SUBSCRIBE per pair (ids 1..), paced below Binance's limit of incoming messages."""
-        self._requests = {}
-        for number, pair in enumerate(self._streamable, start=1):
-            if number > 1 and (number - 1) % SUBSCRIBES_PER_SECOND == 0:
-                await asyncio.sleep(1.0)
-            self._requests[number] = pair
-            await ws.send(subscribe_request([pair], number))
+        self._requests = dict(enumerate(self._streamable, start=1))
+        requests = [subscribe_request([pair], number) for number, pair in self._requests.items()]
+        await send_paced(ws, requests, SUBSCRIBES_PER_SECOND)
 
     async def _next_messages(
         self, ws: _Watched, queue: asyncio.Queue[Data | _Closed]
@@ -231,10 +183,7 @@ class BinanceTradeClient:
         return raws, item
 
     async def _fill_gaps(self) -> AsyncIterator[list[Trade | Rejected]]:
-        if not self.last_trade_id:
-            return
-        if self.rest is None:
-            logger.warning("no REST endpoint configured: trades missed while disconnected are not filled")
+        if not self.last_trade_id or self._gap_rest() is None:
             return
         for pair, last_id in list(self.last_trade_id.items()):
             if not self._wanted(pair):
@@ -247,12 +196,10 @@ class BinanceTradeClient:
     ) -> AsyncIterator[list[Trade | Rejected]]:
         assert self.rest is not None
         async for trades in self.rest.trades_from(pair, from_id, until_id):
-            batch = [event for trade in trades if (event := self._accept(trade)) is not None]
-            self.counts["gap_filled"] += sum(isinstance(event, Trade) for event in batch)
-            if batch:
+            if batch := self._gap_filled(self._accept(trades)):
                 yield batch
 
-    async def _handle(self, raws: list[Data]) -> AsyncIterator[list[Trade | Rejected]]:
+    async def _handle_messages(self, raws: list[Data]) -> AsyncIterator[list[Trade | Rejected]]:
         ingested_at = datetime.now(UTC)
         out: list[Trade | Rejected] = []
         for raw in raws:
@@ -285,7 +232,7 @@ class BinanceTradeClient:
                 if (unfilled := message.trade_id - 1 - self.last_trade_id[message.pair]) > 0:
                     self.counts["gap_unfilled"] += unfilled
                     logger.warning("%d of %d missing %s trades not on REST", unfilled, missing, message.pair)
-            if (event := self._accept(message, text)) is not None:
+            if (event := self._accept_trade(message, raw=text)) is not None:
                 out.append(event)
         if out:
             yield out
@@ -308,24 +255,12 @@ class BinanceTradeClient:
         """Whether this connection asked for the pair's trades (and was not refused)."""
         return pair in self._streamable_set and pair not in self.failed_pairs
 
-    def _accept(self, trade: Trade, raw: str | None = None) -> Trade | Rejected | None:
-        """The trade if it is new; a Rejected if it does not belong here; None for a repeat (by trade id)."""
-        if not self._wanted(trade.pair):
-            reason = f"trade of {trade.pair} on a connection not subscribed to it"
-            return self._reject(raw or _trade_json(trade), reason)
-        if trade.timestamp > datetime.now(UTC) + self.max_future:
-            return self._reject(raw or _trade_json(trade), f"timestamp {trade.timestamp} is in the future")
-        if trade.trade_id <= self.last_trade_id.get(trade.pair, -1):
-            self.counts["duplicates_dropped"] += 1
-            return None
-        self.last_trade_id[trade.pair] = trade.trade_id
-        self.last_timestamp[trade.pair] = trade.timestamp
-        self.counts["trades"] += 1
-        return trade
-
-    def _reject(self, raw: str, reason: str) -> Rejected:
-        self.counts["rejected"] += 1
-        return Rejected(raw, reason)
+    def _foreign(self, trade: Trade) -> str | None:
+        return (
+            None
+            if self._wanted(trade.pair)
+            else f"trade of {trade.pair} on a connection not subscribed to it"
+        )
 
 
 async def _read(ws: ClientConnection, queue: asyncio.Queue[Data | _Closed]) -> None:
@@ -337,7 +272,3 @@ async def _read(ws: ClientConnection, queue: asyncio.Queue[Data | _Closed]) -> N
     except websockets.ConnectionClosed as exc:
         error = exc
     await queue.put(_Closed(error))
-
-
-def _trade_json(trade: Trade) -> str:
-    return json.dumps(trade.model_dump(mode="json"))

@@ -13,10 +13,8 @@ past the limit Binance answers 429 with Retry-After, and an IP that goes on gets
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import random
 import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
@@ -27,8 +25,8 @@ import httpx
 from pydantic import ValidationError
 
 from cryptopredict.binance.protocol import BINANCE, decimal_text, from_ms, to_ms
-from cryptopredict.kraken.rest import OhlcRow
 from cryptopredict.models import Trade
+from cryptopredict.venue_rest import OhlcRow, VenueRestClient, VenueRestError, retry_after, shown
 from cryptopredict.venues import venue_symbol
 
 logger = logging.getLogger(__name__)
@@ -55,7 +53,7 @@ KLINE_INTERVALS = {
 }
 
 
-class BinanceRestError(RuntimeError):
+class BinanceRestError(VenueRestError):
     """Binance answered with an error, or with something that is not the expected shape."""
 
 
@@ -101,7 +99,7 @@ def parse_trades_response(payload: Any, pair: str, ingested_at: datetime) -> lis
                 )
             )
         except (KeyError, ValueError, TypeError, OverflowError, OSError, ValidationError) as exc:
-            raise BinanceRestError(f"malformed trade row {_shown(row)}: {exc!r}") from exc
+            raise BinanceRestError(f"malformed trade row {shown(row)}: {exc!r}") from exc
     return trades
 
 
@@ -136,87 +134,52 @@ def parse_klines_response(payload: Any) -> list[OhlcRow]:
                 OhlcRow(int(open_ms) // 1000, float(o), float(h), float(lo), close, vwap, vol, int(count))
             )
         except (ValueError, TypeError, OverflowError) as exc:
-            raise BinanceRestError(f"malformed kline {_shown(row)}: {exc!r}") from exc
+            raise BinanceRestError(f"malformed kline {shown(row)}: {exc!r}") from exc
     return rows
-
-
-def _shown(value: Any) -> str:
-    text = repr(value)
-    return text if len(text) <= 200 else text[:197] + "..."
 
 
 def _error_text(response: httpx.Response) -> str:
     try:
         body = json.loads(response.content)
     except (ValueError, RecursionError):
-        return _shown(response.text)
+        return shown(response.text)
     if isinstance(body, dict) and "msg" in body:
-        return f"{body.get('code', '?')} {_shown(body['msg'])}"
-    return _shown(body)
+        return f"{body.get('code', '?')} {shown(body['msg'])}"
+    return shown(body)
 
 
 @dataclass
-class BinanceRestClient:
-    """Pages public trades politely: at most one request per `min_interval_s`; when the used request
-    weight reaches `weight_budget` of the minute's limit it waits for the next minute; 429 is retried
-    after its Retry-After, 418 (a ban) after at least `ban_backoff_s`, 5xx and transport errors with
-    capped exponential delays and jitter."""
+class BinanceRestClient(VenueRestClient):
+    """Pages public trades politely (VenueRestClient: one request per `min_interval_s`, 429, 5xx and
+    failed connections retried); when the used request weight reaches `weight_budget` of the minute's
+    limit it waits for the next minute, and 418 (a ban) is retried after at least `ban_backoff_s`."""
 
-    base_url: str
     min_interval_s: float = 0.25
-    max_retries: int = 8
-    max_backoff_s: float = 30.0
-    timeout_s: float = 10.0
     weight_limit: int = 6000
     weight_budget: float = 0.8
     ban_backoff_s: float = 120.0
-    requests: int = 0
-    throttled: int = 0
     banned: int = 0
     used_weight: int = 0
-    transport: httpx.AsyncBaseTransport | None = None  # another way to reach the server (tests)
 
-    def __post_init__(self) -> None:
-        self._client = httpx.AsyncClient(
-            base_url=self.base_url, timeout=self.timeout_s, transport=self.transport
-        )
-        self._next_request = 0.0  # monotonic time before which no request goes out
+    venue = "binance"
+    error = BinanceRestError
+    backoff_floor_s = 0.1
 
-    async def aclose(self) -> None:
-        await self._client.aclose()
+    def _retry_delay(self, response: httpx.Response, attempt: int) -> float | None:
+        """Every answer tells the weight used; a ban (418) is waited out like a 429, for longer."""
+        self._note_weight(response)
+        if response.status_code != 418:
+            return super()._retry_delay(response, attempt)
+        self.banned += 1
+        return max(retry_after(response) or self._backoff(attempt), self.ban_backoff_s)
 
-    async def get(self, path: str, params: dict[str, Any]) -> Any:
-        for attempt in range(self.max_retries + 1):
-            wait = self._next_request - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            self._next_request = time.monotonic() + self.min_interval_s
-            self.requests += 1
-            try:
-                response = await self._client.get(path, params=params)
-            except httpx.TransportError as exc:
-                delay = self._backoff(attempt)
-                logger.warning("binance REST %s failed (%s); retrying in %.1fs", path, exc, delay)
-                await asyncio.sleep(delay)
-                continue
-            self._note_weight(response)
-            status = response.status_code
-            if status in (418, 429) or status >= 500:
-                delay = self._retry_after(response) or self._backoff(attempt)
-                if status == 418:
-                    self.banned += 1
-                    delay = max(delay, self.ban_backoff_s)
-                self.throttled += status == 429
-                logger.warning("binance REST %s answered %d; retrying in %.1fs", path, status, delay)
-                await asyncio.sleep(delay)
-                continue
-            if status != 200:
-                raise BinanceRestError(f"{path} answered {status}: {_error_text(response)}")
-            try:
-                return json.loads(response.content)
-            except (ValueError, RecursionError) as exc:
-                raise BinanceRestError(f"{path} answered something that is not JSON: {exc}") from exc
-        raise BinanceRestError(f"{path} failed after {self.max_retries + 1} attempts")
+    def _payload(self, path: str, response: httpx.Response) -> Any:
+        if response.status_code != 200:
+            raise BinanceRestError(f"{path} answered {response.status_code}: {_error_text(response)}")
+        try:
+            return json.loads(response.content)
+        except (ValueError, RecursionError) as exc:
+            raise BinanceRestError(f"{path} answered something that is not JSON: {exc}") from exc
 
     def _note_weight(self, response: httpx.Response) -> None:
         try:
@@ -230,17 +193,6 @@ class BinanceRestClient:
                 "binance REST weight %d of %d used; pausing %.1fs", self.used_weight, self.weight_limit, pause
             )
             self._next_request = max(self._next_request, time.monotonic() + pause)
-
-    def _backoff(self, attempt: int) -> float:
-        base = max(self.min_interval_s, 0.1)
-        return float(min(self.max_backoff_s, base * 2**attempt) * random.uniform(0.5, 1.0))
-
-    @staticmethod
-    def _retry_after(response: httpx.Response) -> float | None:
-        try:
-            return float(response.headers["Retry-After"])
-        except (KeyError, ValueError):
-            return None
 
     async def trades_page(self, pair: str, from_id: int, limit: int = TRADES_LIMIT) -> list[Trade]:
         params = {"symbol": venue_symbol(BINANCE, pair), "fromId": from_id, "limit": limit}
@@ -265,11 +217,11 @@ class BinanceRestClient:
     async def server_time_ms(self) -> int:
         payload = await self.get("/api/v3/time", {})
         if not isinstance(payload, dict) or isinstance(payload.get("serverTime"), bool):
-            raise BinanceRestError(f"time answered {_shown(payload)}")
+            raise BinanceRestError(f"time answered {shown(payload)}")
         try:
             return int(payload["serverTime"])
         except (KeyError, TypeError, ValueError) as exc:
-            raise BinanceRestError(f"time answered {_shown(payload)}") from exc
+            raise BinanceRestError(f"time answered {shown(payload)}") from exc
 
     async def ohlc(self, pair: str, interval_s: int, since_s: int) -> list[OhlcRow]:
         """Closed candles of `interval_s` starting at or after `since_s`, oldest first (as

@@ -1,6 +1,6 @@
 """Coinbase Advanced Trade trade client: the `market_trades` channel of many products on one connection,
-trades out, nothing lost or doubled. It has the Kraken client's shape (cryptopredict/kraken/client.py),
-so the feed runs either.
+trades out, nothing lost or doubled. Like the Kraken client it is a VenueTradeClient
+(cryptopredict/feed_client.py), so the feed runs either.
 
 The same code talks to wss://advanced-trade-ws.coinbase.com and to the replay exchange speaking Coinbase.
 - `sequence_num` counts the messages of one connection. A skipped number means messages were lost:
@@ -21,18 +21,15 @@ The same code talks to wss://advanced-trade-ws.coinbase.com and to the replay ex
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import json
 import logging
-import random
 import re
-from collections import Counter
-from collections.abc import AsyncIterator, Sequence
-from datetime import UTC, datetime, timedelta
+from collections.abc import AsyncGenerator, AsyncIterator, Iterable, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
-import websockets
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection
 
 from cryptopredict.coinbase.protocol import (
     COINBASE,
@@ -42,8 +39,8 @@ from cryptopredict.coinbase.protocol import (
     sequence_num,
     subscribe_requests,
 )
-from cryptopredict.coinbase.rest import CoinbaseRestClient, CoinbaseRestError, CoinbaseRestRefused
-from cryptopredict.kraken.client import ConnectionDead, Rejected, backoff_delay
+from cryptopredict.coinbase.rest import CoinbaseRestClient, CoinbaseRestRefused
+from cryptopredict.feed_client import Rejected, VenueTradeClient, send_paced
 from cryptopredict.kraken.protocol import MalformedMessage, decode
 from cryptopredict.models import Trade
 from cryptopredict.venues import venue_symbol
@@ -58,92 +55,30 @@ class SequenceGap(Exception):
     """A skipped sequence_num: messages of this connection are lost; reconnect and fill from REST."""
 
 
-class CoinbaseTradeClient:
+class CoinbaseTradeClient(VenueTradeClient[CoinbaseRestClient]):
     exchange = COINBASE
+    rest_class = CoinbaseRestClient
+    reconnect_errors = (*VenueTradeClient.reconnect_errors, SequenceGap)
+    connection_name = COINBASE
 
-    @staticmethod
-    def rest_client(url: str, min_interval_s: float) -> CoinbaseRestClient:
-        """The REST client that fills this venue's gaps (the feed builds it from the venue's settings)."""
-        return CoinbaseRestClient(url, min_interval_s=min_interval_s)
-
-    def __init__(
-        self,
-        url: str,
-        pairs: Sequence[str],
-        rest: CoinbaseRestClient | None = None,
-        heartbeat_timeout_s: float = 10.0,
-        backoff_base_s: float = 0.5,
-        max_backoff_s: float = 30.0,
-        max_future_s: float = 60.0,
-        rng: random.Random | None = None,
-    ) -> None:
-        self.url = url
-        self.pairs = list(pairs)
+    def __init__(self, url: str, pairs: Sequence[str], **options: Any) -> None:
+        super().__init__(url, pairs, **options)
         # Product id -> project pair; a pair Coinbase cannot name is a configuration error, raised here.
         self.products = {venue_symbol(COINBASE, pair): pair for pair in self.pairs}
-        self.rest = rest
-        self.heartbeat_timeout_s = heartbeat_timeout_s
-        self.backoff_base_s = backoff_base_s
-        self.max_backoff_s = max_backoff_s
-        self.max_future = timedelta(seconds=max_future_s)
-        self.rng = rng or random.Random()
-        self.status = "connecting"
         self.product_status: dict[str, str] = {}
-        self.subscribed: set[str] = set()
-        self.failed_pairs: dict[str, str] = {}
-        self.counts: Counter[str] = Counter()
-        self.last_trade_id: dict[str, int] = {}
-        self.last_timestamp: dict[str, datetime] = {}
         # Pairs without a trade yet: the venue's time up to which REST or the stream has them all.
         self.quiet_since: dict[str, datetime] = {}
         self._next_sequence = 0
 
-    @property
-    def reconnects(self) -> int:
-        return self.counts["reconnects"]
+    async def _connection(self) -> AsyncGenerator[list[Trade | Rejected], None]:
+        await self._mark_quiet_pairs()  # before connecting: Coinbase wants a subscribe within 5 s
+        async with contextlib.aclosing(super()._connection()) as batches:
+            async for batch in batches:
+                yield batch
 
-    async def events(self) -> AsyncIterator[Trade | Rejected]:
-        async for batch in self.batches():
-            for event in batch:
-                yield event
-
-    async def batches(self) -> AsyncIterator[list[Trade | Rejected]]:
-        """What each venue message (or REST page) yields, in order: its accepted trades and rejects."""
-        attempt = 0
-        while True:
-            try:
-                await self._mark_quiet_pairs()  # before connecting: Coinbase wants a subscribe within 5 s
-                async with connect(self.url, max_size=2**22, max_queue=4096, open_timeout=10) as ws:
-                    self._next_sequence = 0  # numbers start again with every connection
-                    for i, request in enumerate(subscribe_requests(self.products)):
-                        if i and i % SUBSCRIBES_PER_SECOND == 0:
-                            await asyncio.sleep(1.0)
-                        await ws.send(request)
-                    # Fill before reading the stream, so no streamed trade moves last_trade_id past the gap.
-                    async for batch in self._fill_gaps():
-                        yield batch
-                    while True:
-                        try:
-                            raw = await asyncio.wait_for(ws.recv(), self.heartbeat_timeout_s)
-                        except TimeoutError as exc:
-                            self.counts["watchdog_timeouts"] += 1
-                            raise ConnectionDead(f"no message for {self.heartbeat_timeout_s:.0f}s") from exc
-                        attempt = 0  # the link delivers again: the next failure starts a fresh backoff
-                        if batch := self._handle(raw):
-                            yield batch
-            except (
-                OSError,
-                ConnectionDead,
-                SequenceGap,
-                CoinbaseRestError,
-                websockets.WebSocketException,
-            ) as exc:
-                self.counts["reconnects"] += 1
-                delay = backoff_delay(attempt, self.backoff_base_s, self.max_backoff_s, self.rng)
-                attempt += 1
-                self.status = "reconnecting"
-                logger.warning("coinbase connection lost (%s); reconnect %d in %.1fs", exc, attempt, delay)
-                await asyncio.sleep(delay)
+    async def _subscribe(self, ws: ClientConnection) -> None:
+        self._next_sequence = 0  # numbers start again with every connection
+        await send_paced(ws, subscribe_requests(self.products), SUBSCRIBES_PER_SECOND)
 
     async def _mark_quiet_pairs(self) -> None:
         """Before a pair's first subscription: the venue's time from which its trades are the feed's to
@@ -164,22 +99,20 @@ class CoinbaseTradeClient:
         since = {pair: self.last_timestamp.get(pair) or self.quiet_since.get(pair) for pair in self.pairs}
         if not any(since.values()) or (self.counts["reconnects"] == 0 and not self.last_timestamp):
             return  # the first connection of a fresh feed: nothing was missed
-        if self.rest is None:
-            logger.warning("no REST endpoint configured: trades missed while disconnected are not filled")
+        if (rest := self._gap_rest()) is None:
             return
         until_s: float | None
         try:
-            until_s = await self.rest.server_time()
+            until_s = await rest.server_time()
         except CoinbaseRestRefused:
             until_s = None  # each pair asks again below, and a refusal there is its dead letter
         for pair, start in since.items():
             if start is None or (pair in self.failed_pairs and pair not in self.last_timestamp):
                 continue
             try:
-                async for trades, bad in self.rest.trades_since(pair, start, until_s):
-                    batch = [self._reject(row.raw, row.reason) for row in bad] + self._accept(trades)
-                    self.counts["gap_filled"] += sum(isinstance(event, Trade) for event in batch)
-                    if batch:
+                async for trades, bad in rest.trades_since(pair, start, until_s):
+                    rejected: list[Trade | Rejected] = [self._reject(r.raw, r.reason) for r in bad]
+                    if batch := self._gap_filled(rejected + self._accept(trades)):
                         yield batch
             except CoinbaseRestRefused as exc:
                 # Asking again would be refused again: the gap stays, visible as a dead letter.
@@ -258,38 +191,15 @@ class CoinbaseTradeClient:
             if product in self.products:
                 self.product_status[self.products[product]] = status
         status = next((s for s in self.product_status.values() if s != "online"), "online")
-        if status != self.status:
-            log = logger.info if status == "online" else logger.warning
-            log("coinbase status: %s (%s)", status, self.product_status)
-            self.counts[f"status_{status}"] += 1
-        self.status = status
+        self._set_status(status, "coinbase status: %s (%s)", status, self.product_status)
 
-    def _accept(self, trades: list[Trade]) -> list[Trade | Rejected]:
-        """New trades in trade-id order (Coinbase sends newest first); repeats (snapshot, gap fill
-        overlap) are dropped by trade id."""
-        accepted: list[Trade | Rejected] = []
-        latest_allowed = datetime.now(UTC) + self.max_future
-        for trade in sorted(trades, key=lambda t: t.trade_id):
-            if trade.pair not in self.pairs:
-                reason = f"trade of product {venue_symbol(COINBASE, trade.pair)}, which this connection did not subscribe"
-                accepted.append(self._reject(_trade_json(trade), reason))
-            elif trade.timestamp > latest_allowed:
-                accepted.append(
-                    self._reject(_trade_json(trade), f"timestamp {trade.timestamp} is in the future")
-                )
-            elif trade.trade_id <= self.last_trade_id.get(trade.pair, -1):
-                self.counts["duplicates_dropped"] += 1
-            else:
-                self.last_trade_id[trade.pair] = trade.trade_id
-                self.last_timestamp[trade.pair] = trade.timestamp
-                self.counts["trades"] += 1
-                accepted.append(trade)
-        return accepted
+    def _accept(self, trades: Iterable[Trade]) -> list[Trade | Rejected]:
+        """As VenueTradeClient._accept, in trade-id order (Coinbase sends newest first)."""
+        return super()._accept(sorted(trades, key=lambda t: t.trade_id))
 
-    def _reject(self, raw: str, reason: str) -> Rejected:
-        self.counts["rejected"] += 1
-        return Rejected(raw, reason)
-
-
-def _trade_json(trade: Trade) -> str:
-    return json.dumps(trade.model_dump(mode="json"))
+    def _foreign(self, trade: Trade) -> str | None:
+        if trade.pair in self.pairs:
+            return None
+        return (
+            f"trade of product {venue_symbol(COINBASE, trade.pair)}, which this connection did not subscribe"
+        )

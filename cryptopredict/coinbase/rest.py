@@ -15,12 +15,9 @@ Errors are HTTP statuses with `{"error", "message"}`.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
 import math
-import random
-import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -30,8 +27,8 @@ import httpx
 
 from cryptopredict.coinbase.protocol import COINBASE, parse_trade_row, trade_row
 from cryptopredict.kraken.protocol import MalformedMessage, RejectedRow
-from cryptopredict.kraken.rest import OhlcRow
 from cryptopredict.models import Trade
+from cryptopredict.venue_rest import OhlcRow, VenueRestClient, VenueRestError, json_object
 from cryptopredict.venues import venue_symbol
 
 logger = logging.getLogger(__name__)
@@ -53,7 +50,7 @@ GRANULARITIES = {
 INTERVALS = {name: seconds for seconds, name in GRANULARITIES.items()}
 
 
-class CoinbaseRestError(RuntimeError):
+class CoinbaseRestError(VenueRestError):
     """No usable answer, for now: retries used up, the connection failed or the body is not JSON."""
 
 
@@ -71,13 +68,8 @@ def candles_path(pair: str) -> str:
 
 
 def decode_payload(body: bytes) -> dict[str, Any]:
-    try:
-        payload = json.loads(body)
-    except (ValueError, RecursionError) as exc:  # ValueError includes bad UTF-8 and huge integers
-        raise CoinbaseRestError(f"response is not JSON: {exc}") from exc
-    if not isinstance(payload, dict):
-        raise CoinbaseRestError(f"response is a JSON {type(payload).__name__}, not an object")
-    return payload
+    """A response body as the JSON object Coinbase answers with; anything else is a CoinbaseRestError."""
+    return json_object(body, CoinbaseRestError)
 
 
 def parse_trades_response(
@@ -168,64 +160,22 @@ def time_response(now: datetime) -> dict[str, Any]:
 
 
 @dataclass
-class CoinbaseRestClient:
-    """Asks politely: at most one request per `min_interval_s`, backing off on 429 (honouring
-    Retry-After when sent) and on 5xx or a failed connection, with capped exponential delays and jitter."""
+class CoinbaseRestClient(VenueRestClient):
+    """Asks politely (VenueRestClient: one request per `min_interval_s`, 429, 5xx and failed connections
+    retried); another 4xx is the venue refusing the request, CoinbaseRestRefused."""
 
-    base_url: str
     min_interval_s: float = 0.2
-    max_retries: int = 8
-    max_backoff_s: float = 30.0
-    timeout_s: float = 10.0
     page_limit: int = TRADES_LIMIT
-    requests: int = 0
-    throttled: int = 0
     truncated_pages: int = 0
 
-    def __post_init__(self) -> None:
-        self._client = httpx.AsyncClient(base_url=self.base_url, timeout=self.timeout_s)
-        self._last_request = 0.0
+    venue = "coinbase"
+    error = CoinbaseRestError
+    backoff_floor_s = 0.05
 
-    async def aclose(self) -> None:
-        await self._client.aclose()
-
-    async def get(self, path: str, params: dict[str, Any]) -> dict[str, Any]:
-        for attempt in range(self.max_retries + 1):
-            wait = self._last_request + self.min_interval_s - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            self._last_request = time.monotonic()
-            self.requests += 1
-            try:
-                response = await self._client.get(path, params=params)
-            except httpx.TransportError as exc:
-                delay = self._backoff(attempt)
-                logger.warning("coinbase REST %s failed (%s); retrying in %.1fs", path, exc, delay)
-                await asyncio.sleep(delay)
-                continue
-            if response.status_code == 429 or response.status_code >= 500:
-                self.throttled += response.status_code == 429
-                delay = self._retry_after(response) or self._backoff(attempt)
-                logger.warning(
-                    "coinbase REST %s answered %d; retrying in %.1fs", path, response.status_code, delay
-                )
-                await asyncio.sleep(delay)
-                continue
-            if response.status_code >= 400:
-                raise CoinbaseRestRefused(f"{path} answered {response.status_code}: {response.text[:200]}")
-            return decode_payload(response.content)
-        raise CoinbaseRestError(f"{path} failed after {self.max_retries + 1} attempts")
-
-    def _backoff(self, attempt: int) -> float:
-        base = max(self.min_interval_s, 0.05)
-        return float(min(self.max_backoff_s, base * 2**attempt) * random.uniform(0.5, 1.0))
-
-    @staticmethod
-    def _retry_after(response: httpx.Response) -> float | None:
-        try:
-            return float(response.headers["Retry-After"])
-        except (KeyError, ValueError):
-            return None
+    def _payload(self, path: str, response: httpx.Response) -> dict[str, Any]:
+        if response.status_code >= 400:
+            raise CoinbaseRestRefused(f"{path} answered {response.status_code}: {response.text[:200]}")
+        return decode_payload(response.content)
 
     async def server_time(self) -> float:
         return parse_server_time(await self.get(TIME_PATH, {}))

@@ -8,131 +8,43 @@ The same code talks to wss://ws.kraken.com/v2 and to the local replay exchange.
   the snapshot's last 50 trades included.
 - Malformed messages and rows, unknown symbols, timestamps far in the future and failed
   subscriptions come out as `Rejected` with the raw payload and a reason; the feed goes on.
+The reconnect loop, the watchdog and the de-duplication are VenueTradeClient's (cryptopredict/feed_client.py).
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import random
-from collections import Counter
-from collections.abc import AsyncIterator, Sequence
-from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from collections.abc import AsyncIterator
+from datetime import UTC, datetime
 from typing import Any
 
-import websockets
-from websockets.asyncio.client import connect
+from websockets.asyncio.client import ClientConnection
 
+from cryptopredict.feed_client import Rejected, VenueTradeClient
 from cryptopredict.kraken.protocol import MalformedMessage, decode, parse_trades, subscribe_request
-from cryptopredict.kraken.rest import KrakenRestClient, KrakenRestError, to_ns
+from cryptopredict.kraken.rest import KrakenRestClient, to_ns
 from cryptopredict.models import Trade
 from cryptopredict.topics import KRAKEN
 
 logger = logging.getLogger(__name__)
 
 
-@dataclass(frozen=True)
-class Rejected:
-    """A message (or one row of it) that could not be used, kept with its reason for the dead letters."""
-
-    raw: str
-    reason: str
-
-
-def backoff_delay(attempt: int, base_s: float, cap_s: float, rng: random.Random) -> float:
-    """Exponential backoff with 'equal jitter': between half and all of min(cap, base * 2**attempt)."""
-    ceiling = min(cap_s, base_s * 2**attempt)
-    return float(ceiling * rng.uniform(0.5, 1.0))
-
-
-class ConnectionDead(Exception):
-    """The watchdog fired: no message within the heartbeat timeout."""
-
-
-class KrakenTradeClient:
+class KrakenTradeClient(VenueTradeClient[KrakenRestClient]):
     exchange = KRAKEN
+    rest_class = KrakenRestClient
+    connection_name = "feed"
 
-    @staticmethod
-    def rest_client(url: str, min_interval_s: float) -> KrakenRestClient:
-        """The REST client that fills this venue's gaps (the feed builds it from the venue's settings)."""
-        return KrakenRestClient(url, min_interval_s=min_interval_s)
-
-    def __init__(
-        self,
-        url: str,
-        pairs: Sequence[str],
-        rest: KrakenRestClient | None = None,
-        heartbeat_timeout_s: float = 10.0,
-        backoff_base_s: float = 0.5,
-        max_backoff_s: float = 30.0,
-        max_future_s: float = 60.0,
-        rng: random.Random | None = None,
-    ) -> None:
-        self.url = url
-        self.pairs = list(pairs)
-        self.rest = rest
-        self.heartbeat_timeout_s = heartbeat_timeout_s
-        self.backoff_base_s = backoff_base_s
-        self.max_backoff_s = max_backoff_s
-        self.max_future = timedelta(seconds=max_future_s)
-        self.rng = rng or random.Random()
-        self.status = "connecting"
-        self.subscribed: set[str] = set()
-        self.failed_pairs: dict[str, str] = {}
-        self.counts: Counter[str] = Counter()
-        self.last_trade_id: dict[str, int] = {}
-        self.last_timestamp: dict[str, datetime] = {}
-
-    @property
-    def reconnects(self) -> int:
-        return self.counts["reconnects"]
-
-    async def events(self) -> AsyncIterator[Trade | Rejected]:
-        async for batch in self.batches():
-            for event in batch:
-                yield event
-
-    async def batches(self) -> AsyncIterator[list[Trade | Rejected]]:
-        """What each exchange message (or REST page) yields, in order: its accepted trades and rejects."""
-        attempt = 0
-        while True:
-            try:
-                async with connect(self.url, max_size=2**22, max_queue=4096, open_timeout=10) as ws:
-                    await ws.send(subscribe_request(self.pairs))
-                    # Fill before reading the stream, so no streamed trade moves last_trade_id past the gap.
-                    async for batch in self._fill_gaps():
-                        yield batch
-                    while True:
-                        try:
-                            raw = await asyncio.wait_for(ws.recv(), self.heartbeat_timeout_s)
-                        except TimeoutError as exc:
-                            self.counts["watchdog_timeouts"] += 1
-                            raise ConnectionDead(f"no message for {self.heartbeat_timeout_s:.0f}s") from exc
-                        attempt = 0  # the link delivers again: the next failure starts a fresh backoff
-                        if batch := self._handle(raw):
-                            yield batch
-            except (OSError, ConnectionDead, KrakenRestError, websockets.WebSocketException) as exc:
-                self.counts["reconnects"] += 1
-                delay = backoff_delay(attempt, self.backoff_base_s, self.max_backoff_s, self.rng)
-                attempt += 1
-                self.status = "reconnecting"
-                logger.warning("feed connection lost (%s); reconnect %d in %.1fs", exc, attempt, delay)
-                await asyncio.sleep(delay)
+    async def _subscribe(self, ws: ClientConnection) -> None:
+        await ws.send(subscribe_request(self.pairs))
 
     async def _fill_gaps(self) -> AsyncIterator[list[Trade | Rejected]]:
-        if not self.last_timestamp:
-            return
-        if self.rest is None:
-            logger.warning("no REST endpoint configured: trades missed while disconnected are not filled")
+        if not self.last_timestamp or (rest := self._gap_rest()) is None:
             return
         for pair, last_ts in list(self.last_timestamp.items()):
             # One nanosecond early: trades sharing the last timestamp come back and are de-duplicated.
-            async for trades, _ in self.rest.trades_since(pair, to_ns(last_ts) - 1):
-                batch = self._accept(trades)
-                self.counts["gap_filled"] += sum(isinstance(event, Trade) for event in batch)
-                if batch:
+            async for trades, _ in rest.trades_since(pair, to_ns(last_ts) - 1):
+                if batch := self._gap_filled(self._accept(trades)):
                     yield batch
 
     def _handle(self, raw: str | bytes) -> list[Trade | Rejected]:
@@ -161,11 +73,7 @@ class KrakenTradeClient:
         data = message.get("data")
         first = data[0] if isinstance(data, list) and data else {}
         status = str(first.get("system", "unknown")) if isinstance(first, dict) else "unknown"
-        if status != self.status:
-            log = logger.info if status == "online" else logger.warning
-            log("exchange status: %s", status)
-            self.counts[f"status_{status}"] += 1
-        self.status = status
+        self._set_status(status, "exchange status: %s", status)
 
     def _on_ack(self, message: dict[str, Any], text: str) -> list[Trade | Rejected]:
         result = message.get("result")
@@ -181,30 +89,5 @@ class KrakenTradeClient:
         logger.error("subscription for %s failed: %s", symbol, error)
         return [self._reject(text, f"subscription failed for {symbol}: {error}")]
 
-    def _accept(self, trades: list[Trade]) -> list[Trade | Rejected]:
-        """New trades in order; repeats (snapshot, gap fill overlap) are dropped by trade_id."""
-        accepted: list[Trade | Rejected] = []
-        latest_allowed = datetime.now(UTC) + self.max_future
-        for trade in trades:
-            if trade.pair not in self.pairs:
-                accepted.append(self._reject(_trade_json(trade), f"unknown symbol {trade.pair}"))
-            elif trade.timestamp > latest_allowed:
-                accepted.append(
-                    self._reject(_trade_json(trade), f"timestamp {trade.timestamp} is in the future")
-                )
-            elif trade.trade_id <= self.last_trade_id.get(trade.pair, -1):
-                self.counts["duplicates_dropped"] += 1
-            else:
-                self.last_trade_id[trade.pair] = trade.trade_id
-                self.last_timestamp[trade.pair] = trade.timestamp
-                self.counts["trades"] += 1
-                accepted.append(trade)
-        return accepted
-
-    def _reject(self, raw: str, reason: str) -> Rejected:
-        self.counts["rejected"] += 1
-        return Rejected(raw, reason)
-
-
-def _trade_json(trade: Trade) -> str:
-    return json.dumps(trade.model_dump(mode="json"))
+    def _foreign(self, trade: Trade) -> str | None:
+        return None if trade.pair in self.pairs else f"unknown symbol {trade.pair}"

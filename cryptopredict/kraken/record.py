@@ -13,7 +13,7 @@ from typing import Protocol
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from cryptopredict.kraken.client import Rejected
+from cryptopredict.feed_client import Rejected
 from cryptopredict.models import Trade
 
 logger = logging.getLogger(__name__)

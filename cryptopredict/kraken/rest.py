@@ -8,11 +8,6 @@ OHLC rows are `[time, open, high, low, close, vwap, volume, count]`; the last ro
 
 from __future__ import annotations
 
-import asyncio
-import json
-import logging
-import random
-import time
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -22,14 +17,13 @@ import httpx
 from pydantic import ValidationError
 
 from cryptopredict.models import Trade
-
-logger = logging.getLogger(__name__)
+from cryptopredict.venue_rest import OhlcRow, VenueRestClient, VenueRestError, json_object, shown
 
 # Kraken's REST names use XBT for bitcoin and XDG for dogecoin.
 _REST_ASSET = {"BTC": "XBT", "DOGE": "XDG"}
 
 
-class KrakenRestError(RuntimeError):
+class KrakenRestError(VenueRestError):
     """Kraken answered with an error list (bad pair, rate limit in the body, ...)."""
 
 
@@ -41,13 +35,7 @@ def rest_pair(ws_pair: str) -> str:
 
 def decode_payload(body: bytes) -> dict[str, Any]:
     """A response body as the JSON object Kraken answers with; anything else is a KrakenRestError."""
-    try:
-        payload = json.loads(body)
-    except (ValueError, RecursionError) as exc:  # ValueError includes bad UTF-8 and huge integers
-        raise KrakenRestError(f"response is not JSON: {exc}") from exc
-    if not isinstance(payload, dict):
-        raise KrakenRestError(f"response is a JSON {type(payload).__name__}, not an object")
-    return payload
+    return json_object(body, KrakenRestError)
 
 
 def result_rows(payload: dict[str, Any]) -> tuple[list[Any], Any]:
@@ -56,7 +44,7 @@ def result_rows(payload: dict[str, Any]) -> tuple[list[Any], Any]:
         raise KrakenRestError(f"response is a JSON {type(payload).__name__}, not an object")
     if errors := payload.get("error"):
         text = ", ".join(map(str, errors)) if isinstance(errors, list) else str(errors)
-        raise KrakenRestError(f"Kraken answered with an error: {_shown(text)}")
+        raise KrakenRestError(f"Kraken answered with an error: {shown(text)}")
     result = payload.get("result")
     if not isinstance(result, dict) or "last" not in result:
         raise KrakenRestError("response has no result with last")
@@ -89,24 +77,18 @@ def parse_trades_response(
         # OverflowError: a number too large for a float, or a time outside the datetime range; OSError:
         # a time the platform's gmtime cannot convert.
         except (ValueError, TypeError, OverflowError, OSError, ValidationError) as exc:
-            raise KrakenRestError(f"malformed trade row {_shown(row)}: {exc}") from exc
+            raise KrakenRestError(f"malformed trade row {shown(row)}: {exc}") from exc
     return trades, _last(last)
 
 
 def _last(last: Any) -> int:
     """`last` of a page: an integer (Trades: nanoseconds as a string, OHLC: seconds as a number)."""
     if isinstance(last, bool) or not isinstance(last, int | str):
-        raise KrakenRestError(f"last is not an integer: {_shown(last)}")
+        raise KrakenRestError(f"last is not an integer: {shown(last)}")
     try:
         return int(last)
     except ValueError as exc:
-        raise KrakenRestError(f"last is not an integer: {_shown(last)}") from exc
-
-
-def _shown(value: Any) -> str:
-    """A bounded repr of what the server sent, for an error message."""
-    text = repr(value)
-    return text if len(text) <= 200 else text[:197] + "..."
+        raise KrakenRestError(f"last is not an integer: {shown(last)}") from exc
 
 
 def trades_response(result_key: str, trades: Iterable[Trade], last_ns: int) -> dict[str, Any]:
@@ -131,60 +113,16 @@ def to_ns(ts: datetime) -> int:
 
 
 @dataclass
-class KrakenRestClient:
-    """Pages public trades politely: at most one request per `min_interval_s`, backing off on 429
-    (honouring Retry-After) and on 5xx, with capped exponential delays and jitter."""
+class KrakenRestClient(VenueRestClient):
+    """Pages public trades politely (VenueRestClient: one request per `min_interval_s`, 429 and 5xx
+    retried); Kraken reports bad requests in the body, with 200."""
 
-    base_url: str
-    min_interval_s: float = 1.0
-    max_retries: int = 8
-    max_backoff_s: float = 30.0
-    timeout_s: float = 10.0
-    requests: int = 0
-    throttled: int = 0
+    venue = "kraken"
+    error = KrakenRestError
 
-    def __post_init__(self) -> None:
-        self._client = httpx.AsyncClient(base_url=self.base_url, timeout=self.timeout_s)
-        self._last_request = 0.0
-
-    async def aclose(self) -> None:
-        await self._client.aclose()
-
-    async def get(self, path: str, params: dict[str, Any]) -> dict[str, Any]:
-        for attempt in range(self.max_retries + 1):
-            wait = self._last_request + self.min_interval_s - time.monotonic()
-            if wait > 0:
-                await asyncio.sleep(wait)
-            self._last_request = time.monotonic()
-            self.requests += 1
-            try:
-                response = await self._client.get(path, params=params)
-            except httpx.TransportError as exc:
-                delay = self._backoff(attempt)
-                logger.warning("kraken REST %s failed (%s); retrying in %.1fs", path, exc, delay)
-                await asyncio.sleep(delay)
-                continue
-            if response.status_code == 429 or response.status_code >= 500:
-                self.throttled += response.status_code == 429
-                delay = self._retry_after(response) or self._backoff(attempt)
-                logger.warning(
-                    "kraken REST %s answered %d; retrying in %.1fs", path, response.status_code, delay
-                )
-                await asyncio.sleep(delay)
-                continue
-            response.raise_for_status()
-            return decode_payload(response.content)
-        raise KrakenRestError(f"{path} failed after {self.max_retries + 1} attempts")
-
-    def _backoff(self, attempt: int) -> float:
-        return float(min(self.max_backoff_s, self.min_interval_s * 2**attempt) * random.uniform(0.5, 1.0))
-
-    @staticmethod
-    def _retry_after(response: httpx.Response) -> float | None:
-        try:
-            return float(response.headers["Retry-After"])
-        except (KeyError, ValueError):
-            return None
+    def _payload(self, path: str, response: httpx.Response) -> dict[str, Any]:
+        response.raise_for_status()
+        return decode_payload(response.content)
 
     async def trades_page(self, ws_pair: str, since_ns: int) -> tuple[list[Trade], int]:
         payload = await self.get("/0/public/Trades", {"pair": rest_pair(ws_pair), "since": str(since_ns)})
@@ -213,20 +151,6 @@ class KrakenRestClient:
         params = {"pair": rest_pair(ws_pair), "interval": str(interval_s // 60), "since": str(since_s - 1)}
         rows, last = parse_ohlc_response(await self.get("/0/public/OHLC", params))
         return [row for row in rows if since_s <= row.time <= last]
-
-
-@dataclass(frozen=True)
-class OhlcRow:
-    """One `OHLC` row: `time` is the candle's start in unix seconds."""
-
-    time: int
-    open: float
-    high: float
-    low: float
-    close: float
-    vwap: float
-    volume: float
-    count: int
 
 
 def _decimal_text(x: float) -> str:

@@ -14,20 +14,18 @@ there are ping frames here, and `BinanceFaults` adds trade ids skipped on the st
 from __future__ import annotations
 
 import asyncio
-import http
 import json
 import logging
 import time
-from bisect import bisect_left, bisect_right
+from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, ClassVar
-from urllib.parse import parse_qs, urlsplit
+from urllib.parse import SplitResult, parse_qs, urlsplit
 
 import websockets
 from websockets.asyncio.server import ServerConnection
-from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from cryptopredict.binance.protocol import BINANCE, to_ms, trade_event
@@ -40,9 +38,17 @@ from cryptopredict.binance.rest import (
     klines_response,
 )
 from cryptopredict.kraken.protocol import trade_message as kraken_trade_message
-from cryptopredict.kraken.rest import OhlcRow
 from cryptopredict.models import Trade
-from cryptopredict.simulators.exchange import HEARTBEAT_S, Faults, ReplayExchange, Session
+from cryptopredict.simulators.exchange import (
+    HEARTBEAT_S,
+    Faults,
+    ReplayExchange,
+    Session,
+    contiguous_candles,
+    json_response,
+    trade_windows,
+)
+from cryptopredict.venue_rest import OhlcRow
 from cryptopredict.venues import venue_symbol
 
 logger = logging.getLogger(__name__)
@@ -107,19 +113,6 @@ def _framed(event: dict[str, Any] | str, combined: bool) -> str:
     if combined and isinstance(event.get("s"), str):
         return json.dumps({"stream": f"{event['s'].lower()}@trade", "data": event})
     return json.dumps(event)
-
-
-def _response(status: int, body: Any, headers: tuple[tuple[str, str], ...] = ()) -> Response:
-    data = json.dumps(body).encode()
-    all_headers = Headers(
-        [
-            ("Content-Type", "application/json"),
-            ("Content-Length", str(len(data))),
-            ("Connection", "close"),
-            *headers,
-        ]
-    )
-    return Response(status, http.HTTPStatus(status).phrase, all_headers, data)
 
 
 class _BadQuery(ValueError):
@@ -216,29 +209,17 @@ class BinanceReplayExchange(ReplayExchange):
         except websockets.ConnectionClosed:
             self._forget(session)
 
-    async def _handle(self, ws: ServerConnection) -> None:
+    def _new_session(self, ws: ServerConnection, number: int) -> Session:
         if ws.keepalive_task is not None:
             ws.keepalive_task.cancel()  # pings are the heartbeat task's, so faults can stop them
-        self.connections += 1
-        number, f = self.connections, self.faults
-        url = urlsplit(ws.request.path if ws.request is not None else "/ws")
-        session = StreamSession(
-            ws,
-            number,
-            drop_after=f.drop_after if number <= f.drop_times else None,
-            silence_after=f.silence_after if number <= f.silence_times else None,
-            combined=url.path.rstrip("/") == "/stream",
-        )
-        self._sessions.add(session)
-        try:
-            streams = _url_streams(url.path, url.query)
-            self._add_streams(session, [s for s in streams if self._stream_pair(s) is not None])
-            async for raw in ws:
-                await self._on_request(session, raw)
-        except websockets.ConnectionClosed:
-            pass
-        finally:
-            self._forget(session)
+        combined = _request_url(ws).path.rstrip("/") == "/stream"
+        return StreamSession(ws, number, **self._session_faults(number), combined=combined)
+
+    async def _on_open(self, session: Session) -> None:
+        """The streams the URL names are subscribed; Binance sends nothing before a request."""
+        url = _request_url(session.ws)
+        streams = _url_streams(url.path, url.query)
+        self._add_streams(session, [s for s in streams if self._stream_pair(s) is not None])
 
     def _stream_pair(self, stream: Any) -> str | None:
         if not isinstance(stream, str) or not stream.lower().endswith("@trade"):
@@ -296,7 +277,7 @@ class BinanceReplayExchange(ReplayExchange):
             path = urlsplit(request.path).path.rstrip("/")
             if path == "/stream" or path == "/ws" or path.startswith("/ws/"):
                 return None
-            return _response(404, {"code": -1, "msg": f"no stream endpoint {path}"})
+            return json_response(404, {"code": -1, "msg": f"no stream endpoint {path}"})
         return self._rest(request.path)
 
     def _rest(self, target: str) -> Response:
@@ -310,13 +291,13 @@ class BinanceReplayExchange(ReplayExchange):
         weight = ((WEIGHT_HEADER, str(self.weight_used)),)
         if f.rest_429_every and n % f.rest_429_every == 0:
             msg = {"code": -1003, "msg": "Too many requests."}
-            return _response(429, msg, (*weight, ("Retry-After", "1")))
+            return json_response(429, msg, (*weight, ("Retry-After", "1")))
         ban_every = getattr(f, "rest_418_every", None)
         if ban_every and n % ban_every == 0:
             msg = {"code": -1003, "msg": "Way too many requests; IP banned."}
-            return _response(418, msg, (*weight, ("Retry-After", "1")))
+            return json_response(418, msg, (*weight, ("Retry-After", "1")))
         if f.rest_500_every and n % f.rest_500_every == 0:
-            return _response(500, {"code": -1000, "msg": "An unknown error occurred."}, weight)
+            return json_response(500, {"code": -1000, "msg": "An unknown error occurred."}, weight)
         query = {key: values[-1] for key, values in parse_qs(url.query).items()}
         routes: dict[str, Callable[[dict[str, str]], Any]] = {
             "/api/v3/historicalTrades": self._rest_historical_trades,
@@ -327,11 +308,11 @@ class BinanceReplayExchange(ReplayExchange):
         }
         handler = routes.get(url.path)
         if handler is None:
-            return _response(404, {"code": -1, "msg": f"unknown endpoint {url.path}"}, weight)
+            return json_response(404, {"code": -1, "msg": f"unknown endpoint {url.path}"}, weight)
         try:
-            return _response(200, handler(query), weight)
+            return json_response(200, handler(query), weight)
         except _BadQuery as exc:
-            return _response(400, {"code": exc.code, "msg": str(exc)}, weight)
+            return json_response(400, {"code": exc.code, "msg": str(exc)}, weight)
 
     def _rest_time(self, query: dict[str, str]) -> dict[str, Any]:
         """The replay clock's now (the wall clock's before the replay starts): klines close by it."""
@@ -398,6 +379,10 @@ def _int(query: dict[str, str], name: str, default: int) -> int:
         raise _BadQuery(-1100, f"Illegal characters found in parameter '{name}'.") from None
 
 
+def _request_url(ws: ServerConnection) -> SplitResult:
+    return urlsplit(ws.request.path if ws.request is not None else "/ws")
+
+
 def _url_streams(path: str, query: str) -> list[str]:
     """Stream names a URL subscribes: `/ws/a@trade/b@trade` or `/stream?streams=a@trade/b@trade`."""
     if path.rstrip("/") == "/stream":
@@ -411,11 +396,8 @@ def kline_rows(
     """Binance's klines of `trades` (time order): every interval from the first trade's up to the one
     containing `now_s` (still forming), empty ones at the previous close with zero volume; the first
     `limit` with open time >= start_ms (or the latest `limit` without), open time <= end_ms."""
-    windows: dict[int, list[Trade]] = {}
-    for trade in trades:
-        windows.setdefault(int(trade.timestamp.timestamp()) // interval_s * interval_s, []).append(trade)
-    starts = sorted(windows)
-    lo, hi = starts[0], now_s // interval_s * interval_s
+    windows = trade_windows(trades, interval_s)
+    lo, hi = min(windows), now_s // interval_s * interval_s
     if start_ms is not None:
         lo = max(lo, -(-start_ms // (interval_s * 1000)) * interval_s)
     if end_ms is not None:
@@ -424,19 +406,4 @@ def kline_rows(
         hi = min(hi, lo + (limit - 1) * interval_s)
     else:
         lo = max(lo, hi - (limit - 1) * interval_s)
-    before = bisect_right(starts, lo - 1)
-    close = windows[starts[before - 1]][-1].price if before else windows[starts[0]][0].price
-    rows = []
-    for start in range(lo, hi + 1, interval_s):
-        window = windows.get(start)
-        if window is None:
-            rows.append(OhlcRow(start, close, close, close, close, close, 0.0, 0))
-            continue
-        volume = sum(t.qty for t in window)
-        prices = [t.price for t in window]
-        vwap = sum(t.price * t.qty for t in window) / volume
-        rows.append(
-            OhlcRow(start, prices[0], max(prices), min(prices), prices[-1], vwap, volume, len(window))
-        )
-        close = prices[-1]
-    return rows
+    return contiguous_candles(windows, interval_s, lo, hi)

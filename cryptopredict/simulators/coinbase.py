@@ -25,7 +25,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
-import websockets
 from websockets.asyncio.server import ServerConnection
 from websockets.http11 import Response
 
@@ -50,7 +49,6 @@ from cryptopredict.coinbase.rest import (
     trades_response,
 )
 from cryptopredict.kraken.protocol import format_timestamp
-from cryptopredict.kraken.rest import OhlcRow
 from cryptopredict.models import Trade
 from cryptopredict.simulators.exchange import (
     HEARTBEAT_S,
@@ -58,8 +56,9 @@ from cryptopredict.simulators.exchange import (
     Faults,
     ReplayExchange,
     Session,
-    _json_response,
+    json_response,
 )
+from cryptopredict.venue_rest import OhlcRow
 from cryptopredict.venues import UnknownSymbol, project_pair, venue_symbol
 
 logger = logging.getLogger(__name__)
@@ -143,7 +142,7 @@ def malformed_message(kind: str, trade: Trade, now: datetime) -> str:
 
 
 def _error(status: int, error: str, message: str) -> Response:
-    return _json_response(status, {"error": error, "message": message})
+    return json_response(status, {"error": error, "message": message})
 
 
 @dataclass
@@ -172,25 +171,14 @@ class CoinbaseReplayExchange(ReplayExchange):
 
     # --- WebSocket ---------------------------------------------------------------------------------
 
-    async def _handle(self, ws: ServerConnection) -> None:
-        self.connections += 1
-        number, f = self.connections, self.faults
+    def _new_session(self, ws: ServerConnection, number: int) -> Session:
+        f = self.faults
         lossy = isinstance(f, CoinbaseFaults) and number <= f.skip_sequence_times
-        session = CoinbaseSession(
-            ws,
-            number,
-            drop_after=f.drop_after if number <= f.drop_times else None,
-            silence_after=f.silence_after if number <= f.silence_times else None,
-            skip_every=f.skip_sequence_every if isinstance(f, CoinbaseFaults) and lossy else None,
-        )
-        self._sessions.add(session)
-        try:
-            async for raw in ws:
-                await self._on_request(session, raw)
-        except websockets.ConnectionClosed:
-            pass
-        finally:
-            self._forget(session)
+        skip_every = f.skip_sequence_every if isinstance(f, CoinbaseFaults) and lossy else None
+        return CoinbaseSession(ws, number, **self._session_faults(number), skip_every=skip_every)
+
+    async def _on_open(self, session: Session) -> None:
+        """Coinbase sends nothing before a subscription."""
 
     async def _on_request(self, session: Session, raw: str | bytes) -> None:
         assert isinstance(session, CoinbaseSession)
@@ -269,7 +257,7 @@ class CoinbaseReplayExchange(ReplayExchange):
                     "fault: connection %d loses sequence_num %d", session.number, session.sequence - 1
                 )
                 continue
-            await self._send(session, message)
+            await self._broadcast([session], message)
         self.updates_sent += 1
         every = self.faults.malformed_every
         if every and self.updates_sent % every == 0:
@@ -285,13 +273,7 @@ class CoinbaseReplayExchange(ReplayExchange):
             message = with_sequence(body, max(0, session.sequence - 1))
         else:
             message = malformed_message(kind, trade, self._now())
-        await self._send(session, message)
-
-    async def _send(self, session: Session, message: str) -> None:
-        try:
-            await session.send(message)
-        except websockets.ConnectionClosed:
-            self._forget(session)
+        await self._broadcast([session], message)
 
     async def _heartbeat(self) -> None:
         while True:
@@ -302,7 +284,7 @@ class CoinbaseReplayExchange(ReplayExchange):
             message = heartbeats_message(self._heartbeat_counter, datetime.now(UTC))
             for session in [s for s in self._sessions if isinstance(s, CoinbaseSession)]:
                 if "heartbeats" in session.channels:
-                    await self._send(session, message)
+                    await self._broadcast([session], message)
 
     def _status_snapshot(self, kind: str) -> str:
         status = PRODUCT_STATUS.get(self.status, self.status)
@@ -313,7 +295,7 @@ class CoinbaseReplayExchange(ReplayExchange):
         message = self._status_snapshot("update")
         for session in [s for s in self._sessions if isinstance(s, CoinbaseSession)]:
             if "status" in session.channels:
-                await self._send(session, message)
+                await self._broadcast([session], message)
 
     # --- REST --------------------------------------------------------------------------------------
 
@@ -321,7 +303,7 @@ class CoinbaseReplayExchange(ReplayExchange):
         self.rest_requests += 1
         n, f = self.rest_requests, self.faults
         if f.rest_429_every and n % f.rest_429_every == 0:
-            return _json_response(
+            return json_response(
                 429, {"error": "RATE_LIMIT_EXCEEDED", "message": "Too many requests"}, (("Retry-After", "1"),)
             )
         if f.rest_500_every and n % f.rest_500_every == 0:
@@ -329,7 +311,7 @@ class CoinbaseReplayExchange(ReplayExchange):
         url = urlsplit(target)
         query = {key: values[-1] for key, values in parse_qs(url.query).items()}
         if url.path == TIME_PATH:
-            return _json_response(200, time_response(self._now()))
+            return json_response(200, time_response(self._now()))
         prefix, _, rest = url.path.partition(PRODUCTS_PATH + "/")
         product, _, endpoint = rest.partition("/")
         routes: dict[str, Callable[[str, dict[str, str]], dict[str, Any]]] = {
@@ -345,7 +327,7 @@ class CoinbaseReplayExchange(ReplayExchange):
         if pair not in self._by_pair:
             return _error(404, "NOT_FOUND", f"product {product} not found")
         try:
-            return _json_response(200, routes[endpoint](pair, query))
+            return json_response(200, routes[endpoint](pair, query))
         except (KeyError, ValueError) as exc:
             return _error(400, "INVALID_ARGUMENT", f"invalid arguments: {exc}")
 

@@ -26,7 +26,7 @@ from bisect import bisect_left, bisect_right
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, TypedDict
 from urllib.parse import parse_qs, urlsplit
 
 import websockets
@@ -35,8 +35,9 @@ from websockets.datastructures import Headers
 from websockets.http11 import Request, Response
 
 from cryptopredict.kraken.protocol import format_timestamp, trade_message, trade_payload
-from cryptopredict.kraken.rest import OhlcRow, ohlc_response, rest_pair, to_ns, trades_response
+from cryptopredict.kraken.rest import ohlc_response, rest_pair, to_ns, trades_response
 from cryptopredict.models import Trade
+from cryptopredict.venue_rest import OhlcRow
 
 logger = logging.getLogger(__name__)
 
@@ -152,6 +153,11 @@ class Session:
             self.ws.transport.close()
 
 
+class SessionFaults(TypedDict):
+    drop_after: int | None
+    silence_after: int | None
+
+
 def malformed_message(kind: str, trade: Trade) -> str:
     """An update message broken in one way, built from a real trade (which is also sent intact)."""
     row = trade_payload(trade)
@@ -192,9 +198,7 @@ def parse_since_ns(value: str) -> int:
     return round(number * 1e9) if number < 1e12 else int(number)
 
 
-def _json_response(
-    status: int, payload: dict[str, Any], headers: tuple[tuple[str, str], ...] = ()
-) -> Response:
+def json_response(status: int, payload: Any, headers: tuple[tuple[str, str], ...] = ()) -> Response:
     body = json.dumps(payload).encode()
     all_headers = Headers(
         [
@@ -378,22 +382,31 @@ class ReplayExchange:
 
     async def _handle(self, ws: ServerConnection) -> None:
         self.connections += 1
-        number, f = self.connections, self.faults
-        session = Session(
-            ws,
-            number,
-            drop_after=f.drop_after if number <= f.drop_times else None,
-            silence_after=f.silence_after if number <= f.silence_times else None,
-        )
+        session = self._new_session(ws, self.connections)
         self._sessions.add(session)
         try:
-            await session.send(self._status_message())
+            await self._on_open(session)
             async for raw in ws:
                 await self._on_request(session, raw)
         except websockets.ConnectionClosed:
             pass
         finally:
             self._forget(session)
+
+    def _new_session(self, ws: ServerConnection, number: int) -> Session:
+        return Session(ws, number, **self._session_faults(number))
+
+    def _session_faults(self, number: int) -> SessionFaults:
+        """The connection faults that apply to the `number`th connection."""
+        f = self.faults
+        return SessionFaults(
+            drop_after=f.drop_after if number <= f.drop_times else None,
+            silence_after=f.silence_after if number <= f.silence_times else None,
+        )
+
+    async def _on_open(self, session: Session) -> None:
+        """What a new connection is sent before any request: Kraken's status."""
+        await session.send(self._status_message())
 
     def _forget(self, session: Session) -> None:
         self._sessions.discard(session)
@@ -466,9 +479,9 @@ class ReplayExchange:
         self.rest_requests += 1
         n, f = self.rest_requests, self.faults
         if f.rest_429_every and n % f.rest_429_every == 0:
-            return _json_response(429, {"error": ["EAPI:Rate limit exceeded"]}, (("Retry-After", "1"),))
+            return json_response(429, {"error": ["EAPI:Rate limit exceeded"]}, (("Retry-After", "1"),))
         if f.rest_500_every and n % f.rest_500_every == 0:
-            return _json_response(500, {"error": ["EService:Internal error"]})
+            return json_response(500, {"error": ["EService:Internal error"]})
         url = urlsplit(target)
         query = {key: values[-1] for key, values in parse_qs(url.query).items()}
         routes: dict[str, Callable[[dict[str, str]], dict[str, Any]]] = {
@@ -478,12 +491,12 @@ class ReplayExchange:
         }
         handler = routes.get(url.path)
         if handler is None:
-            return _json_response(404, {"error": ["EGeneral:Unknown method"]})
+            return json_response(404, {"error": ["EGeneral:Unknown method"]})
         try:
             payload = handler(query)
         except ValueError as exc:
             payload = {"error": [f"EGeneral:Invalid arguments:{exc}"]}
-        return _json_response(200, payload)  # Kraken reports bad queries in the body, with 200
+        return json_response(200, payload)  # Kraken reports bad queries in the body, with 200
 
     def _rest_status(self, query: dict[str, str]) -> dict[str, Any]:
         return {
@@ -539,17 +552,32 @@ def _page_end(ns: list[int], lo: int, hi: int, happened: int) -> int:
 def ohlc_rows(trades: list[Trade], interval_s: int, now_s: int, since_s: int) -> list[OhlcRow]:
     """Contiguous candles up to the one containing `now_s` (still forming), at most 720, starting
     after `since_s`; intervals without trades repeat the previous close with zero volume."""
+    windows = trade_windows(trades, interval_s)
+    forming = now_s // interval_s * interval_s
+    first = max(
+        min(windows), (since_s // interval_s + 1) * interval_s, forming - (OHLC_ROWS - 1) * interval_s
+    )
+    return contiguous_candles(windows, interval_s, first, forming)
+
+
+def trade_windows(trades: list[Trade], interval_s: int) -> dict[int, list[Trade]]:
+    """Trades (in time order) by the start of their `interval_s` window, in unix seconds."""
     windows: dict[int, list[Trade]] = {}
     for trade in trades:
-        start = int(trade.timestamp.timestamp()) // interval_s * interval_s
-        windows.setdefault(start, []).append(trade)
+        windows.setdefault(int(trade.timestamp.timestamp()) // interval_s * interval_s, []).append(trade)
+    return windows
+
+
+def contiguous_candles(
+    windows: dict[int, list[Trade]], interval_s: int, first: int, last: int
+) -> list[OhlcRow]:
+    """A candle for every window from `first` to `last` (starts); windows without trades repeat the
+    previous close with zero volume."""
     starts = sorted(windows)
-    forming = now_s // interval_s * interval_s
-    first = max(starts[0], (since_s // interval_s + 1) * interval_s, forming - (OHLC_ROWS - 1) * interval_s)
     before = bisect_left(starts, first)
     close = windows[starts[before - 1]][-1].price if before else windows[starts[0]][0].price
     rows = []
-    for start in range(first, forming + interval_s, interval_s):
+    for start in range(first, last + 1, interval_s):
         window = windows.get(start)
         if window is None:
             rows.append(OhlcRow(start, close, close, close, close, close, 0.0, 0))

@@ -15,7 +15,8 @@ import math
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
-from cryptopredict.kraken.client import KrakenTradeClient, Rejected
+from cryptopredict.feed_client import Rejected
+from cryptopredict.kraken.client import KrakenTradeClient
 from cryptopredict.kraken.protocol import MalformedMessage, parse_trades, trade_message
 from cryptopredict.kraken.rest import (
     KrakenRestError,

@@ -15,10 +15,11 @@ import httpx
 from google.protobuf.timestamp_pb2 import Timestamp
 
 from cryptopredict.kraken.protocol import format_timestamp, subscribe_request, trade_message
-from cryptopredict.kraken.rest import OhlcRow, ohlc_response, to_ns, trades_response
+from cryptopredict.kraken.rest import ohlc_response, to_ns, trades_response
 from cryptopredict.models import Trade
 from cryptopredict.simulators.exchange import malformed_message, result_key
 from cryptopredict.simulators.news import NewsServer, sample_news_items
+from cryptopredict.venue_rest import OhlcRow
 from grpc_server.pb import predictions_pb2 as pb
 
 CORPUS = Path(__file__).resolve().parent / "corpus"

@@ -22,7 +22,7 @@ from cryptopredict.coinbase.rest import (
     parse_trades_response,
     trades_response,
 )
-from cryptopredict.kraken.client import Rejected
+from cryptopredict.feed_client import Rejected
 from cryptopredict.models import Trade
 
 pytestmark = pytest.mark.unit

@@ -12,7 +12,7 @@ import grpc_invariants
 import invariants
 import pytest
 
-from cryptopredict.kraken.client import Rejected
+from cryptopredict.feed_client import Rejected
 from cryptopredict.kraken.rest import KrakenRestError, decode_payload, parse_trades_response
 from cryptopredict.news.sources import parse_cryptopanic, parse_feed
 

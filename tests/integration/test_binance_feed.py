@@ -6,11 +6,10 @@ malformed message and refused subscription is a dead letter with its reason."""
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import time
 from datetime import UTC, datetime
 
 import pytest
+from feed_conformance import feed_to_end
 from topic_prefixes import run_prefix
 
 from cryptopredict.binance.client import BinanceTradeClient
@@ -20,7 +19,6 @@ from cryptopredict.kraken.sources import synthetic_market
 from cryptopredict.models import DeadLetter, Trade, TradeBatch
 from cryptopredict.simulators.binance import BinanceFaults, BinanceReplayExchange
 from cryptopredict.topics import DEAD_LETTERS, TRADES, topic_name
-from streams.trade_feed import run_feed
 
 pytestmark = pytest.mark.integration
 
@@ -29,19 +27,17 @@ START = datetime(2026, 5, 1, tzinfo=UTC)
 
 # (faults, how the client connects, the client's connection lifetime)
 CASES = {
-    "combined_stream_rotated_connections": (BinanceFaults(), "combined", 0.4),
-    "drops_and_skipped_trade_ids": (
-        BinanceFaults(drop_after=40, drop_times=3, skip_trade_every=20),
-        "base",
-        None,
+    "combined_stream_rotated_connections_malformed_messages": (
+        BinanceFaults(malformed_every=25),
+        "combined",
+        0.4,
     ),
     "silence_without_pings": (
         BinanceFaults(stop_heartbeats=True, silence_after=30, silence_times=2),
         "base",
         None,
     ),
-    "malformed_messages": (BinanceFaults(malformed_every=25), "base", None),
-    "rest_throttled_and_banned_during_gap_fill": (
+    "drops_skipped_ids_and_rest_throttled_and_banned_during_gap_fill": (
         BinanceFaults(
             drop_after=40,
             drop_times=2,
@@ -83,30 +79,6 @@ async def topic_contents(settings) -> tuple[list[TradeBatch], list[DeadLetter]]:
     )
 
 
-async def run_to_end(settings, exchange: BinanceReplayExchange, client, expected: int) -> dict[str, int]:
-    """Runs the feed until the exchange has finished and `expected` trades are acknowledged, plus a
-    moment for messages that follow the last trade (an injected bad message), then stops it."""
-    acked = 0
-
-    def on_ack(batch, _at):
-        nonlocal acked
-        acked += len(batch.trades) if batch is not None else 0  # dead letters carry no batch
-
-    feed = asyncio.create_task(run_feed(settings, client=client, on_ack=on_ack))
-    deadline = time.monotonic() + 30
-    while not (exchange.finished.is_set() and acked >= expected) and time.monotonic() < deadline:
-        if feed.done():
-            feed.result()  # surfaces the feed's error
-        await asyncio.sleep(0.05)
-    await asyncio.sleep(0.5)
-    feed.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await feed
-    if acked < expected:
-        pytest.fail(f"feed published {acked} of {expected} trades in time")
-    return dict(client.counts)
-
-
 @pytest.mark.parametrize("case", list(CASES))
 async def test_every_served_trade_reaches_kafka_exactly_once(settings, case):
     faults, connect, lifetime = CASES[case]
@@ -118,7 +90,7 @@ async def test_every_served_trade_reaches_kafka_exactly_once(settings, case):
     options = {} if lifetime is None else {"max_connection_s": lifetime}
     client = client_for(exchange, url, **options)
     try:
-        counts = await run_to_end(run_settings, exchange, client, len(trades))
+        counts = await feed_to_end(run_settings, exchange, client, len(trades))
     finally:
         await exchange.stop()
     batches, letters = await topic_contents(run_settings)
@@ -132,7 +104,7 @@ async def test_every_served_trade_reaches_kafka_exactly_once(settings, case):
 
     assert len(letters) == len(exchange.malformed_sent) == counts.get("rejected", 0)
     assert {letter.source for letter in letters} <= {"trade_feed.binance"}
-    if case == "malformed_messages":
+    if "malformed" in case:
         reasons = " ".join(letter.reason for letter in letters)
         for expected_reason in (
             "invalid JSON",
@@ -145,15 +117,14 @@ async def test_every_served_trade_reaches_kafka_exactly_once(settings, case):
             "not a trade event",
         ):
             assert expected_reason in reasons
-    if case == "combined_stream_rotated_connections":
+    if case.startswith("combined"):
         assert counts["rotations"] >= 1 and counts.get("reconnects", 0) == 0
-    if case.startswith(("drops", "rest")):
+    if case.startswith("drops"):
         assert counts["reconnects"] >= 1 and counts["gap_filled"] > 0
         assert exchange.skipped_trade_ids and counts["stream_gaps"] >= 1
+        assert client.rest.throttled >= 1 and client.rest.banned >= 1
     if case == "silence_without_pings":
         assert counts["watchdog_timeouts"] >= 1 and counts["gap_filled"] > 0
-    if case.startswith("rest"):
-        assert client.rest.throttled >= 1 and client.rest.banned >= 1
     assert counts.get("gap_unfilled", 0) == 0
 
 
@@ -168,7 +139,7 @@ async def test_a_refused_subscription_leaves_the_other_pair_flowing(settings):
     try:
         # A raw stream URL for BTC; the client still subscribes each pair, and ETH is refused.
         client = client_for(exchange, exchange.raw_url(["BTC/USDT"]))
-        counts = await run_to_end(run_settings, exchange, client, len(btc))
+        counts = await feed_to_end(run_settings, exchange, client, len(btc))
     finally:
         await exchange.stop()
     batches, letters = await topic_contents(run_settings)

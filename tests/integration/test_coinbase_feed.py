@@ -7,12 +7,10 @@ The faults share runs, so the file takes about 25 s."""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import time
 from datetime import UTC, datetime
 
 import pytest
+from feed_conformance import feed_to_end
 from topic_prefixes import run_prefix
 
 from cryptopredict.coinbase.client import CoinbaseTradeClient
@@ -22,7 +20,6 @@ from cryptopredict.kraken.sources import synthetic_market
 from cryptopredict.models import DeadLetter, Trade, TradeBatch
 from cryptopredict.simulators.coinbase import MALFORMED_KINDS, CoinbaseFaults, CoinbaseReplayExchange
 from cryptopredict.topics import DEAD_LETTERS, TRADES, topic_name
-from streams.trade_feed import run_feed
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
 
@@ -53,27 +50,8 @@ async def read_topic(settings, topic: str) -> list[bytes]:
 
 
 async def feed_until(settings, exchange: CoinbaseReplayExchange, expected: int) -> CoinbaseTradeClient:
-    """Runs the feed until the exchange has finished and `expected` trades are acknowledged, plus a
-    moment for messages that follow the last trade, then stops it."""
     client = client_for(exchange)
-    acked = 0
-
-    def on_ack(batch, _at):
-        nonlocal acked
-        acked += len(batch.trades)
-
-    feed = asyncio.create_task(run_feed(settings, client=client, on_ack=on_ack))
-    deadline = time.monotonic() + 30
-    while not (exchange.finished.is_set() and acked >= expected) and time.monotonic() < deadline:
-        if feed.done():
-            feed.result()  # surfaces the feed's error
-        await asyncio.sleep(0.1)
-    await asyncio.sleep(0.5)
-    feed.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await feed
-    if acked < expected:
-        pytest.fail(f"feed published {acked} of {expected} trades in time ({dict(client.counts)})")
+    await feed_to_end(settings, exchange, client, expected, timeout_s=30)
     return client
 
 

@@ -11,7 +11,8 @@ import pytest
 from websockets.asyncio.client import connect
 from websockets.asyncio.server import serve
 
-from cryptopredict.kraken.client import KrakenTradeClient, Rejected
+from cryptopredict.feed_client import Rejected
+from cryptopredict.kraken.client import KrakenTradeClient
 from cryptopredict.kraken.protocol import subscribe_request
 from cryptopredict.kraken.sources import synthetic_trades
 from cryptopredict.models import Trade

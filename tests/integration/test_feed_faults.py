@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import time
 from datetime import UTC, datetime
 
 import pytest
+from feed_conformance import feed_to_end
 from topic_prefixes import run_prefix
 
 from cryptopredict.kafka_admin import read_topic as read_all
@@ -60,28 +60,8 @@ async def published_trades(settings) -> list[Trade]:
 
 
 async def run_to_end(settings, exchange: ReplayExchange, expected: int) -> dict[str, int]:
-    """Runs the feed until the exchange has finished and `expected` trades are acknowledged, plus a
-    moment for messages that follow the last trade (an injected bad message), then stops it."""
     client = trade_client(settings, exchange.url, exchange.rest_url)
-    acked = 0
-
-    def on_ack(batch, _at):
-        nonlocal acked
-        acked += len(batch.trades)
-
-    feed = asyncio.create_task(run_feed(settings, client=client, on_ack=on_ack))
-    deadline = time.monotonic() + 90
-    while not (exchange.finished.is_set() and acked >= expected) and time.monotonic() < deadline:
-        if feed.done():
-            feed.result()  # surfaces the feed's error
-        await asyncio.sleep(0.1)
-    await asyncio.sleep(1.0)
-    feed.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await feed
-    if acked < expected:
-        pytest.fail(f"feed published {acked} of {expected} trades in time")
-    return dict(client.counts)
+    return await feed_to_end(settings, exchange, client, expected)
 
 
 async def run_against(settings, exchange: ReplayExchange, expected: int) -> dict[str, int]:

@@ -123,15 +123,19 @@ def test_prometheus_scrapes_every_process_and_loaded_the_rules(
         targets = http.get("/api/v1/targets").json()["data"]["activeTargets"]
         groups = http.get("/api/v1/rules").json()["data"]["groups"]
     metrics = settings.metrics
-    expected = {
-        "feed": metrics.feed_port,
-        "stream": metrics.stream_port,
-        "worker": metrics.worker_port,
-        "grpc": metrics.grpc_port,
-        "edge": metrics.edge_port,
+    expected = {("feed", metrics.feed_metrics_port(venue)) for venue in ("kraken", "coinbase", "binance")} | {
+        ("stream", metrics.stream_port),
+        ("worker", metrics.worker_port),
+        ("grpc", metrics.grpc_port),
+        ("edge", metrics.edge_port),
     }
-    assert {t["labels"]["job"]: t["scrapeUrl"] for t in targets} == {
-        job: f"http://{metrics.host}:{port}/metrics" for job, port in expected.items()
+    assert {(t["labels"]["job"], t["scrapeUrl"]) for t in targets} == {
+        (job, f"http://{metrics.host}:{port}/metrics") for job, port in expected
     }
     alerts = {rule["name"] for group in groups for rule in group["rules"]}
-    assert "FeedSilent" in alerts and "NoModelPromotedForAWeek" in alerts
+    assert {
+        "FeedSilent",
+        "NoModelPromotedForAWeek",
+        "VenueQuietWhileOnline",
+        "VenueCandlesDisagree",
+    } <= alerts

@@ -29,10 +29,10 @@ from cryptopredict.binance.rest import (
     parse_klines_response,
     parse_trades_response,
 )
-from cryptopredict.kraken.client import Rejected
-from cryptopredict.kraken.rest import OhlcRow
+from cryptopredict.feed_client import Rejected
 from cryptopredict.models import Trade
 from cryptopredict.simulators.binance import kline_rows
+from cryptopredict.venue_rest import OhlcRow
 
 pytestmark = pytest.mark.unit
 
@@ -78,7 +78,7 @@ def subscribed_client(rest: BinanceRestClient | None = None) -> BinanceTradeClie
 
 
 async def handled(client: BinanceTradeClient, raws: list[str]) -> list[list[Trade | Rejected]]:
-    return [batch async for batch in client._handle(raws)]
+    return [batch async for batch in client._handle_messages(raws)]
 
 
 # --- the stream protocol ---------------------------------------------------------------------------

@@ -34,10 +34,10 @@ from cryptopredict.coinbase.rest import (
     parse_trades_response,
     trades_response,
 )
-from cryptopredict.kraken.client import Rejected
-from cryptopredict.kraken.rest import OhlcRow
+from cryptopredict.feed_client import Rejected
 from cryptopredict.models import Trade
 from cryptopredict.simulators.coinbase import candle_rows
+from cryptopredict.venue_rest import OhlcRow
 
 pytestmark = pytest.mark.unit
 

@@ -6,7 +6,8 @@ from datetime import UTC, datetime, timedelta
 
 import pytest
 
-from cryptopredict.kraken.client import KrakenTradeClient, Rejected, backoff_delay
+from cryptopredict.feed_client import Rejected, backoff_delay
+from cryptopredict.kraken.client import KrakenTradeClient
 from cryptopredict.kraken.rest import (
     KrakenRestError,
     parse_trades_response,

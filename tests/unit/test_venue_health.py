@@ -12,9 +12,9 @@ import pytest
 from prometheus_client import REGISTRY
 
 from cryptopredict import metrics
-from cryptopredict.kraken.rest import OhlcRow
 from cryptopredict.models import Trade, TradeBatch
 from cryptopredict.venue_check import compare_candles, relative_deviation, window_floor
+from cryptopredict.venue_rest import OhlcRow
 
 pytestmark = pytest.mark.unit
 
