@@ -207,6 +207,8 @@ async def main() -> None:
     print(f"latency: p50 {p50:.2f} ms, p99 {p99:.2f} ms, max {worst:.2f} ms", file=sys.stderr)
     per_venue = (
         "".join(f"| {venue} throughput | {r:,.0f} trades/s |\n" for venue, (r, _) in by_venue.items())
+        + "| (a venue's figure: its trades over the time from the common start to its own last "
+        "acknowledgement; the total: all trades over the slowest venue's time) | |\n"
         if len(venues) > 1
         else ""
     )
