@@ -17,14 +17,19 @@ pair (what the feed publishes for one exchange message when trades arrive in bul
 - target pace: the busy market at 10,000 trades/s, the throughput target, to show the delay at that
   load (`close_to_store_p99_ms_at_10k`).
 
-Usage: .venv/bin/python bench/streaming.py [--quick]   (needs `cryptopredict stack up`)
-Ends with one JSON line: {"trades_per_s": ..., "close_to_store_p99_ms": ..., and the other figures}
+Every figure is the median of 3 runs (`--runs`), each a fresh process with its own worker, with the
+range over the runs beside the delays.
+
+Usage: .venv/bin/python bench/streaming.py [--quick] [--runs N]   (needs `cryptopredict stack up`)
+Ends with one JSON line: {"trades_per_s": ..., "close_to_store_p99_ms": ..., and the other figures}, the
+medians, with each run's values beside them (`close_to_store_p99_ms_runs`, ...).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import os
 import subprocess
 import sys
@@ -33,6 +38,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from aiokafka import AIOKafkaConsumer
@@ -41,7 +47,7 @@ from sqlalchemy import select
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from bench.report import publish  # noqa: E402
+from bench.report import RUN_OUTPUT, RUNS, across_runs, median_figures, publish, repeat_runs  # noqa: E402
 from cryptopredict.features.candles import CandleState  # noqa: E402
 from cryptopredict.kafka_admin import consumer_lag, ensure_topics  # noqa: E402
 from cryptopredict.kafka_client import client_kwargs  # noqa: E402
@@ -195,12 +201,25 @@ async def wait_until_idle(settings: Settings, prefix: str, timeout_s: float = 90
     raise TimeoutError(f"the worker still has records to process after {timeout_s:.0f} s")
 
 
-async def main() -> None:
+def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--quick", action="store_true")
+    parser.add_argument(
+        "--runs", type=int, default=RUNS, help="runs, each in a fresh process (default %(default)s)"
+    )
+    parser.add_argument(RUN_OUTPUT, type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    if args.run_output is not None:  # one run, in a process of its own
+        args.run_output.write_text(json.dumps(asyncio.run(one_run(args.quick))))
+        return
+    runs = across_runs(repeat_runs(Path(__file__).resolve(), ["--quick"] if args.quick else [], args.runs))
+    write_report(args.quick, args.runs, runs)
+
+
+async def one_run(quick: bool) -> dict[str, Any]:
+    """Every phase once, on a worker and topic prefix of its own: the figures as plain data."""
     settings = get_settings()
-    scale = 1 if args.quick else 4
+    scale = 1 if quick else 4
     run = uuid.uuid4().hex[:4].upper()
     # Pair names unique to this run, so rows of earlier runs in the shared store never count.
     busy, quiet, live, target = ([f"{kind}{i}{run}/USD" for i in "ABC"] for kind in ("B", "Q", "L", "T"))
@@ -231,40 +250,64 @@ async def main() -> None:
         worker.wait(60)
     # The supervisor logs each restart the stream guard asked for: a run with restarts measured them too.
     restarts = log_path.read_text(errors="replace").count("asked to be restarted")
+    return {
+        "phases": [
+            {
+                "name": p.name,
+                "trades": len(p.trades),
+                "candles": p.candles,
+                "trades_per_s": p.trades_per_s,
+                "p50_ms": p.p50_ms,
+                "p99_ms": p.p99_ms,
+            }
+            for p in phases
+        ],
+        "restarts": restarts,
+    }
 
+
+def write_report(quick: bool, runs: int, merged: dict[str, Any]) -> None:
+    phases = merged["phases"]
     rows = "\n".join(
-        f"| {p.name} | {len(p.trades):,} | {p.candles:,} | {p.trades_per_s:,.0f} | {p.p50_ms:,.1f} | {p.p99_ms:,.1f} |"
+        f"| {p['name']} | {p['trades']:,} | {p['candles']:,} | {p['trades_per_s']:,.0f} | "
+        f"{p['p50_ms'].with_range(1)} | {p['p99_ms'].with_range(1)} |"
         for p in phases
     )
     body = f"""
-One Faust worker (candle builder at {settings.features.candle_intervals_s} s, indicator agent, prediction
+One Faust worker (candle builder at {get_settings().features.candle_intervals_s} s, indicator agent, prediction
 agent, store sinks) on the local broker and PostgreSQL; trades published in records of up to
 {TRADES_PER_RECORD} trades of one pair. trades/s = trades / (first trade produced -> last candle emitted);
 close-to-store = candle message timestamp -> row `written_at`. The two full-speed phases measure
 capacity, so their close-to-store delays are queueing behind the backlog; the paced phases show the
 delay at 1,000 trades/s and at the 10,000 trades/s target. Each phase starts once the worker has
-processed everything the previous one left. Worker restarts during the run: {restarts}.
+processed everything the previous one left. Worker restarts during the runs: {merged["restarts"].high:.0f}
+at most in a run.
+
+{runs} runs, each a fresh process of this script with its own worker, topic prefix and pairs, one after
+the other on the same stack: the delays are the median with the range over the runs in brackets;
+trades/s and candles are medians.
 
 | phase | trades | candles | trades/s | close-to-store p50 (ms) | p99 (ms) |
 |---|---|---|---|---|---|
 {rows}
 """
-    command = "python bench/streaming.py" + (" --quick" if args.quick else "")
-    publish(
-        "Streaming features: trades to store",
-        command,
-        body,
-        {
-            "trades_per_s": round(phases[0].trades_per_s),
-            "close_to_store_p99_ms": round(phases[2].p99_ms, 1),
-            "replay_trades_per_s": round(phases[1].trades_per_s),
-            "saturated_close_to_store_p99_ms": round(phases[0].p99_ms, 1),
-            "close_to_store_p99_ms_at_10k": round(phases[3].p99_ms, 1),
-            "paced_10k_trades_per_s": round(phases[3].trades_per_s),
-            "worker_restarts": restarts,
-        },
+    command = (
+        "python bench/streaming.py"
+        + (" --quick" if quick else "")
+        + (f" --runs {runs}" if runs != RUNS else "")
     )
+    figures = {
+        "trades_per_s": phases[0]["trades_per_s"],
+        "close_to_store_p99_ms": phases[2]["p99_ms"],
+        "replay_trades_per_s": phases[1]["trades_per_s"],
+        "saturated_close_to_store_p99_ms": phases[0]["p99_ms"],
+        "close_to_store_p99_ms_at_10k": phases[3]["p99_ms"],
+        "paced_10k_trades_per_s": phases[3]["trades_per_s"],
+        "worker_restarts": merged["restarts"],
+    }
+    digits = {name: 0 if "trades_per_s" in name or name == "worker_restarts" else 1 for name in figures}
+    publish("Streaming features: trades to store", command, body, median_figures(figures, digits))
 
 
 if __name__ == "__main__":
-    asyncio.run(main())
+    main()

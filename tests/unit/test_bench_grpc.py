@@ -1,4 +1,5 @@
-"""Pure helpers of bench/grpc.py: percentiles, the open-loop schedule, load splitting, verdicts."""
+"""Pure helpers of bench/grpc.py and bench/report.py: percentiles, the open-loop schedule, load splitting,
+verdicts, figures merged over repeated runs."""
 
 import importlib.util
 import math
@@ -46,10 +47,39 @@ def test_split_spreads_evenly_and_keeps_the_total():
     assert bench.split(1, 4) == [1, 0, 0, 0]
 
 
-def test_verdict_and_formatting():
-    assert bench.verdict(0.6, 0.6) == "met" and bench.verdict(0.61, 0.6) == "missed"
-    assert bench.verdict(float("nan"), 20.0) == "missed"
+def test_verdict_needs_the_median_within_the_target_and_every_run_within_half_again():
+    Spread = bench.Spread
+    assert bench.verdict(Spread((0.4, 0.5, 0.7)), 0.5) == "met"
+    assert bench.verdict(Spread((0.51, 0.4, 0.52)), 0.5) == "missed"  # the median
+    assert bench.verdict(Spread((0.4, 0.4, 0.76)), 0.5) == "missed"  # one run past 1.5x
+    assert bench.verdict(Spread((0.4, float("nan"), 0.4)), 0.5) == "missed"  # a run without the figure
+
+
+def test_formatting_gives_the_median_and_the_range():
     assert bench.fmt(float("nan")) == "n/a" and bench.fmt(1234.5678) == "1,234.57"
+    assert bench.fmt(bench.Spread((3.0, 1.0, 2.5))) == "2.50 (1.00-3.00)"
+    assert f"{bench.Spread((1000, 998, 1000)):,}" == "1,000"  # a spec formats the median
+
+
+def test_runs_merge_numbers_into_spreads_and_keep_what_they_share():
+    merged = bench.across_runs(
+        [
+            {"mode": "open", "lat": {"p99": 1.0}, "rows": [{"n": 1}], "kinds": ["a"], "none": None},
+            {"mode": "open", "lat": {"p99": 3.0}, "rows": [{"n": 2}], "kinds": ["b"], "none": None},
+            {"mode": "open", "lat": {"p99": 2.0}, "rows": [{"n": 3}], "kinds": ["a"], "none": None},
+        ]
+    )
+    assert merged["mode"] == "open" and merged["none"] is None
+    assert merged["lat"]["p99"] == bench.Spread((1.0, 3.0, 2.0)) and merged["lat"]["p99"].median == 2.0
+    assert merged["rows"][0]["n"].runs == (1, 2, 3)
+    assert merged["kinds"] == ["a; b"]
+
+
+def test_the_json_line_has_medians_and_each_runs_values():
+    figures = bench.median_figures(
+        {"unary_p99_ms": bench.Spread((1.2345, 0.9, 1.1)), "subscribers": 1000}, {"unary_p99_ms": 3}
+    )
+    assert figures == {"unary_p99_ms": 1.1, "unary_p99_ms_runs": [1.234, 0.9, 1.1], "subscribers": 1000}
 
 
 def test_rest_of_the_machine_excludes_server_and_clients():
