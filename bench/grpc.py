@@ -24,12 +24,13 @@ Go) in front of that server; the same loads straight to the Python server are re
    Publication = the producer's wall clock just before `send` (stamped into made_at); latency = the
    client's wall clock when the message comes out of the stream - made_at. Every subscriber must receive
    every prediction (delivered / expected is reported).
-3. Candle close to client: a Faust worker (`python -m streams worker`, every agent) with a persistence
-   champion in MLflow for 3 pairs; each step publishes one trade per pair that closes its 1-minute
-   candle (event time), the prediction agent predicts on it, the stream edge (and, beside it, the
-   Python server) streams the prediction to a client. Candle close = the Kafka timestamp of the candle message (the candle builder's send of the
-   closed window); latency = client receipt - that. Split at made_at (worker / serving), and the closing
-   trade's produce -> client beside it.
+3. Candle close to client: a Faust worker (`python -m streams worker`, every agent) with a linear
+   champion (reading every standard feature) in MLflow for 3 pairs; each step publishes one trade per
+   pair that closes its 1-minute candle (event time), the prediction agent predicts on it, the stream
+   edge (and, beside it, the Python server) streams the prediction to a client. Candle close = the
+   Kafka timestamp of the candle message (the candle builder's send of the closed window); latency =
+   client receipt - that. Split at made_at (worker / serving), and the closing trade's produce ->
+   client beside it.
 4. The floor: a bare grpc.aio server (same methods, fixed pre-serialized responses, no Kafka and no
    application code) under the same unary loads and the 1,000-subscriber fan-out: what Python gRPC
    itself costs on this machine.
@@ -89,7 +90,7 @@ UPSTREAM = {"p50": 1.2, "p95": 3.4, "p99": 8.1}  # the upstream's claimed REST f
 TARGETS = {"unary_p50_ms": 0.5, "unary_p99_ms": 1.5, "fanout_p99_ms": 15.0, "candle_to_client_p99_ms": 30.0}
 UNARY_PAIRS = [f"UNARY{i}/USD" for i in range(10)]
 FANOUT_PAIR = "FANOUT/USD"
-CANDLE_PAIRS = ["GRPCA/USD", "GRPCB/USD", "GRPCC/USD"]
+CANDLE_PAIRS = ["LINA/USD", "LINB/USD", "LINC/USD"]
 INTERVAL_S = 60
 HORIZON_S = 60
 CLIENTS = 100
@@ -649,10 +650,25 @@ def start_edge(services: Services, settings: Any, server_port: int, binary: Path
 # ---------------------------------------------------------------- candle to client
 
 
+def linear_champion_features() -> list[str]:
+    """What the stream worker's prediction agent computes for a champion: the return lags and the
+    indicator features at the default settings."""
+    from cryptopredict.features.indicators import IndicatorConfig
+    from cryptopredict.features.model_inputs import indicator_feature_names, return_feature_names
+    from cryptopredict.settings import ModelSettings
+
+    return return_feature_names(ModelSettings().lags) + indicator_feature_names(IndicatorConfig())
+
+
 def ensure_champions(settings: Any, pairs: list[str]) -> list[str]:
-    """A persistence champion in MLflow for each pair (kept from earlier runs), as the first training
-    run registers one; returns the versions."""
+    """A linear champion reading every standard feature in MLflow for each pair (kept from earlier
+    runs), so each candle costs what a trained champion's does: its input row built, the model run.
+    Its coefficients are fitted to noise: what it forecasts means nothing here."""
     import mlflow
+    import pandas as pd
+    from sklearn.linear_model import Ridge
+    from sklearn.pipeline import make_pipeline
+    from sklearn.preprocessing import StandardScaler
 
     from cryptopredict.ml import pyfunc, registry
     from cryptopredict.topics import registered_model_name
@@ -661,14 +677,34 @@ def ensure_champions(settings: Any, pairs: list[str]) -> list[str]:
     mlflow.set_experiment("cryptopredict-bench-grpc")
     client = mlflow.MlflowClient()
     horizon_candles = HORIZON_S // INTERVAL_S
+    features = linear_champion_features()
 
-    def log_persistence() -> tuple[str, str]:
-        return pyfunc.log_persistence("persistence-bench-grpc", INTERVAL_S, horizon_candles)
+    def log_linear() -> tuple[str, str]:
+        rng = np.random.default_rng(7)
+        x = pd.DataFrame(rng.normal(size=(500, len(features))), columns=features)
+        y = x.to_numpy() @ rng.normal(scale=1e-4, size=len(features)) + rng.normal(scale=1e-3, size=500)
+        model = make_pipeline(StandardScaler(), Ridge()).fit(x, y)
+        with mlflow.start_run(run_name="linear-bench-grpc") as run:
+            info = pyfunc.log_forecast_model(
+                "linear",
+                model,
+                features,
+                (-0.002, 0.002),
+                interval_s=INTERVAL_S,
+                horizon_candles=horizon_candles,
+                coverage=0.8,
+                input_example=x.head(2),
+            )
+        return info.model_uri, run.info.run_id
 
     return [
         str(
             registry.ensure_persistence_champion(
-                client, registered_model_name(pair, INTERVAL_S, horizon_candles), log_persistence
+                client,
+                registered_model_name(pair, INTERVAL_S, horizon_candles),
+                log_linear,
+                kind="linear",
+                reason="bench/grpc.py: a linear champion reading every standard feature",
             ).version
         )
         for pair in pairs
@@ -694,7 +730,7 @@ async def candle_to_client(
 
     with contextlib.redirect_stdout(sys.stderr):  # MLflow prints run links: stdout ends with the JSON line
         versions = await asyncio.to_thread(ensure_champions, settings, CANDLE_PAIRS)
-    print(f"candle to client: persistence champions v{versions}; starting the stream worker", file=sys.stderr)
+    print(f"candle to client: linear champions v{versions}; starting the stream worker", file=sys.stderr)
     services.start(
         "worker",
         "-m",
@@ -759,8 +795,9 @@ async def candle_to_client(
         await publisher.flush()
 
     try:
-        # Warm-up, a step a second, until the client has a prediction (the worker joins its group and
-        # loads the champions), then SETTLE steps at the measured pace that are not measured.
+        # Warm-up, 4 steps a second, until the clients have a prediction (the worker joins its group and
+        # loads the champions, and the champion's indicators fill their longest window), then SETTLE
+        # steps at the measured pace that are not measured.
         minute = -1
         deadline = time.monotonic() + 240
         while not all(subs.poll_ready() for subs in clients.values()):
@@ -769,7 +806,7 @@ async def candle_to_client(
                 raise TimeoutError("no prediction reached the client within 240 s; see the worker log")
             minute += 1
             await step(minute)
-            await asyncio.sleep(1.0)
+            await asyncio.sleep(0.25)
         print(f"candle to client: predictions flow after {minute + 1} warm-up steps", file=sys.stderr)
         first_measured = minute + 1 + SETTLE_STEPS
         last = first_measured + steps - 1
@@ -1280,8 +1317,10 @@ queue, made_at stamped just before, no Kafka hop; start-up objects frozen out of
 collector's sight), measured by the same clients: what Python gRPC costs on this machine by itself.
 
 **Candle close to client.** A Faust worker (`python -m streams worker`, every agent: candles, indicators,
-predictions, store sinks) on the same topic prefix, with a persistence champion in MLflow for each of
-{len(CANDLE_PAIRS)} pairs (registered once, kept across runs), and two clients streaming the three pairs:
+predictions, store sinks) on the same topic prefix, with a linear champion in MLflow for each of
+{len(CANDLE_PAIRS)} pairs (registered once, kept across runs; it reads the {len(linear_champion_features())} standard features, the
+return lags and the indicators, so each candle's input row is built and the model run as for a trained
+champion; its coefficients are fitted to noise), and two clients streaming the three pairs:
 one from the stream edge (the headline) and one straight from the Python server.
 Each step publishes one trade per pair 10 s (event time) into the next minute, which closes the pair's
 1-minute window (grace 5 s); {CANDLE_PACE:g} steps a second, after a warm-up (until predictions reach the
