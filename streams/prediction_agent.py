@@ -2,10 +2,13 @@
 prediction (or refusal) per closed candle of each forecast interval and configured horizon. A market is
 a pair on one venue (topics.market_key: the pair itself on Kraken).
 
-Per market a changelogged table keeps the recent candles and the indicator state (the same O(1) code as
-the indicator agent), so the model input is built by the code that built the training dataset. The
-champion is swapped in place when a model event (promotion, rollback) arrives, and a timer checks the
-`champion` alias too, for a move made by hand in MLflow.
+Per market and interval the recent candles and the indicator state (the same O(1) code as the indicator
+agent) stay parsed in memory (cryptopredict.ml.live_state), with a changelogged table as their recovery
+copy: written after every candle, read only when memory does not hold what the table holds (after a
+restart or a hand-over). The model input of each candle is computed from its floats by the formulas that
+built the training dataset, without a data frame (cryptopredict.ml.serving.predict_next). The champion
+is swapped in place when a model event (promotion, rollback) arrives, and a timer checks the `champion`
+alias too, for a move made by hand in MLflow.
 """
 
 from __future__ import annotations
@@ -22,7 +25,8 @@ from pydantic import ValidationError
 from sqlalchemy import Engine
 
 from cryptopredict import metrics
-from cryptopredict.features.indicators import IndicatorConfig, IndicatorState
+from cryptopredict.features.indicators import IndicatorConfig
+from cryptopredict.ml.live_state import LiveStates
 from cryptopredict.ml.pyfunc import forecast_spec
 from cryptopredict.ml.serving import (
     Champion,
@@ -59,6 +63,7 @@ INDICATORS = IndicatorConfig()
 HORIZONS = settings.forecast_horizons()  # candle interval -> horizons in candles
 MAX_SENTIMENT_AGE = timedelta(seconds=settings.model.max_sentiment_age_s)
 HISTORY = history_length(settings.model.lags)
+live_states = LiveStates(prediction_state, HISTORY, INDICATORS)
 # How long a candle waits before asking an unreachable registry again.
 REGISTRY_RETRY_S = 2.0
 champions: dict[str, Champion] = {}
@@ -167,25 +172,13 @@ async def _on_candle(raw: bytes) -> None:
     if candle.interval_s not in HORIZONS:
         return
     key = _state_key(candle.market, candle.interval_s)
-    stored = prediction_state.get(key)
-    history = [] if stored is None else [Candle.model_validate(c) for c in stored["candles"]]
-    indicators = (
-        IndicatorState.new(candle.market, candle.interval_s, INDICATORS)
-        if stored is None
-        else IndicatorState.model_validate(stored["indicators"])
-    )
-    try:
-        values = indicators.update(candle).values
-    except ValueError:  # a candle seen before (redelivery after a restart): its forecasts were acknowledged
+    state = live_states.advance(key, candle)
+    if state is None:  # a candle seen before (redelivery after a restart): its forecasts were acknowledged
         return
-    history = [*history, candle][-HISTORY:]
     # The forecasts first, acknowledged by the broker, then the state: a kill in between forecasts the
     # candle again after the restart instead of losing it (as the indicator agent does).
-    await _forecast(history, values)
-    prediction_state[key] = {
-        "candles": [c.model_dump(mode="json") for c in history],
-        "indicators": indicators.model_dump(mode="json"),
-    }
+    await _forecast(list(state.candles), state.values)
+    live_states.save(key, state)
     metrics.PREDICTION_LATENCY.observe(time.perf_counter() - arrived)
 
 

@@ -13,8 +13,11 @@ one interval is therefore out of reach by design; a lead of two intervals or mor
 
 from __future__ import annotations
 
+import math
 import re
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
@@ -24,6 +27,9 @@ from cryptopredict.venues import base_asset
 
 PREFIX = "xv_"
 _NAME = re.compile(rf"^{PREFIX}([a-z]+)_(?:ret_lag_(\d+)|spread)$")
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+# Log closes at one time (live) or at every time of the target's grid (training).
+LogClose = TypeVar("LogClose", float, np.ndarray)
 
 
 def feature_names(exchange: str, lags: int) -> list[str]:
@@ -67,14 +73,33 @@ def source_markets(
     return {exchange: market for exchange, market in chosen.items() if market is not None}
 
 
+def _real_log_closes(candles: pd.DataFrame) -> tuple[pd.DatetimeIndex, np.ndarray]:
+    """The window starts (UTC, ns) and log closes of `candles`, NaN for gap candles."""
+    index = pd.DatetimeIndex(candles["window_start"]).tz_convert("UTC").as_unit("ns")
+    log_close = np.log(candles["close"].to_numpy(dtype=float))
+    log_close[candles["gap"].to_numpy(dtype=bool)] = np.nan
+    return index, log_close
+
+
 def _log_close(candles: pd.DataFrame) -> pd.Series:
     """Log closes of real candles by window_start (NaN for gap candles), or an empty series."""
     if candles.empty:
         return pd.Series(dtype=float, index=pd.DatetimeIndex([], tz="UTC"))
-    index = pd.DatetimeIndex(candles["window_start"]).tz_convert("UTC").as_unit("ns")
-    log_close = pd.Series(np.log(candles["close"].to_numpy(dtype=float)), index=index)
-    log_close[candles["gap"].to_numpy(dtype=bool)] = np.nan
+    index, values = _real_log_closes(candles)
+    log_close = pd.Series(values, index=index)
     return log_close[~log_close.index.duplicated(keep="last")]
+
+
+def cross_venue_values(
+    their_log_close: Callable[[int], LogClose], our_previous_log_close: LogClose, lags: int, exchange: str
+) -> dict[str, LogClose]:
+    """The features of `exchange` (feature_names' order) from `their_log_close(k)`, that venue's log close
+    of the candle starting k intervals before the target's, and the target venue's own log close of the
+    candle before it (NaN where a candle is missing or a gap)."""
+    names = feature_names(exchange, lags)
+    values = {name: their_log_close(k) - their_log_close(k + 1) for k, name in enumerate(names[:-1], 1)}
+    values[names[-1]] = their_log_close(1) - our_previous_log_close
+    return values
 
 
 def cross_venue_features(
@@ -91,14 +116,36 @@ def cross_venue_features(
     def their_log_close(back: int) -> np.ndarray:
         return theirs.reindex(times - back * step).to_numpy(dtype=float)
 
-    names = feature_names(exchange, lags)
-    values = {name: their_log_close(k) - their_log_close(k + 1) for k, name in enumerate(names[:-1], 1)}
     ours = np.log(grid["close"].to_numpy(dtype=float))
     ours[(grid["gap"] | grid["missing"]).to_numpy(dtype=bool)] = np.nan
     # The target venue's close of the candle before t, by time on the complete grid.
     previous = pd.Series(ours, index=times).reindex(times - step).to_numpy(dtype=float)
-    values[names[-1]] = their_log_close(1) - previous
-    return pd.DataFrame(values, index=grid.index)[names]
+    return pd.DataFrame(cross_venue_values(their_log_close, previous, lags, exchange), index=grid.index)
+
+
+def latest_cross_venue_values(
+    other: pd.DataFrame,
+    our_previous_log_close: float,
+    at: datetime,
+    interval_s: int,
+    lags: int,
+    exchange: str,
+) -> dict[str, float]:
+    """cross_venue_features' row at the target candle starting at `at`, from `other` (that venue's
+    candles, columns window_start, close, gap: the few the live row reads) and the target venue's log
+    close of the candle before (NaN when it is missing or a gap), without a frame per row."""
+    by_start: dict[int, float] = {}
+    if not other.empty:
+        starts, values = _real_log_closes(other)
+        # Later rows overwrite earlier ones with the same start, as _log_close keeps the last.
+        by_start = dict(zip(starts.asi8.tolist(), values.tolist(), strict=True))
+    at_ns = (at - _EPOCH) // timedelta(microseconds=1) * 1000
+    step_ns = interval_s * 1_000_000_000
+
+    def their_log_close(back: int) -> float:
+        return by_start.get(at_ns - back * step_ns, math.nan)
+
+    return cross_venue_values(their_log_close, our_previous_log_close, lags, exchange)
 
 
 def all_cross_venue_features(

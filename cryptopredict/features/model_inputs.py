@@ -13,18 +13,30 @@ Features at the candle starting at t are known when it closes (t + interval), an
 
 Rows are aligned on a complete time grid: a missing candle or a gap candle (no trades) inside the
 lag window leaves NaN in the returns, so the row cannot be used.
+
+Each formula is written once, over values that are either floats or pandas Series (`log_return`,
+`scale_free_indicators`, `sentiment_values`, cross_venue.cross_venue_values): `feature_frame` applies
+it to whole columns for the training dataset, `latest_inputs` to the floats of one candle for the live
+prediction, without a data frame. Both make the same numpy calls in the same order, so the live row is
+the training row bit for bit (tests/unit/test_dataset.py compares them row by row).
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from datetime import timedelta
+import math
+from collections.abc import Mapping, Sequence
+from datetime import datetime, timedelta
+from typing import TypeVar
 
 import numpy as np
 import pandas as pd
 
 from cryptopredict.features import indicators as ind
-from cryptopredict.features.cross_venue import all_cross_venue_features
+from cryptopredict.features.cross_venue import all_cross_venue_features, latest_cross_venue_values
+from cryptopredict.models import Candle
+
+# A feature value: one candle's (live) or a column of them (training).
+Value = TypeVar("Value", float, pd.Series)
 
 
 def return_feature_names(lags: int) -> list[str]:
@@ -59,19 +71,47 @@ def complete_grid(candles: pd.DataFrame, interval_s: int) -> pd.DataFrame:
     return full
 
 
+def log_price(close: Value) -> Value:
+    """np.log of each close, called on one value at a time (never math.log, which can round the last bit
+    differently): NaN stays NaN."""
+    return close.map(np.log) if isinstance(close, pd.Series) else float(np.log(close))
+
+
+def usable_close(close: Value, unusable: bool | pd.Series) -> Value:
+    """The close where the candle is real, NaN where it is a gap (its close is a copy) or missing."""
+    if isinstance(close, pd.Series):
+        if not isinstance(unusable, pd.Series):
+            raise TypeError("a column of closes takes a column of flags")
+        return close.where(~unusable)
+    return math.nan if unusable else close
+
+
+def log_return(close: Value, previous: Value) -> Value:
+    """The log return into a candle from the one before it, from their usable closes: NaN unless both
+    candles are real."""
+    return log_price(close) - log_price(previous)
+
+
 def return_features(grid: pd.DataFrame, lags: int) -> pd.DataFrame:
     """Lagged log returns on the complete grid; NaN wherever the window touches a gap or a hole."""
-    returns = grid["close"].astype(float).map(np.log).diff()
-    # The return into candle t needs candles t-1 and t to be real (a gap candle's close is a copy).
-    unusable = grid["gap"] | grid["missing"]
-    returns[unusable | unusable.shift(1, fill_value=True)] = np.nan
+    close = usable_close(grid["close"].astype(float), grid["gap"] | grid["missing"])
+    returns = log_return(close, close.shift(1))
     return pd.DataFrame({f"ret_lag_{k}": returns.shift(k - 1) for k in range(1, lags + 1)}, index=grid.index)
 
 
-def indicator_features(values: pd.DataFrame, close: pd.Series, config: ind.IndicatorConfig) -> pd.DataFrame:
-    """Scale-free indicator features from indicator values (columns named as IndicatorConfig's) and the
-    close of the same candle; NaN inside an indicator's warm-up."""
-    out: dict[str, pd.Series] = {}
+def _ratio_or(numerator: Value, denominator: Value, default: float) -> Value:
+    """numerator / denominator, `default` where the denominator is 0 (NaN stays NaN)."""
+    if isinstance(numerator, pd.Series):
+        return (numerator / denominator).where(denominator != 0, default)
+    return numerator / denominator if denominator != 0 else default
+
+
+def scale_free_indicators(
+    values: Mapping[str, Value], close: Value, config: ind.IndicatorConfig
+) -> dict[str, Value]:
+    """The scale-free indicator features (indicator_feature_names' order) from indicator values (keyed
+    as IndicatorConfig names them, NaN inside a warm-up) and the close of the same candle."""
+    out: dict[str, Value] = {}
     for w in config.sma_windows:
         out[f"{ind.sma_name(w)}_rel"] = values[ind.sma_name(w)] / close - 1.0
     for w in config.ema_windows:
@@ -83,21 +123,44 @@ def indicator_features(values: pd.DataFrame, close: pd.Series, config: ind.Indic
     out["bb_mid_rel"] = values[ind.BB_MID] / close - 1.0
     band = values[ind.BB_UPPER] - values[ind.BB_LOWER]
     # A flat window has a zero band and no %B; the middle (0.5) is where a narrowing band converges.
-    out["bb_percent_b"] = ((close - values[ind.BB_LOWER]) / band).where(band != 0, 0.5)
+    out["bb_percent_b"] = _ratio_or(close - values[ind.BB_LOWER], band, 0.5)
     out["bb_width_pct"] = values[ind.BB_WIDTH]
     out[f"{ind.atr_name(config.atr_window)}_rel"] = values[ind.atr_name(config.atr_window)] / close
-    return pd.DataFrame(out, index=values.index)[indicator_feature_names(config)]
+    return out
+
+
+def indicator_features(values: pd.DataFrame, close: pd.Series, config: ind.IndicatorConfig) -> pd.DataFrame:
+    """Scale-free indicator features from indicator values (columns named as IndicatorConfig's) and the
+    close of the same candle; NaN inside an indicator's warm-up."""
+    columns = {str(name): values[name] for name in values.columns}
+    return pd.DataFrame(scale_free_indicators(columns, close, config), index=values.index)
+
+
+def _nan_as(value: Value, fill: float) -> Value:
+    if isinstance(value, pd.Series):
+        return value.fillna(fill)
+    return fill if math.isnan(value) else value
+
+
+def sentiment_values(features: Mapping[str, Value]) -> dict[str, Value]:
+    """Model inputs from `sentiment_features` output (keys or columns in its order): the mean 0 when
+    nothing was scored, log1p of the counts."""
+    out: dict[str, Value] = {}
+    for name in features:
+        if name.startswith("sentiment_mean_"):
+            out[name] = _nan_as(features[name], 0.0)
+        elif name.startswith("sentiment_count_"):
+            count = features[name]
+            log_count = np.log1p(count) if isinstance(count, pd.Series) else float(np.log1p(count))
+            out[name.replace("sentiment_count_", "sentiment_log_count_")] = log_count
+    return out
 
 
 def sentiment_columns(frame: pd.DataFrame) -> pd.DataFrame:
     """Model columns from `sentiment_features` output: mean 0 when nothing was scored, log1p counts."""
-    out = {}
-    for column in frame.columns:
-        if column.startswith("sentiment_mean_"):
-            out[column] = frame[column].fillna(0.0)
-        elif column.startswith("sentiment_count_"):
-            out[column.replace("sentiment_count_", "sentiment_log_count_")] = np.log1p(frame[column])
-    return pd.DataFrame(out, index=frame.index)
+    return pd.DataFrame(
+        sentiment_values({str(name): frame[name] for name in frame.columns}), index=frame.index
+    )
 
 
 def feature_frame(
@@ -121,3 +184,65 @@ def feature_frame(
     if cross_venue:
         parts.append(all_cross_venue_features(grid, cross_venue, interval_s, cross_venue_lags))
     return pd.concat(parts, axis=1), grid
+
+
+def _recent_closes(history: Sequence[Candle], steps: int) -> list[float]:
+    """The usable closes of the last `steps` steps of the complete grid that ends at the newest candle of
+    `history` (oldest first): complete_grid's rows there, NaN where a candle is missing or a gap."""
+    last = history[-1]
+    step = timedelta(seconds=last.interval_s)
+    closes = [math.nan] * steps
+    for candle in reversed(history):
+        back, off_grid = divmod(last.window_start - candle.window_start, step)
+        if back >= steps:
+            break
+        if not off_grid:
+            closes[steps - 1 - back] = usable_close(candle.close, candle.gap)
+    return closes
+
+
+def sentiment_at(frame: pd.DataFrame, at: datetime) -> dict[str, float]:
+    """The row of `frame` (sentiment_features' columns, indexed by window start, as the store reads them)
+    at `at`, as floats; NaN where it has none, as feature_frame's reindex leaves it."""
+    columns = [str(column) for column in frame.columns]
+    rows = np.flatnonzero(frame.index == at)
+    if not len(rows):
+        return dict.fromkeys(columns, math.nan)
+    return dict(zip(columns, frame.to_numpy(dtype=float)[rows[-1]].tolist(), strict=True))
+
+
+def latest_inputs(
+    history: Sequence[Candle],
+    indicator_values: Mapping[str, float | None],
+    lags: int,
+    config: ind.IndicatorConfig,
+    sentiment: Mapping[str, float] | None = None,
+    cross_venue: Mapping[str, pd.DataFrame] | None = None,
+    cross_venue_lags: int = 0,
+) -> dict[str, float]:
+    """feature_frame's row at the newest candle of `history` (the same names, order and values), from
+    floats: the live model input, with no data frame. `indicator_values`: the indicator state's values at
+    that candle (None in a warm-up); `sentiment`: sentiment_features' values at its close (sentiment_at);
+    `cross_venue`: exchange -> that venue's candles of the coin, at least those the row reads
+    (serving.cross_venue_window)."""
+    last = history[-1]
+    closes = _recent_closes(history, max(lags, 1) + 1)
+    row = {f"ret_lag_{k}": log_return(closes[-k], closes[-k - 1]) for k in range(1, lags + 1)}
+    values = {name: math.nan if value is None else value for name, value in indicator_values.items()}
+    row.update(scale_free_indicators(values, last.close, config))
+    if sentiment is not None:
+        row.update(sentiment_values(sentiment))
+    if cross_venue:
+        previous = log_price(closes[-2])
+        for exchange in sorted(cross_venue):
+            row.update(
+                latest_cross_venue_values(
+                    cross_venue[exchange],
+                    previous,
+                    last.window_start,
+                    last.interval_s,
+                    cross_venue_lags,
+                    exchange,
+                )
+            )
+    return row

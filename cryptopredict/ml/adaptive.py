@@ -11,6 +11,7 @@ constant-width interval of the same residuals is used instead.
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import get_args
 
@@ -144,8 +145,18 @@ class Scaled:
 
 def scale_of(adaptive: AdaptiveInterval, inputs: pd.DataFrame) -> list[Scaled]:
     """The HAR forecast and regime of each row of volatility inputs."""
-    forecast = adaptive.har.model().predict(inputs[har_feature_names()]).to_numpy()
-    trailing = inputs[TRAILING_VOL].to_numpy()
+    har_inputs = inputs[har_feature_names()].to_numpy(dtype=float)
+    return _scaled(adaptive, har_inputs, inputs[TRAILING_VOL].to_numpy(dtype=float))
+
+
+def scale_of_inputs(adaptive: AdaptiveInterval, inputs: Mapping[str, float]) -> Scaled:
+    """scale_of of one row of volatility inputs given as name -> value (the live path's), no frame."""
+    har_inputs = np.array([[inputs[name] for name in har_feature_names()]], dtype=float)
+    return _scaled(adaptive, har_inputs, np.array([inputs[TRAILING_VOL]], dtype=float))[0]
+
+
+def _scaled(adaptive: AdaptiveInterval, har_inputs: np.ndarray, trailing: np.ndarray) -> list[Scaled]:
+    forecast = adaptive.har.model().predict_array(har_inputs)
     regimes = regime_of(np.nan_to_num(trailing, nan=0.0), adaptive.regime_cuts)
     return [
         Scaled(float(f), REGIMES[g]) if np.isfinite(f) and f > 0 and np.isfinite(t) else Scaled(None, None)  # type: ignore[arg-type]

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import math
 import tempfile
+from collections.abc import Mapping
 from importlib.metadata import version
 from pathlib import Path
 from typing import Any, Literal, cast
@@ -255,38 +256,50 @@ def require_features(spec: ForecastSpec, frame: pd.DataFrame) -> None:
         raise ValueError(f"input is missing feature(s) {missing}; the model needs {spec.features}")
 
 
+def _log_returns(spec: ForecastSpec, regressor: Any, x: np.ndarray) -> np.ndarray:
+    """The predicted log returns of the rows of `x` (float64, columns in the spec's feature order)."""
+    if spec.family == "persistence":
+        return np.zeros(len(x))
+    if spec.linear is not None:
+        params = spec.linear
+        standardised = (x - np.asarray(params.mean)) / np.asarray(params.scale)
+        return np.asarray(standardised @ np.asarray(params.coef) + params.intercept, dtype=float)
+    # The array in the order the booster was fitted in (spec_from_estimator checks it): the same float
+    # values as a frame of those columns, hence the same prediction.
+    return np.asarray(regressor.predict(x), dtype=float)
+
+
+def _log_volatilities(spec: ForecastSpec, regressor: Any, x: np.ndarray) -> np.ndarray:
+    """The predicted log volatilities of the rows of `x` (float64, columns in the spec's feature order)."""
+    if spec.family == "naive":
+        return x[:, 0]
+    if spec.har is not None:
+        return np.asarray(spec.har.intercept + x @ np.asarray(spec.har.coefficients), dtype=float)
+    return np.asarray(regressor.predict(x), dtype=float)
+
+
+def _outputs(spec: ForecastSpec, regressor: Any, x: np.ndarray) -> dict[str, np.ndarray]:
+    """Each output column of the rows of `x`: what ForecastPythonModel.predict returns, as arrays."""
+    if spec.target == "volatility":
+        return {"volatility": np.exp(_log_volatilities(spec, regressor, x))}
+    log_return = _log_returns(spec, regressor, x)
+    lower, upper = spec.interval
+    return {"log_return": log_return, "lower": log_return + lower, "upper": log_return + upper}
+
+
 def predict_log_returns(spec: ForecastSpec, regressor: Any, frame: pd.DataFrame) -> pd.DataFrame:
     """Columns of `frame` are taken by name in the spec's order; extra columns are ignored."""
     require_features(spec, frame)
-    x = frame[spec.features].astype("float64")
-    if spec.family == "persistence":
-        log_return = np.zeros(len(frame))
-    elif spec.linear is not None:
-        params = spec.linear
-        standardised = (x.to_numpy() - np.asarray(params.mean)) / np.asarray(params.scale)
-        log_return = standardised @ np.asarray(params.coef) + params.intercept
-    else:
-        log_return = np.asarray(regressor.predict(x), dtype=float)
-    lower, upper = spec.interval
-    return pd.DataFrame(
-        {"log_return": log_return, "lower": log_return + lower, "upper": log_return + upper},
-        index=frame.index,
-        columns=OUTPUT_COLUMNS,
-    )
+    x = frame[spec.features].astype("float64").to_numpy()
+    return pd.DataFrame(_outputs(spec, regressor, x), index=frame.index, columns=OUTPUT_COLUMNS)
 
 
 def predict_volatility(spec: ForecastSpec, regressor: Any, frame: pd.DataFrame) -> pd.DataFrame:
     """The volatility forecast from log trailing volatilities: exp of the naive input, of the HAR line or
     of the boosted log; NaN where an input is unknown (warm-up), positive elsewhere."""
     require_features(spec, frame)
-    x = frame[spec.features].astype("float64")
-    if spec.family == "naive":
-        log_volatility = x.to_numpy()[:, 0]
-    elif spec.har is not None:
-        log_volatility = spec.har.intercept + x.to_numpy() @ np.asarray(spec.har.coefficients)
-    else:
-        log_volatility = np.asarray(regressor.predict(x), dtype=float)
-    return pd.DataFrame({"volatility": np.exp(log_volatility)}, index=frame.index, columns=VOLATILITY_COLUMNS)
+    x = frame[spec.features].astype("float64").to_numpy()
+    return pd.DataFrame(_outputs(spec, regressor, x), index=frame.index, columns=VOLATILITY_COLUMNS)
 
 
 def log_volatility_model(
@@ -441,6 +454,30 @@ def forecast_spec(pyfunc: Any) -> ForecastSpec:
     if not isinstance(model, ForecastPythonModel) or model.spec is None:
         raise TypeError(f"not a loaded forecast model: {type(model).__name__}")
     return model.spec
+
+
+def single_threaded(pyfunc: Any) -> Any:
+    """The loaded forecaster, its XGBoost booster (if any) set to one thread: the live path predicts one
+    row at a time, and on a busy machine waking an OpenMP team per row costs more than the row itself.
+    The numbers do not change (threads share out rows, never one row's sum over the trees)."""
+    regressor = getattr(pyfunc.unwrap_python_model(), "regressor", None)
+    if regressor is not None:
+        regressor.set_params(n_jobs=1)
+    return pyfunc
+
+
+def predict_row(pyfunc: Any, row: Mapping[str, float]) -> dict[str, float]:
+    """The prediction of a loaded forecaster from one input row (feature name -> value, extra names
+    ignored), by the model's own predictor on a numpy row in its spec's feature order: the numbers
+    predict_frame gives for that row, without the data frames and MLflow's schema check it pays for
+    per call (milliseconds, where this takes microseconds)."""
+    model = pyfunc.unwrap_python_model()
+    spec = forecast_spec(pyfunc)
+    missing = [name for name in spec.features if name not in row]
+    if missing:
+        raise ValueError(f"input is missing feature(s) {missing}; the model needs {spec.features}")
+    x = np.array([[row[name] for name in spec.features]], dtype=np.float64)
+    return {name: float(values[0]) for name, values in _outputs(spec, model.regressor, x).items()}
 
 
 def predict_frame(pyfunc: Any, frame: pd.DataFrame) -> pd.DataFrame:

@@ -1,9 +1,12 @@
 """Serving side of the models: the current champion, reloaded when its alias moves, and predictions
-made from the same feature code as training."""
+made from the same feature code as training: the input row of a new candle is computed from its floats
+by the training formulas (model_inputs.latest_inputs) and fed to the model's own predictor as a numpy
+row (pyfunc.predict_row), with no data frame on the way."""
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, NamedTuple
@@ -14,9 +17,9 @@ import pandas as pd
 from cryptopredict.features.cross_venue import PREFIX as CROSS_VENUE
 from cryptopredict.features.cross_venue import source_markets, venues_of
 from cryptopredict.features.indicators import IndicatorConfig
-from cryptopredict.features.model_inputs import feature_frame
-from cryptopredict.ml.adaptive import Scaled, offset_at, scale_of
-from cryptopredict.ml.pyfunc import ForecastSpec, forecast_spec, predict_frame
+from cryptopredict.features.model_inputs import latest_inputs, sentiment_at
+from cryptopredict.ml.adaptive import Scaled, offset_at, scale_of_inputs
+from cryptopredict.ml.pyfunc import ForecastSpec, forecast_spec, predict_row, single_threaded
 from cryptopredict.ml.volatility import HAR_WINDOWS, latest_volatility_inputs
 from cryptopredict.models import Candle, ModelRef, Prediction, PredictionRefusal, QuantilePrice
 
@@ -85,7 +88,9 @@ class Champion:
         mlflow.set_tracking_uri(self.tracking_uri)
         try:
             # By version, not alias: the alias may have moved again since it was read above.
-            model = mlflow.pyfunc.load_model(f"models:/{self.registered_model}/{version.version}")
+            model = single_threaded(
+                mlflow.pyfunc.load_model(f"models:/{self.registered_model}/{version.version}")
+            )
         except Exception as exc:
             first_failure = self.failed_version != str(version.version)
             self.failed_version = str(version.version)
@@ -113,27 +118,6 @@ def uses_sentiment(model: Any) -> bool:
     return any(name.startswith("sentiment_") for name in forecast_spec(model).features)
 
 
-def input_row(
-    history: list[Candle],
-    indicator_values: dict[str, float | None],
-    lags: int,
-    config: IndicatorConfig,
-    sentiment: pd.DataFrame | None = None,
-    cross_venue: Mapping[str, pd.DataFrame] | None = None,
-    cross_venue_lags: int = 0,
-) -> pd.DataFrame:
-    """The model input at the newest candle of `history`, by the code that builds the training dataset
-    (cryptopredict.features.model_inputs): one row, NaN where a feature is not available.
-    `cross_venue`: exchange -> that venue's recent candles of the coin (see cross_venue_window)."""
-    last = history[-1]
-    candles = pd.DataFrame([c.model_dump() for c in history])
-    indicators = pd.DataFrame([indicator_values], index=pd.DatetimeIndex([last.window_start]), dtype=float)
-    frame, _ = feature_frame(
-        candles, last.interval_s, lags, indicators, config, sentiment, cross_venue, cross_venue_lags
-    )
-    return frame.iloc[[-1]]
-
-
 def cross_venue_window(
     model: Any, last: Candle, pairs_of: Callable[[str], Sequence[str]]
 ) -> tuple[dict[str, str], datetime, datetime]:
@@ -147,13 +131,13 @@ def cross_venue_window(
     return source_markets(last.market, venues, pairs_of), start, last.window_start
 
 
-def missing_inputs(model: Any, row: pd.DataFrame) -> str | None:
-    """Why `row` cannot be fed to the model, or None when it can."""
+def missing_inputs(model: Any, row: Mapping[str, float]) -> str | None:
+    """Why `row` (feature name -> value, NaN where unknown) cannot be fed to the model, or None when it can."""
     needed = forecast_spec(model).features
-    absent = [name for name in needed if name not in row.columns]
+    absent = [name for name in needed if name not in row]
     if absent:
         return f"the model needs inputs this path does not compute: {absent}"
-    empty = [name for name in needed if pd.isna(row[name].iloc[0])]
+    empty = [name for name in needed if math.isnan(row[name])]
     if not empty:
         return None
     if any(name.startswith("ret_lag_") for name in empty):
@@ -167,7 +151,7 @@ def missing_inputs(model: Any, row: pd.DataFrame) -> str | None:
     return f"warm-up: {', '.join(empty)} have no value yet"
 
 
-def volatility_row(history: list[Candle]) -> pd.DataFrame:
+def volatility_row(history: Sequence[Candle]) -> dict[str, float]:
     """The volatility inputs at the newest candle of `history` (the dataset's, proven equal in tests):
     its closes placed on the complete grid, NaN where a candle is missing."""
     last = history[-1]
@@ -176,14 +160,14 @@ def volatility_row(history: list[Candle]) -> pd.DataFrame:
     close = np.full(steps_back[0] + 1, np.nan)
     for back, candle in zip(steps_back, history, strict=True):
         close[-1 - back] = candle.close
-    return pd.DataFrame([latest_volatility_inputs(close)], index=pd.DatetimeIndex([last.window_start]))
+    return latest_volatility_inputs(close)
 
 
 def predict_next(
     model: Any,
     ref: ModelRef,
-    history: list[Candle],
-    indicator_values: dict[str, float | None],
+    history: Sequence[Candle],
+    indicator_values: Mapping[str, float | None],
     lags: int,
     horizon_candles: int,
     config: IndicatorConfig,
@@ -195,26 +179,28 @@ def predict_next(
 ) -> Prediction | PredictionRefusal:
     """A prediction from the newest candle of `history`, or the reason there is none: a feature the
     model needs is missing (warm-up, a gap or a missing candle among the last `lags + 1`, another venue's
-    candle). `cross_venue`: exchange -> that venue's candles in cross_venue_window (a venue the model
-    reads and this leaves out counts as having none).
+    candle). The input row is model_inputs.latest_inputs (the training row's formulas on this candle's
+    floats, no data frame). `sentiment`: the sentiment features at the candle's close as the store reads
+    them (store.news.sentiment_at_closes); `cross_venue`: exchange -> that venue's candles in
+    cross_venue_window (a venue the model reads and this leaves out counts as having none).
     `interval_level`: the coverage to draw the interval at (adaptive conformal inference moves it);
     None: the model's calibrated level."""
     last = history[-1]
     horizon = timedelta(seconds=last.interval_s) * horizon_candles
     spec = forecast_spec(model)
-    venues = venues_of(spec.features)
-    others = {exchange: (cross_venue or {}).get(exchange, NO_CANDLES) for exchange in venues}
-    # A model that reads no feature (persistence) needs no feature row, and building one costs ~10 ms.
-    row = (
-        input_row(history, indicator_values, lags, config, sentiment, others, max(venues.values(), default=0))
-        if spec.features
-        else pd.DataFrame(index=pd.DatetimeIndex([last.window_start]))
-    )
+    row: dict[str, float] = {}
+    if spec.features:  # a model that reads no feature (persistence) needs no input row
+        venues = venues_of(spec.features)
+        others = {exchange: (cross_venue or {}).get(exchange, NO_CANDLES) for exchange in venues}
+        at_close = None if sentiment is None else sentiment_at(sentiment, last.window_start)
+        row = latest_inputs(
+            history, indicator_values, lags, config, at_close, others, max(venues.values(), default=0)
+        )
     reason = missing_inputs(model, row)
     if reason is not None:
         return refusal(ref, last, horizon_candles, reason)
-    output = predict_frame(model, row).iloc[0]
-    log_return = float(output["log_return"])
+    output = predict_row(model, row)
+    log_return = output["log_return"]
     if spec.constant_quantiles is not None:
         band = _calibrated_band(spec, history, log_return, quantile_levels or [], interval_level)
     elif output["upper"] > output["lower"]:
@@ -245,7 +231,7 @@ def predict_next(
 
 def _calibrated_band(
     spec: ForecastSpec,
-    history: list[Candle],
+    history: Sequence[Candle],
     log_return: float,
     quantile_levels: list[float],
     interval_level: float | None,
@@ -253,7 +239,7 @@ def _calibrated_band(
     """The interval and quantiles of a calibrated model: scaled by its volatility forecast in the
     forecast's regime where the history gives the volatility inputs, constant-width where it does not."""
     constant = spec.constant_quantiles or []
-    scaled = scale_of(spec.adaptive, volatility_row(history))[0] if spec.adaptive else Scaled(None, None)
+    scaled = scale_of_inputs(spec.adaptive, volatility_row(history)) if spec.adaptive else Scaled(None, None)
     level = interval_level or spec.coverage or 0.8
     close = history[-1].close
 

@@ -113,5 +113,9 @@ class HarModel:
 
     def predict(self, features: pd.DataFrame) -> pd.Series:
         """The volatility forecast: positive and finite where every feature is known, NaN elsewhere."""
-        log_forecast = self.intercept + features.to_numpy() @ np.asarray(self.coefficients)
-        return pd.Series(np.exp(log_forecast) * self.smearing, index=features.index)
+        return pd.Series(self.predict_array(features.to_numpy()), index=features.index)
+
+    def predict_array(self, features: np.ndarray) -> np.ndarray:
+        """`predict` of the rows of an array (columns in the model's order), without a frame."""
+        log_forecast = self.intercept + features @ np.asarray(self.coefficients)
+        return np.asarray(np.exp(log_forecast) * self.smearing, dtype=float)

@@ -100,7 +100,7 @@ def test_the_live_volatility_inputs_equal_the_training_rows(market):
     columns = [*har_feature_names(), TRAILING_VOL]
     for start in rows.index[:: len(rows) // 40]:
         i = index[start]
-        live = volatility_row(candles[max(0, i + 1 - history_length(3)) : i + 1]).iloc[0]
+        live = pd.Series(volatility_row(candles[max(0, i + 1 - history_length(3)) : i + 1]))
         np.testing.assert_allclose(
             live[columns].to_numpy(float), rows.loc[start, columns].to_numpy(float), rtol=1e-12
         )
@@ -112,7 +112,7 @@ def test_the_live_volatility_inputs_equal_the_training_ones_around_a_missing_can
     grid = complete_grid(frame_of(holed), 60)
     expected = volatility_inputs(grid)
     for i in range(390, len(holed), 7):
-        live = volatility_row(holed[max(0, i + 1 - history_length(3)) : i + 1]).iloc[0]
+        live = pd.Series(volatility_row(holed[max(0, i + 1 - history_length(3)) : i + 1]))
         at = expected.loc[holed[i].window_start]
         np.testing.assert_allclose(live[at.index].to_numpy(float), at.to_numpy(float), rtol=1e-12)
     # Every window reaching over the hole is unknown, then known again once past it.

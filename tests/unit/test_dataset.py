@@ -14,11 +14,12 @@ import pytest
 from cryptopredict.features.candles import gap_candle
 from cryptopredict.features.cross_venue import feature_names
 from cryptopredict.features.indicators import IndicatorConfig, IndicatorState, indicator_frame
+from cryptopredict.features.model_inputs import feature_frame, latest_inputs, sentiment_at
 from cryptopredict.features.sentiment import sentiment_features
 from cryptopredict.ml import lifecycle
 from cryptopredict.ml.dataset import TARGET, build_dataset, indicator_values
 from cryptopredict.ml.pyfunc import ForecastPythonModel, ForecastSpec
-from cryptopredict.ml.serving import cross_venue_window, input_row
+from cryptopredict.ml.serving import cross_venue_window, history_length
 from cryptopredict.models import Candle
 
 pytestmark = pytest.mark.unit
@@ -125,37 +126,44 @@ class Loaded:
 
 
 def test_the_live_input_row_equals_the_training_row():
-    """The prediction path builds its row from recent candles, the streaming indicator state, the
-    sentiment at the candle's close and the other venue's candles it reads from the store (the window
-    cross_venue_window names)."""
-    candles, lags, other_lags = walk(100), 3, 2
-    other = [c.model_copy(update={"exchange": "coinbase"}) for c in walk(100, seed=5, gaps={60})]
+    """The prediction path computes its row from floats (model_inputs.latest_inputs): the recent candles,
+    the streaming indicator state, the sentiment at the candle's close and the other venue's candles it
+    reads from the store (the window cross_venue_window names). At every candle, a gap and a missing
+    candle of either venue included, it is the training row bit for bit: same names, order and values,
+    NaN at the same places (exact equality, no tolerance)."""
+    candles, lags, other_lags = walk(100, gaps={40}, missing={70}), 3, 2
+    other = [
+        c.model_copy(update={"exchange": "coinbase"}) for c in walk(100, seed=5, gaps={60}, missing={80})
+    ]
     others = frame_of(other)
     sentiment = sentiment_at_closes(candles)
     frame = frame_of(candles)
     values, _ = indicator_values(frame, PAIR, 60, None, SMALL)
-    built = build_dataset(frame, 60, lags, 1, values, sentiment, SMALL, {"coinbase": others}, other_lags)
+    cross_venue = {"coinbase": others}
+    built = build_dataset(frame, 60, lags, 1, values, sentiment, SMALL, cross_venue, other_lags)
     ds = built.frame.set_index("window_start")
     assert {"sentiment_mean_1h", "sentiment_log_count_24h", "xv_coinbase_ret_lag_2"} <= set(ds.columns)
-    assert built.dropped["cross_venue_missing"] == 3  # the other venue's gap, in the spread and two lags
+    assert built.dropped["cross_venue_missing"] == 6  # each gap or hole there: in the spread and two lags
+    training, _ = feature_frame(frame, 60, lags, values, SMALL, sentiment, cross_venue, other_lags)
     model = Loaded(ForecastSpec(family="persistence", features=feature_names("coinbase", 2), interval=(0, 0)))
     state = IndicatorState.new(PAIR, 60, SMALL)
-    checked = 0
+    kept = 0
     for i, candle in enumerate(candles):
         values = state.update(candle).values
+        at = sentiment_at(sentiment.loc[[candle.window_start]], candle.window_start)
+        markets, start, end = cross_venue_window(model, candle, lambda exchange: [PAIR])
+        assert markets == {"coinbase": f"coinbase:{PAIR}"}
+        stored = others[(others["window_start"] >= start) & (others["window_start"] < end)]
+        history = candles[max(0, i + 1 - history_length(lags)) : i + 1]
+        row = latest_inputs(history, values, lags, SMALL, at, {"coinbase": stored}, other_lags)
+        assert list(row) == built.features == list(training.columns)
+        np.testing.assert_array_equal(list(row.values()), training.loc[candle.window_start].to_numpy())
         if candle.window_start in ds.index:
-            at = sentiment.loc[[candle.window_start]]
-            markets, start, end = cross_venue_window(model, candle, lambda exchange: [PAIR])
-            assert markets == {"coinbase": f"coinbase:{PAIR}"}
-            stored = others[(others["window_start"] >= start) & (others["window_start"] < end)]
-            history = candles[max(0, i - lags) : i + 1]
-            row = input_row(history, values, lags, SMALL, at, {"coinbase": stored}, other_lags).iloc[0]
-            assert list(row.index) == built.features
-            np.testing.assert_allclose(
-                row[list(row.index)], ds.loc[candle.window_start, list(row.index)], rtol=1e-12
+            np.testing.assert_array_equal(
+                list(row.values()), ds.loc[candle.window_start, list(row)].to_numpy()
             )
-            checked += 1
-    assert checked > 50
+            kept += 1
+    assert kept > 50 and kept < len(candles) - 10
 
 
 def test_indicators_come_from_the_store_only_when_they_cover_every_candle():

@@ -24,6 +24,8 @@ from cryptopredict.ml.pyfunc import (
     log_forecast_model,
     predict_frame,
     predict_log_returns,
+    predict_row,
+    single_threaded,
     spec_from_estimator,
     write_artifacts,
 )
@@ -141,6 +143,32 @@ def test_missing_feature_is_a_value_error_naming_it(tracking: str) -> None:
     info = log(tracking, "linear", estimator, x.head(2))
     with pytest.raises(ValueError, match=r"\['ret_lag_2'\]"):
         predict_frame(load_forecast_model(info.model_uri), x.drop(columns=["ret_lag_2"]))
+
+
+def test_one_row_predicts_exactly_what_a_frame_predicts_for_it(tracking: str) -> None:
+    """The live path feeds the model one row as a numpy array (predict_row), its XGBoost on one thread:
+    the same numbers, bit for bit, as that row's frame through MLflow's pyfunc with the default threads
+    (what the live path fed it before). A batch of rows may differ from it in the last bit for a linear
+    model, whose matrix product sums in another order for another shape."""
+    x, y = frame(400, seed=6)
+    boosted = XGBRegressor(n_estimators=300, max_depth=3, learning_rate=0.1, early_stopping_rounds=5)
+    boosted.fit(x[:300], y[:300], eval_set=[(x[300:], y[300:])], verbose=False)
+    ridge = make_pipeline(StandardScaler(), Ridge(1.0)).fit(x, y)
+    for family, estimator, features in (
+        ("xgboost", boosted, FEATURES),
+        ("linear", ridge, FEATURES),
+        ("persistence", None, []),
+    ):
+        uri = log(tracking, family, estimator, x.head(2) if features else None, features=features).model_uri
+        framed = load_forecast_model(uri)
+        live = single_threaded(load_forecast_model(uri))
+        for i in range(0, len(x), 3):
+            one = x.iloc[[i]].assign(close=100.0)
+            expected = predict_frame(framed, one).iloc[0].to_dict()
+            assert predict_row(live, one.iloc[0].to_dict()) == expected, (family, i)
+        if features:
+            with pytest.raises(ValueError, match=r"\['ret_lag_2'\]"):
+                predict_row(live, {name: 0.0 for name in FEATURES if name != "ret_lag_2"})
 
 
 def test_load_context_rebuilds_from_the_artifact_files_alone(tmp_path: Path) -> None:
