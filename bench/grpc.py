@@ -632,7 +632,7 @@ EDGE = "service via stream edge"  # subscribers on the stream edge in front of i
 
 def start_edge(services: Services, settings: Any, server_port: int, binary: Path) -> str:
     """The stream edge (grpc_server/edge.py) in front of the bench's server; returns its target."""
-    from grpc_server.edge import edge_command
+    from grpc_server.edge import KAFKA_PASSWORD_ENV, edge_command
 
     edge_settings = settings.model_copy(
         update={
@@ -640,10 +640,16 @@ def start_edge(services: Services, settings: Any, server_port: int, binary: Path
                 update={"host": "127.0.0.1", "port": server_port, "edge_port": free_port()}
             ),
             "metrics": settings.metrics.model_copy(update={"edge_port": -1}),
+            # It reads the bench run's predictions topic, as the server does.
+            "kafka": settings.kafka.model_copy(
+                update={"topic_prefix": services.env["CRYPTOPREDICT_KAFKA__TOPIC_PREFIX"]}
+            ),
         }
     )
-    command, _ = edge_command(edge_settings, binary)  # its environment only adds a token: none here
-    services.start("edge", *command[1:], program=command[0])
+    command, env = edge_command(edge_settings, binary)
+    # Of its environment, only the Kafka password (with SASL_SSL) is not in the bench's own already.
+    password = {k: v for k, v in env.items() if k == KAFKA_PASSWORD_ENV}
+    services.start("edge", *command[1:], program=command[0], extra_env=password)
     return f"127.0.0.1:{edge_settings.grpc.edge_port}"
 
 

@@ -668,13 +668,13 @@ def edge(
     upstream: Annotated[
         str | None,
         typer.Option(
-            help="host:port of the gRPC server to follow (a Service name in Kubernetes; with TLS, a name its"
-            " certificate has); default: grpc.host and grpc.port"
+            help="host:port of the gRPC server that admits subscriptions (a Service name in Kubernetes;"
+            " with TLS, a name its certificate has); default: grpc.host and grpc.port"
         ),
     ] = None,
 ) -> None:
-    """Run the stream edge (Go) in front of the gRPC server: StreamPredictions for many subscribers on
-    grpc.edge_port, every other call relayed to the server."""
+    """Run the stream edge (Go) beside the gRPC server: StreamPredictions for many subscribers on
+    grpc.edge_port, read from the predictions topic; every other call relayed to the server."""
     from grpc_server.edge import edge_command
 
     settings = get_settings()

@@ -1,6 +1,8 @@
 package main
 
 import (
+	"bytes"
+	"fmt"
 	"math"
 	"testing"
 	"time"
@@ -10,49 +12,85 @@ import (
 
 var t0 = time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC)
 
-func timestamp(t time.Time) []byte {
-	b := protowire.AppendTag(nil, timestampSeconds, protowire.VarintType)
-	b = protowire.AppendVarint(b, uint64(t.Unix()))
-	b = protowire.AppendTag(b, timestampNanos, protowire.VarintType)
-	return protowire.AppendVarint(b, uint64(t.Nanosecond()))
+// record is the JSON of a Prediction as the prediction agent writes it, of pair on exchange ("": the
+// field left out, which means Kraken), for the candle `minute` minutes after t0, made madeAfter later.
+func record(exchange, pair string, minute int, madeAfter time.Duration) []byte {
+	feature := t0.Add(time.Duration(minute) * time.Minute)
+	at := func(t time.Time) string { return t.Format("2006-01-02T15:04:05.000000Z") }
+	r := fmt.Sprintf(`{"pair":%q,"interval_s":60,"horizon_s":60,"made_at":%q,"feature_time":%q,`+
+		`"target_time":%q,"last_price":100.0,"predicted_price":101.5,"model_name":"m","model_version":"1"`,
+		pair, at(feature.Add(madeAfter)), at(feature), at(feature.Add(time.Minute)))
+	if exchange != "" {
+		r += fmt.Sprintf(`,"exchange":%q`, exchange)
+	}
+	return []byte(r + "}")
 }
 
-// encoded is a StreamPredictionsResponse as a server from before exchanges sends it: no exchange, so Kraken.
-func encoded(pair string, minute int, madeAfter time.Duration) []byte {
+// encoded is the prediction of a Kraken record without an exchange (as written before exchanges).
+func encoded(pair string, minute int, madeAfter time.Duration) prediction {
 	return encodedOn("", pair, minute, madeAfter)
 }
 
-// encodedOn is a StreamPredictionsResponse as the server sends it (the fields the edge reads, and one it
-// does not), of pair on exchange ("": the field left out).
-func encodedOn(exchange, pair string, minute int, madeAfter time.Duration) []byte {
-	feature := t0.Add(time.Duration(minute) * time.Minute)
-	p := protowire.AppendTag(nil, predictionPair, protowire.BytesType)
-	p = protowire.AppendString(p, pair)
-	p = protowire.AppendTag(p, predictionInterval, protowire.VarintType)
-	p = protowire.AppendVarint(p, 60)
-	p = protowire.AppendTag(p, predictionHorizon, protowire.VarintType)
-	p = protowire.AppendVarint(p, 60)
-	p = protowire.AppendTag(p, predictionMadeAt, protowire.BytesType)
-	p = protowire.AppendBytes(p, timestamp(feature.Add(madeAfter)))
-	p = protowire.AppendTag(p, predictionFeatureTime, protowire.BytesType)
-	p = protowire.AppendBytes(p, timestamp(feature))
-	p = protowire.AppendTag(p, 8, protowire.Fixed64Type) // predicted_price
-	p = protowire.AppendFixed64(p, 42)
-	if exchange != "" {
-		p = protowire.AppendTag(p, predictionExchange, protowire.BytesType)
-		p = protowire.AppendString(p, exchange)
-	}
-	r := protowire.AppendTag(nil, responsePrediction, protowire.BytesType)
-	return protowire.AppendBytes(r, p)
-}
-
-func mustParse(t *testing.T, wire []byte) prediction {
-	t.Helper()
-	p, err := parseResponse(wire)
+func encodedOn(exchange, pair string, minute int, madeAfter time.Duration) prediction {
+	p, err := decodePrediction(record(exchange, pair, minute, madeAfter))
 	if err != nil {
-		t.Fatal(err)
+		panic(err)
 	}
 	return p
+}
+
+// response is what a subscriber reads in a StreamPredictionsResponse: the key and the times.
+type response struct {
+	key         key
+	featureTime time.Time
+	madeAt      time.Time
+}
+
+func readTimestamp(b []byte) (time.Time, error) {
+	var seconds, nanos int64
+	err := fields(b, func(num protowire.Number, typ protowire.Type, _ []byte, varint uint64) error {
+		switch {
+		case num == timestampSeconds && typ == protowire.VarintType:
+			seconds = int64(varint)
+		case num == timestampNanos && typ == protowire.VarintType:
+			nanos = int64(varint)
+		}
+		return nil
+	})
+	return time.Unix(seconds, nanos).UTC(), err
+}
+
+func readResponse(wire []byte) (response, error) {
+	var r response
+	var body []byte
+	err := fields(wire, func(num protowire.Number, typ protowire.Type, value []byte, _ uint64) error {
+		if num == responsePrediction && typ == protowire.BytesType {
+			body = value
+		}
+		return nil
+	})
+	if err != nil || body == nil {
+		return r, fmt.Errorf("no prediction in %x (%v)", wire, err)
+	}
+	err = fields(body, func(num protowire.Number, typ protowire.Type, value []byte, varint uint64) error {
+		var err error
+		switch {
+		case num == predictionPair && typ == protowire.BytesType:
+			r.key.pair = string(value)
+		case num == predictionInterval && typ == protowire.VarintType:
+			r.key.interval = int64(varint)
+		case num == predictionHorizon && typ == protowire.VarintType:
+			r.key.horizon = int64(varint)
+		case num == predictionMadeAt && typ == protowire.BytesType:
+			r.madeAt, err = readTimestamp(value)
+		case num == predictionFeatureTime && typ == protowire.BytesType:
+			r.featureTime, err = readTimestamp(value)
+		case num == predictionExchange && typ == protowire.BytesType:
+			r.key.exchange = string(value)
+		}
+		return err
+	})
+	return r, err
 }
 
 func drain(s *subscriber) []string {
@@ -63,12 +101,15 @@ func drain(s *subscriber) []string {
 			if !ok {
 				return append(got, "closed")
 			}
-			p, _ := parseResponse(wire)
-			market := p.key.pair // as the server's market keys name it: the pair alone on Kraken
-			if p.key.exchange != defaultExchange {
-				market = p.key.exchange + ":" + market
+			r, err := readResponse(wire)
+			if err != nil {
+				panic(err)
 			}
-			got = append(got, market+"@"+time.Unix(0, p.featureTime).UTC().Format("15:04"))
+			market := r.key.pair // as the server's market keys name it: the pair alone on Kraken
+			if r.key.exchange != defaultExchange {
+				market = r.key.exchange + ":" + market
+			}
+			got = append(got, market+"@"+r.featureTime.Format("15:04"))
 		default:
 			return got
 		}
@@ -87,25 +128,23 @@ func equal(t *testing.T, got []string, want ...string) {
 	}
 }
 
-func TestParseResponseReadsKeyAndTimes(t *testing.T) {
-	p := mustParse(t, encoded("BTC/USD", 3, 1500*time.Millisecond))
+func TestARecordsPredictionHasItsKeyTimesAndTheServersEncoding(t *testing.T) {
+	p := encoded("BTC/USD", 3, 1500*time.Millisecond)
 	if p.key != (key{"kraken", "BTC/USD", 60, 60}) { // no exchange: Kraken
 		t.Fatalf("key %v", p.key)
 	}
 	for _, exchange := range []string{"kraken", "coinbase"} {
-		if k := mustParse(t, encodedOn(exchange, "BTC/USD", 3, 0)).key; k != (key{exchange, "BTC/USD", 60, 60}) {
+		if k := encodedOn(exchange, "BTC/USD", 3, 0).key; k != (key{exchange, "BTC/USD", 60, 60}) {
 			t.Fatalf("key %v of a prediction on %s", k, exchange)
 		}
 	}
 	feature := t0.Add(3 * time.Minute)
-	if p.featureTime != feature.UnixNano() || p.madeAt != feature.Add(1500*time.Millisecond).UnixNano() {
+	if p.featureTime != feature.UnixMicro() || p.madeAt != feature.Add(1500*time.Millisecond).UnixMicro() {
 		t.Fatalf("times %d %d", p.featureTime, p.madeAt)
 	}
-	if _, err := parseResponse([]byte{0xff, 0xff}); err == nil {
-		t.Fatal("garbage parsed")
-	}
-	if _, err := parseResponse(nil); err == nil {
-		t.Fatal("a response without a prediction parsed")
+	r, err := readResponse(p.wire)
+	if err != nil || r.key != p.key || !r.featureTime.Equal(feature) || !r.madeAt.Equal(feature.Add(1500*time.Millisecond)) {
+		t.Fatalf("response %+v, %v", r, err)
 	}
 }
 
@@ -157,22 +196,22 @@ func TestParseRequests(t *testing.T) {
 
 func TestSubscriberGetsTheLatestOfEachKeyOldestFirstThenNewerOnes(t *testing.T) {
 	h := newHub(16)
-	h.publish(mustParse(t, encoded("BTC/USD", 1, time.Second)))
-	h.publish(mustParse(t, encoded("ETH/USD", 0, time.Second)))
-	h.publish(mustParse(t, encoded("XRP/USD", 2, time.Second)))
+	h.publish(encoded("BTC/USD", 1, time.Second))
+	h.publish(encoded("ETH/USD", 0, time.Second))
+	h.publish(encoded("XRP/USD", 2, time.Second))
 	s := h.subscribe(filter{exchange: defaultExchange, pairs: map[string]bool{"BTC/USD": true, "ETH/USD": true}})
 	equal(t, drain(s), "ETH/USD@12:00", "BTC/USD@12:01")
-	if h.publish(mustParse(t, encoded("BTC/USD", 1, time.Second))) { // a repeat
+	if h.publish(encoded("BTC/USD", 1, time.Second)) { // a repeat
 		t.Fatal("a prediction no newer than the latest was published")
 	}
-	if !h.publish(mustParse(t, encoded("BTC/USD", 1, 2*time.Second))) { // same candle, newer forecast
+	if !h.publish(encoded("BTC/USD", 1, 2*time.Second)) { // same candle, newer forecast
 		t.Fatal("a newer forecast of the same candle was refused")
 	}
-	h.publish(mustParse(t, encoded("XRP/USD", 3, time.Second)))
-	h.publish(mustParse(t, encoded("BTC/USD", 2, time.Second)))
+	h.publish(encoded("XRP/USD", 3, time.Second))
+	h.publish(encoded("BTC/USD", 2, time.Second))
 	equal(t, drain(s), "BTC/USD@12:01", "BTC/USD@12:02")
 	h.unsubscribe(s)
-	h.publish(mustParse(t, encoded("BTC/USD", 3, time.Second)))
+	h.publish(encoded("BTC/USD", 3, time.Second))
 	equal(t, drain(s))
 }
 
@@ -180,7 +219,7 @@ func TestAFullQueueDropsItsOldestAndCountsThem(t *testing.T) {
 	h := newHub(4)
 	s := h.subscribe(filter{exchange: anyExchange})
 	for minute := 0; minute < 10; minute++ {
-		h.publish(mustParse(t, encoded("BTC/USD", minute, time.Second)))
+		h.publish(encoded("BTC/USD", minute, time.Second))
 	}
 	equal(t, drain(s), "BTC/USD@12:06", "BTC/USD@12:07", "BTC/USD@12:08", "BTC/USD@12:09")
 	if s.dropped.Load() != 6 || h.dropped.Load() != 6 {
@@ -191,31 +230,34 @@ func TestAFullQueueDropsItsOldestAndCountsThem(t *testing.T) {
 func TestCloseEndsStreamsAfterWhatIsQueued(t *testing.T) {
 	h := newHub(4)
 	s := h.subscribe(filter{exchange: anyExchange})
-	h.publish(mustParse(t, encoded("BTC/USD", 0, time.Second)))
+	h.publish(encoded("BTC/USD", 0, time.Second))
 	h.close()
-	if h.publish(mustParse(t, encoded("BTC/USD", 1, time.Second))) {
+	if h.publish(encoded("BTC/USD", 1, time.Second)) {
 		t.Fatal("published after close")
 	}
 	equal(t, drain(s), "BTC/USD@12:00", "closed")
 	equal(t, drain(h.subscribe(filter{exchange: anyExchange})), "BTC/USD@12:00", "closed") // late: the snapshot, then the end
-	h.reset()                                                                              // the upstream stream ends too as the edge shuts down: no stream is ended twice
+	h.endStreams()                                                                         // the server goes too as the edge shuts down: no stream is ended twice
 }
 
-func TestResetEndsStreamsAndForgetsThePredictions(t *testing.T) {
+func TestEndStreamsEndsThemAndKeepsThePredictions(t *testing.T) {
 	h := newHub(4)
 	s := h.subscribe(filter{exchange: anyExchange})
-	h.publish(mustParse(t, encoded("BTC/USD", 5, time.Second)))
-	h.reset()
+	h.publish(encoded("BTC/USD", 5, time.Second))
+	h.endStreams() // the server went away
 	equal(t, drain(s), "BTC/USD@12:05", "closed")
-	if _, ok := h.latestOf(key{"kraken", "BTC/USD", 60, 60}); ok {
-		t.Fatal("a prediction of the upstream that went away is still known")
+	if h.publish(encoded("BTC/USD", 5, time.Second)) {
+		t.Fatal("a prediction read again (Kafka came back) was published twice")
 	}
-	// The next upstream's older prediction is its latest: it reaches new streams.
+	// The predictions come from Kafka: a stream admitted by the server that comes back gets them.
 	next := h.subscribe(filter{exchange: anyExchange})
-	if !h.publish(mustParse(t, encoded("BTC/USD", 1, time.Second))) {
-		t.Fatal("the new upstream's prediction was refused")
+	if !h.publish(encoded("BTC/USD", 6, time.Second)) {
+		t.Fatal("a newer prediction was refused")
 	}
-	equal(t, drain(next), "BTC/USD@12:01")
+	equal(t, drain(next), "BTC/USD@12:05", "BTC/USD@12:06")
+	if wire, ok := h.latestOf(key{"kraken", "BTC/USD", 60, 60}); !ok || !bytes.Equal(wire, encoded("BTC/USD", 6, time.Second).wire) {
+		t.Fatal("the latest prediction was lost with the streams")
+	}
 }
 
 func TestVouchedNeedsLookupAndCredentialOfTheCurrentGeneration(t *testing.T) {
@@ -308,14 +350,10 @@ func TestRequestsAndLookupsAreByExchangeAndNoneMeansKraken(t *testing.T) {
 		{request("kraken", "BTC/USD"), "kraken"},
 		{request("coinbase", "BTC/USD"), "coinbase"},
 		{request("*"), "*"},
-		{everyPrediction(), "*"}, // what the edge follows the server with
 	} {
 		if f := mustFilter(t, c.request); f.exchange != c.want {
 			t.Fatalf("request %x: exchange %q, want %q", c.request, f.exchange, c.want)
 		}
-	}
-	if f := mustFilter(t, everyPrediction()); len(f.pairs) != 0 || f.interval != 0 || f.horizon != 0 {
-		t.Fatalf("the edge's own request is not for everything: %+v", f)
 	}
 	coinbase := mustFilter(t, request("coinbase", "BTC/USD"))
 	if !coinbase.wants(key{"coinbase", "BTC/USD", 60, 60}) || coinbase.wants(key{"kraken", "BTC/USD", 60, 60}) {
@@ -352,18 +390,18 @@ func TestTheSamePairOnTwoExchangesIsTwoKeys(t *testing.T) {
 	kraken := h.subscribe(mustFilter(t, request("", "BTC/USD")))
 	coinbase := h.subscribe(mustFilter(t, request("coinbase", "BTC/USD")))
 	every := h.subscribe(mustFilter(t, request("*")))
-	if !h.publish(mustParse(t, encodedOn("kraken", "BTC/USD", 2, time.Second))) ||
-		!h.publish(mustParse(t, encodedOn("coinbase", "BTC/USD", 1, time.Second))) { // older, but its own key
+	if !h.publish(encodedOn("kraken", "BTC/USD", 2, time.Second)) ||
+		!h.publish(encodedOn("coinbase", "BTC/USD", 1, time.Second)) { // older, but its own key
 		t.Fatal("a prediction of the pair on another exchange was refused")
 	}
-	h.publish(mustParse(t, encoded("BTC/USD", 3, time.Second))) // no exchange: Kraken's
+	h.publish(encoded("BTC/USD", 3, time.Second)) // no exchange: Kraken's
 	equal(t, drain(kraken), "BTC/USD@12:02", "BTC/USD@12:03")
 	equal(t, drain(coinbase), "coinbase:BTC/USD@12:01")
 	equal(t, drain(every), "BTC/USD@12:02", "coinbase:BTC/USD@12:01", "BTC/USD@12:03")
 	// The snapshot of a new subscriber, and lookups, are by exchange too.
 	equal(t, drain(h.subscribe(mustFilter(t, request("coinbase")))), "coinbase:BTC/USD@12:01")
 	wire, ok := h.latestOf(key{"coinbase", "BTC/USD", 60, 60})
-	if !ok || mustParse(t, wire).featureTime != t0.Add(time.Minute).UnixNano() {
+	if r, err := readResponse(wire); !ok || err != nil || !r.featureTime.Equal(t0.Add(time.Minute)) {
 		t.Fatal("the latest Coinbase prediction is not Coinbase's")
 	}
 	if _, ok := h.latestOf(key{"binance", "BTC/USD", 60, 60}); ok {

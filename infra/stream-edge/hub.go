@@ -52,8 +52,8 @@ func (h *hub) offer(s *subscriber, wire []byte) {
 	}
 }
 
-// publish records p and fans it out; false when it is not newer than the latest of its key (the
-// upstream's snapshot after a reconnect, or a duplicate).
+// publish records p and fans it out; false when it is not newer than the latest of its key (a record
+// read again after Kafka came back, or a duplicate).
 func (h *hub) publish(p prediction) bool {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -96,7 +96,7 @@ func (h *hub) subscribe(f filter) *subscriber {
 	return s
 }
 
-// latestOf is the latest prediction of k as the upstream encoded it.
+// latestOf is the latest prediction of k, encoded as the server encodes it.
 func (h *hub) latestOf(k key) ([]byte, bool) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -104,19 +104,18 @@ func (h *hub) latestOf(k key) ([]byte, bool) {
 	return p.wire, ok
 }
 
-// reset ends every stream after what is queued for it and forgets the latest predictions: the
-// upstream went away, and the one that comes back may know other keys, or older predictions. Clients
-// reconnect, as they would to a server that restarted, and get the new upstream's snapshot.
-func (h *hub) reset() {
+// endStreams ends every stream after what is queued for it: the server that admitted them went away.
+// Clients reconnect, as they would to a server that restarted, and are admitted again. The latest
+// predictions stay: they come from Kafka, not from the server.
+func (h *hub) endStreams() {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	h.endStreams()
-	clear(h.latest)
+	h.endStreamsLocked()
 }
 
-// endStreams closes every subscriber's queue, once: its stream ends after what is queued. The caller
-// holds the lock.
-func (h *hub) endStreams() {
+// endStreamsLocked closes every subscriber's queue, once: its stream ends after what is queued. The
+// caller holds the lock.
+func (h *hub) endStreamsLocked() {
 	for s := range h.subscribers {
 		close(s.queue)
 	}
@@ -143,5 +142,5 @@ func (h *hub) close() {
 		return
 	}
 	h.closed = true
-	h.endStreams()
+	h.endStreamsLocked()
 }

@@ -2,23 +2,32 @@
 // server (grpc_server), which stays the one authority on what a request may ask and who may ask it.
 //
 // Python gRPC spends about 50 µs of CPU per message sent; a new prediction to 1,000 streams is 50 ms
-// of one core, and its unary calls stall now and then for milliseconds. The edge follows the server's
-// predictions on one upstream stream and sends each to its own subscribers as the server encoded it, at
-// a few µs a message.
+// of one core, and its unary calls stall now and then for milliseconds. The edge reads the predictions
+// topic from Kafka itself (kafka.go), as the server does, and sends each prediction to its own
+// subscribers at a few µs a message, without a hop through the server.
 //
+//   - A record is validated as the server validates it and encoded as the server encodes it
+//     (prediction.go): the edge never serves what the server would refuse, and serves the same bytes.
+//     A record it refuses becomes a dead letter, is counted and logged with its topic, partition and
+//     offset; the stream goes on.
+//   - Like the server, it reads every partition from the earliest offset without a consumer group, so
+//     the latest prediction per key is rebuilt at start. Until it has read as far as the topic went at
+//     start it is not SERVING and refuses new streams with UNAVAILABLE, so no client gets a flood of old
+//     predictions.
 //   - A new subscription is first opened on the server with the client's request and metadata, and
 //     served once the server has accepted it (its initial metadata): validation and authentication
-//     answer exactly as the server's. So is its target: "price", the only one served, is what the
-//     edge's own stream from the server carries.
+//     answer exactly as the server's.
 //   - Keys and subscriptions are by exchange too: "BTC/USD" on Kraken and on Coinbase are two keys, and a
-//     request or prediction that names no exchange (from clients and servers older than exchanges)
-//     means Kraken, as on the server.
-//   - GetLatestPrediction is answered from the edge's latest predictions when, since the edge last
-//     connected, the server has answered a lookup of that key and target (OK or NOT_FOUND) and accepted
-//     the caller's authorization; anything else goes to the server, including any lookup with a field
-//     the edge does not read (quantile_levels selects quantiles: the server builds that answer).
-//   - When the server goes away, the edge's streams end with UNAVAILABLE (clients reconnect, as they
-//     would to the server) and it forgets its predictions and what the server vouched for.
+//     request that names no exchange (from clients older than exchanges) means Kraken, as on the server.
+//   - GetLatestPrediction is answered from the edge's latest predictions when, since the server last
+//     came up, it has answered a lookup of that key and target (OK or NOT_FOUND) and accepted the
+//     caller's authorization; anything else goes to the server, including any lookup with a field the
+//     edge does not read (quantile_levels selects quantiles: the server builds that answer).
+//   - The edge watches the server's health. When the server goes away, the edge's streams end with
+//     UNAVAILABLE (clients reconnect, as they would to the server) and it forgets what the server
+//     vouched for; it keeps its predictions, which come from Kafka.
+//   - When Kafka goes away, streams go on: the client reconnects and reads on from where it was, and the
+//     hub drops anything not newer than what it sent. Health says NOT_SERVING meanwhile.
 //   - Every other method is relayed to the server as it is.
 //   - The edge holds its subscribers' streams, so it bounds them per caller itself (callers.go), with
 //     the server's grpc.max_streams_per_caller; the server sees only a short admission stream each.
@@ -37,6 +46,7 @@ import (
 	"os"
 	"os/signal"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"time"
@@ -56,12 +66,10 @@ const (
 	service      = "cryptopredict.v1.PredictionService"
 	streamMethod = "/" + service + "/StreamPredictions"
 	latestMethod = "/" + service + "/GetLatestPrediction"
-	// The upstream token is a secret: from the environment, never the command line.
-	tokenEnv = "STREAM_EDGE_UPSTREAM_TOKEN"
 )
 
-// rawCodec passes messages through as bytes: the edge relays what the server encoded. The edge's own
-// health service still speaks protobuf messages.
+// rawCodec passes messages through as bytes: the edge relays what the server encoded, and sends the
+// predictions it encoded itself. Health, its own and the server's, still speaks protobuf messages.
 type rawCodec struct{}
 
 func (rawCodec) Marshal(v any) ([]byte, error) {
@@ -83,11 +91,16 @@ func (rawCodec) Name() string { return "proto" }
 
 type edge struct {
 	hub      *hub
+	consumer *consumer
 	upstream *grpc.ClientConn
-	token    string
 	health   *health.Server
 	vouched  *vouched
 	callers  *callers
+
+	upstreamServing atomic.Bool // the server's health says SERVING
+
+	healthMu sync.Mutex
+	serving  bool // what health says
 
 	latestFromEdge     atomic.Int64 // GetLatestPrediction answered here
 	latestFromUpstream atomic.Int64 // ... and relayed to the server
@@ -122,58 +135,108 @@ func outgoing(ctx context.Context) metadata.MD {
 	return out
 }
 
-// follow streams every prediction from the upstream into the hub until the stream ends.
-func (e *edge) follow(ctx context.Context) error {
-	ctx, cancel := context.WithCancel(ctx)
-	defer cancel()
-	if e.token != "" {
-		ctx = metadata.AppendToOutgoingContext(ctx, "authorization", "Bearer "+e.token)
-	}
-	up, err := e.openStream(ctx, everyPrediction())
-	if err != nil {
-		return err
-	}
-	e.health.SetServingStatus("", healthpb.HealthCheckResponse_SERVING)
-	e.health.SetServingStatus(service, healthpb.HealthCheckResponse_SERVING)
-	log.Printf("following %s", e.upstream.Target())
-	for {
-		var wire []byte
-		if err := up.RecvMsg(&wire); err != nil {
-			return err
-		}
-		p, err := parseResponse(wire)
-		if err != nil {
-			log.Printf("skipping an upstream message the edge cannot read: %v", err)
-			continue
-		}
-		e.hub.publish(p)
-	}
-}
-
-// feed follows the upstream for as long as ctx lives, reconnecting with backoff.
-func (e *edge) feed(ctx context.Context) {
+// watchUpstream follows the server's health for as long as ctx lives, reconnecting with backoff. While
+// it says SERVING the server admits the edge's subscribers; when it goes away, or says anything else,
+// the edge's streams end with UNAVAILABLE and what the server vouched for is forgotten.
+func (e *edge) watchUpstream(ctx context.Context) {
 	delay := time.Second
 	for ctx.Err() == nil {
 		started := time.Now()
-		err := e.follow(ctx)
-		e.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
-		e.health.SetServingStatus(service, healthpb.HealthCheckResponse_NOT_SERVING)
-		// Until it is back, lookups and new streams go to the server and fail as they would there.
-		e.vouched.reset()
-		e.hub.reset()
+		err := e.watch(ctx)
+		wasServing := e.upstreamServing.Load()
+		e.upstreamLost()
 		if ctx.Err() != nil {
 			return
 		}
 		if time.Since(started) > time.Minute {
 			delay = time.Second
 		}
-		log.Printf("upstream stream ended (%v); reconnecting in %s", err, delay)
+		if wasServing || delay == time.Second { // once per outage, not at every try
+			log.Printf("lost the server (%v); watching it again in %s", err, delay)
+		}
 		select {
 		case <-time.After(delay):
 		case <-ctx.Done():
 		}
-		// At most a few seconds: streams the server accepts meanwhile get their snapshot only then.
+		// At most a few seconds: until then, new streams go to the server and fail as they would there.
 		delay = min(2*delay, 5*time.Second)
+	}
+}
+
+// watch returns when the server's health stream ends or stops saying SERVING (it says NOT_SERVING as it
+// shuts down, before it drains its own streams).
+func (e *edge) watch(ctx context.Context) error {
+	ctx, cancel := context.WithCancel(ctx)
+	defer cancel()
+	stream, err := healthpb.NewHealthClient(e.upstream).Watch(ctx, &healthpb.HealthCheckRequest{Service: service})
+	if err != nil {
+		return err
+	}
+	for {
+		response, err := stream.Recv()
+		if err != nil {
+			return err
+		}
+		if response.Status == healthpb.HealthCheckResponse_SERVING {
+			if !e.upstreamServing.Swap(true) {
+				log.Printf("the server at %s is serving", e.upstream.Target())
+				e.refreshHealth()
+			}
+		} else if e.upstreamServing.Load() {
+			return fmt.Errorf("the server says %s", response.Status)
+		}
+	}
+}
+
+// upstreamLost ends the edge's streams (clients reconnect, as they would to the server) and forgets what
+// the server vouched for: the one that comes back may have other tokens or targets. The predictions
+// stay: they come from Kafka. The generation moves before the streams end, so a stream admitted
+// meanwhile sees it and ends too (streamPredictions).
+func (e *edge) upstreamLost() {
+	e.upstreamServing.Store(false)
+	e.refreshHealth()
+	e.vouched.reset()
+	e.hub.endStreams()
+}
+
+// refreshHealth says SERVING while the server does, the topic has been read as far as it went at start,
+// and Kafka answers; NOT_SERVING otherwise (Kubernetes then sends new clients to another edge).
+func (e *edge) refreshHealth() {
+	serving := e.upstreamServing.Load() && e.consumer.caughtUp.Load() && e.consumer.connected()
+	e.healthMu.Lock()
+	defer e.healthMu.Unlock()
+	if serving == e.serving {
+		return
+	}
+	e.serving = serving
+	status := healthpb.HealthCheckResponse_NOT_SERVING
+	if serving {
+		status = healthpb.HealthCheckResponse_SERVING
+	}
+	e.health.SetServingStatus("", status)
+	e.health.SetServingStatus(service, status)
+}
+
+// watchKafka turns health with Kafka: lost when no fetch was answered for a few seconds, back when one is.
+func (e *edge) watchKafka(ctx context.Context) {
+	connected := false
+	ticker := time.NewTicker(time.Second)
+	defer ticker.Stop()
+	for {
+		select {
+		case <-ticker.C:
+		case <-ctx.Done():
+			return
+		}
+		if now := e.consumer.connected(); now != connected {
+			connected = now
+			if connected {
+				log.Printf("Kafka answers")
+			} else {
+				log.Printf("lost Kafka: no fetch answered for %s (%d errors so far); streams go on", connectedWithin, e.consumer.kafkaErrors.Load())
+			}
+		}
+		e.refreshHealth()
 	}
 }
 
@@ -231,6 +294,10 @@ func (e *edge) streamPredictions(_ any, stream grpc.ServerStream) error {
 			e.callers.limit)
 	}
 	defer e.callers.release(caller)
+	if !e.consumer.caughtUp.Load() {
+		return status.Error(codes.Unavailable, "the edge is catching up with the predictions topic: retry in a few seconds")
+	}
+	generation := e.vouched.current()
 	if err := e.admit(stream.Context(), request); err != nil {
 		return err
 	}
@@ -248,6 +315,9 @@ func (e *edge) streamPredictions(_ any, stream grpc.ServerStream) error {
 			log.Printf("slow subscriber dropped %d predictions", n)
 		}
 	}()
+	if e.vouched.current() != generation { // the server went away since it admitted this stream
+		return status.Error(codes.Unavailable, "the edge lost the server: reconnect")
+	}
 	for {
 		select {
 		case wire, ok := <-s.queue:
@@ -270,7 +340,7 @@ func (e *edge) getLatestPrediction(_ any, ctx context.Context, decode func(any) 
 	}
 	auth := authorization(ctx)
 	l, exact := parseLatestRequest(request)
-	if exact && e.vouched.answers(auth, l) {
+	if exact && e.consumer.caughtUp.Load() && e.vouched.answers(auth, l) {
 		if wire, ok := e.hub.latestOf(l.key); ok {
 			e.latestFromEdge.Add(1)
 			return &wire, nil // GetLatestPredictionResponse is StreamPredictionsResponse's encoding
@@ -346,19 +416,6 @@ func (e *edge) relay(_ any, down grpc.ServerStream) error {
 	}
 }
 
-// metrics serves Prometheus's text format: a handful of figures need no client library.
-func (e *edge) metrics(w http.ResponseWriter, _ *http.Request) {
-	w.Header().Set("Content-Type", "text/plain; version=0.0.4")
-	fmt.Fprintf(w, "# HELP cryptopredict_edge_subscribers Open StreamPredictions streams on the edge.\n")
-	fmt.Fprintf(w, "# TYPE cryptopredict_edge_subscribers gauge\ncryptopredict_edge_subscribers %d\n", e.hub.count())
-	fmt.Fprintf(w, "# HELP cryptopredict_edge_dropped_total Predictions dropped for slow subscribers (oldest first).\n")
-	fmt.Fprintf(w, "# TYPE cryptopredict_edge_dropped_total counter\ncryptopredict_edge_dropped_total %d\n", e.hub.dropped.Load())
-	fmt.Fprintf(w, "# HELP cryptopredict_edge_latest_total GetLatestPrediction calls, by who answered them.\n")
-	fmt.Fprintf(w, "# TYPE cryptopredict_edge_latest_total counter\n")
-	fmt.Fprintf(w, "cryptopredict_edge_latest_total{answered=\"edge\"} %d\n", e.latestFromEdge.Load())
-	fmt.Fprintf(w, "cryptopredict_edge_latest_total{answered=\"upstream\"} %d\n", e.latestFromUpstream.Load())
-}
-
 func main() {
 	listen := flag.String("listen", "127.0.0.1:50052", "address to serve on")
 	upstream := flag.String("upstream", "127.0.0.1:50051", "the Python gRPC server")
@@ -369,10 +426,23 @@ func main() {
 	metricsAddr := flag.String("metrics", "", "serve /metrics on this address (empty: off)")
 	maxStreams := flag.Int("max-streams-per-caller", 0, "streams one caller may hold (0: no bound)")
 	exemptHosts := flag.String("stream-limit-exempt", "", "comma-separated addresses not held to that bound")
+	brokers := flag.String("kafka-brokers", "127.0.0.1:9092", "comma-separated Kafka bootstrap servers")
+	topic := flag.String("kafka-topic", "predictions", "the predictions topic (with the deployment's topic prefix)")
+	deadLetters := flag.String("kafka-dead-letter-topic", "dead_letters", "where refused records go, as DeadLetter JSON")
+	protocol := flag.String("kafka-security-protocol", "PLAINTEXT", "PLAINTEXT, SSL or SASL_SSL")
+	kafkaCA := flag.String("kafka-ca-file", "", "CA bundle the brokers are checked against (empty: the system's roots)")
+	kafkaCert := flag.String("kafka-cert-file", "", "client certificate, for brokers that require mutual TLS (with -kafka-key-file)")
+	kafkaKey := flag.String("kafka-key-file", "", "the client certificate's key")
+	mechanism := flag.String("kafka-sasl-mechanism", "SCRAM-SHA-512", "SASL mechanism with SASL_SSL")
+	username := flag.String("kafka-sasl-username", "", "SASL user with SASL_SSL (the password: $"+saslPasswordEnv+")")
 	flag.Parse()
 	if (*certFile == "") != (*keyFile == "") {
 		log.Fatal("set both -tls-cert and -tls-key, or neither")
 	}
+	if *queueSize < 1 {
+		log.Fatal("-queue-size must be at least 1")
+	}
+	commaSeparated := func(s string) []string { return strings.FieldsFunc(s, func(r rune) bool { return r == ',' }) }
 
 	upstreamCreds := insecure.NewCredentials()
 	if *upstreamCA != "" {
@@ -386,16 +456,29 @@ func main() {
 	if err != nil {
 		log.Fatal(err)
 	}
-	if *queueSize < 1 {
-		log.Fatal("-queue-size must be at least 1")
+	h := newHub(*queueSize)
+	kafka, err := newConsumer(kafkaConfig{
+		brokers:          commaSeparated(*brokers),
+		topic:            *topic,
+		deadLetterTopic:  *deadLetters,
+		securityProtocol: *protocol,
+		caFile:           *kafkaCA,
+		certFile:         *kafkaCert,
+		keyFile:          *kafkaKey,
+		saslMechanism:    *mechanism,
+		saslUsername:     *username,
+		saslPassword:     os.Getenv(saslPasswordEnv),
+	}, h)
+	if err != nil {
+		log.Fatal(err)
 	}
 	e := &edge{
-		hub:      newHub(*queueSize),
+		hub:      h,
+		consumer: kafka,
 		upstream: conn,
-		token:    os.Getenv(tokenEnv),
 		health:   health.NewServer(),
 		vouched:  newVouched(),
-		callers:  newCallers(*maxStreams, strings.FieldsFunc(*exemptHosts, func(r rune) bool { return r == ',' })),
+		callers:  newCallers(*maxStreams, commaSeparated(*exemptHosts)),
 	}
 	e.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	e.health.SetServingStatus(service, healthpb.HealthCheckResponse_NOT_SERVING)
@@ -428,11 +511,13 @@ func main() {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGINT, syscall.SIGTERM)
 	defer stop()
-	go e.feed(ctx)
+	go kafka.run(ctx, e.refreshHealth)
+	go e.watchKafka(ctx)
+	go e.watchUpstream(ctx)
 	go func() {
 		<-ctx.Done()
 		log.Printf("shutting down: draining %d streams", e.hub.count())
-		e.health.Shutdown()
+		e.health.Shutdown() // NOT_SERVING from now on, whatever the server and Kafka say
 		e.hub.close()
 		done := make(chan struct{})
 		go func() { server.GracefulStop(); close(done) }()
@@ -442,9 +527,10 @@ func main() {
 			server.Stop()
 		}
 	}()
-	log.Printf("serving on %s, following %s", lis.Addr(), *upstream)
+	log.Printf("serving on %s; admission by %s; predictions from %s on %s", lis.Addr(), *upstream, *topic, *brokers)
 	if err := server.Serve(lis); err != nil {
 		log.Fatal(err)
 	}
+	kafka.close()
 	log.Printf("stopped; %d predictions dropped for slow subscribers", e.hub.dropped.Load())
 }

@@ -6,7 +6,7 @@ import "sync"
 // authorization value, and a client could send a new one with every call.
 const maxCredentials = 1024
 
-// vouched is what the upstream has vouched for since the edge last connected to it: the authorization
+// vouched is what the upstream has vouched for since the edge last saw it come up: the authorization
 // values it accepted (joined; "" for none), and the lookups (key and target) it answered a
 // GetLatestPrediction for with OK or NOT_FOUND (ones it serves). A server that restarts may come back with other tokens or targets, so
 // each connection starts a new generation, and an answer from an earlier one is not recorded.

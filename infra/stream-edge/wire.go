@@ -1,14 +1,9 @@
 package main
 
-import (
-	"errors"
-	"fmt"
+import "google.golang.org/protobuf/encoding/protowire"
 
-	"google.golang.org/protobuf/encoding/protowire"
-)
-
-// The few fields of protos/cryptopredict/v1/predictions.proto the edge reads. It never decodes or
-// re-encodes a whole message: predictions pass through as the upstream server encoded them.
+// The fields of protos/cryptopredict/v1/predictions.proto the edge reads in requests, and those of the
+// Prediction it encodes (prediction.go has the rest).
 const (
 	requestPairs    = 1 // StreamPredictionsRequest.pairs; GetLatestPredictionRequest.pair
 	requestInterval = 2 // StreamPredictionsRequest.interval_s
@@ -36,10 +31,10 @@ const (
 	timestampNanos   = 2
 )
 
-// key is what the upstream keeps one latest prediction of: (exchange, pair, interval_s, horizon_s). The
-// same pair on two exchanges is two keys.
+// key is what the hub keeps one latest prediction of, as the server does: (exchange, pair, interval_s,
+// horizon_s). The same pair on two exchanges is two keys.
 type key struct {
-	exchange string // never empty: defaultExchange where the message has none
+	exchange string // never empty: a prediction's, or defaultExchange where a request names none
 	pair     string
 	interval int64
 	horizon  int64
@@ -68,10 +63,10 @@ func (f filter) wants(k key) bool {
 		(f.horizon == 0 || f.horizon == k.horizon)
 }
 
-// prediction is one StreamPredictionsResponse as received, with what the hub orders it by.
+// prediction is one encoded StreamPredictionsResponse, with what the hub orders it by.
 type prediction struct {
 	key         key
-	featureTime int64 // unix ns: the newest candle wins...
+	featureTime int64 // unix µs: the newest candle wins...
 	madeAt      int64 // ...and for the same candle, the newest forecast
 	wire        []byte
 }
@@ -139,13 +134,6 @@ func parseRequest(b []byte) (filter, error) {
 	return f, err
 }
 
-// everyPrediction is the StreamPredictionsRequest the edge follows the upstream with: every exchange,
-// pair, interval and horizon.
-func everyPrediction() []byte {
-	b := protowire.AppendTag(nil, requestExchange, protowire.BytesType)
-	return protowire.AppendString(b, anyExchange)
-}
-
 // parseLatestRequest reads a GetLatestPredictionRequest; false when it names no exact key (a zero
 // interval or horizon has the server's own meaning), cannot be read, or has any other field: those
 // (quantile_levels among them) change the answer, which only the server then gives.
@@ -171,58 +159,4 @@ func parseLatestRequest(b []byte) (lookup, bool) {
 	})
 	l.exchange = exchangeOr(l.exchange)
 	return l, err == nil && known && l.pair != "" && l.interval > 0 && l.horizon > 0
-}
-
-func parseTimestamp(b []byte) (int64, error) {
-	var seconds, nanos int64
-	err := fields(b, func(num protowire.Number, typ protowire.Type, _ []byte, varint uint64) error {
-		switch {
-		case num == timestampSeconds && typ == protowire.VarintType:
-			seconds = int64(varint)
-		case num == timestampNanos && typ == protowire.VarintType:
-			nanos = int64(varint)
-		}
-		return nil
-	})
-	return seconds*1_000_000_000 + nanos, err
-}
-
-func parseResponse(wire []byte) (prediction, error) {
-	p := prediction{wire: wire}
-	var body []byte
-	err := fields(wire, func(num protowire.Number, typ protowire.Type, value []byte, _ uint64) error {
-		if num == responsePrediction && typ == protowire.BytesType {
-			body = value
-		}
-		return nil
-	})
-	if err != nil {
-		return p, err
-	}
-	if body == nil {
-		return p, errors.New("response without a prediction")
-	}
-	err = fields(body, func(num protowire.Number, typ protowire.Type, value []byte, varint uint64) error {
-		var err error
-		switch {
-		case num == predictionPair && typ == protowire.BytesType:
-			p.key.pair = string(value)
-		case num == predictionInterval && typ == protowire.VarintType:
-			p.key.interval = int64(varint)
-		case num == predictionHorizon && typ == protowire.VarintType:
-			p.key.horizon = int64(varint)
-		case num == predictionMadeAt && typ == protowire.BytesType:
-			p.madeAt, err = parseTimestamp(value)
-		case num == predictionFeatureTime && typ == protowire.BytesType:
-			p.featureTime, err = parseTimestamp(value)
-		case num == predictionExchange && typ == protowire.BytesType:
-			p.key.exchange = string(value)
-		}
-		return err
-	})
-	p.key.exchange = exchangeOr(p.key.exchange)
-	if err == nil && p.key.pair == "" {
-		err = fmt.Errorf("prediction without a pair")
-	}
-	return p, err
 }

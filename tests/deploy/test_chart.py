@@ -459,14 +459,14 @@ def test_each_pod_environment_loads_as_the_settings(
             if role in ("serve", "edge"):
                 assert settings.grpc.tls_cert_file and settings.grpc.tls_key_file
             mounted = {m["mountPath"] for m in container["volumeMounts"]}
-            # The edge reaches neither Kafka, Temporal nor a store: it gets the gRPC certificate alone.
             used = [
                 settings.kafka.ssl_ca_file,
                 settings.temporal.tls_cert_file,
                 settings.postgres.ssl_root_cert,
             ]
-            if role == "edge":
-                used = []
+            if role == "edge":  # Kafka (it reads the predictions topic), neither Temporal nor a store
+                used = [settings.kafka.ssl_ca_file, *filter(None, [settings.kafka.ssl_cert_file])]
+                assert not [p for p in mounted if p.endswith(("/temporal-tls", "/store-ca"))], mounted
             if role in ("serve", "edge"):
                 used += [settings.grpc.tls_cert_file, settings.grpc.client_ca_file]
             for path in used:

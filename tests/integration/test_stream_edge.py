@@ -1,14 +1,18 @@
-"""The stream edge (infra/stream-edge, Go) in front of the real gRPC server: it serves StreamPredictions
-from its own fan-out, as the server would, and relays everything else.
+"""The stream edge (infra/stream-edge, Go) beside the real gRPC server: it reads the predictions topic from
+Kafka itself, serves StreamPredictions from its own fan-out as the server would, has every subscription
+admitted by the server, and relays everything else.
 
-The server runs in this process with the hub fed directly (consume=False); the edge is the real binary,
-built by the project's own Go tool installer, in a child process.
+Each test has its own topic prefix; predictions reach the server and the edge only through Kafka. The
+server runs in this process; the edge is the real binary, built by the project's own Go tool installer,
+in a child process.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import re
 import signal
 import subprocess
 from collections.abc import AsyncIterator
@@ -18,9 +22,12 @@ from pathlib import Path
 import grpc
 import httpx
 import pytest
+import topic_prefixes
 from aiokafka import AIOKafkaProducer
+from aiokafka.structs import RecordMetadata
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
+from kafka_proxy import KafkaProxy
 from test_grpc_server import (
     EDGE_PAIR,
     T0,
@@ -32,15 +39,20 @@ from test_grpc_server import (
     with_uncertainty,
 )
 
+from cryptopredict import stack
 from cryptopredict.cli.demo import free_port
+from cryptopredict.kafka_admin import delete_topics, ensure_topics, read_topic, topic_names
 from cryptopredict.kafka_client import client_kwargs
-from cryptopredict.settings import MetricsSettings, Settings
+from cryptopredict.models.market import DeadLetter
+from cryptopredict.models.ml import Prediction
+from cryptopredict.settings import KafkaSettings, MetricsSettings, Settings
+from cryptopredict.stack.profile import load_profile_settings
 from cryptopredict.stack.tools import edge_binary
 from cryptopredict.tls import write_self_signed
-from cryptopredict.topics import PREDICTIONS
+from cryptopredict.topics import DEAD_LETTERS, PREDICTIONS, topic_name
 from grpc_server.client import PLAINTEXT, Credentials, get_latest_prediction, stream_predictions
 from grpc_server.convert import prediction_from_proto, prediction_response_bytes
-from grpc_server.edge import edge_command
+from grpc_server.edge import KAFKA_PASSWORD_ENV, edge_command
 from grpc_server.hub import PredictionHub
 from grpc_server.pb import predictions_pb2 as pb
 from grpc_server.pb import predictions_pb2_grpc as pb_grpc
@@ -64,15 +76,16 @@ class Edge:
         return float(next(line.split()[1] for line in text.splitlines() if line.startswith(f"{name} ")))
 
 
-async def edge_serving(target: str, credentials: Credentials) -> bool:
+async def edge_health(target: str, credentials: Credentials = PLAINTEXT) -> int | None:
+    """The edge's health status; None while it does not answer."""
     async with credentials.channel(target) as channel:
         try:
             response = await health_pb2_grpc.HealthStub(channel).Check(
                 health_pb2.HealthCheckRequest(), timeout=2
             )
         except grpc.aio.AioRpcError:
-            return False
-    return response.status == health_pb2.HealthCheckResponse.SERVING
+            return None
+    return response.status
 
 
 async def wait_for_health(
@@ -83,13 +96,16 @@ async def wait_for_health(
 ) -> None:
     # Polling: health is the edge's own state, observable only by asking.
     async with asyncio.timeout(timeout):
-        while await edge_serving(target, credentials) != serving:  # noqa: ASYNC110
+        while (await edge_health(target, credentials) == health_pb2.HealthCheckResponse.SERVING) != serving:  # noqa: ASYNC110
             await asyncio.sleep(0.05)
 
 
 @contextlib.asynccontextmanager
-async def running_edge(settings: Settings, tmp_path: Path) -> AsyncIterator[Edge]:
-    """The edge for `settings` (whose grpc.port is the running server's), serving once it follows it."""
+async def running_edge(
+    settings: Settings, tmp_path: Path, *, serving: bool = True, env: dict[str, str] | None = None
+) -> AsyncIterator[Edge]:
+    """The edge for `settings` (whose grpc.port is the running server's, and whose Kafka settings it
+    reads), once it is SERVING, or once it answers at all when not `serving`."""
     metrics_port = free_port()
     settings = settings.model_copy(
         update={
@@ -97,15 +113,23 @@ async def running_edge(settings: Settings, tmp_path: Path) -> AsyncIterator[Edge
             "metrics": MetricsSettings(host="127.0.0.1", edge_port=metrics_port),
         }
     )
-    args, env = edge_command(settings, await asyncio.to_thread(edge_binary, settings))
-    log = tmp_path / "edge.log"
+    args, edge_env = edge_command(settings, await asyncio.to_thread(edge_binary, settings))
+    log = tmp_path / f"edge-{settings.grpc.edge_port}.log"
     with log.open("wb") as out:
-        process = await asyncio.create_subprocess_exec(*args, env=env, stdout=out, stderr=subprocess.STDOUT)
+        process = await asyncio.create_subprocess_exec(
+            *args, env=edge_env | (env or {}), stdout=out, stderr=subprocess.STDOUT
+        )
     edge = Edge(
         process, f"127.0.0.1:{settings.grpc.edge_port}", f"http://127.0.0.1:{metrics_port}/metrics", log
     )
+    credentials = Credentials.from_settings(settings.grpc)
     try:
-        await wait_for_health(edge.target, True, 30, Credentials.from_settings(settings.grpc))
+        if serving:
+            await wait_for_health(edge.target, True, 30, credentials)
+        else:
+            async with asyncio.timeout(30):
+                while await edge_health(edge.target, credentials) is None:  # noqa: ASYNC110
+                    await asyncio.sleep(0.05)
         yield edge
     finally:
         if process.returncode is None:
@@ -113,9 +137,54 @@ async def running_edge(settings: Settings, tmp_path: Path) -> AsyncIterator[Edge
         await asyncio.wait_for(process.wait(), 15)
 
 
+def isolated(settings: Settings, name: str = "edge") -> Settings:
+    """`settings` with topics of their own: no other test's predictions, no earlier run's."""
+    kafka = settings.kafka.model_copy(update={"topic_prefix": topic_prefixes.run_prefix(name)})
+    return settings.model_copy(update={"kafka": kafka})
+
+
+class Topic:
+    """The predictions topic of a test, written as the prediction agent writes it."""
+
+    def __init__(self, kafka: KafkaSettings) -> None:
+        self.kafka = kafka
+        self.name = topic_name(PREDICTIONS, kafka.topic_prefix)
+        self.producer = AIOKafkaProducer(**client_kwargs(kafka), acks="all", linger_ms=0)
+
+    async def send(self, value: bytes | None, key: str = "BTC/USD") -> RecordMetadata:
+        return await self.producer.send_and_wait(self.name, value, key=key.encode())
+
+    async def publish(self, *predictions: Prediction) -> None:
+        for prediction in predictions:
+            await self.send(prediction.to_json_bytes(), prediction.market)
+
+
+@contextlib.asynccontextmanager
+async def predictions_topic(kafka: KafkaSettings) -> AsyncIterator[Topic]:
+    await ensure_topics(kafka)
+    topic = Topic(kafka)
+    await topic.producer.start()
+    try:
+        yield topic
+    finally:
+        await topic.producer.stop()
+
+
 @pytest.fixture
-async def server() -> AsyncIterator[RunningServer]:
-    async with start_server(local_settings(), PredictionHub(), consume=False, grace=0.5) as running:
+def run_settings() -> Settings:
+    return isolated(local_settings())
+
+
+@pytest.fixture
+async def topic(run_settings: Settings) -> AsyncIterator[Topic]:
+    async with predictions_topic(run_settings.kafka) as topic:
+        yield topic
+
+
+@pytest.fixture
+async def server(run_settings: Settings, topic: Topic) -> AsyncIterator[RunningServer]:
+    """The server, reading the test's topic (the first lookup of a key goes to it)."""
+    async with start_server(run_settings, PredictionHub(), consume=True, grace=0.5) as running:
         yield running
 
 
@@ -123,17 +192,34 @@ def with_port(settings: Settings, port: int) -> Settings:
     return settings.model_copy(update={"grpc": settings.grpc.model_copy(update={"port": port})})
 
 
+async def until_served(server: RunningServer, *predictions: Prediction) -> None:
+    """Until the server has read `predictions` from the topic (each the latest of its key)."""
+
+    def served() -> bool:
+        return all(
+            (latest := server.hub.latest(p.market, p.interval_s, p.horizon_s)) is not None
+            and latest.prediction == p
+            for p in predictions
+        )
+
+    await wait_until(served, timeout=15)
+
+
 def minute_of(response: pb.StreamPredictionsResponse) -> int:
     return int((response.prediction.feature_time.ToDatetime().timestamp() - T0.timestamp()) // 60)
 
 
-async def test_edge_streams_the_latest_then_live_predictions(server: RunningServer, tmp_path: Path) -> None:
-    hub = server.hub
-    hub.publish(make_prediction("BTC/USD", minute=0))
-    hub.publish(make_prediction("BTC/USD", minute=1))  # replaces minute 0 as the latest
-    hub.publish(make_prediction("ETH/USD", minute=1))  # another pair: not requested
-    hub.publish(make_prediction("BTC/USD", minute=1, interval_s=300))  # another interval
-    async with running_edge(with_port(local_settings(), server.port), tmp_path) as edge:
+async def test_edge_streams_the_latest_then_live_predictions(
+    run_settings: Settings, topic: Topic, server: RunningServer, tmp_path: Path
+) -> None:
+    await topic.publish(
+        make_prediction("BTC/USD", minute=0),
+        make_prediction("BTC/USD", minute=1),  # replaces minute 0 as the latest
+        make_prediction("ETH/USD", minute=1),  # another pair: not requested
+        make_prediction("BTC/USD", minute=1, interval_s=300),  # another interval
+    )
+    await until_served(server, make_prediction("BTC/USD", minute=1, interval_s=300))
+    async with running_edge(with_port(run_settings, server.port), tmp_path) as edge:
         async with grpc.aio.insecure_channel(edge.target) as channel:
             call = pb_grpc.PredictionServiceStub(channel).StreamPredictions(
                 pb.StreamPredictionsRequest(pairs=["BTC/USD"], interval_s=60), timeout=30
@@ -141,26 +227,31 @@ async def test_edge_streams_the_latest_then_live_predictions(server: RunningServ
             first = await call.read()  # the snapshot: the edge has subscribed this stream
             assert await edge.metric("cryptopredict_edge_subscribers") == 1
             for minute in (2, 3):
-                hub.publish(make_prediction("ETH/USD", minute=minute))
-                hub.publish(make_prediction("BTC/USD", minute=minute))
+                await topic.publish(
+                    make_prediction("ETH/USD", minute=minute), make_prediction("BTC/USD", minute=minute)
+                )
             received = [first, await call.read(), await call.read()]
             call.cancel()
         assert [prediction_from_proto(r.prediction) for r in received] == [
             make_prediction("BTC/USD", minute=m) for m in (1, 2, 3)
         ]
         # The whole stream, every pair and interval, through the edge as through the server.
+        await until_served(server, make_prediction("BTC/USD", minute=3))
         everything = await stream_predictions(edge.target, [], 0, limit=3, timeout=10)
         direct = await stream_predictions(f"127.0.0.1:{server.port}", [], 0, limit=3, timeout=10)
         # Predictions of the same candle and time may come in either order.
         assert sorted(everything, key=repr) == sorted(direct, key=repr)
         assert [p.feature_time for p in everything] == sorted(p.feature_time for p in everything)
-        await wait_until(lambda: hub.subscriber_count == 1)  # the edge's own stream only
+        # The edge holds no stream on the server: its predictions come from Kafka.
+        await wait_until(lambda: server.hub.subscriber_count == 0)
+        assert await edge.metric("cryptopredict_edge_predictions_total") == 8
+        assert await edge.metric("cryptopredict_edge_prediction_delay_seconds_count") > 0
 
 
 async def test_edge_refuses_what_the_server_refuses_with_its_status(
-    server: RunningServer, tmp_path: Path
+    run_settings: Settings, server: RunningServer, tmp_path: Path
 ) -> None:
-    async with running_edge(with_port(local_settings(), server.port), tmp_path) as edge:
+    async with running_edge(with_port(run_settings, server.port), tmp_path) as edge:
         for request in (
             pb.StreamPredictionsRequest(pairs=["BTCUSD"]),  # malformed pair
             pb.StreamPredictionsRequest(pairs=["DOGE/USD"]),  # not served
@@ -189,9 +280,12 @@ async def test_edge_refuses_what_the_server_refuses_with_its_status(
         assert edge.process.returncode is None
 
 
-async def test_edge_relays_every_other_method(server: RunningServer, tmp_path: Path) -> None:
-    server.hub.publish(make_prediction("BTC/USD", minute=4))
-    async with running_edge(with_port(local_settings(), server.port), tmp_path) as edge:
+async def test_edge_relays_every_other_method(
+    run_settings: Settings, topic: Topic, server: RunningServer, tmp_path: Path
+) -> None:
+    await topic.publish(make_prediction("BTC/USD", minute=4))
+    await until_served(server, make_prediction("BTC/USD", minute=4))
+    async with running_edge(with_port(run_settings, server.port), tmp_path) as edge:
         latest = await get_latest_prediction(edge.target, "BTC/USD", 60, 60)
         assert latest == make_prediction("BTC/USD", minute=4)
         assert await get_latest_prediction(edge.target, "ETH/USD", 60, 60) is None  # NOT_FOUND
@@ -212,11 +306,11 @@ ANSWERED_UPSTREAM = 'cryptopredict_edge_latest_total{answered="upstream"}'
 
 
 async def test_edge_answers_latest_lookups_for_keys_and_callers_the_server_vouched_for(
-    server: RunningServer, tmp_path: Path
+    run_settings: Settings, topic: Topic, server: RunningServer, tmp_path: Path
 ) -> None:
-    hub = server.hub
-    hub.publish(make_prediction("BTC/USD", minute=4))
-    async with running_edge(with_port(local_settings(), server.port), tmp_path) as edge:
+    await topic.publish(make_prediction("BTC/USD", minute=4))
+    await until_served(server, make_prediction("BTC/USD", minute=4))
+    async with running_edge(with_port(run_settings, server.port), tmp_path) as edge:
         # The first call goes to the server: the edge has not seen it accept this caller yet.
         assert await get_latest_prediction(edge.target, "BTC/USD", 60, 60) == make_prediction(
             "BTC/USD", minute=4
@@ -226,10 +320,11 @@ async def test_edge_answers_latest_lookups_for_keys_and_callers_the_server_vouch
             "BTC/USD", minute=4
         )
         assert (await edge.metric(ANSWERED_UPSTREAM), await edge.metric(ANSWERED_BY_EDGE)) == (1, 1)
-        # A new prediction replaces the edge's answer as soon as it has streamed through.
-        hub.publish(make_prediction("BTC/USD", minute=5))
+        # A new prediction replaces the edge's answer as soon as the edge has read it.
+        await topic.publish(make_prediction("BTC/USD", minute=5))
         await wait_until_latest(edge.target, make_prediction("BTC/USD", minute=5))
         # What the edge has no prediction of, and a zero horizon (the server's "newest of any"), go upstream.
+        await until_served(server, make_prediction("BTC/USD", minute=5))
         upstream = await edge.metric(ANSWERED_UPSTREAM)
         assert await get_latest_prediction(edge.target, "ETH/USD", 60, 60) is None
         assert await get_latest_prediction(edge.target, "BTC/USD", 60, 0) == make_prediction(
@@ -238,27 +333,32 @@ async def test_edge_answers_latest_lookups_for_keys_and_callers_the_server_vouch
         assert await edge.metric(ANSWERED_UPSTREAM) == upstream + 2
 
 
-async def wait_until_metric(edge: Edge, name: str, value: float) -> None:
+async def wait_until_metric(edge: Edge, name: str, value: float, timeout: float = 10) -> None:  # noqa: ASYNC109
     # Polling: the edge's figures are its own state, observable only by asking.
-    async with asyncio.timeout(10):
+    async with asyncio.timeout(timeout):
         while await edge.metric(name) != value:  # noqa: ASYNC110
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0.05)
 
 
 async def wait_until_latest(target: str, expected: object) -> None:
-    # Polling: the edge's latest prediction changes as the upstream stream delivers, with no event to await.
+    # Polling: the edge's latest prediction changes as it reads the topic, with no event to await.
     async with asyncio.timeout(10):
         while await get_latest_prediction(target, "BTC/USD", 60, 60) != expected:  # noqa: ASYNC110
             await asyncio.sleep(0.01)
 
 
-async def test_edge_passes_tokens_and_serves_tls(tmp_path: Path) -> None:
+async def test_edge_serves_tls_and_the_server_authenticates_its_callers(
+    run_settings: Settings, topic: Topic, tmp_path: Path
+) -> None:
     cert, key = write_self_signed(tmp_path)
-    settings = local_settings(tokens=[TOKEN], tls_cert_file=str(cert), tls_key_file=str(key))
-    async with start_server(settings, PredictionHub(), consume=False, grace=0.5) as running:
-        running.hub.publish(make_prediction())
-        settings = with_port(settings, running.port)
-        async with running_edge(settings, tmp_path) as edge:  # follows the server with the token, over TLS
+    grpc_settings = local_settings(tokens=[TOKEN], tls_cert_file=str(cert), tls_key_file=str(key)).grpc
+    settings = run_settings.model_copy(update={"grpc": grpc_settings})
+    await topic.publish(make_prediction())
+    async with start_server(settings, PredictionHub(), consume=True, grace=0.5) as running:
+        await until_served(running, make_prediction())
+        async with running_edge(
+            with_port(settings, running.port), tmp_path
+        ) as edge:  # watches the server's health over TLS
             tls_only = Credentials(root_certificates=cert.read_bytes())
             with pytest.raises(grpc.aio.AioRpcError) as refused:
                 await stream_predictions(
@@ -289,19 +389,18 @@ async def test_edge_passes_tokens_and_serves_tls(tmp_path: Path) -> None:
 
 
 async def test_a_slow_subscriber_drops_its_oldest_without_delaying_a_fast_one(
-    server: RunningServer, tmp_path: Path
+    run_settings: Settings, topic: Topic, server: RunningServer, tmp_path: Path
 ) -> None:
-    hub = server.hub
-    hub.publish(make_prediction(minute=0))
-    async with running_edge(with_port(local_settings(), server.port), tmp_path) as edge:
+    await topic.publish(make_prediction(minute=0))
+    async with running_edge(with_port(run_settings, server.port), tmp_path) as edge:
         async with (
             # No BDP probing: the slow client's HTTP/2 window stays at 64 KiB instead of growing to MiBs.
             grpc.aio.insecure_channel(edge.target, options=[("grpc.http2.bdp_probe", 0)]) as slow_channel,
             grpc.aio.insecure_channel(edge.target) as fast_channel,
         ):
             request = pb.StreamPredictionsRequest(pairs=["BTC/USD"], interval_s=60)
-            slow = pb_grpc.PredictionServiceStub(slow_channel).StreamPredictions(request, timeout=30)
-            fast = pb_grpc.PredictionServiceStub(fast_channel).StreamPredictions(request, timeout=30)
+            slow = pb_grpc.PredictionServiceStub(slow_channel).StreamPredictions(request, timeout=60)
+            fast = pb_grpc.PredictionServiceStub(fast_channel).StreamPredictions(request, timeout=60)
             assert minute_of(await slow.read()) == 0  # subscribed; it reads nothing more until the end
             assert minute_of(await fast.read()) == 0
             last = 4000  # far more than the slow stream's queue and HTTP/2 window hold
@@ -312,11 +411,15 @@ async def test_a_slow_subscriber_drops_its_oldest_without_delaying_a_fast_one(
                     fast_minutes.append(minute_of(await fast.read()))
 
             reader = asyncio.create_task(read_fast())
+            sends = []
             for minute in range(1, last + 1):
-                hub.publish(make_prediction(minute=minute))
-                if minute % 10 == 0:
-                    await asyncio.sleep(0.005)  # let the server's stream to the edge keep up
-            await asyncio.wait_for(reader, 30)
+                value = make_prediction(minute=minute).to_json_bytes()
+                sends.append(await topic.producer.send(topic.name, value, key=b"BTC/USD"))
+                if minute % 100 == 0:
+                    await asyncio.gather(*sends)
+                    sends.clear()
+            await asyncio.gather(*sends)
+            await asyncio.wait_for(reader, 45)
             assert fast_minutes == sorted(fast_minutes)
             dropped = await edge.metric("cryptopredict_edge_dropped_total")
             assert dropped > 0
@@ -330,9 +433,11 @@ async def test_a_slow_subscriber_drops_its_oldest_without_delaying_a_fast_one(
             fast.cancel()
 
 
-async def test_edge_drains_streams_at_shutdown(server: RunningServer, tmp_path: Path) -> None:
-    server.hub.publish(make_prediction())
-    async with running_edge(with_port(local_settings(), server.port), tmp_path) as edge:
+async def test_edge_drains_streams_at_shutdown(
+    run_settings: Settings, topic: Topic, server: RunningServer, tmp_path: Path
+) -> None:
+    await topic.publish(make_prediction())
+    async with running_edge(with_port(run_settings, server.port), tmp_path) as edge:
         async with grpc.aio.insecure_channel(edge.target) as channel:
             call = pb_grpc.PredictionServiceStub(channel).StreamPredictions(
                 pb.StreamPredictionsRequest(), timeout=30
@@ -346,13 +451,16 @@ async def test_edge_drains_streams_at_shutdown(server: RunningServer, tmp_path: 
         assert await asyncio.wait_for(edge.process.wait(), 15) == 0
 
 
-async def test_edge_follows_the_server_again_after_it_restarts(tmp_path: Path) -> None:
-    settings = local_settings(port=free_port())
+async def test_edge_ends_its_streams_when_the_server_goes_and_admits_again_once_it_is_back(
+    topic: Topic, tmp_path: Path
+) -> None:
+    settings = local_settings(port=free_port()).model_copy(update={"kafka": topic.kafka})
+    await topic.publish(make_prediction(minute=0))
     async with contextlib.AsyncExitStack() as first_server:
         first = await first_server.enter_async_context(
-            start_server(settings, PredictionHub(), consume=False, grace=0.5)
+            start_server(settings, PredictionHub(), consume=True, grace=0.5)
         )
-        first.hub.publish(make_prediction(minute=0))
+        await until_served(first, make_prediction(minute=0))
         async with (
             running_edge(settings, tmp_path) as edge,
             grpc.aio.insecure_channel(edge.target) as channel,
@@ -368,15 +476,21 @@ async def test_edge_follows_the_server_again_after_it_restarts(tmp_path: Path) -
                 await before.read()
             assert ended.value.code() == grpc.StatusCode.UNAVAILABLE
             await wait_for_health(edge.target, False, 10)
-            async with start_server(settings, PredictionHub(), consume=False, grace=0.5) as second:
+            assert await edge.metric("cryptopredict_edge_upstream_serving") == 0
+            # Without the server nobody is admitted: the edge has no say of its own.
+            with pytest.raises(grpc.aio.AioRpcError) as unadmitted:
+                await stub.StreamPredictions(request, timeout=10).read()
+            assert unadmitted.value.code() == grpc.StatusCode.UNAVAILABLE
+            async with start_server(settings, PredictionHub(), consume=True, grace=0.5) as second:
                 await wait_for_health(edge.target, True, 45)
                 after = stub.StreamPredictions(request, timeout=60)
-                await wait_until_metric(edge, "cryptopredict_edge_subscribers", 1)
-                second.hub.publish(make_prediction(minute=9))
-                # The first server's prediction is forgotten: the new stream starts with the second's.
+                # The predictions stay (they come from Kafka): the new stream starts with the latest.
+                assert minute_of(await after.read()) == 0
+                await topic.publish(make_prediction(minute=9))
                 assert minute_of(await after.read()) == 9
                 after.cancel()
-                # And lookups go to the new server first, whatever the edge knew before.
+                # And lookups go to the new server first, whatever it vouched for before.
+                await until_served(second, make_prediction(minute=9))
                 upstream = await edge.metric(ANSWERED_UPSTREAM)
                 assert await get_latest_prediction(edge.target, "BTC/USD", 60, 60) == make_prediction(
                     minute=9
@@ -386,74 +500,68 @@ async def test_edge_follows_the_server_again_after_it_restarts(tmp_path: Path) -
 
 
 async def test_the_uncertainty_fields_reach_an_edge_subscriber_from_the_topic_unchanged(
-    tmp_path: Path,
+    run_settings: Settings, topic: Topic, server: RunningServer, tmp_path: Path
 ) -> None:
-    """Topic `predictions` (JSON) -> the server's consumer and hub -> the edge -> a subscriber: the
-    subscriber gets the bytes the server encodes, and they decode to the prediction that was produced."""
-    settings = local_settings()
-    pair = EDGE_PAIR  # of this run only: the topic holds the predictions of earlier runs too
+    """Topic `predictions` (JSON) -> the edge's consumer, decoder and hub -> a subscriber: the subscriber
+    gets the bytes the server encodes, and they decode to the prediction that was produced."""
+    pair = EDGE_PAIR
     # Interval level, quantiles, volatility and regime; then none of them (absent stays absent); then again.
     produced = [
         with_uncertainty(make_prediction(pair, minute=1)),
         make_prediction(pair, minute=2),
         with_uncertainty(make_prediction(pair, minute=3)),
     ]
-    producer = AIOKafkaProducer(**client_kwargs(settings.kafka))
-    await producer.start()
-    try:
-        async with (
-            start_server(settings, PredictionHub(), consume=True, grace=0.5) as running,
-            running_edge(with_port(settings, running.port), tmp_path) as edge,
-            grpc.aio.insecure_channel(edge.target) as channel,
-        ):
-            # Raw calls: the bytes as they arrive, with no decoding on the way.
-            stream = channel.unary_stream(
-                f"/{SERVICE_NAME}/StreamPredictions",
-                request_serializer=pb.StreamPredictionsRequest.SerializeToString,
-            )
-            lookup = channel.unary_unary(
-                f"/{SERVICE_NAME}/GetLatestPrediction",
-                request_serializer=pb.GetLatestPredictionRequest.SerializeToString,
-            )
-            call = stream(pb.StreamPredictionsRequest(pairs=[pair], interval_s=60, horizon_s=60), timeout=90)
-            await wait_until_metric(edge, "cryptopredict_edge_subscribers", 1)
-            for prediction in produced:
-                await producer.send_and_wait(PREDICTIONS, prediction.to_json_bytes(), key=pair.encode())
-            received = [await call.read() for _ in produced]
-            call.cancel()
-            # Byte for byte what the server encodes...
-            assert received == [prediction_response_bytes(p) for p in produced]
-            # ...and field for field what was produced.
-            messages = [pb.StreamPredictionsResponse.FromString(r).prediction for r in received]
-            assert [prediction_from_proto(m) for m in messages] == produced
-            first, plain = messages[0], messages[1]
-            assert [(q.level, q.price) for q in first.quantiles] == [
-                (q.level, q.price) for q in produced[0].quantiles
-            ]
-            assert (first.interval_level, first.predicted_volatility, first.volatility_regime) == (
-                0.815,
-                0.0007,
-                "mid",
-            )
-            assert not plain.HasField("interval_level") and not plain.HasField("predicted_volatility")
-            assert list(plain.quantiles) == [] and plain.volatility_regime == ""
-            # The lookup too: answered by the server the first time, by the edge from then on.
-            key = pb.GetLatestPredictionRequest(pair=pair, interval_s=60, horizon_s=60)
-            answers = [await lookup(key, timeout=10) for _ in range(2)]
-            assert answers == [prediction_response_bytes(produced[-1])] * 2
-            assert (await edge.metric(ANSWERED_UPSTREAM), await edge.metric(ANSWERED_BY_EDGE)) == (1, 1)
-    finally:
-        await producer.stop()
+    async with (
+        running_edge(with_port(run_settings, server.port), tmp_path) as edge,
+        grpc.aio.insecure_channel(edge.target) as channel,
+    ):
+        # Raw calls: the bytes as they arrive, with no decoding on the way.
+        stream = channel.unary_stream(
+            f"/{SERVICE_NAME}/StreamPredictions",
+            request_serializer=pb.StreamPredictionsRequest.SerializeToString,
+        )
+        lookup = channel.unary_unary(
+            f"/{SERVICE_NAME}/GetLatestPrediction",
+            request_serializer=pb.GetLatestPredictionRequest.SerializeToString,
+        )
+        call = stream(pb.StreamPredictionsRequest(pairs=[pair], interval_s=60, horizon_s=60), timeout=90)
+        await wait_until_metric(edge, "cryptopredict_edge_subscribers", 1)
+        await topic.publish(*produced)
+        received = [await call.read() for _ in produced]
+        call.cancel()
+        # Byte for byte what the server encodes...
+        assert received == [prediction_response_bytes(p) for p in produced]
+        # ...and field for field what was produced.
+        messages = [pb.StreamPredictionsResponse.FromString(r).prediction for r in received]
+        assert [prediction_from_proto(m) for m in messages] == produced
+        first, plain = messages[0], messages[1]
+        assert [(q.level, q.price) for q in first.quantiles] == [
+            (q.level, q.price) for q in produced[0].quantiles
+        ]
+        assert (first.interval_level, first.predicted_volatility, first.volatility_regime) == (
+            0.815,
+            0.0007,
+            "mid",
+        )
+        assert not plain.HasField("interval_level") and not plain.HasField("predicted_volatility")
+        assert list(plain.quantiles) == [] and plain.volatility_regime == ""
+        # The lookup too: answered by the server the first time, by the edge from then on.
+        await until_served(server, produced[-1])
+        key = pb.GetLatestPredictionRequest(pair=pair, interval_s=60, horizon_s=60)
+        answers = [await lookup(key, timeout=10) for _ in range(2)]
+        assert answers == [prediction_response_bytes(produced[-1])] * 2
+        assert (await edge.metric(ANSWERED_UPSTREAM), await edge.metric(ANSWERED_BY_EDGE)) == (1, 1)
 
 
 async def test_edge_leaves_quantile_selection_and_targets_to_the_server(
-    server: RunningServer, tmp_path: Path
+    run_settings: Settings, topic: Topic, server: RunningServer, tmp_path: Path
 ) -> None:
     prediction = with_uncertainty(make_prediction("BTC/USD", minute=6))
-    server.hub.publish(prediction)
+    await topic.publish(prediction)
+    await until_served(server, prediction)
     key = {"pair": "BTC/USD", "interval_s": 60, "horizon_s": 60}
     async with (
-        running_edge(with_port(local_settings(), server.port), tmp_path) as edge,
+        running_edge(with_port(run_settings, server.port), tmp_path) as edge,
         grpc.aio.insecure_channel(edge.target) as edge_channel,
         grpc.aio.insecure_channel(f"127.0.0.1:{server.port}") as server_channel,
     ):
@@ -487,14 +595,16 @@ async def test_edge_leaves_quantile_selection_and_targets_to_the_server(
 
 
 async def test_edge_bounds_streams_per_caller_and_the_server_admits_its_bursts(
-    server: RunningServer, tmp_path: Path
+    run_settings: Settings, topic: Topic, server: RunningServer, tmp_path: Path
 ) -> None:
     """The edge holds its subscribers' streams, so it bounds them per caller itself; the server (loopback
     exempt by default) admits a burst of subscribers through the edge beyond its own bound."""
-    server.hub.publish(make_prediction("BTC/USD", minute=0))
-    bounded = local_settings(max_streams_per_caller=2, stream_limit_exempt_hosts=[])
+    await topic.publish(make_prediction("BTC/USD", minute=0))
+    bounded = local_settings(max_streams_per_caller=2, stream_limit_exempt_hosts=[]).grpc
     request = pb.StreamPredictionsRequest(pairs=["BTC/USD"], interval_s=60)
-    async with running_edge(with_port(bounded, server.port), tmp_path) as edge:
+    async with running_edge(
+        with_port(run_settings.model_copy(update={"grpc": bounded}), server.port), tmp_path
+    ) as edge:
         async with grpc.aio.insecure_channel(edge.target) as channel:
             stub = pb_grpc.PredictionServiceStub(channel)
             calls = [stub.StreamPredictions(request, timeout=30) for _ in range(2)]
@@ -505,13 +615,13 @@ async def test_edge_bounds_streams_per_caller_and_the_server_admits_its_bursts(
             assert refused.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
             assert "grpc.max_streams_per_caller" in refused.value.details()
             calls[0].cancel()
-            await wait_for_metric(edge, "cryptopredict_edge_subscribers", 1)
+            await wait_until_metric(edge, "cryptopredict_edge_subscribers", 1)
             replacement = stub.StreamPredictions(request, timeout=30)
             await replacement.read()
             for call in (calls[1], replacement):
                 call.cancel()
     server_bound = server.slots.limit  # the server's default bound, which the edge's admissions exceed
-    async with running_edge(with_port(local_settings(), server.port), tmp_path) as edge:
+    async with running_edge(with_port(run_settings, server.port), tmp_path) as edge:
         async with grpc.aio.insecure_channel(edge.target) as channel:
             stub = pb_grpc.PredictionServiceStub(channel)
             burst = [stub.StreamPredictions(request, timeout=30) for _ in range(3 * server_bound)]
@@ -520,20 +630,13 @@ async def test_edge_bounds_streams_per_caller_and_the_server_admits_its_bursts(
                 call.cancel()
 
 
-async def wait_for_metric(edge: Edge, name: str, value: float) -> None:
-    async with asyncio.timeout(10):
-        while await edge.metric(name) != value:  # noqa: ASYNC110 - the edge's state, seen by asking
-            await asyncio.sleep(0.05)
-
-
-async def test_edge_keeps_exchanges_apart_and_none_means_kraken(tmp_path: Path) -> None:
-    settings = two_venue_settings()
-    async with start_server(settings, PredictionHub(), consume=False, grace=0.5) as running:
-        hub = running.hub
-        kraken = [make_prediction(minute=m) for m in (1, 4)]
-        coinbase = [on_coinbase(make_prediction(minute=m)) for m in (2, 3)]
-        hub.publish(kraken[0])
-        hub.publish(coinbase[0])
+async def test_edge_keeps_exchanges_apart_and_none_means_kraken(topic: Topic, tmp_path: Path) -> None:
+    settings = two_venue_settings().model_copy(update={"kafka": topic.kafka})
+    kraken = [make_prediction(minute=m) for m in (1, 4)]
+    coinbase = [on_coinbase(make_prediction(minute=m)) for m in (2, 3)]
+    await topic.publish(kraken[0], coinbase[0])
+    async with start_server(settings, PredictionHub(), consume=True, grace=0.5) as running:
+        await until_served(running, kraken[0], coinbase[0])
         async with running_edge(with_port(settings, running.port), tmp_path) as edge:
             # Each stream asks for exactly what it should get, so another exchange's would be among them.
             streams = [
@@ -546,12 +649,12 @@ async def test_edge_keeps_exchanges_apart_and_none_means_kraken(tmp_path: Path) 
                 ),
             ]
             await wait_until_metric(edge, "cryptopredict_edge_subscribers", len(streams))
-            hub.publish(coinbase[1])
-            hub.publish(kraken[1])
+            await topic.publish(coinbase[1], kraken[1])
             unnamed, coinbase_only, every = await asyncio.gather(*streams)
             assert unnamed == kraken and coinbase_only == coinbase
             assert every == [kraken[0], coinbase[0], coinbase[1], kraken[1]]
             # Lookups by exchange: the server answers each key first, then the edge does.
+            await until_served(running, kraken[1], coinbase[1])
             for _ in range(2):
                 assert await get_latest_prediction(edge.target, "BTC/USD", 60, 60) == kraken[1]
                 latest = await get_latest_prediction(edge.target, "BTC/USD", 60, 60, exchange="coinbase")
@@ -565,3 +668,185 @@ async def test_edge_keeps_exchanges_apart_and_none_means_kraken(tmp_path: Path) 
             for error in (unary.value, stream.value):
                 assert error.code() == grpc.StatusCode.INVALID_ARGUMENT
                 assert "unknown exchange 'ftx'" in (error.details() or "")
+
+
+async def read_into(call: grpc.aio.UnaryStreamCall, received: list[int]) -> None:
+    """Reads a stream to its end, noting the minute of each prediction."""
+    async for response in call:
+        received.append(minute_of(response))
+
+
+async def test_a_record_the_server_would_refuse_is_a_dead_letter_and_the_stream_goes_on(
+    run_settings: Settings, topic: Topic, server: RunningServer, tmp_path: Path
+) -> None:
+    await topic.publish(make_prediction(minute=1))
+    async with (
+        running_edge(with_port(run_settings, server.port), tmp_path) as edge,
+        grpc.aio.insecure_channel(edge.target) as channel,
+    ):
+        call = pb_grpc.PredictionServiceStub(channel).StreamPredictions(
+            pb.StreamPredictionsRequest(pairs=["BTC/USD"], interval_s=60), timeout=60
+        )
+        received: list[int] = []
+        reader = asyncio.create_task(read_into(call, received))
+        await wait_until(lambda: received == [1], 10)
+        fields = make_prediction(minute=2).model_dump(mode="json")
+        bad = [
+            b"not json",
+            None,  # a tombstone: no value at all
+            json.dumps(fields | {"x": 1}).encode(),
+            json.dumps(fields | {"last_price": 0}).encode(),
+        ]
+        places = [await topic.send(value) for value in bad]
+        await topic.publish(make_prediction(minute=2))
+        # The stream goes on: the next good prediction arrives, nothing of the bad ones.
+        await wait_until(lambda: received == [1, 2], 15)
+        assert not reader.done()
+        await wait_until_metric(edge, "cryptopredict_edge_invalid_records_total", len(bad))
+        # A log line naming each record's topic, partition and offset...
+        log = edge.log.read_text()
+        for place in places:
+            assert re.search(
+                rf"invalid prediction at topic {re.escape(topic.name)} partition {place.partition} "
+                rf"offset {place.offset}: ",
+                log,
+            ), log
+        # ...and a dead letter for each, with the record as it was.
+        dead_letters = topic_name(DEAD_LETTERS, run_settings.kafka.topic_prefix)
+        letters: list[DeadLetter] = []
+        async with asyncio.timeout(20):
+            while len(letters) < len(bad):
+                letters = [
+                    DeadLetter.model_validate_json(v)
+                    for v in await read_topic(run_settings.kafka, dead_letters, 1)
+                ]
+        assert {letter.source for letter in letters} == {"stream_edge"}
+        assert sorted(letter.raw for letter in letters) == sorted((value or b"").decode() for value in bad)
+        assert all(letter.reason.startswith("invalid prediction: ") for letter in letters)
+        reasons = " ".join(letter.reason for letter in letters)
+        for place in places:
+            assert f"(topic {topic.name}, partition {place.partition}, offset {place.offset})" in reasons
+        assert "last_price: must be greater than 0" in reasons and "x: extra field not permitted" in reasons
+        call.cancel()
+
+
+async def test_streams_survive_losing_kafka_and_go_on_once_it_is_back(
+    run_settings: Settings, topic: Topic, server: RunningServer, tmp_path: Path
+) -> None:
+    """The edge reads Kafka through a proxy this test cuts: the shared broker stays up for everyone."""
+    proxy = KafkaProxy(run_settings.kafka.first_host_port)
+    await proxy.start()
+    through_proxy = run_settings.kafka.model_copy(update={"bootstrap_servers": proxy.address})
+    edge_settings = with_port(run_settings.model_copy(update={"kafka": through_proxy}), server.port)
+    await topic.publish(make_prediction(minute=0))
+    try:
+        async with (
+            running_edge(edge_settings, tmp_path) as edge,
+            grpc.aio.insecure_channel(edge.target) as channel,
+        ):
+            call = pb_grpc.PredictionServiceStub(channel).StreamPredictions(
+                pb.StreamPredictionsRequest(pairs=["BTC/USD"], interval_s=60), timeout=120
+            )
+            received: list[int] = []
+            reader = asyncio.create_task(read_into(call, received))
+            await wait_until(lambda: received == [0], 10)
+            assert await edge.metric("cryptopredict_edge_kafka_connected") == 1
+            await proxy.cut()
+            await wait_until_metric(edge, "cryptopredict_edge_kafka_connected", 0, timeout=20)
+            await wait_for_health(edge.target, False, 5)
+            assert await edge.metric("cryptopredict_edge_kafka_errors_total") > 0
+            assert "lost Kafka" in edge.log.read_text()
+            # Written while the edge cannot read it: the server has it, the stream waits, open.
+            await topic.publish(make_prediction(minute=1))
+            await until_served(server, make_prediction(minute=1))
+            await asyncio.sleep(1)
+            assert received == [0] and not reader.done()
+            await proxy.restore()
+            await wait_until_metric(edge, "cryptopredict_edge_kafka_connected", 1, timeout=30)
+            await wait_for_health(edge.target, True, 10)
+            await topic.publish(make_prediction(minute=2))
+            # No gap and nothing twice: the edge read on from where it was.
+            await wait_until(lambda: len(received) >= 3, 30)
+            assert received == [0, 1, 2] and not reader.done()
+            call.cancel()
+    finally:
+        await proxy.cut()
+
+
+async def test_the_edge_serves_nobody_until_it_has_read_the_topic(
+    run_settings: Settings, topic: Topic, server: RunningServer, tmp_path: Path
+) -> None:
+    """Until it has read the topic as far as it went at start, the edge is not SERVING and refuses new
+    streams, so nobody gets a flood of old predictions (here: it cannot reach Kafka at first)."""
+    history = [make_prediction(minute=m) for m in range(5)]
+    await topic.publish(*history)
+    await until_served(server, history[-1])
+    proxy = KafkaProxy(run_settings.kafka.first_host_port)
+    await proxy.start()
+    through_proxy = run_settings.kafka.model_copy(update={"bootstrap_servers": proxy.address})
+    await proxy.cut()  # the same port, refusing
+    try:
+        edge_settings = with_port(run_settings.model_copy(update={"kafka": through_proxy}), server.port)
+        async with (
+            running_edge(edge_settings, tmp_path, serving=False) as edge,
+            grpc.aio.insecure_channel(edge.target) as channel,
+        ):
+            stub = pb_grpc.PredictionServiceStub(channel)
+            request = pb.StreamPredictionsRequest(pairs=["BTC/USD"], interval_s=60)
+            await wait_until_metric(edge, "cryptopredict_edge_upstream_serving", 1)
+            assert await edge_health(edge.target) == health_pb2.HealthCheckResponse.NOT_SERVING
+            assert await edge.metric("cryptopredict_edge_caught_up") == 0
+            with pytest.raises(grpc.aio.AioRpcError) as refused:
+                await stub.StreamPredictions(request, timeout=10).read()
+            assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
+            assert "catching up" in (refused.value.details() or "")
+            await proxy.restore()
+            await wait_for_health(edge.target, True, 30)
+            assert await edge.metric("cryptopredict_edge_caught_up") == 1
+            # The latest of the key, not the history; then what comes next.
+            call = stub.StreamPredictions(request, timeout=30)
+            assert minute_of(await call.read()) == 4
+            await topic.publish(make_prediction(minute=5))
+            assert minute_of(await call.read()) == 5
+            call.cancel()
+    finally:
+        await proxy.cut()
+
+
+async def test_edge_reads_the_topic_over_sasl_ssl(tmp_path: Path) -> None:
+    """The cluster profile's Kafka (three nodes on loopback, SASL_SSL with SCRAM-SHA-512, its own CA),
+    started if it is not up, as tests/integration/test_kafka_cluster.py does; the shared single broker is
+    not touched. A wrong password gets the edge nowhere."""
+    cluster = load_profile_settings("cluster")
+    await asyncio.to_thread(stack.up, cluster, only=["kafka"])
+    kafka = isolated(cluster, "edge-cluster").kafka
+    assert kafka.security_protocol == "SASL_SSL" and kafka.ssl_ca_file is not None
+    settings = local_settings().model_copy(update={"kafka": kafka})
+    try:
+        async with (
+            predictions_topic(kafka) as topic,
+            start_server(local_settings(), PredictionHub(), consume=False, grace=0.5) as running,
+        ):
+            await topic.publish(make_prediction(minute=0))
+            async with (
+                running_edge(with_port(settings, running.port), tmp_path) as edge,
+                grpc.aio.insecure_channel(edge.target) as channel,
+            ):
+                call = pb_grpc.PredictionServiceStub(channel).StreamPredictions(
+                    pb.StreamPredictionsRequest(pairs=["BTC/USD"], interval_s=60), timeout=30
+                )
+                assert minute_of(await call.read()) == 0
+                await topic.publish(make_prediction(minute=1))
+                assert minute_of(await call.read()) == 1
+                call.cancel()
+            wrong = {KAFKA_PASSWORD_ENV: "not-the-password"}
+            async with running_edge(
+                with_port(settings, running.port), tmp_path, serving=False, env=wrong
+            ) as refused:
+                await asyncio.sleep(5)
+                assert await edge_health(refused.target) == health_pb2.HealthCheckResponse.NOT_SERVING
+                assert await refused.metric("cryptopredict_edge_caught_up") == 0
+                assert "SASL_AUTHENTICATION_FAILED" in refused.log.read_text()
+    finally:
+        names = [t for t in await topic_names(kafka) if t.startswith(kafka.topic_prefix)]
+        await delete_topics(kafka, names)  # the session's cleanup knows the single broker only

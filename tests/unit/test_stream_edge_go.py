@@ -1,5 +1,6 @@
-"""The stream edge's own Go tests (infra/stream-edge/edge_test.go): its hub (snapshot, order, drop-oldest,
-drain, reset) and what the server vouched for and its reading of the wire format. Pure logic: no services."""
+"""The stream edge's own Go tests (infra/stream-edge/*_test.go): its hub (snapshot, order, drop-oldest,
+drain, streams ended when the server goes), what the server vouched for, its reading of requests, its
+decoding of records, dead letters, catching up, health, metrics and Kafka options. No services."""
 
 import os
 import subprocess

@@ -197,20 +197,7 @@ two sets of one venue fails (it would be published twice). */}}
   emptyDir: {}
 - name: home
   emptyDir: {}
-{{- with .Values.tls.kafka }}
-{{- if .caSecret }}
-- name: kafka-ca
-  secret:
-    secretName: {{ .caSecret }}
-    items: [{key: {{ .caKey }}, path: ca.crt}]
-{{- end }}
-{{- if .clientSecret }}
-- name: kafka-client
-  secret:
-    secretName: {{ .clientSecret }}
-    items: [{key: tls.crt, path: tls.crt}, {key: tls.key, path: tls.key}]
-{{- end }}
-{{- end }}
+{{- include "cryptopredict.kafkaVolumes" . }}
 {{- with .Values.tls.temporal }}
 {{- if and .secret (or .caKey .mutual) }}
 - name: temporal-tls
@@ -234,15 +221,45 @@ two sets of one venue fails (it would be published twice). */}}
 {{- end }}
 {{- end -}}
 
+{{/* The Kafka CA and client certificate, where set: every Kafka client's, the stream edge's among them. */}}
+{{- define "cryptopredict.kafkaVolumes" -}}
+{{- with .Values.tls.kafka }}
+{{- if .caSecret }}
+- name: kafka-ca
+  secret:
+    secretName: {{ .caSecret }}
+    items: [{key: {{ .caKey }}, path: ca.crt}]
+{{- end }}
+{{- if .clientSecret }}
+- name: kafka-client
+  secret:
+    secretName: {{ .clientSecret }}
+    items: [{key: tls.crt, path: tls.crt}, {key: tls.key, path: tls.key}]
+{{- end }}
+{{- end }}
+{{- end -}}
+
+{{- define "cryptopredict.kafkaVolumeMounts" -}}
+{{- $m := include "cryptopredict.mountRoot" . }}
+{{- range $name, $secret := dict "kafka-ca" .Values.tls.kafka.caSecret "kafka-client" .Values.tls.kafka.clientSecret }}
+{{- if $secret }}
+- name: {{ $name }}
+  mountPath: {{ $m }}/{{ $name }}
+  readOnly: true
+{{- end }}
+{{- end }}
+{{- end -}}
+
 {{- define "cryptopredict.volumeMounts" -}}
 - name: tmp
   mountPath: /tmp
 - name: home
   mountPath: /var/lib/cryptopredict
+{{- include "cryptopredict.kafkaVolumeMounts" . }}
 {{- $m := include "cryptopredict.mountRoot" . }}
 {{- $temporal := .Values.tls.temporal }}
-{{- $on := dict "kafka-ca" .Values.tls.kafka.caSecret "kafka-client" .Values.tls.kafka.clientSecret "temporal-tls" (and $temporal.secret (or $temporal.caKey $temporal.mutual)) "store-ca" .Values.tls.postgres.caSecret }}
-{{- range $name := list "kafka-ca" "kafka-client" "temporal-tls" "store-ca" }}
+{{- $on := dict "temporal-tls" (and $temporal.secret (or $temporal.caKey $temporal.mutual)) "store-ca" .Values.tls.postgres.caSecret }}
+{{- range $name := list "temporal-tls" "store-ca" }}
 {{- if get $on $name }}
 - name: {{ $name }}
   mountPath: {{ $m }}/{{ $name }}
