@@ -1,12 +1,14 @@
-"""The stream edge: infra/stream-edge, a Go program in front of this server for many subscribers.
+"""The stream edge: infra/stream-edge, a Go program beside this server for many subscribers.
 
 Python gRPC spends about 50 µs of CPU per message a stream sends, so one prediction to 1,000 streams
-takes 50 ms of a core. The edge reads the predictions topic from Kafka itself, validates and encodes each
-record exactly as this server does (a record it refuses becomes a dead letter), and fans each prediction
-out at a few µs a message. A new subscription is opened on this server first (request and metadata as the
-client sent them) and served once the server accepted it, so validation and authentication answer
-exactly as here. Lookups the server has vouched for are answered from the edge's latest predictions;
-other methods are relayed unchanged (docs/serving.md, "The stream edge").
+takes 50 ms of a core. The edge reads the predictions topic from Kafka itself, checks each record against
+this server's validation (it never serves a record the server would refuse, and refuses a few forms that
+pydantic tolerates and no producer writes; a record it refuses becomes a dead letter), encodes it as this
+server does, and fans each prediction out at a few µs a message. A new subscription is opened on this
+server first (request and metadata as the client sent them) and served once the server accepted it, so
+validation and authentication answer exactly as here. Lookups the server has vouched for are answered
+from the edge's latest predictions; other methods are relayed unchanged (docs/serving.md, "The stream
+edge").
 """
 
 from __future__ import annotations

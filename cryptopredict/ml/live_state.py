@@ -29,6 +29,9 @@ from cryptopredict.features.indicators import IndicatorConfig, IndicatorState
 from cryptopredict.models import Candle
 
 
+# Faust's json codec reads these constants back only while orjson is not installed (with it, Faust
+# switches to orjson.loads, which refuses NaN and infinities); tests/unit/test_live_state.py recovers such
+# a value through the agent's table codec, so installing orjson would fail there first.
 def _encoded(json_data: dict[str, Any]) -> bytes:
     """JSON of model_dump(mode="json") output, as json.loads reads it back: NaN and infinities as the
     constants Python's json writes (a model's own model_dump_json would write null), in a third of

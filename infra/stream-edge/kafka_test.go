@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/twmb/franz-go/pkg/kerr"
 	"github.com/twmb/franz-go/pkg/kgo"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/codes"
@@ -146,9 +147,41 @@ func TestARefusedRecordBecomesADeadLetterNamingItsPlace(t *testing.T) {
 	}
 }
 
+// The raw record of a dead letter is what Python's decode("utf-8", "replace") makes of it (written by
+// Python 3.11), as the Python stages write theirs.
+func TestADeadLettersRawIsThePythonReplacingDecode(t *testing.T) {
+	for input, want := range map[string]string{
+		"\xff\xfe":             "\uFFFD\uFFFD",
+		"a\xe2\x82":            "a\uFFFD", // a truncated sequence: one
+		"\xe2\x82z":            "\uFFFDz",
+		"\xe2\x82\xac":         "\u20ac",
+		"\xc0\xaf":             "\uFFFD\uFFFD",       // overlong: C0 never starts a character
+		"\xed\xa0\x80":         "\uFFFD\uFFFD\uFFFD", // a surrogate
+		"\xf0\x9f\x98":         "\uFFFD",
+		"\xf0\x9f\x98\x80":     "\U0001f600",
+		"\xf4\x90\x80\x80":     "\uFFFD\uFFFD\uFFFD\uFFFD", // above U+10FFFF
+		"\xf0\x80\x80\x80":     "\uFFFD\uFFFD\uFFFD\uFFFD",
+		"\x80\x80":             "\uFFFD\uFFFD",
+		"\xe0\x80\x80":         "\uFFFD\uFFFD\uFFFD",
+		"\xe0\xa0":             "\uFFFD",
+		"\xf5\x80":             "\uFFFD\uFFFD",
+		"\xef\xbf\xbd\xff":     "\uFFFD\uFFFD", // U+FFFD itself, then a bad byte
+		"{\"pair\": \xff}":     "{\"pair\": \uFFFD}",
+		"\xc2":                 "\uFFFD",
+		"\xe1\x80\xe1\x80\x80": "\uFFFD\u1000",
+		"\xf1\x80\x80\xc2\xa9": "\uFFFD\u00a9",
+		"plain, and modèle 😀":  "plain, and modèle 😀",
+		"":                     "",
+	} {
+		if got := decodeReplacing([]byte(input)); got != want {
+			t.Errorf("%q: %q, want %q", input, got, want)
+		}
+	}
+}
+
 func TestCatchingUpNeedsEveryPartitionReadAsFarAsItWentAtStart(t *testing.T) {
-	c := catchUp{pending: map[int32]int64{0: 10, 2: 3}}
-	if c.read(0, 9) { // partition 0 done; 2 not yet
+	c := newCatchUp(map[int32]span{0: {0, 10}, 1: {7, 7}, 2: {0, 3}}) // partition 1 holds nothing
+	if c.read(0, 9) {                                                 // partition 0 done; 2 not yet
 		t.Fatal("caught up with a partition left")
 	}
 	if c.read(1, 500) || c.read(2, 1) {
@@ -157,13 +190,151 @@ func TestCatchingUpNeedsEveryPartitionReadAsFarAsItWentAtStart(t *testing.T) {
 	if !c.read(2, 2) || !c.done() {
 		t.Fatal("not caught up with every partition read")
 	}
-	if empty := (catchUp{pending: map[int32]int64{}}); !empty.done() {
+	if empty := newCatchUp(map[int32]span{}); !empty.done() {
 		t.Fatal("an empty topic is not caught up with")
 	}
 	// A transaction marker at the end takes the last offset: read (and skipped), it counts.
-	marker := catchUp{pending: map[int32]int64{0: 5}}
+	marker := newCatchUp(map[int32]span{0: {0, 5}})
 	if !marker.read(0, 4) {
 		t.Fatal("the marker's offset does not count")
+	}
+}
+
+// A partition that will never reach its end at start does not hold the edge back: one that ends lower
+// now (truncated, or deleted and created again) is read to its end now, one whose records before that
+// end were deleted needs nothing, and so does one no longer listed.
+func TestCatchingUpEndsWhenNothingIsLeftBelowTheEndAtStart(t *testing.T) {
+	c := newCatchUp(map[int32]span{0: {0, 10}, 1: {0, 10}, 2: {0, 10}, 3: {0, 10}})
+	c.read(0, 2)
+	if c.holds(0, span{0, 10}) || c.holds(0, span{0, 12}) { // written to since: still 10
+		t.Fatal("caught up with partition 0 at 3 of 10")
+	}
+	if c.holds(0, span{0, 5}) { // truncated to 5: read to 5 now
+		t.Fatal("caught up with partition 0 at 3 of 5")
+	}
+	c.read(0, 4)
+	if _, left := c.pending[0]; left {
+		t.Fatal("partition 0 read to its end now, yet pending")
+	}
+	c.holds(1, span{10, 10}) // every record before 10 deleted
+	if _, left := c.pending[1]; left {
+		t.Fatal("partition 1 holds nothing before 10, yet pending")
+	}
+	c.holds(2, span{-1, -1}) // nothing known: no change
+	if c.pending[2] != 10 {
+		t.Fatalf("partition 2 pending %d, want 10", c.pending[2])
+	}
+	// Deleted and created again: what was read is forgotten, and the offsets listed again rule.
+	c.read(2, 8)
+	c.restart()
+	if c.relisted(map[int32]span{2: {0, 3}, 3: {0, 4}}) || c.pending[2] != 3 || c.pending[3] != 4 {
+		t.Fatalf("after the topic was created again: pending %v", c.pending)
+	}
+	c.read(2, 2)
+	if !c.relisted(map[int32]span{}) { // the topic is gone: nothing to wait for
+		t.Fatalf("pending %v with the topic gone", c.pending)
+	}
+}
+
+// A fetch's partition errors count, are logged once in a while, and mark a topic deleted; the poll's own
+// time limit is none of that.
+func TestPartitionErrorsAreCountedAndATopicDeletedIsTakenUpAgain(t *testing.T) {
+	c := &consumer{config: plaintext(), errors: newLogLimiter(time.Minute)}
+	var logged []string
+	c.errors.output = func(s string) { logged = append(logged, s) }
+	progress := newCatchUp(map[int32]span{})
+	unknown := kgo.Fetches{{Topics: []kgo.FetchTopic{{Topic: "p.predictions", Partitions: []kgo.FetchPartition{
+		{Partition: 0, Err: kerr.UnknownTopicID}, {Partition: 1, Err: kerr.UnknownTopicID},
+	}}}}}
+	for range 3 {
+		if !c.take(unknown, &progress) {
+			t.Fatal("UNKNOWN_TOPIC_ID of the topic is not a deleted topic")
+		}
+	}
+	if c.kafkaErrors.Load() != 6 || len(logged) != 2 {
+		t.Fatalf("%d errors counted, logged %q", c.kafkaErrors.Load(), logged)
+	}
+	other := kgo.Fetches{{Topics: []kgo.FetchTopic{{Topic: "other", Partitions: []kgo.FetchPartition{{Partition: 0, Err: kerr.UnknownTopicID}}}}}}
+	if c.take(other, &progress) || c.take(kgo.NewErrFetch(context.DeadlineExceeded), &progress) {
+		t.Fatal("another topic's error, or the poll's time limit, taken for a deleted topic")
+	}
+	if c.kafkaErrors.Load() != 7 {
+		t.Fatalf("%d errors counted, want 7: the poll's time limit is no error", c.kafkaErrors.Load())
+	}
+}
+
+// Kafka is there while brokers answer fetches, unless all they brought lately were partition errors.
+func TestKafkaIsConnectedWhileFetchesAnswerWithMoreThanPartitionErrors(t *testing.T) {
+	c := &consumer{}
+	now := time.Now()
+	if c.connected() {
+		t.Fatal("connected before any fetch")
+	}
+	c.lastFetch.Store(now.UnixNano())
+	if !c.connected() {
+		t.Fatal("an answered fetch is not connected")
+	}
+	c.lastPartitionError.Store(now.UnixNano()) // e.g. the topic deleted: only errors since
+	if c.connected() {
+		t.Fatal("connected with nothing but partition errors")
+	}
+	c.lastPartitionRead.Store(now.Add(time.Millisecond).UnixNano()) // records again
+	if !c.connected() {
+		t.Fatal("not connected once a partition is read again")
+	}
+	c.lastPartitionRead.Store(0)
+	c.lastPartitionError.Store(now.Add(-connectedWithin).UnixNano()) // an old error, idle fetches since
+	if !c.connected() {
+		t.Fatal("an old partition error still counts")
+	}
+	c.lastFetch.Store(now.Add(-connectedWithin).UnixNano())
+	if c.connected() {
+		t.Fatal("connected without an answer for connectedWithin")
+	}
+}
+
+func TestARepeatedErrorIsLoggedOnceInAWhileWithTheCountLeftOut(t *testing.T) {
+	l := newLogLimiter(time.Minute)
+	now := time.Date(2024, 5, 1, 12, 0, 0, 0, time.UTC)
+	l.now = func() time.Time { return now }
+	var logged []string
+	l.output = func(s string) { logged = append(logged, s) }
+	for range 5 {
+		l.printf("p[0]", "fetching p[%d]: gone", 0)
+		l.printf("p[1]", "fetching p[%d]: gone", 1)
+	}
+	now = now.Add(time.Minute)
+	l.printf("p[0]", "fetching p[%d]: gone", 0)
+	equal(t, logged, "fetching p[0]: gone", "fetching p[1]: gone",
+		"fetching p[0]: gone (and 4 more times since it was last logged)")
+}
+
+// A dead letter never holds up reading: with the client's buffer full it fails at once, counted.
+func TestADeadLetterNeverBlocksAndAFailureIsCounted(t *testing.T) {
+	config := plaintext()
+	config.brokers = []string{"127.0.0.1:1"} // nobody: every letter stays buffered
+	c, err := newConsumer(config, newHub(1), kgo.MaxBufferedRecords(1))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.client.Close()
+	r := &kgo.Record{Topic: "p.predictions", Value: []byte("x"), Timestamp: time.Now()}
+	done := make(chan struct{})
+	go func() {
+		for range 3 {
+			c.sendDeadLetter(r, errors.New("invalid"))
+		}
+		close(done)
+	}()
+	select {
+	case <-done:
+	case <-time.After(5 * time.Second):
+		t.Fatal("sending dead letters blocked")
+	}
+	for deadline := time.Now().Add(5 * time.Second); c.deadLetterErrors.Load() < 2; time.Sleep(10 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("%d dead letter errors, want 2 (the buffer holds one)", c.deadLetterErrors.Load())
+		}
 	}
 }
 
@@ -183,14 +354,14 @@ func (s *fakeStream) RecvMsg(m any) error {
 
 // testEdge is an edge whose server is nowhere: a call that reaches it fails UNAVAILABLE.
 func testEdge(t *testing.T) *edge {
-	conn, err := grpc.Dial("127.0.0.1:1", grpc.WithTransportCredentials(insecure.NewCredentials()))
+	conn, err := grpc.NewClient("127.0.0.1:1", grpc.WithTransportCredentials(insecure.NewCredentials()))
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { conn.Close() })
 	return &edge{
 		hub:      newHub(4),
-		consumer: &consumer{delay: newHistogram(latencyBuckets)},
+		consumer: &consumer{delay: newHistogram(latencyBuckets), errors: newLogLimiter(errorLogEvery)},
 		upstream: conn,
 		health:   health.NewServer(),
 		vouched:  newVouched(),
@@ -235,7 +406,7 @@ func TestWhileCatchingUpNoStreamIsServedAndLookupsGoToTheServer(t *testing.T) {
 	}
 }
 
-func TestHealthNeedsTheServerTheCatchUpAndKafka(t *testing.T) {
+func TestHealthNeedsTheServerAndTheCatchUpNotKafka(t *testing.T) {
 	e := testEdge(t)
 	check := func() healthpb.HealthCheckResponse_ServingStatus {
 		t.Helper()
@@ -255,15 +426,15 @@ func TestHealthNeedsTheServerTheCatchUpAndKafka(t *testing.T) {
 	e.consumer.caughtUp.Store(true)
 	e.refreshHealth()
 	if check() != healthpb.HealthCheckResponse_SERVING {
-		t.Fatal("not serving with the server, the topic read and Kafka answering")
+		t.Fatal("not serving with the server and the topic read")
 	}
-	e.consumer.lastFetch.Store(time.Now().Add(-connectedWithin).UnixNano()) // Kafka silent
+	// Kafka silent: the edge still relays and admits as the server does, so it stays among the
+	// endpoints; the loss shows in cryptopredict_edge_kafka_connected and its alert.
+	e.consumer.lastFetch.Store(time.Now().Add(-connectedWithin).UnixNano())
 	e.refreshHealth()
-	if check() != healthpb.HealthCheckResponse_NOT_SERVING {
-		t.Fatal("serving without Kafka")
+	if check() != healthpb.HealthCheckResponse_SERVING || e.consumer.connected() {
+		t.Fatal("Kafka's loss turned health, or is not seen")
 	}
-	e.consumer.lastFetch.Store(time.Now().UnixNano())
-	e.refreshHealth()
 	s := e.hub.subscribe(filter{exchange: anyExchange})
 	e.hub.publish(encoded("BTC/USD", 1, time.Second))
 	e.upstreamLost()

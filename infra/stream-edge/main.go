@@ -1,19 +1,20 @@
-// Command stream-edge serves StreamPredictions and GetLatestPrediction in front of the Python gRPC
-// server (grpc_server), which stays the one authority on what a request may ask and who may ask it.
+// Command stream-edge serves StreamPredictions and GetLatestPrediction beside the Python gRPC server
+// (grpc_server), which stays the one authority on what a request may ask and who may ask it.
 //
 // Python gRPC spends about 50 µs of CPU per message sent; a new prediction to 1,000 streams is 50 ms
 // of one core, and its unary calls stall now and then for milliseconds. The edge reads the predictions
 // topic from Kafka itself (kafka.go), as the server does, and sends each prediction to its own
 // subscribers at a few µs a message, without a hop through the server.
 //
-//   - A record is validated as the server validates it and encoded as the server encodes it
-//     (prediction.go): the edge never serves what the server would refuse, and serves the same bytes.
-//     A record it refuses becomes a dead letter, is counted and logged with its topic, partition and
-//     offset; the stream goes on.
+//   - A record is checked against the server's validation and encoded as the server encodes it
+//     (prediction.go): the edge never serves what the server would refuse, and serves the same bytes;
+//     it also refuses a few forms the server tolerates and no producer of the project writes. A record
+//     it refuses becomes a dead letter, is counted and logged with its topic, partition and offset; the
+//     stream goes on.
 //   - Like the server, it reads every partition from the earliest offset without a consumer group, so
 //     the latest prediction per key is rebuilt at start. Until it has read as far as the topic went at
 //     start it is not SERVING and refuses new streams with UNAVAILABLE, so no client gets a flood of old
-//     predictions.
+//     predictions. A topic deleted and created again is read again from its start, streams open.
 //   - A new subscription is first opened on the server with the client's request and metadata, and
 //     served once the server has accepted it (its initial metadata): validation and authentication
 //     answer exactly as the server's.
@@ -27,7 +28,8 @@
 //     UNAVAILABLE (clients reconnect, as they would to the server) and it forgets what the server
 //     vouched for; it keeps its predictions, which come from Kafka.
 //   - When Kafka goes away, streams go on: the client reconnects and reads on from where it was, and the
-//     hub drops anything not newer than what it sent. Health says NOT_SERVING meanwhile.
+//     hub drops anything not newer than what it sent. Health stays SERVING (the server still answers the
+//     relayed calls and admits streams); the loss shows in a metric, the log and an alert.
 //   - Every other method is relayed to the server as it is.
 //   - The edge holds its subscribers' streams, so it bounds them per caller itself (callers.go), with
 //     the server's grpc.max_streams_per_caller; the server sees only a short admission stream each.
@@ -199,10 +201,11 @@ func (e *edge) upstreamLost() {
 	e.hub.endStreams()
 }
 
-// refreshHealth says SERVING while the server does, the topic has been read as far as it went at start,
-// and Kafka answers; NOT_SERVING otherwise (Kubernetes then sends new clients to another edge).
+// refreshHealth says SERVING while the server does and once the topic has been read as far as it went at
+// start; NOT_SERVING otherwise (Kubernetes then sends new clients to another edge). Not Kafka: an edge
+// that lost it still relays and admits like the server, and every edge would lose it together.
 func (e *edge) refreshHealth() {
-	serving := e.upstreamServing.Load() && e.consumer.caughtUp.Load() && e.consumer.connected()
+	serving := e.upstreamServing.Load() && e.consumer.caughtUp.Load()
 	e.healthMu.Lock()
 	defer e.healthMu.Unlock()
 	if serving == e.serving {
@@ -217,7 +220,8 @@ func (e *edge) refreshHealth() {
 	e.health.SetServingStatus(service, status)
 }
 
-// watchKafka turns health with Kafka: lost when no fetch was answered for a few seconds, back when one is.
+// watchKafka logs losing Kafka (no fetch answered, or only partition errors, for a few seconds) and
+// getting it back; cryptopredict_edge_kafka_connected says the same.
 func (e *edge) watchKafka(ctx context.Context) {
 	connected := false
 	ticker := time.NewTicker(time.Second)
@@ -233,10 +237,9 @@ func (e *edge) watchKafka(ctx context.Context) {
 			if connected {
 				log.Printf("Kafka answers")
 			} else {
-				log.Printf("lost Kafka: no fetch answered for %s (%d errors so far); streams go on", connectedWithin, e.consumer.kafkaErrors.Load())
+				log.Printf("lost Kafka: no fetch answered without errors for %s (%d errors so far); streams go on", connectedWithin, e.consumer.kafkaErrors.Load())
 			}
 		}
-		e.refreshHealth()
 	}
 }
 
@@ -452,7 +455,8 @@ func main() {
 		}
 		upstreamCreds = creds
 	}
-	conn, err := grpc.Dial(*upstream, grpc.WithTransportCredentials(upstreamCreds))
+	// The dns resolver (NewClient's default) takes an address or host:port, as -upstream is given.
+	conn, err := grpc.NewClient(*upstream, grpc.WithTransportCredentials(upstreamCreds))
 	if err != nil {
 		log.Fatal(err)
 	}

@@ -68,8 +68,8 @@ func (e *edge) metrics(w http.ResponseWriter, _ *http.Request) {
 	fmt.Fprintf(w, "cryptopredict_edge_latest_total{answered=\"upstream\"} %d\n", e.latestFromUpstream.Load())
 	figure("cryptopredict_edge_upstream_serving", "gauge", "1 while the gRPC server's health says SERVING.", gauge(e.upstreamServing.Load()))
 	c := e.consumer
-	figure("cryptopredict_edge_kafka_connected", "gauge", "1 while a broker answered a fetch in the last few seconds.", gauge(c.connected()))
-	figure("cryptopredict_edge_kafka_errors_total", "counter", "Failed connections to brokers and failed fetches.", c.kafkaErrors.Load())
+	figure("cryptopredict_edge_kafka_connected", "gauge", "1 while brokers answered fetches in the last few seconds with more than partition errors.", gauge(c.connected()))
+	figure("cryptopredict_edge_kafka_errors_total", "counter", "Failed connections to brokers, failed fetches and partition errors.", c.kafkaErrors.Load())
 	figure("cryptopredict_edge_caught_up", "gauge", "1 once the predictions topic was read as far as it went at start.", gauge(c.caughtUp.Load()))
 	figure("cryptopredict_edge_predictions_total", "counter", "Valid predictions read from the topic.", c.consumed.Load())
 	figure("cryptopredict_edge_invalid_records_total", "counter", "Records of the predictions topic refused (each also a dead letter).", c.invalid.Load())

@@ -177,10 +177,12 @@ type corpusRecord struct {
 	Value  string `json:"value"`  // base64
 	Python string `json:"python"` // the encoded StreamPredictionsResponse in hex, "" when refused
 	Valid  bool   `json:"valid"`  // made by the real Prediction model
+	Raw    string `json:"raw"`    // the value as Python's decode("utf-8", "replace") reads it
 }
 
 // TestTheDecoderAgreesWithPython: every record the edge accepts, the Python server accepts and encodes
-// to the same bytes; every record the real model made, the edge accepts. The corpus comes from the
+// to the same bytes; every record the real model made, the edge accepts; a dead letter's raw record is
+// what the Python stages would write for it. The corpus comes from the
 // Python test, which runs this one with EDGE_PREDICTION_CORPUS set.
 func TestTheDecoderAgreesWithPython(t *testing.T) {
 	path := os.Getenv("EDGE_PREDICTION_CORPUS")
@@ -203,6 +205,9 @@ func TestTheDecoderAgreesWithPython(t *testing.T) {
 		value, err := base64.StdEncoding.DecodeString(c.Value)
 		if err != nil {
 			t.Fatal(err)
+		}
+		if raw := decodeReplacing(value); raw != c.Raw {
+			t.Errorf("%s: the dead letter's raw record %q, Python's %q", c.Name, raw, c.Raw)
 		}
 		p, err := decodePrediction(value)
 		switch {

@@ -448,6 +448,9 @@ def test_each_pod_environment_loads_as_the_settings(
         if role == "edge":
             assert ports["grpc"] == settings.grpc.edge_port
             assert container["args"][4] == f"{RELEASE}-cryptopredict-grpc:{settings.grpc.port}"
+            # It checks no token (the server authenticates every caller), so it holds none.
+            names = {e["name"] for e in container.get("env", [])}
+            assert "CRYPTOPREDICT_GRPC__TOKENS" not in names and not settings.grpc.tokens, names
         risingwave = values == "production"
         assert settings.store.dialect == ("risingwave" if risingwave else "postgres")
         assert settings.store.sink_enabled is not risingwave

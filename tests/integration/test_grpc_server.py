@@ -15,6 +15,7 @@ from pathlib import Path
 import grpc
 import pytest
 from aiokafka import AIOKafkaProducer
+from factories import with_uncertainty
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from prometheus_client import REGISTRY
@@ -23,7 +24,7 @@ from typer.testing import CliRunner
 
 from cryptopredict.cli import app
 from cryptopredict.kafka_client import client_kwargs
-from cryptopredict.models.ml import Prediction, QuantilePrice
+from cryptopredict.models.ml import Prediction
 from cryptopredict.settings import GrpcSettings, Settings, get_settings
 from cryptopredict.topics import PREDICTIONS
 from grpc_server.client import get_latest_prediction, stream_predictions
@@ -477,25 +478,6 @@ async def test_list_and_get_models_report_registry_and_live_figures(target: str)
     finally:
         client.delete_registered_model(name)
         client.delete_registered_model(vol_name)
-
-
-def with_uncertainty(prediction: Prediction) -> Prediction:
-    """`prediction` with an interval, quantiles at the served levels (0.1, 0.5, 0.9), volatility and regime."""
-    price = prediction.predicted_price
-    return prediction.model_copy(
-        update={
-            "lower_price": price - 2.0,
-            "upper_price": price + 2.0,
-            "interval_level": 0.815,
-            "quantiles": [
-                QuantilePrice(level=0.1, price=price - 1.5),
-                QuantilePrice(level=0.5, price=price),
-                QuantilePrice(level=0.9, price=price + 1.5),
-            ],
-            "predicted_volatility": 0.0007,
-            "volatility_regime": "mid",
-        }
-    )
 
 
 async def invalid_argument(call: Awaitable[object]) -> str:

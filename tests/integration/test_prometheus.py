@@ -49,6 +49,8 @@ def test_promtool_accepts_the_rules(promtool: Path) -> None:
         "FeedSilent",
         "ConsumerLagGrowing",
         "DeadLettersRising",
+        "EdgeRefusingRecords",
+        "EdgeLostKafka",
         "VenueQuietWhileOnline",
         "VenueCandlesDisagree",
         "LlmFailing",

@@ -25,6 +25,7 @@ import pytest
 import topic_prefixes
 from aiokafka import AIOKafkaProducer
 from aiokafka.structs import RecordMetadata
+from factories import with_uncertainty
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from kafka_proxy import KafkaProxy
@@ -36,7 +37,6 @@ from test_grpc_server import (
     on_coinbase,
     two_venue_settings,
     wait_until,
-    with_uncertainty,
 )
 
 from cryptopredict import stack
@@ -670,10 +670,41 @@ async def test_edge_keeps_exchanges_apart_and_none_means_kraken(topic: Topic, tm
                 assert "unknown exchange 'ftx'" in (error.details() or "")
 
 
+@dataclass
+class Minutes:
+    """A BTC/USD 1m stream read in the background: the minute of each prediction it delivered."""
+
+    call: grpc.aio.UnaryStreamCall
+    received: list[int]
+    reader: asyncio.Task[None]
+
+    @property
+    def open(self) -> bool:
+        return not self.reader.done()
+
+
 async def read_into(call: grpc.aio.UnaryStreamCall, received: list[int]) -> None:
     """Reads a stream to its end, noting the minute of each prediction."""
     async for response in call:
         received.append(minute_of(response))
+
+
+@contextlib.asynccontextmanager
+async def btc_minutes(target: str, latest: int, timeout: float) -> AsyncIterator[Minutes]:  # noqa: ASYNC109
+    """A BTC/USD 1m stream from `target`, once it has delivered the latest prediction (minute `latest`)."""
+    async with grpc.aio.insecure_channel(target) as channel:
+        call = pb_grpc.PredictionServiceStub(channel).StreamPredictions(
+            pb.StreamPredictionsRequest(pairs=["BTC/USD"], interval_s=60), timeout=timeout
+        )
+        received: list[int] = []
+        reader = asyncio.create_task(read_into(call, received))
+        try:
+            await wait_until(lambda: received == [latest], 10)
+            yield Minutes(call, received, reader)
+        finally:
+            call.cancel()
+            with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+                await reader
 
 
 async def test_a_record_the_server_would_refuse_is_a_dead_letter_and_the_stream_goes_on(
@@ -682,14 +713,8 @@ async def test_a_record_the_server_would_refuse_is_a_dead_letter_and_the_stream_
     await topic.publish(make_prediction(minute=1))
     async with (
         running_edge(with_port(run_settings, server.port), tmp_path) as edge,
-        grpc.aio.insecure_channel(edge.target) as channel,
+        btc_minutes(edge.target, 1, timeout=60) as stream,
     ):
-        call = pb_grpc.PredictionServiceStub(channel).StreamPredictions(
-            pb.StreamPredictionsRequest(pairs=["BTC/USD"], interval_s=60), timeout=60
-        )
-        received: list[int] = []
-        reader = asyncio.create_task(read_into(call, received))
-        await wait_until(lambda: received == [1], 10)
         fields = make_prediction(minute=2).model_dump(mode="json")
         bad = [
             b"not json",
@@ -700,8 +725,8 @@ async def test_a_record_the_server_would_refuse_is_a_dead_letter_and_the_stream_
         places = [await topic.send(value) for value in bad]
         await topic.publish(make_prediction(minute=2))
         # The stream goes on: the next good prediction arrives, nothing of the bad ones.
-        await wait_until(lambda: received == [1, 2], 15)
-        assert not reader.done()
+        await wait_until(lambda: stream.received == [1, 2], 15)
+        assert stream.open
         await wait_until_metric(edge, "cryptopredict_edge_invalid_records_total", len(bad))
         # A log line naming each record's topic, partition and offset...
         log = edge.log.read_text()
@@ -727,13 +752,14 @@ async def test_a_record_the_server_would_refuse_is_a_dead_letter_and_the_stream_
         for place in places:
             assert f"(topic {topic.name}, partition {place.partition}, offset {place.offset})" in reasons
         assert "last_price: must be greater than 0" in reasons and "x: extra field not permitted" in reasons
-        call.cancel()
 
 
 async def test_streams_survive_losing_kafka_and_go_on_once_it_is_back(
     run_settings: Settings, topic: Topic, server: RunningServer, tmp_path: Path
 ) -> None:
-    """The edge reads Kafka through a proxy this test cuts: the shared broker stays up for everyone."""
+    """The edge reads Kafka through a proxy this test cuts: the shared broker stays up for everyone. It
+    stays SERVING meanwhile: the server, which its relayed calls and admissions need, still answers, so
+    Kubernetes keeps it among the Service's endpoints; the loss shows in its metric, log and alert."""
     proxy = KafkaProxy(run_settings.kafka.first_host_port)
     await proxy.start()
     through_proxy = run_settings.kafka.model_copy(update={"bootstrap_servers": proxy.address})
@@ -742,35 +768,71 @@ async def test_streams_survive_losing_kafka_and_go_on_once_it_is_back(
     try:
         async with (
             running_edge(edge_settings, tmp_path) as edge,
-            grpc.aio.insecure_channel(edge.target) as channel,
+            btc_minutes(edge.target, 0, timeout=120) as stream,
         ):
-            call = pb_grpc.PredictionServiceStub(channel).StreamPredictions(
-                pb.StreamPredictionsRequest(pairs=["BTC/USD"], interval_s=60), timeout=120
-            )
-            received: list[int] = []
-            reader = asyncio.create_task(read_into(call, received))
-            await wait_until(lambda: received == [0], 10)
             assert await edge.metric("cryptopredict_edge_kafka_connected") == 1
             await proxy.cut()
             await wait_until_metric(edge, "cryptopredict_edge_kafka_connected", 0, timeout=20)
-            await wait_for_health(edge.target, False, 5)
+            assert await edge_health(edge.target) == health_pb2.HealthCheckResponse.SERVING
             assert await edge.metric("cryptopredict_edge_kafka_errors_total") > 0
-            assert "lost Kafka" in edge.log.read_text()
-            # Written while the edge cannot read it: the server has it, the stream waits, open.
+            await wait_until(lambda: "lost Kafka" in edge.log.read_text(), 5)  # logged within a second
+            # Written while the edge cannot read it: the server has it, the stream waits, open, and new
+            # streams are still admitted (with the predictions the edge holds).
             await topic.publish(make_prediction(minute=1))
             await until_served(server, make_prediction(minute=1))
-            await asyncio.sleep(1)
-            assert received == [0] and not reader.done()
+            async with btc_minutes(edge.target, 0, timeout=30):
+                pass
+            assert stream.received == [0] and stream.open
+            assert await get_latest_prediction(edge.target, "BTC/USD", 60, 60) == make_prediction(minute=1)
             await proxy.restore()
             await wait_until_metric(edge, "cryptopredict_edge_kafka_connected", 1, timeout=30)
-            await wait_for_health(edge.target, True, 10)
             await topic.publish(make_prediction(minute=2))
             # No gap and nothing twice: the edge read on from where it was.
-            await wait_until(lambda: len(received) >= 3, 30)
-            assert received == [0, 1, 2] and not reader.done()
-            call.cancel()
+            await wait_until(lambda: len(stream.received) >= 3, 30)
+            assert stream.received == [0, 1, 2] and stream.open
+            assert await edge_health(edge.target) == health_pb2.HealthCheckResponse.SERVING
     finally:
         await proxy.cut()
+
+
+async def test_a_deleted_and_recreated_topic_is_read_again_under_an_open_stream(
+    run_settings: Settings, topic: Topic, server: RunningServer, tmp_path: Path
+) -> None:
+    """Deleted and created again, the predictions topic is another topic to Kafka (a new topic id), and so
+    is the dead-letter topic: the edge takes each up again, so its open stream gets what is written to the
+    new topic, and a record it refuses there becomes a letter on the new dead-letter topic."""
+    kafka = run_settings.kafka
+    dead_letters = topic_name(DEAD_LETTERS, kafka.topic_prefix)
+    await topic.publish(make_prediction(minute=1))
+    await topic.send(b"not json")  # a letter to the first dead-letter topic, so the edge has written there
+    async with (
+        running_edge(with_port(run_settings, server.port), tmp_path) as edge,
+        btc_minutes(edge.target, 1, timeout=150) as stream,
+    ):
+        async with asyncio.timeout(20):
+            while not await read_topic(kafka, dead_letters, 1):
+                pass
+        await delete_topics(kafka, [topic.name, dead_letters])
+        async with asyncio.timeout(30):  # the server's consumer may create them again first
+            while not {topic.name, dead_letters} <= await topic_names(kafka):
+                await ensure_topics(kafka)
+        await topic.publish(make_prediction(minute=2))
+        refused = await topic.send(b"still not json")
+        await wait_until(lambda: stream.received == [1, 2], 60)
+        assert stream.open
+        letters: list[DeadLetter] = []
+        async with asyncio.timeout(60):
+            while not letters:
+                letters = [
+                    DeadLetter.model_validate_json(v) for v in await read_topic(kafka, dead_letters, 1)
+                ]
+        assert [letter.raw for letter in letters] == ["still not json"]
+        assert f"partition {refused.partition}, offset {refused.offset})" in letters[0].reason
+        log = edge.log.read_text()
+        assert f"topic {topic.name} was deleted" in log, log
+        # Each partition's error is logged once in a while, not at every fetch.
+        assert len(re.findall(r"fetching \S+: UNKNOWN_TOPIC_ID", log)) <= 2 * kafka.partitions, log
+        assert await edge_health(edge.target) == health_pb2.HealthCheckResponse.SERVING
 
 
 async def test_the_edge_serves_nobody_until_it_has_read_the_topic(

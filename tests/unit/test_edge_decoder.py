@@ -3,7 +3,8 @@ refuses, and must send the bytes the server would. A corpus of records goes thro
 `Prediction.model_validate_json` and `prediction_response_bytes` here, and through the edge's own decoder
 (infra/stream-edge/prediction.go) in its Go test `TestTheDecoderAgreesWithPython`, which reads the corpus
 this test writes. Every record the edge accepts, the server accepts with byte-identical encoding; every
-record the real model made, the edge accepts."""
+record the real model made, the edge accepts; the raw record of the edge's dead letter for any record is
+the one the Python stages would write."""
 
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from factories import T0, prediction, with_uncertainty
 from pydantic import ValidationError
 
 from cryptopredict.models.ml import Prediction, QuantilePrice
@@ -26,42 +28,7 @@ from grpc_server.pb import predictions_pb2 as pb
 pytestmark = pytest.mark.unit
 
 EDGE = Path(__file__).resolve().parents[2] / "infra" / "stream-edge"
-T0 = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
 DROP = object()  # a field left out of a mutated record
-
-
-def prediction(**overrides: Any) -> Prediction:
-    fields: dict[str, Any] = {
-        "pair": "BTC/USD",
-        "interval_s": 60,
-        "horizon_s": 300,
-        "made_at": T0 + timedelta(seconds=1, microseconds=123456),
-        "feature_time": T0,
-        "target_time": T0 + timedelta(seconds=300),
-        "last_price": 64_000.5,
-        "predicted_price": 64_012.25,
-        "model_name": "cryptopredict-btcusd-60s-h5",
-        "model_version": "7",
-    }
-    return Prediction.model_validate(fields | overrides)
-
-
-def with_uncertainty(p: Prediction, regime: str = "mid") -> Prediction:
-    price = p.predicted_price
-    return p.model_copy(
-        update={
-            "lower_price": price - 40.0,
-            "upper_price": price + 40.5,
-            "interval_level": 0.815,
-            "quantiles": [
-                QuantilePrice(level=0.1, price=price - 30.0),
-                QuantilePrice(level=0.5, price=price),
-                QuantilePrice(level=0.9, price=price + 30.0),
-            ],
-            "predicted_volatility": 0.0007,
-            "volatility_regime": regime,
-        }
-    )
 
 
 FULL = with_uncertainty(prediction(exchange="coinbase"))
@@ -192,6 +159,23 @@ def mutations() -> dict[str, bytes]:
         "a string": b'"prediction"',
         "a BOM": b"\xef\xbb\xbf" + full.to_json_bytes(),
         "invalid UTF-8": raw_edit(full, '"mid"', '"m\xffd"').replace(b"\xc3\xbf", b"\xff"),
+        # One U+FFFD per maximal subpart of each ill-formed sequence, in a dead letter's raw record.
+        **{
+            f"ill-formed UTF-8 {bad!r}": full.to_json_bytes().replace(b'"mid"', b'"m' + bad + b'd"')
+            for bad in (
+                b"\xff\xfe",
+                b"\xe2\x82",
+                b"\xf0\x9f\x98",
+                b"\xc0\xaf",
+                b"\xed\xa0\x80",
+                b"\xf4\x90\x80\x80",
+                b"\xe0\x80\x80",
+                b"\x80\xbf",
+                b"\xe1\x80\xe1\x80\x80",
+                b"\xef\xbf\xbd\xf5",
+                b"\xf1\x80\x80",
+            )
+        },
         "latin-1": json.dumps(
             {**json.loads(full.to_json_bytes()), "model_name": "modèle"}, ensure_ascii=False
         ).encode("latin-1"),
@@ -269,6 +253,7 @@ def test_the_edge_decodes_records_as_the_server_does(tmp_path: Path) -> None:
                     "value": base64.b64encode(value).decode(),
                     "python": python_encoding(value),
                     "valid": is_valid,
+                    "raw": value.decode("utf-8", "replace"),  # as the Python stages write dead letters
                 }
                 out.write(json.dumps(line) + "\n")
     go = find_cmd([Path("/usr/local/go/bin/go")], "go")

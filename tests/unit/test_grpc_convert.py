@@ -5,6 +5,7 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
+from factories import prediction as make_prediction
 from pydantic import ValidationError
 
 from cryptopredict.models.ml import Prediction, QuantilePrice
@@ -17,23 +18,6 @@ from grpc_server.convert import (
 from grpc_server.pb import predictions_pb2 as pb
 
 pytestmark = pytest.mark.unit
-
-
-def make_prediction(**overrides: object) -> Prediction:
-    feature_time = datetime(2024, 5, 1, 12, 0, tzinfo=UTC)
-    fields: dict[str, object] = {
-        "pair": "BTC/USD",
-        "interval_s": 60,
-        "horizon_s": 300,
-        "made_at": feature_time + timedelta(seconds=1, microseconds=123456),
-        "feature_time": feature_time,
-        "target_time": feature_time + timedelta(seconds=300),
-        "last_price": 64_000.5,
-        "predicted_price": 64_012.25,
-        "model_name": "cryptopredict-btcusd-60s-h5",
-        "model_version": "7",
-    }
-    return Prediction.model_validate(fields | overrides)
 
 
 @pytest.mark.parametrize("bounds", [{}, {"lower_price": 63_900.0, "upper_price": 64_100.75}])

@@ -156,6 +156,14 @@ def test_a_value_python_json_writes_as_a_constant_survives_the_table():
     assert run(states, stream) == parsed_every_candle(stream)
     assert b"Infinity" in states.table[KEY]
     assert LiveState.load(states.table[KEY], HISTORY).candles[-1].volume == math.inf
+    # Recovery decodes it with Faust's json codec, which takes the constants (orjson would not).
+    from streams.prediction_agent import prediction_state
+
+    changelog = prediction_state.changelog_topic
+    recovered = changelog.app.serializers.loads_value(
+        changelog.value_type, states.table[KEY], serializer=changelog.value_serializer
+    )
+    assert LiveState.load(recovered, HISTORY).candles[-1].volume == math.inf
 
 
 def test_the_agents_table_sends_the_bytes_as_they_are_and_recovers_the_json_dict():

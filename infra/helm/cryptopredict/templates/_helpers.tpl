@@ -176,9 +176,15 @@ two sets of one venue fails (it would be published twice). */}}
 {{- include "cryptopredict.secretEnv" (dict "env" "CRYPTOPREDICT_LLM__API_KEY" "ref" .Values.secrets.llmApiKey) }}
 {{- end -}}
 
-{{/* gRPC: tokens and the certificate of the server and the edge. */}}
+{{/* gRPC of the server: its bearer tokens and its certificate. */}}
 {{- define "cryptopredict.grpcEnv" -}}
 {{- include "cryptopredict.secretEnv" (dict "env" "CRYPTOPREDICT_GRPC__TOKENS" "ref" .Values.secrets.grpcTokens) }}
+{{- include "cryptopredict.grpcTlsEnv" . }}
+{{- end -}}
+
+{{/* gRPC's certificate (and its CA), which the server and the edge serve with and the edge checks the
+server against. */}}
+{{- define "cryptopredict.grpcTlsEnv" -}}
 {{- if .Values.tls.grpc.secret }}
 - name: CRYPTOPREDICT_GRPC__TLS_CERT_FILE
   value: {{ include "cryptopredict.mountRoot" . }}/grpc-tls/tls.crt
