@@ -17,10 +17,12 @@ import asyncio
 import json
 import logging
 import time
+from collections.abc import Awaitable
 from datetime import timedelta
 from typing import Any
 
 import pandas as pd
+from faust.types import RecordMetadata
 from pydantic import ValidationError
 from sqlalchemy import Engine
 
@@ -184,8 +186,9 @@ async def _on_candle(raw: bytes) -> None:
 
 async def _forecast(history: list[Candle], values: dict[str, float | None]) -> None:
     """Publishes the forecast of each horizon from the newest candle of `history` (or why there is none)
-    and waits until the broker has them."""
+    and waits until the broker has them: all sent first, so the horizons wait for one round trip."""
     candle = history[-1]
+    sends: list[Awaitable[RecordMetadata]] = []
     for horizon in HORIZONS[candle.interval_s]:
         outcome = await _predict(history, values, horizon)
         if isinstance(outcome, PredictionRefusal):
@@ -200,7 +203,8 @@ async def _forecast(history: list[Candle], values: dict[str, float | None]) -> N
             metrics.PREDICTIONS.labels(candle.market, outcome.horizon_s, outcome.model_version).inc()
         else:
             continue
-        await sent
+        sends.append(sent)
+    await asyncio.gather(*sends)
 
 
 async def _predict(
