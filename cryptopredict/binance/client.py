@@ -34,13 +34,13 @@ from websockets.typing import Data
 
 from cryptopredict.binance.protocol import (
     BINANCE,
-    MalformedMessage,
     SubscribeReply,
     parse_message,
     subscribe_request,
 )
 from cryptopredict.binance.rest import BinanceRestClient
 from cryptopredict.feed_client import ConnectionDead, Rejected, VenueTradeClient, send_paced
+from cryptopredict.kraken.protocol import MalformedMessage
 from cryptopredict.models import Trade
 from cryptopredict.models.market import MAX_TRADE_BATCH
 from cryptopredict.venues import UnknownSymbol, project_pair, venue_symbol

@@ -21,16 +21,13 @@ from typing import Any, Final
 
 from pydantic import ValidationError
 
+from cryptopredict.kraken.protocol import MalformedMessage, decode
 from cryptopredict.models import Trade
 from cryptopredict.venues import UnknownSymbol, project_pair, venue_symbol
 
 BINANCE: Final = "binance"
 EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 TRADE_FIELDS = ("s", "t", "p", "q", "T", "m")
-
-
-class MalformedMessage(ValueError):
-    """A message that is neither a trade nor a reply to a request; the text is the reason."""
 
 
 @dataclass(frozen=True)
@@ -92,17 +89,6 @@ def trade_message(trade: Trade, combined: bool) -> str:
     if combined:
         return json.dumps({"stream": stream_name(trade.pair), "data": event})
     return json.dumps(event)
-
-
-def decode(raw: str | bytes) -> dict[str, Any]:
-    try:
-        message = json.loads(raw)
-    # ValueError covers bad JSON, bad UTF-8 and integers too long to convert; RecursionError deep nesting.
-    except (ValueError, RecursionError) as exc:
-        raise MalformedMessage(f"invalid JSON: {exc}") from exc
-    if not isinstance(message, dict):
-        raise MalformedMessage("message is not a JSON object")
-    return message
 
 
 def parse_message(raw: str | bytes, ingested_at: datetime) -> Trade | SubscribeReply:

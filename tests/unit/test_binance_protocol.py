@@ -12,7 +12,6 @@ import pytest
 from cryptopredict.binance.client import BinanceTradeClient
 from cryptopredict.binance.protocol import (
     EPOCH,
-    MalformedMessage,
     SubscribeReply,
     from_ms,
     parse_message,
@@ -30,6 +29,7 @@ from cryptopredict.binance.rest import (
     parse_trades_response,
 )
 from cryptopredict.feed_client import Rejected
+from cryptopredict.kraken.protocol import MalformedMessage
 from cryptopredict.models import Trade
 from cryptopredict.simulators.binance import kline_rows
 from cryptopredict.venue_rest import OhlcRow
