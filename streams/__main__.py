@@ -19,6 +19,7 @@ from typing import Any
 
 from cryptopredict.offsets import RESTART_EXIT_CODE, STOP_GRACE_S
 
+GIL_SWITCH_INTERVAL_S = 0.0005
 CHILD_ENV = "CRYPTOPREDICT_STREAM_WORKER_CHILD"
 
 
@@ -99,6 +100,9 @@ def run_worker() -> None:
     # agent for 100-200 ms, the slowest candles' whole delay.
     gc.collect()
     gc.freeze()
+    # Faust reads Kafka in a thread of its own: while the agents hold the GIL, each fetched record waited up
+    # to the default 5 ms switch interval to reach them, on each Kafka hop of a trade to its forecast.
+    sys.setswitchinterval(GIL_SWITCH_INTERVAL_S)
     app.main()
 
 

@@ -7,15 +7,15 @@ the agent, where table writes are allowed and ordered with the trades of the sam
 whose window has closed go to `late_trades`.
 
 Exactly once in substance, under kill -9, broker restarts and partition hand-overs: for each record the
-agent first sends what it closed (candles, late trades) and waits until the broker has it, and only then
-writes the new state; Faust flushes the state's changelog before it commits the record's offset. So the
+agent first sends what it closed (candles, late trades), and only once the broker has it writes the new
+state and acknowledges the record (streams.settling: meanwhile the agent goes on with other markets'
+records); Faust flushes the state's changelog before it commits the record's offset. So the
 restored state is never behind the committed offset. It may be ahead: the replayed trades are then
 recognised by trade_id and dropped, and a candle sent again carries the same values (the store upserts).
 """
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from collections.abc import Awaitable
@@ -40,6 +40,7 @@ from streams.app import (
     state_table,
 )
 from streams.guard import complete_stream
+from streams.settling import Output, Settling
 
 logger = logging.getLogger(__name__)
 
@@ -78,9 +79,11 @@ def _save(state: CandleState) -> None:
     _parsed[key] = (value, state)
 
 
-async def _deliver(closed: list[Candle], late: dict[int, tuple[Trade, list[int]]]) -> None:
-    """Sends the closed candles and the late trades (with the intervals they missed), and returns once
-    the broker has all of them."""
+async def _deliver(
+    market: str, states: list[CandleState], closed: list[Candle], late: dict[int, tuple[Trade, list[int]]]
+) -> Output:
+    """Sends the closed candles and the late trades (with the intervals they missed); returns them with
+    the states to save once the broker has all of them."""
     pending: list[Awaitable[object]] = []
     for candle in closed:
         pending.append(await candles_topic.send(key=candle.market.encode(), value=candle.to_json_bytes()))
@@ -88,23 +91,29 @@ async def _deliver(closed: list[Candle], late: dict[int, tuple[Trade, list[int]]
         reason = f"late trade: its window is already closed at interval(s) {intervals} s"
         raw = trade.model_dump_json().encode()
         pending.append(await dead_letter("candle_builder", raw, reason, topic=late_trades_topic))
-    await asyncio.gather(*pending)
-    published_at = datetime.now(UTC)
-    for candle in closed:
-        interval = str(candle.interval_s)
-        metrics.CANDLES_CLOSED.labels(candle.market, interval).inc()
-        metrics.CANDLE_CLOSE_DELAY.labels(interval).observe(
-            (published_at - candle.window_end).total_seconds()
-        )
+
+    def save() -> None:
+        published_at = datetime.now(UTC)
+        for candle in closed:
+            interval = str(candle.interval_s)
+            metrics.CANDLES_CLOSED.labels(candle.market, interval).inc()
+            metrics.CANDLE_CLOSE_DELAY.labels(interval).observe(
+                (published_at - candle.window_end).total_seconds()
+            )
+        for state in states:
+            _save(state)
+
+    return Output(market, pending, save)
 
 
-async def _on_trades(raw: bytes) -> None:
+async def _on_trades(raw: bytes, settling: Settling) -> Output | None:
     try:
         batch = TradeBatch.model_validate_json(raw)
     except ValidationError as exc:
         await dead_letter("candle_builder", raw, f"invalid trade batch: {exc.errors()[0]['msg']}")
-        return
+        return None
     _last_arrival[batch.market] = time.monotonic()
+    await settling.ready(batch.market)
     states = [_state_for(batch.market, interval_s) for interval_s in INTERVALS]
     closed: list[Candle] = []
     late: dict[int, tuple[Trade, list[int]]] = {}
@@ -120,9 +129,7 @@ async def _on_trades(raw: bytes) -> None:
         logger.info(
             "dropped %d repeated trade updates of %s (a replay after a restart)", duplicates, batch.market
         )
-    await _deliver(closed, late)
-    for state in states:
-        _save(state)
+    return await _deliver(batch.market, states, closed, late)
 
 
 def _trades_backlog(partition: int) -> bool:
@@ -134,16 +141,14 @@ def _trades_backlog(partition: int) -> bool:
     return highwater is None or (highwater > 0 and (read is None or read + 1 < highwater))
 
 
-async def _on_tick(market: str, partition: int) -> None:
+async def _on_tick(market: str, partition: int, settling: Settling) -> Output | None:
     quiet_s = time.monotonic() - _last_arrival.setdefault(market, time.monotonic())
     if quiet_s < settings.features.idle_close_s or _trades_backlog(partition):
-        return
+        return None
+    await settling.ready(market)
     states = [_state_for(market, interval_s) for interval_s in INTERVALS]
     closed = [candle for state in states for candle in state.close_idle(datetime.now(UTC))]
-    if closed:
-        await _deliver(closed, {})
-        for state in states:
-            _save(state)
+    return await _deliver(market, states, closed, {}) if closed else None
 
 
 _complete_trades = complete_stream("candle_builder", trades_topic_name)
@@ -151,13 +156,16 @@ _complete_trades = complete_stream("candle_builder", trades_topic_name)
 
 @app.agent(candle_input)
 async def build_candles(stream):  # type: ignore[no-untyped-def]
-    async for event in stream.events():
+    records = stream.noack()  # acknowledged by _settling, once what they closed is out and the state saved
+    settling = Settling("candle_builder", records)
+    async for event in records.events():
         if event.message.topic == candle_ticks_topic.get_topic_name():
-            await _on_tick(event.key.decode(), event.message.partition)
+            output = await _on_tick(event.key.decode(), event.message.partition, settling)
         else:
             await _complete_trades.check(event.message)
             with _complete_trades.processing():
-                await _on_trades(event.value)
+                output = await _on_trades(event.value, settling)
+        await settling.settle(event, output)
 
 
 @app.timer(interval=settings.features.idle_check_s)

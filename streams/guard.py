@@ -26,7 +26,7 @@ import os
 import time
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, NoReturn
 
 from faust.types import TP, Message
 from faust.types.tuples import ConsumerMessage
@@ -77,7 +77,7 @@ class CompleteStream:
         try:
             self.continuity.check(tp, message.offset, await self.start_of(tp))
         except OffsetGap as gap:
-            _restart(f"{self.agent}: records were skipped ({gap})")
+            restart_worker(f"{self.agent}: records were skipped ({gap})")
         self.received_at = time.monotonic()
 
     @contextmanager
@@ -103,7 +103,8 @@ def complete_stream(agent: str, topic_name: str) -> CompleteStream:
     return guard
 
 
-def _restart(reason: str) -> None:
+def restart_worker(reason: str) -> NoReturn:
+    """Ends the worker at once; its supervisor starts it again from the committed offsets."""
     logger.error("%s; restarting the worker", reason)
     logging.shutdown()
     os._exit(RESTART_EXIT_CODE)
@@ -139,7 +140,7 @@ async def watch_for_skipped_records() -> None:
         now = time.monotonic()
         _rebalancing_since = _rebalancing_since or now
         if now - _rebalancing_since >= REBALANCE_STUCK_S:
-            _restart(
+            restart_worker(
                 f"the worker has been rebalancing or recovering its tables for {now - _rebalancing_since:.0f} s"
             )
         for guard in _guarded:
@@ -159,7 +160,7 @@ async def watch_for_skipped_records() -> None:
                 continue
             view = _view(guard, tp, expected, queued, now)
             if guard.stall.stalled(tp, expected, ends.get(tp), now, stall_limit(view)):
-                _restart(
+                restart_worker(
                     f"{guard.agent}: {tp} records {expected}..{ends[tp] - 1} are not reaching it "
                     f"(read offset {faust_internals.read_offset(app.consumer, tp)}, {view})"
                 )

@@ -5,7 +5,9 @@ a pair on one venue (topics.market_key: the pair itself on Kraken).
 Per market and interval the recent candles and the indicator state (the same O(1) code as the indicator
 agent) stay parsed in memory (cryptopredict.ml.live_state), with a changelogged table as their recovery
 copy: written after every candle, read only when memory does not hold what the table holds (after a
-restart or a hand-over). The model input of each candle is computed from its floats by the formulas that
+restart or a hand-over). A candle is acknowledged once the broker has its forecasts and its state is
+saved; meanwhile the agent goes on with the next candle (of another market: a market's candles wait for
+each other). The model input of each candle is computed from its floats by the formulas that
 built the training dataset, without a data frame (cryptopredict.ml.serving.predict_next). The champion
 is swapped in place when a model event (promotion, rollback) arrives, and a timer checks the `champion`
 alias too, for a move made by hand in MLflow.
@@ -57,6 +59,7 @@ from streams.app import (
     state_table,
 )
 from streams.guard import complete_stream
+from streams.settling import Output, Settling
 
 logger = logging.getLogger(__name__)
 
@@ -158,35 +161,42 @@ _complete_candles = complete_stream("prediction_agent", candles_topic.get_topic_
 
 @app.agent(candles_topic)
 async def predict_on_candles(stream):  # type: ignore[no-untyped-def]
-    async for event in stream.events():
+    candles = stream.noack()  # acknowledged by _settling, once the forecasts are out and the state saved
+    settling = Settling("prediction_agent", candles)
+    async for event in candles.events():
         await _complete_candles.check(event.message)
         with _complete_candles.processing():
-            await _on_candle(event.value)
+            await settling.settle(event, await _on_candle(event.value, settling))
 
 
-async def _on_candle(raw: bytes) -> None:
+async def _on_candle(raw: bytes, settling: Settling) -> Output | None:
+    """Sends the candle's forecasts; returns them with the state to save once the broker has them."""
     arrived = time.perf_counter()
     try:
         candle = Candle.model_validate_json(raw)
     except ValidationError as exc:
         await dead_letter("prediction_agent", raw, f"invalid candle: {exc.errors()[0]['msg']}")
-        return
+        return None
     if candle.interval_s not in HORIZONS:
-        return
+        return None
     key = _state_key(candle.market, candle.interval_s)
+    await settling.ready(key)
     state = live_states.advance(key, candle)
     if state is None:  # a candle seen before (redelivery after a restart): its forecasts were acknowledged
-        return
-    # The forecasts first, acknowledged by the broker, then the state: a kill in between forecasts the
-    # candle again after the restart instead of losing it (as the indicator agent does).
-    await _forecast(list(state.candles), state.values)
-    live_states.save(key, state)
-    metrics.PREDICTION_LATENCY.observe(time.perf_counter() - arrived)
+        return None
+
+    def save() -> None:
+        live_states.save(key, state)
+        metrics.PREDICTION_LATENCY.observe(time.perf_counter() - arrived)
+
+    return Output(key, await _forecast(list(state.candles), state.values), save)
 
 
-async def _forecast(history: list[Candle], values: dict[str, float | None]) -> None:
-    """Publishes the forecast of each horizon from the newest candle of `history` (or why there is none)
-    and waits until the broker has them: all sent first, so the horizons wait for one round trip."""
+async def _forecast(
+    history: list[Candle], values: dict[str, float | None]
+) -> list[Awaitable[RecordMetadata]]:
+    """Sends the forecast of each horizon from the newest candle of `history` (or why there is none);
+    returns the broker's acknowledgements to wait for."""
     candle = history[-1]
     sends: list[Awaitable[RecordMetadata]] = []
     for horizon in HORIZONS[candle.interval_s]:
@@ -204,7 +214,7 @@ async def _forecast(history: list[Candle], values: dict[str, float | None]) -> N
         else:
             continue
         sends.append(sent)
-    await asyncio.gather(*sends)
+    return sends
 
 
 async def _predict(
