@@ -1257,9 +1257,10 @@ server's. The clients are other processes on the same 2 cores, which they share
 with the server, the broker and the rest of the local stack, and with whatever else runs on the machine:
 "rest of the machine" is how many of the 2 cores were busy with anything but the server and the clients
 during each measurement (the broker's share of the path included), i.e. how noisy that row is. Every
-latency includes the client's own gRPC stack. The client processes pause Python's cyclic garbage collector
-while they measure (after freezing what they allocated before), so their own collection pauses are
-not counted as the server's latency; the server runs as it is deployed.
+latency includes the client's own gRPC stack. The client processes pause their garbage collector while
+they measure (Python's cyclic one, after freezing what they allocated before; Go's in the stream
+subscribers, after a collection), so their own collection pauses are not counted as the server's
+latency; the server, the edge and the stream worker run as they are deployed.
 
 Every latency below is the median of {runs} runs with the range over the runs in brackets: each run is
 a fresh process of this script with its own server, edge, worker and topic prefix, one after the other
