@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Annotated, Literal
 
 from pydantic import Field, PositiveFloat, model_validator
 
@@ -34,11 +34,15 @@ class QuantilePrice(DomainModel):
     price: PositiveFloat
 
 
+# The gRPC wire's int64 (and the store's BIGINT) bound the seconds a prediction carries; JSON allows any integer.
+WireSeconds = Annotated[int, Field(gt=0, le=2**63 - 1)]
+
+
 class Prediction(OnMarket):
     """A forecast of the close price `horizon_s` after the feature row's candle closed."""
 
-    interval_s: int = Field(gt=0)
-    horizon_s: int = Field(gt=0)
+    interval_s: WireSeconds
+    horizon_s: WireSeconds
     made_at: UtcDatetime
     feature_time: UtcDatetime
     target_time: UtcDatetime
@@ -86,8 +90,8 @@ class ModelEvent(DomainModel):
 class PredictionRefusal(OnMarket):
     """Published to `prediction_refusals` instead of a number when the model's inputs are incomplete."""
 
-    interval_s: int = Field(gt=0)
-    horizon_s: int = Field(gt=0)
+    interval_s: WireSeconds
+    horizon_s: WireSeconds
     feature_time: UtcDatetime
     model_name: str
     model_version: str

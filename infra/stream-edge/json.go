@@ -114,84 +114,78 @@ func (r *jsonReader) value(depth int) (jsonValue, error) {
 	return jsonValue{}, r.fail("unexpected character")
 }
 
-func (r *jsonReader) object(depth int) (jsonValue, error) {
-	v := jsonValue{kind: jsonObject}
-	r.pos++ // {
+// elements reads an object's or array's elements up to its closing byte, each with read (called at
+// the element, past the space before it).
+func (r *jsonReader) elements(closing byte, read func() error) error {
+	r.pos++ // the opening '{' or '['
 	r.space()
-	if r.pos < len(r.b) && r.b[r.pos] == '}' {
+	if r.pos < len(r.b) && r.b[r.pos] == closing {
 		r.pos++
-		return v, nil
+		return nil
 	}
-	seen := map[string]bool{}
 	for {
 		r.space()
-		if r.pos == len(r.b) || r.b[r.pos] != '"' {
-			return v, r.fail("expected a key")
+		if err := read(); err != nil {
+			return err
 		}
-		name, err := r.string()
-		if err != nil {
-			return v, err
-		}
-		if seen[name] {
-			return v, fmt.Errorf("invalid JSON: duplicate key %q", name)
-		}
-		seen[name] = true
-		r.space()
-		if r.pos == len(r.b) || r.b[r.pos] != ':' {
-			return v, r.fail("expected ':'")
-		}
-		r.pos++
-		r.space()
-		item, err := r.value(depth + 1)
-		if err != nil {
-			return v, err
-		}
-		v.members = append(v.members, jsonMember{name, item})
 		r.space()
 		if r.pos == len(r.b) {
-			return v, r.fail("unexpected end")
+			return r.fail("unexpected end")
 		}
 		switch r.b[r.pos] {
 		case ',':
 			r.pos++
-		case '}':
+		case closing:
 			r.pos++
-			return v, nil
+			return nil
 		default:
-			return v, r.fail("expected ',' or '}'")
+			return r.fail(fmt.Sprintf("expected ',' or '%c'", closing))
 		}
 	}
 }
 
-func (r *jsonReader) array(depth int) (jsonValue, error) {
-	v := jsonValue{kind: jsonArray}
-	r.pos++ // [
-	r.space()
-	if r.pos < len(r.b) && r.b[r.pos] == ']' {
+func (r *jsonReader) object(depth int) (jsonValue, error) {
+	v := jsonValue{kind: jsonObject}
+	seen := map[string]bool{}
+	err := r.elements('}', func() error {
+		if r.pos == len(r.b) || r.b[r.pos] != '"' {
+			return r.fail("expected a key")
+		}
+		name, err := r.string()
+		if err != nil {
+			return err
+		}
+		if seen[name] {
+			return fmt.Errorf("invalid JSON: duplicate key %q", name)
+		}
+		seen[name] = true
+		r.space()
+		if r.pos == len(r.b) || r.b[r.pos] != ':' {
+			return r.fail("expected ':'")
+		}
 		r.pos++
-		return v, nil
-	}
-	for {
 		r.space()
 		item, err := r.value(depth + 1)
 		if err != nil {
-			return v, err
+			return err
+		}
+		v.members = append(v.members, jsonMember{name, item})
+		return nil
+	})
+	return v, err
+}
+
+func (r *jsonReader) array(depth int) (jsonValue, error) {
+	v := jsonValue{kind: jsonArray}
+	err := r.elements(']', func() error {
+		item, err := r.value(depth + 1)
+		if err != nil {
+			return err
 		}
 		v.items = append(v.items, item)
-		r.space()
-		if r.pos == len(r.b) {
-			return v, r.fail("unexpected end")
-		}
-		switch r.b[r.pos] {
-		case ',':
-			r.pos++
-		case ']':
-			r.pos++
-			return v, nil
-		default:
-			return v, r.fail("expected ',' or ']'")
-		}
-	}
+		return nil
+	})
+	return v, err
 }
 
 func (r *jsonReader) hex4() (rune, bool) {

@@ -4,7 +4,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from pydantic import ValidationError
 
-from cryptopredict.models import Candle, DeadLetter, Prediction, Trade
+from cryptopredict.models import Candle, DeadLetter, Prediction, PredictionRefusal, Trade
 from cryptopredict.settings import Settings
 
 pytestmark = pytest.mark.unit
@@ -51,6 +51,15 @@ def test_candle_requires_consistent_ohlc_and_gap_flag():
 def test_prediction_rejects_extra_fields():
     with pytest.raises(ValidationError):
         Prediction.model_validate({"pair": "BTC/USD", "unexpected": 1})
+
+
+@pytest.mark.parametrize("model", [Prediction, PredictionRefusal])
+@pytest.mark.parametrize("field", ["interval_s", "horizon_s"])
+def test_prediction_seconds_fit_the_wire_int64(model, field):
+    """Beyond int64 the gRPC encoder (and the store) cannot hold the number: refused at validation,
+    as the stream edge refuses it, instead of failing the server's consumer."""
+    with pytest.raises(ValidationError, match="less than or equal to 9223372036854775807"):
+        model.model_validate({field: 2**63})
 
 
 def test_settings_nested_env(monkeypatch):
