@@ -23,10 +23,12 @@ import os
 import re
 import subprocess
 import sys
+import threading
 import time
 import uuid
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import IO
 
 import numpy as np
 
@@ -89,6 +91,11 @@ def start_exchange(venue: str, minutes: int, port: int) -> subprocess.Popen[byte
     )
 
 
+def drain(pipe: IO[bytes]) -> None:
+    for _ in pipe:
+        pass
+
+
 async def throughput(settings: Settings, venues: list[str], minutes: int) -> dict[str, tuple[float, int]]:
     """Per venue: (trades/s, trades), the feeds of all venues running at once."""
     settings = isolated(settings, venues, VENUE_PAIRS)
@@ -107,6 +114,8 @@ async def throughput(settings: Settings, venues: list[str], minutes: int) -> dic
             # "... replay exchange at <ws url> (REST <rest url>), N trades"
             ws_url, rest_url = re.search(rb"at (\S+) \(REST (\S+)\)", line).groups()  # type: ignore[union-attr]
             urls[venue] = (ws_url.decode(), rest_url.decode())
+            # The rest of its log is read and dropped: a pipe nobody reads stops the exchange once full.
+            threading.Thread(target=drain, args=(exchange.stderr,), daemon=True).start()
         started = time.monotonic()
 
         async def one(venue: str) -> tuple[float, int]:
