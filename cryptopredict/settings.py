@@ -453,8 +453,10 @@ class ModelSettings(Section):
     min_skill: float = Field(default=0.001, ge=0, lt=1)
     # Retrains per (pair, interval, horizon) on a Temporal schedule; 0 turns the schedule off.
     retrain_every_s: float = Field(default=86_400.0, ge=0)
-    # How often the prediction agent checks the champion alias for a new version.
-    refresh_s: float = 5.0
+    # How often the prediction agent checks the champion alias for a new version moved by hand: a
+    # promotion or rollback by the pipeline reloads at once (model events). Each check is a registry
+    # request per target, and the registry's work competes with the forecasts for the same cores.
+    refresh_s: float = 30.0
     # A champion that reads sentiment refuses to predict when the coin's newest score is older than this
     # (the news poller or the LLM has stopped): its sentiment inputs would silently mean "no news".
     max_sentiment_age_s: float = Field(default=6 * 3600.0, gt=0)

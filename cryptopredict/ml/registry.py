@@ -64,9 +64,9 @@ def register_version(
     )
 
 
-def current_champion(client: MlflowClient, name: str) -> ModelVersion | None:
-    """The version serving now, or None when the model or its champion does not exist yet. Read from the
-    registered model's alias map: servers report a missing alias with different error codes
+def champion_alias(client: MlflowClient, name: str) -> str | None:
+    """The number of the version serving now, or None when the model or its champion does not exist yet.
+    Read from the registered model's alias map: servers report a missing alias with different error codes
     (INVALID_PARAMETER_VALUE over REST), a missing model consistently."""
     try:
         model = client.get_registered_model(name)
@@ -75,7 +75,13 @@ def current_champion(client: MlflowClient, name: str) -> ModelVersion | None:
             return None
         raise
     version = model.aliases.get(CHAMPION)
-    return None if version is None else client.get_model_version(name, str(version))
+    return None if version is None else str(version)
+
+
+def current_champion(client: MlflowClient, name: str) -> ModelVersion | None:
+    """The version serving now, or None when the model or its champion does not exist yet."""
+    version = champion_alias(client, name)
+    return None if version is None else client.get_model_version(name, version)
 
 
 @dataclass(frozen=True)

@@ -65,12 +65,15 @@ class Champion:
         """
         import mlflow
 
-        from cryptopredict.ml.registry import current_champion
+        from cryptopredict.ml.registry import champion_alias
 
         client = mlflow.MlflowClient(self.tracking_uri)
         # A registry that is away raises here and the champion stays unchecked: "no champion" is only
         # what the registry answers, never what a failed request looks like.
-        version = current_champion(client, self.registered_model)
+        alias = champion_alias(client, self.registered_model)
+        if self.serving is not None and self.serving.ref.version == alias:
+            return False  # the version serving is still the champion: one request per tick, not two
+        version = None if alias is None else client.get_model_version(self.registered_model, alias)
         try:
             return self._load(version)
         finally:
