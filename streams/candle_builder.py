@@ -156,7 +156,7 @@ _complete_trades = complete_stream("candle_builder", trades_topic_name)
 
 @app.agent(candle_input)
 async def build_candles(stream):  # type: ignore[no-untyped-def]
-    records = stream.noack()  # acknowledged by _settling, once what they closed is out and the state saved
+    records = stream.noack()  # acknowledged by `settling`, once what they closed is out and the state saved
     settling = Settling("candle_builder", records)
     async for event in records.events():
         if event.message.topic == candle_ticks_topic.get_topic_name():

@@ -161,7 +161,7 @@ _complete_candles = complete_stream("prediction_agent", candles_topic.get_topic_
 
 @app.agent(candles_topic)
 async def predict_on_candles(stream):  # type: ignore[no-untyped-def]
-    candles = stream.noack()  # acknowledged by _settling, once the forecasts are out and the state saved
+    candles = stream.noack()  # acknowledged by `settling`, once the forecasts are out and the state saved
     settling = Settling("prediction_agent", candles)
     async for event in candles.events():
         await _complete_candles.check(event.message)
