@@ -1021,7 +1021,7 @@ async def one_run(quick: bool, phases: set[str], server_root: Path) -> dict[str,
     """Every phase asked for, once, on services of its own: the results as plain data."""
     from aiokafka import AIOKafkaProducer
 
-    from cryptopredict.kafka_admin import ensure_topics
+    from cryptopredict.kafka_admin import delete_topics_under, ensure_topics
     from cryptopredict.kafka_client import client_kwargs
     from cryptopredict.settings import get_settings
     from cryptopredict.stack.tools import install_go_tools
@@ -1130,8 +1130,9 @@ async def one_run(quick: bool, phases: set[str], server_root: Path) -> dict[str,
             c = candle
             print(
                 f"candle to client: {c['candles']} candles ({c['missing']} missing), close -> client "
-                f"p50 {c['close']['p50']:.1f} ms, p99 {c['close']['p99']:.1f} ms (close -> made_at p99 "
-                f"{c['to_made']['p99']:.1f} ms, made_at -> client p99 {c['from_made']['p99']:.1f} ms); "
+                f"p50 {c['close']['p50']:.1f} ms, p99 {c['close']['p99']:.1f} ms (close -> made_at p50 / p99 "
+                f"{c['to_made']['p50']:.1f} / {c['to_made']['p99']:.1f} ms, made_at -> client "
+                f"{c['from_made']['p50']:.1f} / {c['from_made']['p99']:.1f} ms); "
                 f"straight from the server p99 {c['close_direct']['p99']:.1f} ms; "
                 f"closing trade -> client p99 {c['trade']['p99']:.1f} ms",
                 file=sys.stderr,
@@ -1139,6 +1140,7 @@ async def one_run(quick: bool, phases: set[str], server_root: Path) -> dict[str,
     finally:
         await producer.stop()
         services.stop()
+        await delete_topics_under(settings.kafka, (prefix,))
     floor: tuple[list[dict[str, Any]], dict[str, Any]] | None = None
     if "floor" in phases:
         floor_loads = [load for load in loads if load[0] != "open" or load[3] == HEADLINE_RATE]

@@ -37,7 +37,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.report import publish  # noqa: E402
 from cryptopredict.cli.demo import free_port  # noqa: E402
-from cryptopredict.kafka_admin import ensure_topics  # noqa: E402
+from cryptopredict.kafka_admin import delete_topics_under, ensure_topics  # noqa: E402
 from cryptopredict.kraken.sources import csv_trades, load_trades, synthetic_market  # noqa: E402
 from cryptopredict.models import Trade, TradeBatch  # noqa: E402
 from cryptopredict.settings import Settings, get_settings  # noqa: E402
@@ -136,6 +136,7 @@ async def throughput(settings: Settings, venues: list[str], minutes: int) -> dic
         for exchange in exchanges.values():
             exchange.terminate()
             exchange.wait()
+        await delete_topics_under(settings.kafka, (settings.kafka.topic_prefix,))
 
 
 def synthetic_count(pairs: list[str], minutes: int) -> int:
@@ -188,7 +189,10 @@ async def latency(settings: Settings, venues: list[str], seconds: int) -> tuple[
         finally:
             await exchange.stop()
 
-    await asyncio.gather(*(one(venue) for venue in venues))
+    try:
+        await asyncio.gather(*(one(venue) for venue in venues))
+    finally:
+        await delete_topics_under(settings.kafka, (settings.kafka.topic_prefix,))
     return np.array(latencies), described
 
 

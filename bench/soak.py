@@ -324,13 +324,12 @@ async def remove_run(settings: Any, prefix: str, pairs: list[str]) -> None:
     import mlflow
     from sqlalchemy import delete
 
-    from cryptopredict.kafka_admin import delete_topics, topic_names
+    from cryptopredict.kafka_admin import delete_topics_under
     from cryptopredict.store.candles import async_engine
     from cryptopredict.store.schema import metadata
     from cryptopredict.topics import registered_model_name
 
-    names = sorted(t for t in await topic_names(settings.kafka) if t.startswith(prefix))
-    await delete_topics(settings.kafka, names)
+    await delete_topics_under(settings.kafka, (prefix,))
     client = mlflow.MlflowClient(settings.mlflow.tracking_uri)
     for pair in pairs:
         name = registered_model_name(pair, INTERVAL_S, 1)

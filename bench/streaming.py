@@ -49,7 +49,7 @@ sys.path.insert(0, str(ROOT))
 
 from bench.report import RUN_OUTPUT, RUNS, across_runs, median_figures, publish, repeat_runs  # noqa: E402
 from cryptopredict.features.candles import CandleState  # noqa: E402
-from cryptopredict.kafka_admin import consumer_lag, ensure_topics  # noqa: E402
+from cryptopredict.kafka_admin import consumer_lag, delete_topics_under, ensure_topics  # noqa: E402
 from cryptopredict.kafka_client import client_kwargs  # noqa: E402
 from cryptopredict.kraken.sources import PairSpec, synthetic_market  # noqa: E402
 from cryptopredict.models import Candle, Trade, trade_batches  # noqa: E402
@@ -248,6 +248,7 @@ async def one_run(quick: bool) -> dict[str, Any]:
     finally:
         worker.terminate()  # its supervisor stops it, killing it after a grace period
         worker.wait(60)
+        await delete_topics_under(settings.kafka, (prefix,))
     # The supervisor logs each restart the stream guard asked for: a run with restarts measured them too.
     restarts = log_path.read_text(errors="replace").count("asked to be restarted")
     return {

@@ -14,7 +14,7 @@ from types import ModuleType
 import pytest
 import topic_prefixes
 
-from cryptopredict.kafka_admin import delete_topics, topic_names
+from cryptopredict.kafka_admin import delete_topics_under
 from cryptopredict.settings import Settings, get_settings
 
 SHARED_DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
@@ -38,10 +38,7 @@ def local_stack(settings: Settings, request: pytest.FixtureRequest) -> Iterator[
     if request.session.testsfailed or not topic_prefixes.made:
         return
     try:
-        names = sorted(
-            t for t in asyncio.run(topic_names(settings.kafka)) if t.startswith(tuple(topic_prefixes.made))
-        )
-        asyncio.run(delete_topics(settings.kafka, names))
+        asyncio.run(delete_topics_under(settings.kafka, tuple(topic_prefixes.made)))
     except Exception as exc:  # e.g. a broker a test left down: the topics stay, as after a failure
         warnings.warn(f"test topics not deleted: {exc!r}", stacklevel=1)
 

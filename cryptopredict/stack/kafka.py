@@ -160,11 +160,11 @@ class Kafka(Component):
         }
         return props
 
-    def _java(self, main_class: str, *args: str, heap: tuple[str, ...] = ()) -> list[str]:
+    def _java(self, main_class: str, *args: str, jvm: tuple[str, ...] = ()) -> list[str]:
         log4j = self.data_dir / "log4j2.properties"
         return [
             str(find_cmd([], "java")),
-            *heap,
+            *jvm,
             "-Djava.awt.headless=true",
             f"-Dlog4j2.configurationFile={log4j}",
             "-cp",
@@ -208,7 +208,11 @@ class Kafka(Component):
             return self.cluster_id_file.read_text().strip()
 
     def start_cmd(self) -> list[str]:
-        return self._java("kafka.Kafka", str(self.config), heap=self.heap)
+        # The broker's collection pauses, as Kafka's own start script logs them: a pause in the broker
+        # stalls every Kafka hop at once.
+        gc_log = self.log_path.with_name(f"{self.log_path.stem}-gc.log")
+        gc = f"-Xlog:gc:file={gc_log}:time,uptime:filecount=2,filesize=10m"
+        return self._java("kafka.Kafka", str(self.config), jvm=(*self.heap, gc))
 
     def cmdline_marker(self) -> str:
         return f"kafka.Kafka {self.config}"

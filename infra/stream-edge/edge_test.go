@@ -210,9 +210,11 @@ func TestSubscriberGetsTheLatestOfEachKeyOldestFirstThenNewerOnes(t *testing.T) 
 	h.publish(encoded("XRP/USD", 3, time.Second))
 	h.publish(encoded("BTC/USD", 2, time.Second))
 	equal(t, drain(s), "BTC/USD@12:01", "BTC/USD@12:02")
-	h.unsubscribe(s)
+	h.end(s)
 	h.publish(encoded("BTC/USD", 3, time.Second))
-	equal(t, drain(s))
+	equal(t, drain(s), "closed")
+	h.end(s) // the stream's own end after the client's: once is enough
+	h.close()
 }
 
 func TestAFullQueueDropsItsOldestAndCountsThem(t *testing.T) {

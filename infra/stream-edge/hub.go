@@ -122,10 +122,14 @@ func (h *hub) endStreamsLocked() {
 	clear(h.subscribers)
 }
 
-func (h *hub) unsubscribe(s *subscriber) {
+// end unsubscribes s and closes its queue, unless the hub already did (endStreams, close).
+func (h *hub) end(s *subscriber) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	delete(h.subscribers, s)
+	if _, ok := h.subscribers[s]; ok {
+		delete(h.subscribers, s)
+		close(s.queue)
+	}
 }
 
 func (h *hub) count() int {
