@@ -60,7 +60,9 @@ async def _store() -> AsyncEngine:
     async with _engine_lock:
         if _engine is None:
             await asyncio.to_thread(migrate, settings.postgres)
-            _engine = async_engine(settings.postgres)
+            # No round trip before each micro-batch: a connection the store dropped fails one write,
+            # which `_write_when_stored` retries on a new one.
+            _engine = async_engine(settings.postgres, pre_ping=False)
     return _engine
 
 

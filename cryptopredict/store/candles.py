@@ -6,13 +6,14 @@ elsewhere) and select by venue and pair."""
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 from typing import Any
 
 import pandas as pd
 from sqlalchemy import ColumnElement, Engine, Table, create_engine, select
 from sqlalchemy import insert as plain_insert
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.dialects.postgresql import Insert, insert
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 
 from cryptopredict.models import Candle, DeadLetter, IndicatorRow, Prediction
@@ -22,12 +23,16 @@ from cryptopredict.store.schema import candles, dead_letters, predictions, techn
 from cryptopredict.topics import split_market
 
 
-def async_engine(settings: PostgresSettings, dialect: StoreDialect = "postgres") -> AsyncEngine:
-    """`dialect`: settings.store.dialect, for an engine whose writes must take the RisingWave paths."""
+def async_engine(
+    settings: PostgresSettings, dialect: StoreDialect = "postgres", pre_ping: bool = True
+) -> AsyncEngine:
+    """`dialect`: settings.store.dialect, for an engine whose writes must take the RisingWave paths.
+    `pre_ping`: test each pooled connection with a round trip before use; a writer that retries when
+    the store is away (`store_unreachable`) can do without it."""
     return create_async_engine(
         settings.async_url,
         pool_size=2,
-        pool_pre_ping=True,
+        pool_pre_ping=pre_ping,
         connect_args=settings.asyncpg_connect_args(),
         **engine_options(dialect),
     )
@@ -91,14 +96,21 @@ async def upsert_rows(
     latest = list({tuple(v[k] for k in key): v for v in values}.values())
     if not latest:
         return 0
+    async with engine.begin() as conn:
+        # executemany: compiled once, sent as batched VALUES
+        await conn.execute(_upsert_statement(table, key), latest)
+    return len(latest)
+
+
+@functools.cache
+def _upsert_statement(table: Table, key: tuple[str, ...]) -> Insert:
+    """Built once per table: building it (an `excluded` column for each column) cost the stream worker's
+    event loop more than sending it, on every micro-batch."""
     statement = insert(table)
-    statement = statement.on_conflict_do_update(
+    return statement.on_conflict_do_update(
         index_elements=list(key),
         set_={col.name: statement.excluded[col.name] for col in table.columns if col.name not in key},
     )
-    async with engine.begin() as conn:
-        await conn.execute(statement, latest)  # executemany: compiled once, sent as batched VALUES
-    return len(latest)
 
 
 async def upsert_candles(engine: AsyncEngine, rows: Sequence[Candle]) -> int:
