@@ -188,13 +188,11 @@ async def delete_topics(kafka: KafkaSettings, names: list[str], batch: int = 200
             await admin.delete_topics(names[start : start + batch], timeout_ms=30_000)
 
 
-async def delete_topics_under(kafka: KafkaSettings, prefixes: tuple[str, ...]) -> list[str]:
-    """Deletes every topic whose name starts with one of `prefixes` (a run's own and its Faust app's);
-    returns their names. Left behind, such topics pile up on the broker: its heap fills with their
+async def delete_topics_under(kafka: KafkaSettings, prefixes: tuple[str, ...]) -> None:
+    """Deletes every topic whose name starts with one of `prefixes` (a run's own and its Faust app's).
+    Left behind, such topics pile up on the broker: its heap fills with their
     partitions, and it collects more often and for longer on every later hop."""
-    names = sorted(t for t in await topic_names(kafka) if t.startswith(prefixes))
-    await delete_topics(kafka, names)
-    return names
+    await delete_topics(kafka, sorted(t for t in await topic_names(kafka) if t.startswith(prefixes)))
 
 
 async def _wait_for_leaders(admin: AIOKafkaAdminClient, names: list[str], timeout_s: float = 10.0) -> None:

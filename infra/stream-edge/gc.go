@@ -26,8 +26,8 @@ func gcSettings(gogc, gomemlimit string, memoryMax []byte) (percent int, limit i
 		percent = gcPercent
 	}
 	if gomemlimit == "" {
-		if max, err := strconv.ParseInt(strings.TrimSpace(string(memoryMax)), 10, 64); err == nil && max > 0 {
-			limit = int64(float64(max) * memoryLimitShare)
+		if bound, err := strconv.ParseInt(strings.TrimSpace(string(memoryMax)), 10, 64); err == nil && bound > 0 {
+			limit = int64(float64(bound) * memoryLimitShare)
 		}
 	}
 	return percent, limit
