@@ -14,9 +14,10 @@ Go) in front of that server; the same loads straight to the Python server are re
      calls always in flight. This is the capacity (req/s); its latency is mostly queueing;
    - open loop: the same 100 clients, each calling at Poisson times (together a fixed offered load),
      never waiting for an earlier answer. Latency = call start -> answer in the client;
-   - 1,000 req/s from ghz (a Go load generator, built from infra/go-bench into .local/bin), 100
+   - 1,000 req/s from `unary-load` (a Go load generator, infra/go-bench, built into .local/bin), 100
      connections, to the server and then to the edge (the headline `unary_p50_ms` / `unary_p99_ms`):
-     a Python client costs as much CPU per call as the server, on the same 2 cores.
+     a Python client costs as much CPU per call as the server, on the same 2 cores, and ghz (a general
+     Go one) nearly twice the edge's, with collection pauses of its own.
 2. StreamPredictions fan-out: N subscribers (1,000 for the headline, 50 streams to a connection, in
    one Go process built from infra/go-bench: Python subscribers spent more CPU receiving than the
    server spent sending, on the same 2 cores) stream one pair, from the server and then from the edge
@@ -67,7 +68,6 @@ import json  # noqa: E402
 import multiprocessing  # noqa: E402
 import os  # noqa: E402
 import random  # noqa: E402
-import resource  # noqa: E402
 import subprocess  # noqa: E402
 import time  # noqa: E402
 import uuid  # noqa: E402
@@ -166,7 +166,7 @@ def offered(result: dict[str, Any]) -> str:
 
 def lag(result: dict[str, Any]) -> str:
     """How late the open loop's sends left against their schedule (p99, ms): the load generator's own lag."""
-    return fmt(result["lag"]["p99"]) if result["mode"] == "open" else "-"
+    return fmt(result["lag"]["p99"]) if result["mode"] in ("open", GO_MODE) else "-"
 
 
 def fmt(value: float | Spread) -> str:
@@ -419,58 +419,46 @@ def run_unary(
     }
 
 
-GHZ_MODE = "open (ghz)"  # the headline unary load: a Go load generator
-GHZ_WARMUP = 300  # first calls left out: the connections are still being set up
+GO_MODE = "open (Go)"  # the headline unary load: unary-load, a Go load generator
+WARMUP_CALLS = 300  # first calls left out: the connections are still being set up
 
 
-def ghz_load(
-    ghz: Path, target: str, serving_pids: list[int], rate: float, duration_s: float
+def go_unary_load(
+    binary: Path, target: str, serving_pids: list[int], rate: float, duration_s: float
 ) -> dict[str, Any]:
-    """GetLatestPrediction from ghz, a Go load generator: `CLIENTS` connections with a worker each,
-    calls started at `rate` req/s in all (constant pacing; a call never waits for another's answer as
-    long as a worker is free). Its own CPU is not Python's, so the latency is nearer the server's."""
-    # One of the seeded pairs for every call: ghz's per-call templates would cost it as much CPU as the
-    # server spends, and for the server every pair is the same dictionary lookup.
-    data = json.dumps({"pair": UNARY_PAIRS[0], "interval_s": INTERVAL_S, "horizon_s": HORIZON_S})
+    """GetLatestPrediction from `unary-load` (infra/go-bench): `CLIENTS` connections, a call due every
+    1/`rate` s in turn on each, in a goroutine of its own (open loop); latency from when the call was
+    due, so a late start counts against it."""
+    request = pb.GetLatestPredictionRequest(pair=UNARY_PAIRS[0], interval_s=INTERVAL_S, horizon_s=HORIZON_S)
     command = [
-        str(ghz),
-        "--insecure",
-        "--proto", str(ROOT / "protos" / "cryptopredict" / "v1" / "predictions.proto"),
-        "--import-paths", str(ROOT / "protos"),
-        "--call", f"{SERVICE}/GetLatestPrediction",
-        "--data", data,
-        "--concurrency", str(CLIENTS),
-        "--connections", str(CLIENTS),
-        "--rps", f"{rate:.0f}",
-        # A number of calls rather than a duration: ghz cuts the calls in flight when a duration ends.
-        "--total", str(round(rate * duration_s) + GHZ_WARMUP),
-        "--skipFirst", str(GHZ_WARMUP),
-        "--format", "json",
-        target,
+        str(binary),
+        "-target", target,
+        "-request", request.SerializeToString().hex(),
+        "-connections", str(CLIENTS),
+        "-rate", f"{rate:.0f}",
+        "-calls", str(round(rate * duration_s)),
+        "-warmup", str(WARMUP_CALLS),
     ]  # fmt: skip
-    children = resource.getrusage(resource.RUSAGE_CHILDREN)
     meter = CpuMeter(*serving_pids)
     completed = subprocess.run(command, capture_output=True, text=True, check=True)
     cpu = meter.read()
-    after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    client_s = (after.ru_utime + after.ru_stime) - (children.ru_utime + children.ru_stime)
     report = json.loads(completed.stdout)
-    details = report.get("details") or []
-    latencies = [d["latency"] / 1e6 for d in details if d["status"] == "OK"]
-    throughput = report["rps"]
+    calls = len(report["latencies_ns"])
+    errors = sum(report["errors"].values())
+    latencies = [ns / 1e6 for ns in report["latencies_ns"]]
     return {
-        "mode": GHZ_MODE,
+        "mode": GO_MODE,
         "clients": CLIENTS,
         "offered": rate,
-        "throughput": throughput,
-        "errors": len(details) - len(latencies),
-        "error_kinds": sorted({d["error"] for d in details if d["status"] != "OK"}),
+        "throughput": (calls - errors) / report["wall_s"],
+        "errors": errors,
+        "error_kinds": sorted(report["errors"]),
         "lat": summary(latencies),
-        "lag": summary([]),
-        "server_us": cpu["server_s"] / max(throughput * cpu["wall_s"], 1) * 1e6,
-        "client_us": client_s / max(len(details) + GHZ_WARMUP, 1) * 1e6,
+        "lag": summary([ns / 1e6 for ns in report["lags_ns"]]),
+        "server_us": cpu["server_s"] / (calls + WARMUP_CALLS) * 1e6,
+        "client_us": report["cpu_s"] / max(calls, 1) * 1e6,
         "machine_busy": cpu["machine_busy"],
-        "others": others(cpu, client_s),
+        "others": others(cpu, report["cpu_s"]),
     }
 
 
@@ -913,7 +901,7 @@ async def run_floor(
     unary_loads: list[tuple[str, int, int, float]],
     duration_s: float,
     fanout: tuple[int, int, float],
-    ghz: Path,
+    load_binary: Path,
     subscriber_binary: Path,
 ) -> tuple[list[dict[str, Any]], dict[str, Any]]:
     """The unary loads and one fan-out against `floor_server`, with the clients of the real runs."""
@@ -936,7 +924,11 @@ async def run_floor(
                 )
             )
             report_unary("floor", unary[-1])
-        unary.append(await asyncio.to_thread(ghz_load, ghz, target, [process.pid], HEADLINE_RATE, duration_s))
+        unary.append(
+            await asyncio.to_thread(
+                go_unary_load, load_binary, target, [process.pid], HEADLINE_RATE, duration_s
+            )
+        )
         report_unary("floor", unary[-1])
         subs = await Subscribers.start(subscriber_binary, target, subscribers, [FANOUT_PAIR])
         await subs.ready()
@@ -1029,9 +1021,9 @@ async def one_run(quick: bool, phases: set[str], server_root: Path) -> dict[str,
 
     settings = get_settings()
     go_tools = install_go_tools(
-        settings.local_dir.resolve() / "bin", ["ghz", "stream-subscribers", "stream-edge"]
+        settings.local_dir.resolve() / "bin", ["unary-load", "stream-subscribers", "stream-edge"]
     )
-    ghz, subscriber_binary = go_tools["ghz"], go_tools["stream-subscribers"]
+    load_binary, subscriber_binary = go_tools["unary-load"], go_tools["stream-subscribers"]
     ctx = multiprocessing.get_context("spawn")
     run = uuid.uuid4().hex[:6]
     prefix = f"bench-grpc-{run}-"
@@ -1084,7 +1076,9 @@ async def one_run(quick: bool, phases: set[str], server_root: Path) -> dict[str,
             services.check()
         if "unary" in phases:
             unary.append(
-                await asyncio.to_thread(ghz_load, ghz, target, [server_pid], HEADLINE_RATE, duration)
+                await asyncio.to_thread(
+                    go_unary_load, load_binary, target, [server_pid], HEADLINE_RATE, duration
+                )
                 | {"server": DIRECT}
             )
             report_unary(DIRECT, unary[-1])
@@ -1110,7 +1104,9 @@ async def one_run(quick: bool, phases: set[str], server_root: Path) -> dict[str,
         serving_pids = [server_pid, services.processes["edge"].pid]
         if "unary" in phases:
             unary.append(
-                await asyncio.to_thread(ghz_load, ghz, edge_target, serving_pids, HEADLINE_RATE, duration)
+                await asyncio.to_thread(
+                    go_unary_load, load_binary, edge_target, serving_pids, HEADLINE_RATE, duration
+                )
                 | {"server": EDGE}
             )
             report_unary(EDGE, unary[-1])
@@ -1149,7 +1145,7 @@ async def one_run(quick: bool, phases: set[str], server_root: Path) -> dict[str,
             floor_loads,
             duration,
             (SUBSCRIBERS, fanout_predictions, FANOUT_PACE),
-            ghz,
+            load_binary,
             subscriber_binary,
         )
     return {"unary": unary, "fanout": fanout, "candle": candle, "floor": floor}
@@ -1159,7 +1155,7 @@ def figures(
     unary: list[dict[str, Any]], fanout: list[dict[str, Any]], candle: dict[str, Any] | None
 ) -> dict[str, Any]:
     """The issue's figures (medians) and each run's values (`*_runs`), from results across runs."""
-    headline = next((r for r in unary if r["mode"] == GHZ_MODE and r["server"] == EDGE), None)
+    headline = next((r for r in unary if r["mode"] == GO_MODE and r["server"] == EDGE), None)
     big = next((r for r in fanout if r["subscribers"].median == SUBSCRIBERS and r["server"] == EDGE), None)
     spreads = {
         "unary_p50_ms": headline["lat"]["p50"] if headline else None,
@@ -1186,8 +1182,8 @@ def write_report(
     floor: tuple[list[dict[str, Any]], dict[str, Any]],
 ) -> None:
     figs = figures(unary, fanout, candle)
-    headline = next(r for r in unary if r["mode"] == GHZ_MODE and r["server"] == EDGE)
-    ghz_direct = next(r for r in unary if r["mode"] == GHZ_MODE and r["server"] == DIRECT)
+    headline = next(r for r in unary if r["mode"] == GO_MODE and r["server"] == EDGE)
+    go_direct = next(r for r in unary if r["mode"] == GO_MODE and r["server"] == DIRECT)
     python_open = next(r for r in unary if r["mode"] == "open" and r["offered"].median == HEADLINE_RATE)
     sequential = next(r for r in unary if r["mode"] == "sequential")
     closed = next(r for r in unary if r["mode"] == "closed")
@@ -1222,12 +1218,12 @@ def write_report(
     big = next(r for r in fanout if r["subscribers"].median == SUBSCRIBERS and r["server"] == EDGE)
     targets = [
         (
-            "GetLatestPrediction p50, 100 clients (1,000 req/s, ghz), via the stream edge",
+            "GetLatestPrediction p50, 100 clients (1,000 req/s, Go client), via the stream edge",
             headline["lat"]["p50"],
             "unary_p50_ms",
         ),
         (
-            "GetLatestPrediction p99, 100 clients (1,000 req/s, ghz), via the stream edge",
+            "GetLatestPrediction p99, 100 clients (1,000 req/s, Go client), via the stream edge",
             headline["lat"]["p99"],
             "unary_p99_ms",
         ),
@@ -1275,11 +1271,11 @@ Counts and CPU figures are medians; delivered / expected is the worst run's.
 
 Against the upstream's claimed REST figures (a Rust endpoint; its load and machine are not stated):
 
-| GetLatestPrediction | upstream REST (claimed) | 100 clients, {HEADLINE_RATE:,.0f} req/s, ghz, via the stream edge (headline) | the same, straight to the Python server | the same load from Python clients, straight to the server | one Python client, one call at a time | closed loop, 100 Python clients in flight |
+| GetLatestPrediction | upstream REST (claimed) | 100 clients, {HEADLINE_RATE:,.0f} req/s, Go client, via the stream edge (headline) | the same, straight to the Python server | the same load from Python clients, straight to the server | one Python client, one call at a time | closed loop, 100 Python clients in flight |
 |---|---|---|---|---|---|---|
-| p50 (ms) | {UPSTREAM["p50"]} | {fmt(headline["lat"]["p50"])} | {fmt(ghz_direct["lat"]["p50"])} | {fmt(python_open["lat"]["p50"])} | {fmt(sequential["lat"]["p50"])} | {fmt(closed["lat"]["p50"])} |
-| p95 (ms) | {UPSTREAM["p95"]} | {fmt(headline["lat"]["p95"])} | {fmt(ghz_direct["lat"]["p95"])} | {fmt(python_open["lat"]["p95"])} | {fmt(sequential["lat"]["p95"])} | {fmt(closed["lat"]["p95"])} |
-| p99 (ms) | {UPSTREAM["p99"]} | {fmt(headline["lat"]["p99"])} | {fmt(ghz_direct["lat"]["p99"])} | {fmt(python_open["lat"]["p99"])} | {fmt(sequential["lat"]["p99"])} | {fmt(closed["lat"]["p99"])} |
+| p50 (ms) | {UPSTREAM["p50"]} | {fmt(headline["lat"]["p50"])} | {fmt(go_direct["lat"]["p50"])} | {fmt(python_open["lat"]["p50"])} | {fmt(sequential["lat"]["p50"])} | {fmt(closed["lat"]["p50"])} |
+| p95 (ms) | {UPSTREAM["p95"]} | {fmt(headline["lat"]["p95"])} | {fmt(go_direct["lat"]["p95"])} | {fmt(python_open["lat"]["p95"])} | {fmt(sequential["lat"]["p95"])} | {fmt(closed["lat"]["p95"])} |
+| p99 (ms) | {UPSTREAM["p99"]} | {fmt(headline["lat"]["p99"])} | {fmt(go_direct["lat"]["p99"])} | {fmt(python_open["lat"]["p99"])} | {fmt(sequential["lat"]["p99"])} | {fmt(closed["lat"]["p99"])} |
 
 **GetLatestPrediction.** One prediction for each of {len(UNARY_PAIRS)} pairs is seeded through Kafka;
 each request asks for a random one of them. Latency = call start -> answer, measured in the client.
@@ -1288,11 +1284,13 @@ clients, each with its own channel (HTTP/2 connection), each calling again as so
 arrives: 100 calls always in flight, so this row is the capacity (achieved req/s) and its latency is
 queueing (about 100 / throughput). *open*: the same 100 connected clients, each calling at the times of
 a Poisson process, never waiting for an earlier answer; together they offer the stated req/s. Load
-generators: {LOAD_PROCESSES} processes of 50 clients. *open (ghz)*: the same load from
-[ghz](https://ghz.sh) (Go; built from infra/go-bench), {CLIENTS} connections with a worker each, calls
-started at a constant {HEADLINE_RATE:,.0f} req/s in all, the first {GHZ_WARMUP} left out. A Python client
-spends about as much CPU per call as the server, on the same 2 cores, so its latency is half its own;
-ghz measures what a client that costs little sees. The headline is ghz against the stream edge, which
+generators: {LOAD_PROCESSES} processes of 50 clients. *open (Go)*: the same load from `unary-load`
+(Go, grpc-go's client; infra/go-bench), {CLIENTS} connections, a call due every 1/{HEADLINE_RATE:,.0f} s
+in turn on each, each in a goroutine of its own (open loop), all for the first seeded pair, the first
+{WARMUP_CALLS} calls left out; its collector is paused while it measures, as the Python clients' is. A
+Python client spends about as much CPU per call as the server, on the same 2 cores, so its latency is
+half its own; ghz, a general Go load generator used here before, spent nearly twice the edge's CPU per
+call and collected garbage mid-run. The headline is `unary-load` against the stream edge, which
 answers these calls itself (the seeded keys are ones the server streamed, and the caller one it
 accepted on the first call). CPU per request: the serving processes' CPU (all threads) over the
 measured window / requests;

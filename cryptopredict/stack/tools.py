@@ -1,5 +1,5 @@
 """Go programs built with `go install` from pinned modules: grpcurl and tctl for the stack (infra/go-tools),
-the stream edge (infra/stream-edge), the Temporal TLS relay (infra/temporal-relay), the ghz load generator
+the stream edge (infra/stream-edge), the Temporal TLS relay (infra/temporal-relay), the unary load generator
 and the stream subscribers for bench/ (infra/go-bench), and Helm for the chart's checks (infra/helm-tool)."""
 
 from __future__ import annotations
@@ -24,8 +24,8 @@ logger = logging.getLogger(__name__)
 GO_TOOLS: dict[str, tuple[Path, str]] = {
     "grpcurl": (REPO_ROOT / "infra" / "go-tools", "github.com/fullstorydev/grpcurl/cmd/grpcurl"),
     "tctl": (REPO_ROOT / "infra" / "go-tools", "github.com/temporalio/tctl/cmd/tctl"),
-    "ghz": (REPO_ROOT / "infra" / "go-bench", "github.com/bojand/ghz/cmd/ghz"),
     "stream-subscribers": (REPO_ROOT / "infra" / "go-bench", "cryptopredict/bench/cmd/stream-subscribers"),
+    "unary-load": (REPO_ROOT / "infra" / "go-bench", "cryptopredict/bench/cmd/unary-load"),
     "stream-edge": (REPO_ROOT / "infra" / "stream-edge", "cryptopredict/stream-edge"),
     "temporal-relay": (REPO_ROOT / "infra" / "temporal-relay", "cryptopredict/temporal-relay"),
     "helm": (REPO_ROOT / "infra" / "helm-tool", "helm.sh/helm/v4/cmd/helm"),

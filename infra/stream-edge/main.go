@@ -68,6 +68,9 @@ const (
 	service      = "cryptopredict.v1.PredictionService"
 	streamMethod = "/" + service + "/StreamPredictions"
 	latestMethod = "/" + service + "/GetLatestPrediction"
+	// HTTP/2's own initial window, fixed: what clients send the edge is small requests, and a dynamic
+	// window costs a round of PING frames with nearly every call to estimate a bandwidth never needed.
+	staticWindow = 64 << 10
 )
 
 // rawCodec passes messages through as bytes: the edge relays what the server encoded, and sends the
@@ -494,7 +497,12 @@ func main() {
 	e.health.SetServingStatus("", healthpb.HealthCheckResponse_NOT_SERVING)
 	e.health.SetServingStatus(service, healthpb.HealthCheckResponse_NOT_SERVING)
 
-	options := []grpc.ServerOption{grpc.ForceServerCodec(rawCodec{}), grpc.UnknownServiceHandler(e.relay)}
+	options := []grpc.ServerOption{
+		grpc.ForceServerCodec(rawCodec{}),
+		grpc.UnknownServiceHandler(e.relay),
+		grpc.StaticStreamWindowSize(staticWindow),
+		grpc.StaticConnWindowSize(staticWindow),
+	}
 	if *certFile != "" {
 		cert, err := tls.LoadX509KeyPair(*certFile, *keyFile)
 		if err != nil {
