@@ -102,8 +102,16 @@ PREDICTION_REFUSALS = Counter(
     ["pair", "horizon_s", "reason"], namespace=NAMESPACE,
 )  # fmt: skip
 PREDICTION_LATENCY = Histogram(
-    "prediction_latency_seconds", "Time from a candle's arrival at the prediction agent to its prediction",
+    "prediction_latency_seconds",
+    "Time from a candle's arrival at the prediction agent (its sending, when forecast ahead) to its forecasts"
+    " being out",
     namespace=NAMESPACE, buckets=LATENCY_BUCKETS,
+)  # fmt: skip
+FORECASTS_AHEAD = Counter(
+    "forecasts_ahead_total",
+    "Candles forecast as this worker's candle builder sent them: taken by the candle's arrival, or dropped"
+    " (made again on arrival)",
+    ["outcome"], namespace=NAMESPACE,
 )  # fmt: skip
 MODEL_LOADS = Counter(
     "model_loads", "Champion loads by the prediction agent, by outcome (loaded, failed)",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import logging
 import tempfile
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 
 import faust
@@ -16,7 +16,7 @@ from faust.types import RecordMetadata, TableT
 
 from cryptopredict import metrics, topics
 from cryptopredict.kafka_client import faust_credentials
-from cryptopredict.models import DeadLetter
+from cryptopredict.models import Candle, DeadLetter
 from cryptopredict.settings import get_settings
 
 logger = logging.getLogger(__name__)
@@ -87,6 +87,11 @@ candle_input = app.topic(
     key_type=bytes,
     value_type=bytes,
 )
+
+
+# Called with each closed candle as the candle builder sends it, by agents of this worker that would
+# rather not wait for it to come back from Kafka (streams.ahead).
+candle_listeners: list[Callable[[Candle], None]] = []
 
 
 def load_agents() -> None:

@@ -32,6 +32,7 @@ from streams import faust_internals
 from streams.app import (
     app,
     candle_input,
+    candle_listeners,
     candle_ticks_topic,
     candles_topic,
     dead_letter,
@@ -87,6 +88,8 @@ async def _deliver(
     pending: list[Awaitable[object]] = []
     for candle in closed:
         pending.append(await candles_topic.send(key=candle.market.encode(), value=candle.to_json_bytes()))
+        for listener in candle_listeners:
+            listener(candle)
     for trade, intervals in late.values():
         reason = f"late trade: its window is already closed at interval(s) {intervals} s"
         raw = trade.model_dump_json().encode()

@@ -7,7 +7,8 @@ agent) stay parsed in memory (cryptopredict.ml.live_state), with a changelogged 
 copy: written after every candle, read only when memory does not hold what the table holds (after a
 restart or a hand-over). A candle is acknowledged once the broker has its forecasts and its state is
 saved; meanwhile the agent goes on with the next candle (of another market: a market's candles wait for
-each other). The model input of each candle is computed from its floats by the formulas that
+each other). A candle built by the candle builder of this same worker is forecast as it is sent, not
+once it comes back from Kafka (streams.ahead); its arrival then takes those forecasts and settles them. The model input of each candle is computed from its floats by the formulas that
 built the training dataset, without a data frame (cryptopredict.ml.serving.predict_next). The champion
 is swapped in place when a model event (promotion, rollback) arrives, and a timer checks the `champion`
 alias too, for a move made by hand in MLflow.
@@ -24,7 +25,8 @@ from datetime import timedelta
 from typing import Any
 
 import pandas as pd
-from faust.types import RecordMetadata
+from aiokafka.partitioner import DefaultPartitioner
+from faust.types import TP, RecordMetadata
 from pydantic import ValidationError
 from sqlalchemy import Engine
 
@@ -48,8 +50,10 @@ from cryptopredict.store.candles import sync_engine
 from cryptopredict.store.inputs import read_cross_venue_candles
 from cryptopredict.store.news import newest_sentiment_at, sentiment_at_closes
 from cryptopredict.topics import registered_model_name
+from streams.ahead import MadeAhead
 from streams.app import (
     app,
+    candle_listeners,
     candles_topic,
     dead_letter,
     model_events_topic,
@@ -157,12 +161,17 @@ async def reload_on_model_events(stream):  # type: ignore[no-untyped-def]
 
 
 _complete_candles = complete_stream("prediction_agent", candles_topic.get_topic_name())
+made_ahead: MadeAhead[Candle, Output | None] = MadeAhead(
+    lambda outcome: metrics.FORECASTS_AHEAD.labels(outcome).inc()
+)
+_settling: Settling | None = None  # the agent's, once it runs
 
 
 @app.agent(candles_topic)
 async def predict_on_candles(stream):  # type: ignore[no-untyped-def]
+    global _settling
     candles = stream.noack()  # acknowledged by `settling`, once the forecasts are out and the state saved
-    settling = Settling("prediction_agent", candles)
+    settling = _settling = Settling("prediction_agent", candles)
     async for event in candles.events():
         await _complete_candles.check(event.message)
         with _complete_candles.processing():
@@ -170,7 +179,8 @@ async def predict_on_candles(stream):  # type: ignore[no-untyped-def]
 
 
 async def _on_candle(raw: bytes, settling: Settling) -> Output | None:
-    """Sends the candle's forecasts; returns them with the state to save once the broker has them."""
+    """Sends the candle's forecasts (or takes those made ahead for it); returns them with the state to
+    save once the broker has them."""
     arrived = time.perf_counter()
     try:
         candle = Candle.model_validate_json(raw)
@@ -181,6 +191,16 @@ async def _on_candle(raw: bytes, settling: Settling) -> Output | None:
         return None
     key = _state_key(candle.market, candle.interval_s)
     await settling.ready(key)
+    if (made := made_ahead.take(key, candle)) is not None:
+        try:
+            return await made
+        except Exception:
+            logger.exception("forecasts made ahead for %s failed; making them again", key)
+    return await _advance(key, candle, arrived)
+
+
+async def _advance(key: str, candle: Candle, arrived: float) -> Output | None:
+    """Moves the key's state on by `candle` and sends its forecasts."""
     state = live_states.advance(key, candle)
     if state is None:  # a candle seen before (redelivery after a restart): its forecasts were acknowledged
         return None
@@ -190,6 +210,32 @@ async def _on_candle(raw: bytes, settling: Settling) -> Output | None:
         metrics.PREDICTION_LATENCY.observe(time.perf_counter() - arrived)
 
     return Output(key, await _forecast(list(state.candles), state.values), save)
+
+
+def _on_candle_sent(candle: Candle) -> None:
+    """The candle builder of this worker sent `candle`: its forecasts start now (streams.ahead) when
+    this worker also predicts on its partition and the key's state is saved, with nothing in flight."""
+    if candle.interval_s not in HORIZONS or _settling is None or not _predicts_on(candle.market):
+        return
+    key = _state_key(candle.market, candle.interval_s)
+    if _settling.pending(key) or made_ahead.pending(key) or not live_states.at_rest(key):
+        return
+    made_ahead.start(key, candle, _advance(key, candle, time.perf_counter()))
+
+
+def _predicts_on(market: str) -> bool:
+    """Whether the market's candles partition is assigned to this worker (the producer's partitioner)."""
+    topic = candles_topic.get_topic_name()
+    count = app.consumer.topic_partitions(topic)
+    if not count:
+        return False
+    partitions = list(range(count))
+    return (
+        TP(topic, DefaultPartitioner()(market.encode(), partitions, partitions)) in app.consumer.assignment()
+    )
+
+
+candle_listeners.append(_on_candle_sent)
 
 
 async def _forecast(

@@ -93,6 +93,11 @@ class LiveStates:
         self._parsed: dict[str, LiveState] = {}
         self.loads = 0  # states parsed from the table (a restart, a hand-over, a failed candle)
 
+    def at_rest(self, key: str) -> bool:
+        """Whether the key's state in memory is the one the table holds: saved, and not being moved on."""
+        state = self._parsed.get(key)
+        return state is not None and state.saved_as is not None and self.table.get(key) is state.saved_as
+
     def advance(self, key: str, candle: Candle) -> LiveState | None:
         """The key's state moved on by `candle`, to be saved once its forecasts are out; None for a
         candle seen before (the state is unchanged)."""

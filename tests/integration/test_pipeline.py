@@ -136,6 +136,9 @@ async def test_replayed_trades_become_exact_candle_rows(run_settings, faust_work
     assert scraped[f'cryptopredict_candles_closed_total{{interval_s="60",pair="{PAIR}"}}'] >= 38
     assert scraped['cryptopredict_candle_close_delay_seconds_count{interval_s="60"}'] >= 38
     assert scraped['cryptopredict_indicator_latency_seconds_count{interval_s="60"}'] >= 38
+    # Candles are forecast as the builder sends them (streams.ahead), each taken by its own arrival.
+    assert scraped.get('cryptopredict_forecasts_ahead_total{outcome="taken"}', 0) > 0
+    assert scraped.get('cryptopredict_forecasts_ahead_total{outcome="dropped"}', 0) == 0
 
 
 def hand_trade(trade_id: int, second: int, price: float) -> Trade:

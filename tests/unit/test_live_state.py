@@ -136,6 +136,22 @@ def test_a_candle_whose_forecasts_failed_is_moved_on_from_the_table_when_read_ag
     assert states.loads == 1
 
 
+def test_a_state_is_at_rest_only_while_memory_holds_what_the_table_holds():
+    """What may be forecast ahead of a candle's arrival (streams.ahead): a state saved and not being
+    moved on, and not replaced in the table by a recovery."""
+    stream = candles()
+    states = LiveStates({}, HISTORY, CONFIG)
+    assert not states.at_rest(KEY)  # nothing yet
+    run(states, stream[:30])
+    assert states.at_rest(KEY)
+    state = states.advance(KEY, stream[30])
+    assert state is not None and not states.at_rest(KEY)  # moved on, not saved yet
+    states.save(KEY, state)
+    assert states.at_rest(KEY)
+    states.table[KEY] = recovered(states.table[KEY])  # a recovery put a new value in
+    assert not states.at_rest(KEY)
+
+
 def test_a_candle_seen_before_changes_nothing():
     stream = candles()
     states = LiveStates({}, HISTORY, CONFIG)
