@@ -1333,7 +1333,9 @@ Each step publishes one trade per pair 10 s (event time) into the next minute, w
 1-minute window (grace 5 s); {CANDLE_PACE:g} steps a second, after a warm-up (until predictions reach the
 client) and {SETTLE_STEPS} unmeasured steps. Candle close = the Kafka timestamp of the candle's message
 (set by the candle builder when it sends the closed window); client = the client's wall clock at receipt
-of the prediction with that feature_time. {candle["candles"]} candles measured, {candle["missing"].high:,} without a
+of the prediction with that feature_time. The prediction agent of the same worker starts the forecast
+as the candle is sent (streams/ahead.py), so made_at follows the close by about a millisecond and the
+forecast's own Kafka hop to the edge is most of the rest. {candle["candles"]} candles measured, {candle["missing"].high:,} without a
 prediction at the edge's client (the worst run).
 
 | from -> to | p50 (ms) | p95 (ms) | p99 (ms) | max (ms) |
