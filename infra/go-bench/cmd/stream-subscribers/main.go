@@ -21,37 +21,17 @@ import (
 	"runtime/debug"
 	"sync"
 	"sync/atomic"
-	"syscall"
 	"time"
+
+	"cryptopredict/bench/internal/measure"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 )
 
-// rawCodec passes messages through as bytes: the request comes encoded from the caller and the
-// responses are kept undecoded.
-type rawCodec struct{}
-
-func (rawCodec) Marshal(v any) ([]byte, error) { return *(v.(*[]byte)), nil }
-
-func (rawCodec) Unmarshal(data []byte, v any) error {
-	*(v.(*[]byte)) = append([]byte(nil), data...)
-	return nil
-}
-
-func (rawCodec) Name() string { return "proto" }
-
 type received struct {
 	at      int64
 	message []byte
-}
-
-func cpuSeconds() float64 {
-	var usage syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &usage); err != nil {
-		log.Fatal(err)
-	}
-	return time.Duration(usage.Utime.Nano() + usage.Stime.Nano()).Seconds()
 }
 
 func main() {
@@ -85,7 +65,7 @@ func main() {
 		wg.Add(1)
 		go func(index int) {
 			defer wg.Done()
-			stream, err := conns[index%len(conns)].NewStream(ctx, desc, *method, grpc.ForceCodec(rawCodec{}))
+			stream, err := conns[index%len(conns)].NewStream(ctx, desc, *method, grpc.ForceCodec(measure.RawCodec{}))
 			if err != nil {
 				log.Fatalf("stream %d: %v", index, err)
 			}
@@ -123,9 +103,9 @@ func main() {
 	debug.SetGCPercent(-1)
 	fmt.Fprintln(out, "ready")
 	out.Flush()
-	cpuAtReady := cpuSeconds()
+	cpuAtReady := measure.CPUSeconds()
 	io.Copy(io.Discard, os.Stdin) // the caller closes stdin to stop
-	cpu := cpuSeconds() - cpuAtReady
+	cpu := measure.CPUSeconds() - cpuAtReady
 	cancel()
 	wg.Wait()
 	fmt.Fprintf(out, "cpu %.6f\n", cpu)

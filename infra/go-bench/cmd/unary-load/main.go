@@ -22,26 +22,14 @@ import (
 	"runtime"
 	"runtime/debug"
 	"sync"
-	"syscall"
 	"time"
+
+	"cryptopredict/bench/internal/measure"
 
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/credentials/insecure"
 	"google.golang.org/grpc/status"
 )
-
-// rawCodec passes messages through as bytes: the request comes encoded from the caller, and the answer
-// is only counted.
-type rawCodec struct{}
-
-func (rawCodec) Marshal(v any) ([]byte, error) { return *(v.(*[]byte)), nil }
-
-func (rawCodec) Unmarshal(data []byte, v any) error {
-	*(v.(*[]byte)) = append((*(v.(*[]byte)))[:0], data...)
-	return nil
-}
-
-func (rawCodec) Name() string { return "proto" }
 
 type report struct {
 	LatenciesNs []int64        `json:"latencies_ns"`
@@ -49,14 +37,6 @@ type report struct {
 	Errors      map[string]int `json:"errors"`
 	CPUSeconds  float64        `json:"cpu_s"`
 	WallSeconds float64        `json:"wall_s"`
-}
-
-func cpuSeconds() float64 {
-	var usage syscall.Rusage
-	if err := syscall.Getrusage(syscall.RUSAGE_SELF, &usage); err != nil {
-		log.Fatal(err)
-	}
-	return time.Duration(usage.Utime.Nano() + usage.Stime.Nano()).Seconds()
 }
 
 func main() {
@@ -94,7 +74,7 @@ func main() {
 		started := time.Now()
 		lags[i] = int64(started.Sub(due))
 		var response []byte
-		err := conns[i%len(conns)].Invoke(ctx, *method, &request, &response, grpc.ForceCodec(rawCodec{}))
+		err := conns[i%len(conns)].Invoke(ctx, *method, &request, &response, grpc.ForceCodec(measure.RawCodec{}))
 		latencies[i] = int64(time.Since(started))
 		if err != nil {
 			codes[i] = status.Code(err).String()
@@ -113,7 +93,7 @@ func main() {
 	for i := 0; i < total; i++ {
 		due := start.Add(time.Duration(i) * interval)
 		if i == *warmup {
-			cpuAtStart, measuredFrom = cpuSeconds(), due
+			cpuAtStart, measuredFrom = measure.CPUSeconds(), due
 		}
 		if wait := time.Until(due); wait > 0 {
 			time.Sleep(wait)
@@ -129,7 +109,7 @@ func main() {
 		LatenciesNs: latencies[*warmup:],
 		LagsNs:      lags[*warmup:],
 		Errors:      map[string]int{},
-		CPUSeconds:  cpuSeconds() - cpuAtStart,
+		CPUSeconds:  measure.CPUSeconds() - cpuAtStart,
 		WallSeconds: time.Since(measuredFrom).Seconds(),
 	}
 	for _, code := range codes[*warmup:] {
