@@ -104,7 +104,7 @@ PREDICTION_REFUSALS = Counter(
 PREDICTION_LATENCY = Histogram(
     "prediction_latency_seconds",
     "Time from a candle's arrival at the prediction agent (its sending, when forecast ahead) to its forecasts"
-    " being out",
+    " being sent",
     namespace=NAMESPACE, buckets=LATENCY_BUCKETS,
 )  # fmt: skip
 FORECASTS_AHEAD = Counter(

@@ -89,7 +89,10 @@ async def _deliver(
     for candle in closed:
         pending.append(await candles_topic.send(key=candle.market.encode(), value=candle.to_json_bytes()))
         for listener in candle_listeners:
-            listener(candle)
+            try:
+                listener(candle)
+            except Exception:  # a listener only saves time: the candle goes on through Kafka regardless
+                logger.exception("candle listener %s failed", listener)
     for trade, intervals in late.values():
         reason = f"late trade: its window is already closed at interval(s) {intervals} s"
         raw = trade.model_dump_json().encode()

@@ -25,8 +25,7 @@ from datetime import timedelta
 from typing import Any
 
 import pandas as pd
-from aiokafka.partitioner import DefaultPartitioner
-from faust.types import TP, RecordMetadata
+from faust.types import RecordMetadata
 from pydantic import ValidationError
 from sqlalchemy import Engine
 
@@ -191,7 +190,7 @@ async def _on_candle(raw: bytes, settling: Settling) -> Output | None:
         return None
     key = _state_key(candle.market, candle.interval_s)
     await settling.ready(key)
-    if (made := made_ahead.take(key, candle)) is not None:
+    if (made := made_ahead.take(key, candle, live_states.table.get(key))) is not None:
         try:
             return await made
         except Exception:
@@ -205,34 +204,28 @@ async def _advance(key: str, candle: Candle, arrived: float) -> Output | None:
     if state is None:  # a candle seen before (redelivery after a restart): its forecasts were acknowledged
         return None
 
-    def save() -> None:
-        live_states.save(key, state)
-        metrics.PREDICTION_LATENCY.observe(time.perf_counter() - arrived)
-
-    return Output(key, await _forecast(list(state.candles), state.values), save)
+    sends = await _forecast(list(state.candles), state.values)
+    metrics.PREDICTION_LATENCY.observe(time.perf_counter() - arrived)
+    return Output(key, sends, lambda: live_states.save(key, state))
 
 
 def _on_candle_sent(candle: Candle) -> None:
     """The candle builder of this worker sent `candle`: its forecasts start now (streams.ahead) when
-    this worker also predicts on its partition and the key's state is saved, with nothing in flight."""
+    this worker also predicts on its partition, and the key's state is saved, with nothing in flight,
+    right up to the candle before."""
     if candle.interval_s not in HORIZONS or _settling is None or not _predicts_on(candle.market):
         return
     key = _state_key(candle.market, candle.interval_s)
-    if _settling.pending(key) or made_ahead.pending(key) or not live_states.at_rest(key):
+    if _settling.pending(key) or made_ahead.pending(key):
         return
-    made_ahead.start(key, candle, _advance(key, candle, time.perf_counter()))
+    if (base := live_states.base_for(key, candle)) is not None:
+        made_ahead.start(key, candle, base, _advance(key, candle, time.perf_counter()))
 
 
 def _predicts_on(market: str) -> bool:
-    """Whether the market's candles partition is assigned to this worker (the producer's partitioner)."""
-    topic = candles_topic.get_topic_name()
-    count = app.consumer.topic_partitions(topic)
-    if not count:
-        return False
-    partitions = list(range(count))
-    return (
-        TP(topic, DefaultPartitioner()(market.encode(), partitions, partitions)) in app.consumer.assignment()
-    )
+    """Whether the market's candles partition, as the producer picks it, is assigned to this worker."""
+    partition = app.producer.key_partition(candles_topic.get_topic_name(), market.encode())
+    return partition in app.consumer.assignment()
 
 
 candle_listeners.append(_on_candle_sent)

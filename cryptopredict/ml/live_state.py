@@ -93,10 +93,14 @@ class LiveStates:
         self._parsed: dict[str, LiveState] = {}
         self.loads = 0  # states parsed from the table (a restart, a hand-over, a failed candle)
 
-    def at_rest(self, key: str) -> bool:
-        """Whether the key's state in memory is the one the table holds: saved, and not being moved on."""
+    def base_for(self, key: str, candle: Candle) -> object | None:
+        """The table value `candle` would move the key on from, when memory holds that very value (saved,
+        and not being moved on) and `candle` is the one right after its newest; else None. What may be
+        forecast before the candle's arrival (streams.ahead)."""
         state = self._parsed.get(key)
-        return state is not None and state.saved_as is not None and self.table.get(key) is state.saved_as
+        if state is None or state.saved_as is None or self.table.get(key) is not state.saved_as:
+            return None
+        return state.saved_as if state.candles[-1].window_end == candle.window_start else None
 
     def advance(self, key: str, candle: Candle) -> LiveState | None:
         """The key's state moved on by `candle`, to be saved once its forecasts are out; None for a

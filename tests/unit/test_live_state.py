@@ -136,20 +136,21 @@ def test_a_candle_whose_forecasts_failed_is_moved_on_from_the_table_when_read_ag
     assert states.loads == 1
 
 
-def test_a_state_is_at_rest_only_while_memory_holds_what_the_table_holds():
-    """What may be forecast ahead of a candle's arrival (streams.ahead): a state saved and not being
-    moved on, and not replaced in the table by a recovery."""
+def test_a_candle_is_forecast_ahead_only_right_after_a_saved_state_memory_holds():
+    """What may be forecast before a candle's arrival (streams.ahead): the candle right after the newest
+    of a state that is saved, not being moved on, and not replaced in the table by a recovery."""
     stream = candles()
     states = LiveStates({}, HISTORY, CONFIG)
-    assert not states.at_rest(KEY)  # nothing yet
+    assert states.base_for(KEY, stream[0]) is None  # nothing yet
     run(states, stream[:30])
-    assert states.at_rest(KEY)
+    assert states.base_for(KEY, stream[30]) is states.table[KEY]
+    assert states.base_for(KEY, stream[31]) is None  # candle 30 is still to come: not from here
     state = states.advance(KEY, stream[30])
-    assert state is not None and not states.at_rest(KEY)  # moved on, not saved yet
+    assert state is not None and states.base_for(KEY, stream[31]) is None  # moved on, not saved yet
     states.save(KEY, state)
-    assert states.at_rest(KEY)
+    assert states.base_for(KEY, stream[31]) is states.table[KEY]
     states.table[KEY] = recovered(states.table[KEY])  # a recovery put a new value in
-    assert not states.at_rest(KEY)
+    assert states.base_for(KEY, stream[31]) is None
 
 
 def test_a_candle_seen_before_changes_nothing():
