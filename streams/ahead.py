@@ -6,8 +6,8 @@ The record from Kafka still drives everything that must be exact: the agent take
 for it (`take`), then saves the state and acknowledges the record as for any other (streams.settling).
 Work made ahead for a record that never comes (the partition moved to another worker, or the candle
 differs) is dropped: the agent computes it again from its saved state, and a forecast sent twice is
-what at-least-once already allows. Per key only one piece is made ahead at a time, only while the key
-has nothing left to settle, and only for the record right after the saved state; it is taken only while
+what at-least-once already allows. Per key only one piece is made ahead at a time, only while the key's
+state is saved and nothing is moving it on, and only for the record right after that state; it is taken only while
 the saved state is still the one it started from (`base`, compared by identity: a recovery after a
 hand-over puts new values in), so it always starts from the state the record itself would start from.
 """

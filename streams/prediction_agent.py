@@ -8,9 +8,9 @@ copy: written after every candle, read only when memory does not hold what the t
 restart or a hand-over). A candle is acknowledged once the broker has its forecasts and its state is
 saved; meanwhile the agent goes on with the next candle (of another market: a market's candles wait for
 each other). A candle built by the candle builder of this same worker is forecast as it is sent, not
-once it comes back from Kafka (streams.ahead); its arrival then takes those forecasts and settles them. The model input of each candle is computed from its floats by the formulas that
-built the training dataset, without a data frame (cryptopredict.ml.serving.predict_next). The champion
-is swapped in place when a model event (promotion, rollback) arrives, and a timer checks the `champion`
+once it comes back from Kafka (streams.ahead); its arrival then takes those forecasts and settles them.
+The model input of each candle is computed from its floats by the formulas that built the training
+dataset, without a data frame (cryptopredict.ml.serving.predict_next). The champion is swapped in place when a model event (promotion, rollback) arrives, and a timer checks the `champion`
 alias too, for a move made by hand in MLflow.
 """
 
@@ -163,14 +163,12 @@ _complete_candles = complete_stream("prediction_agent", candles_topic.get_topic_
 made_ahead: MadeAhead[Candle, Output | None] = MadeAhead(
     lambda outcome: metrics.FORECASTS_AHEAD.labels(outcome).inc()
 )
-_settling: Settling | None = None  # the agent's, once it runs
 
 
 @app.agent(candles_topic)
 async def predict_on_candles(stream):  # type: ignore[no-untyped-def]
-    global _settling
     candles = stream.noack()  # acknowledged by `settling`, once the forecasts are out and the state saved
-    settling = _settling = Settling("prediction_agent", candles)
+    settling = Settling("prediction_agent", candles)
     async for event in candles.events():
         await _complete_candles.check(event.message)
         with _complete_candles.processing():
@@ -210,15 +208,15 @@ async def _advance(key: str, candle: Candle, arrived: float) -> Output | None:
 
 
 def _on_candle_sent(candle: Candle) -> None:
-    """The candle builder of this worker sent `candle`: its forecasts start now (streams.ahead) when
-    this worker also predicts on its partition, and the key's state is saved, with nothing in flight,
-    right up to the candle before."""
-    if candle.interval_s not in HORIZONS or _settling is None or not _predicts_on(candle.market):
+    """The candle builder of this worker sent `candle`: its forecasts start now (streams.ahead) when the
+    key's state is saved, with nothing in flight, right up to the candle before, and this worker also
+    predicts on the candle's partition."""
+    if candle.interval_s not in HORIZONS:
         return
     key = _state_key(candle.market, candle.interval_s)
-    if _settling.pending(key) or made_ahead.pending(key):
+    if made_ahead.pending(key) or (base := live_states.base_for(key, candle)) is None:
         return
-    if (base := live_states.base_for(key, candle)) is not None:
+    if _predicts_on(candle.market):  # last: it asks the consumer for its assignment
         made_ahead.start(key, candle, base, _advance(key, candle, time.perf_counter()))
 
 

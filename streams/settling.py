@@ -40,10 +40,6 @@ class Settling:
         self._by_key: dict[str, asyncio.Task[None]] = {}
         self._by_partition: dict[TP, asyncio.Task[None]] = {}
 
-    def pending(self, key: str) -> bool:
-        """Whether a record of `key` is still being settled."""
-        return key in self._by_key
-
     async def ready(self, key: str) -> None:
         """Returns once the previous record of `key` is settled."""
         if (task := self._by_key.get(key)) is not None:
